@@ -1,0 +1,1 @@
+"""The server API the product's backend calls: HTTP (Centrifugo-compatible)."""

@@ -1,0 +1,110 @@
+"""``POST /api/<method>``: the server API over HTTP, with API key authentication.
+
+Answers ``{"result": …}`` or ``{"error": {"code", "message"}}`` with status 200 as
+Centrifugo does (what ``cent`` expects); 401 for a missing or wrong key, 400 for a
+body that is not a JSON object, 404 for an unknown method — never a 500.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+
+import orjson
+from aiohttp import web
+
+from pushgate.api.methods import METHODS
+from pushgate.hub.errors import ERROR_INTERNAL, HubError
+from pushgate.hub.hub import Hub
+
+log = logging.getLogger("pushgate.api")
+
+MAX_BODY = 4 * 1024 * 1024
+
+
+def _json(body: dict, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
+
+
+def _error(error: HubError, status: int = 200) -> web.Response:
+    return _json({"error": {"code": error.code, "message": error.message}}, status)
+
+
+def _authorized(request: web.Request, key: str) -> bool:
+    given = request.headers.get("X-API-Key")
+    if given is None:
+        scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "apikey":
+            given = value.strip()
+    return given is not None and hmac.compare_digest(given.encode(), key.encode())
+
+
+async def call(hub: Hub, method: str, params: dict) -> dict:
+    """Run one method; HubError for anything the caller did wrong."""
+    if method == "batch":
+        return await batch(hub, params)
+    handler = METHODS.get(method)
+    if handler is None:
+        raise HubError(104, f"method not found: {method}")
+    if not isinstance(params, dict):
+        raise HubError(107, "bad request: parameters must be a JSON object")
+    return await handler(hub, params)
+
+
+async def _reply(hub: Hub, method: str, params: object) -> dict:
+    try:
+        return {method: await call(hub, method, params)}  # type: ignore[arg-type]
+    except HubError as error:
+        return {"error": {"code": error.code, "message": error.message}}
+    except Exception:
+        log.exception("API %s failed inside a batch", method)
+        return {"error": {"code": ERROR_INTERNAL.code, "message": ERROR_INTERNAL.message}}
+
+
+async def batch(hub: Hub, params: dict) -> dict:
+    commands = params.get("commands")
+    if not isinstance(commands, list) or not all(
+        isinstance(c, dict) and len(c) == 1 for c in commands
+    ):
+        raise HubError(107, "bad request: commands must be a list of {method: params} objects")
+    calls = [next(iter(c.items())) for c in commands]
+    if any(method == "batch" for method, _ in calls):
+        raise HubError(107, "bad request: batch inside batch")
+    if params.get("parallel"):
+        replies = await asyncio.gather(*(_reply(hub, m, p) for m, p in calls))
+    else:
+        replies = [await _reply(hub, m, p) for m, p in calls]
+    return {"replies": list(replies)}
+
+
+async def api_handler(request: web.Request) -> web.Response:
+    hub: Hub = request.app["hub"]
+    api = hub.config.api
+    method = request.match_info["method"]
+    if not api.insecure and (not api.key or not _authorized(request, api.key)):
+        log.info("API %s refused: bad or missing API key from %s", method, request.remote)
+        return _json({"error": {"code": 101, "message": "unauthorized"}}, 401)
+    if method != "batch" and method not in METHODS:
+        return _error(HubError(104, f"method not found: {method}"), 404)
+    if request.content_length and request.content_length > MAX_BODY:
+        return _error(HubError(107, "bad request: body too large"), 413)
+    raw = await request.read()
+    try:
+        params = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        log.info("API %s: body is not JSON: %s", method, exc)
+        return _error(HubError(107, "bad request: body is not valid JSON"), 400)
+    if not isinstance(params, dict):
+        return _error(HubError(107, "bad request: body must be a JSON object"), 400)
+    try:
+        result = await call(hub, method, params)
+    except HubError as error:
+        log.info("API %s: %s", method, error.message)
+        return _error(error)
+    except Exception:
+        log.exception("API %s failed", method)
+        return _error(ERROR_INTERNAL)
+    if method == "batch":
+        return _json(result)  # Centrifugo answers a batch with top-level "replies"
+    return _json({"result": result})

@@ -1,0 +1,78 @@
+"""Validation of server API parameters: clear errors instead of tracebacks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pushgate.hub.errors import HubError
+
+
+def bad_request(message: str) -> HubError:
+    return HubError(107, f"bad request: {message}")
+
+
+def require_str(params: dict, key: str) -> str:
+    value = params.get(key)
+    if not isinstance(value, str) or not value:
+        raise bad_request(f"{key} must be a non-empty string")
+    return value
+
+
+def optional_str(params: dict, key: str) -> str | None:
+    value = params.get(key)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise bad_request(f"{key} must be a string")
+    return value
+
+
+def optional_bool(params: dict, key: str) -> bool:
+    value = params.get(key)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise bad_request(f"{key} must be a boolean")
+    return value
+
+
+def optional_int(params: dict, key: str, default: int | None = None) -> int | None:
+    value = params.get(key)
+    if value is None:
+        return default
+    if type(value) is not int:
+        raise bad_request(f"{key} must be an integer")
+    return value
+
+
+def str_list(params: dict, key: str, *, required: bool = False) -> list[str]:
+    value = params.get(key)
+    if value is None and not required:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise bad_request(f"{key} must be a list of non-empty strings")
+    if required and not value:
+        raise bad_request(f"{key} must not be empty")
+    return value
+
+
+def str_dict(params: dict, key: str) -> dict[str, str] | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise bad_request(f"{key} must be an object of strings")
+    return value
+
+
+def position(params: dict, key: str) -> tuple[int, str] | None:
+    value: Any = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad_request(f"{key} must be an object with offset and epoch")
+    offset = optional_int(value, "offset", 0) or 0
+    epoch = value.get("epoch", "")
+    if not isinstance(epoch, str) or offset < 0:
+        raise bad_request(f"{key} must be an object with offset and epoch")
+    return offset, epoch

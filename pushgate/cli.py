@@ -1,0 +1,185 @@
+"""The ``pushgate`` command: serve, token, publish, check-config."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from pushgate import __version__
+from pushgate.auth import mint_connection_token, mint_subscription_token
+from pushgate.config import Config, ConfigError, config_to_dict, load_config
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", "-c", help="TOML configuration file")
+    parser.add_argument(
+        "-o",
+        "--option",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="set any option (wins over file and environment); repeatable",
+    )
+
+
+def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, object]:
+    """Flags as ``section.key`` overrides: named flags, then ``-o`` ones."""
+    overrides: dict[str, object] = {}
+    for attr, key in flags.items():
+        value = getattr(args, attr, None)
+        if value is not None:
+            overrides[key] = value
+    for item in args.option:
+        key, sep, value = item.partition("=")
+        if not sep or "." not in key:
+            raise ConfigError(f"-o {item!r}: expected SECTION.KEY=VALUE")
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _load(args: argparse.Namespace, flags: dict[str, str] | None = None) -> Config:
+    return load_config(args.config, overrides=_overrides(args, flags or {}))
+
+
+SERVE_FLAGS = {
+    "host": "server.host",
+    "port": "server.port",
+    "engine": "engine.type",
+    "log_level": "server.log_level",
+    "api_key": "api.key",
+    "token_hmac_secret": "token.hmac_secret",
+}
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    config = _load(args, SERVE_FLAGS)
+    logging.basicConfig(
+        level=config.server.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if args.workers > 1 and config.engine.type == "memory":
+        print(
+            "pushgate: --workers needs a shared engine: the memory engine lives inside one "
+            'process, so several workers would not see each other. Set [engine] type = "redis".',
+            file=sys.stderr,
+        )
+        return 2
+    from pushgate.server import serve
+
+    serve(config)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    config = _load(args)
+    secret = args.secret or config.token.hmac_secret
+    if not secret:
+        print("pushgate: no HMAC secret: set token.hmac_secret or pass --secret", file=sys.stderr)
+        return 2
+    info = json.loads(args.info) if args.info else None
+    ttl = args.ttl if args.ttl > 0 else None
+    if args.channel:
+        token = mint_subscription_token(secret, args.user, args.channel, ttl=ttl, info=info)
+    else:
+        channels = [c for c in (args.channels or "").split(",") if c]
+        token = mint_connection_token(secret, args.user, ttl=ttl, info=info, channels=channels)
+    print(token)
+    return 0
+
+
+def api_call(url: str, key: str, method: str, params: dict, timeout: float = 10.0) -> dict:
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}/api/{method}",
+        data=json.dumps(params).encode(),
+        headers={"Content-Type": "application/json", "X-API-Key": key},
+        method="POST",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        body = exc.read().decode(errors="replace")
+        raise SystemExit(f"pushgate: API answered {exc.code}: {body}") from None
+    except urllib.error.URLError as exc:
+        raise SystemExit(f"pushgate: cannot reach {url}: {exc.reason}") from None
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        data = json.loads(args.data)
+    except json.JSONDecodeError as exc:
+        print(f"pushgate: data is not JSON: {exc}", file=sys.stderr)
+        return 2
+    url = args.url or f"http://{config.server.host}:{config.server.port}"
+    reply = api_call(url, args.api_key or config.api.key, "publish", {"channel": args.channel, "data": data})
+    if "error" in reply:
+        print(f"pushgate: {reply['error']['code']}: {reply['error']['message']}", file=sys.stderr)
+        return 1
+    print(json.dumps(reply["result"]))
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    config = load_config(args.file, overrides=_overrides(args, {}))
+    print(json.dumps(config_to_dict(config, mask_secrets=True), indent=2, default=str))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pushgate", description="real-time push gateway")
+    parser.add_argument("--version", action="version", version=f"pushgate {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the server")
+    _add_config_args(serve)
+    serve.add_argument("--host")
+    serve.add_argument("--port", type=int)
+    serve.add_argument("--engine", choices=["memory", "redis"])
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--api-key")
+    serve.add_argument("--token-hmac-secret")
+    serve.add_argument("--workers", type=int, default=1, help="worker processes (redis engine)")
+    serve.set_defaults(func=cmd_serve)
+
+    token = commands.add_parser("token", help="mint a connection or subscription JWT")
+    _add_config_args(token)
+    token.add_argument("user")
+    token.add_argument("--ttl", type=float, default=3600, help="seconds; 0 = no expiry")
+    token.add_argument("--channel", help="mint a subscription token for this channel")
+    token.add_argument("--channels", help="comma-separated server-side subscriptions")
+    token.add_argument("--info", help="JSON info attached to the connection")
+    token.add_argument("--secret", help="HMAC secret (default: token.hmac_secret)")
+    token.set_defaults(func=cmd_token)
+
+    publish = commands.add_parser("publish", help="publish through the server API")
+    _add_config_args(publish)
+    publish.add_argument("channel")
+    publish.add_argument("data", help="JSON data")
+    publish.add_argument("--url", help="server URL (default: from server.host/port)")
+    publish.add_argument("--api-key", help="API key (default: api.key)")
+    publish.set_defaults(func=cmd_publish)
+
+    check = commands.add_parser("check-config", help="validate and print a configuration")
+    check.add_argument("file", nargs="?")
+    check.add_argument("-o", "--option", action="append", default=[])
+    check.set_defaults(func=cmd_check_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"pushgate: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,751 @@
+"""Configuration schema and loading: defaults < TOML file < PUSHGATE_* environment < overrides.
+
+Owns the dataclasses every other module reads its settings from (``Config`` and its
+sections), the loader that merges the sources and validates them (reporting *all*
+problems at once, each naming the exact key and where it came from), ``config_to_dict``
+for showing an effective configuration with secrets masked, and ``iter_options`` which
+enumerates every option with its default and description (docs/configuration.md is
+checked against it).
+"""
+
+import difflib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from pushgate.durations import parse_duration
+
+__all__ = [
+    "ENV_ALLOWLIST",
+    "ENV_PREFIX",
+    "SECTIONS",
+    "ApiConfig",
+    "ChannelConfig",
+    "ChannelOptions",
+    "ClientConfig",
+    "Config",
+    "ConfigError",
+    "EngineConfig",
+    "NamespaceConfig",
+    "ServerConfig",
+    "TokenConfig",
+    "config_to_dict",
+    "env_var_name",
+    "iter_options",
+    "load_config",
+]
+
+ENV_PREFIX = "PUSHGATE_"
+#: PUSHGATE_* variables that are not options but are still allowed in the environment.
+ENV_ALLOWLIST = frozenset({"PUSHGATE_CONFIG"})
+CONFIG_PATH_ENV = "PUSHGATE_CONFIG"
+
+_NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s?#]+")
+_HOST_PORT = re.compile(r"[^\s:]+:\d{1,5}")
+_REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
+_PEM_MARKER = "-----BEGIN"
+_MASK = "***"
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``errors`` holds one message per problem (also the str)."""
+
+    def __init__(self, errors: str | list[str]) -> None:
+        self.errors = [errors] if isinstance(errors, str) else list(errors)
+        super().__init__("\n".join(self.errors))
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def _meta(
+    doc: str,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    item_check: Callable[[str], str | None] | None = None,
+    secret: bool = False,
+) -> dict[str, Any]:
+    """Field metadata: the option's description and its validation rules."""
+    return {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "item_check": item_check,
+            "secret": secret}
+
+
+def _opt(default: object, doc: str, **rules: Any) -> Any:
+    """A scalar dataclass field carrying its documentation and rules as metadata."""
+    return field(default=default, metadata=_meta(doc, **rules))
+
+
+def _check_origin(value: str) -> str | None:
+    if value == "*" or _ORIGIN.fullmatch(value):
+        return None
+    return f"invalid origin {value!r} (expected '*' or e.g. 'https://app.example.com')"
+
+
+def _check_redis_url(value: str) -> str | None:
+    if value.startswith(_REDIS_SCHEMES):
+        return None
+    return f"invalid Redis URL {value!r} (expected redis://, rediss:// or unix://)"
+
+
+def _check_host_port(value: str) -> str | None:
+    if _HOST_PORT.fullmatch(value) and 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        return None
+    return f"invalid sentinel address {value!r} (expected 'host:port')"
+
+
+@dataclass(slots=True)
+class ChannelOptions:
+    """Per-namespace channel options; ``[channel]`` holds them for channels without one."""
+
+    presence: bool = _opt(False, "Track who is subscribed (presence).")
+    join_leave: bool = _opt(False, "Send join/leave pushes when clients subscribe/leave.")
+    force_push_join_leave: bool = _opt(
+        False, "Push join/leave to every subscriber without them asking for it."
+    )
+    history_size: int = _opt(
+        0, "Publications kept in channel history (0 = no history; needs history_ttl).", lo=0
+    )
+    history_ttl: float = _opt(
+        0.0, "How long history is kept after the last publication (duration; needs "
+        "history_size).", lo=0
+    )
+    force_recovery: bool = _opt(
+        False, "Recover missed publications on resubscribe for every client (needs history)."
+    )
+    force_positioning: bool = _opt(
+        False, "Check stream position of every subscriber (needs history)."
+    )
+    allow_subscribe_for_client: bool = _opt(
+        False, "Any authenticated client may subscribe without a subscription token."
+    )
+    allow_subscribe_for_anonymous: bool = _opt(
+        False, "Anonymous clients may subscribe without a subscription token."
+    )
+    allow_publish_for_subscriber: bool = _opt(
+        False, "Subscribers may publish into the channel."
+    )
+    allow_publish_for_client: bool = _opt(
+        False, "Any authenticated client may publish, even without subscribing."
+    )
+    allow_presence_for_subscriber: bool = _opt(
+        False, "Subscribers may ask for presence and presence stats."
+    )
+    allow_presence_for_client: bool = _opt(
+        False, "Any authenticated client may ask for presence and presence stats."
+    )
+    allow_history_for_subscriber: bool = _opt(
+        False, "Subscribers may ask for channel history."
+    )
+    allow_history_for_client: bool = _opt(
+        False, "Any authenticated client may ask for channel history."
+    )
+    allow_user_limited_channels: bool = _opt(
+        True, "Channels with the user boundary ('#alice') may be joined by the users listed."
+    )
+
+
+@dataclass(slots=True)
+class NamespaceConfig(ChannelOptions):
+    """A ``[[namespace]]`` entry: channel options for channels named ``<name>:...``."""
+
+    name: str = field(
+        kw_only=True,
+        metadata=_meta("Namespace name, the channel prefix before the namespace boundary "
+                       "(letters, digits, '_', '-', '.'; unique)."),
+    )
+
+
+@dataclass(slots=True)
+class ChannelConfig(ChannelOptions):
+    """``[channel]``: options for channels without a namespace, plus channel naming rules."""
+
+    namespace_boundary: str = _opt(":", "Separates the namespace from the rest of a channel.")
+    user_boundary: str = _opt("#", "Starts the user part of a user-limited channel.")
+    user_separator: str = _opt(",", "Separates users in a user-limited channel ('#a,b').")
+    max_length: int = _opt(255, "Longest allowed channel name, in characters.", lo=1)
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    """``[server]``: listening address, identity, origins, logging, shutdown."""
+
+    host: str = _opt("127.0.0.1", "Address to listen on.")
+    port: int = _opt(8000, "TCP port to listen on (0 = pick a free port).", lo=0, hi=65535)
+    name: str = _opt("", "Node name shown in info and logs (empty = host name).")
+    allowed_origins: list[str] = field(default_factory=list, metadata=_meta(
+        "Browser origins allowed to connect, exact like 'https://app.example.com' or '*' "
+        "(empty = any).", item_check=_check_origin,
+    ))
+    log_level: str = _opt(
+        "info", "Log level: debug, info, warning or error.",
+        choices=("debug", "info", "warning", "error"),
+    )
+    log_format: str = _opt(
+        "text", "Log format: text, json or logfmt.", choices=("text", "json", "logfmt")
+    )
+    shutdown_timeout: float = _opt(
+        5.0, "How long a graceful shutdown waits for connections to close (duration).", lo=0
+    )
+
+
+@dataclass(slots=True)
+class TokenConfig:
+    """``[token]``: keys and claims used to verify connection and subscription JWTs."""
+
+    hmac_secret: str = _opt("", "Shared secret for HS256/HS384/HS512 tokens.", secret=True)
+    rsa_public_key: str = _opt(
+        "", "RSA public key for RS*/PS* tokens: PEM text or a path to a PEM file.", secret=True
+    )
+    ecdsa_public_key: str = _opt(
+        "", "ECDSA public key for ES* tokens: PEM text or a path to a PEM file.", secret=True
+    )
+    audience: str = _opt("", "Required 'aud' claim (empty = not checked).")
+    issuer: str = _opt("", "Required 'iss' claim (empty = not checked).")
+
+
+@dataclass(slots=True)
+class ApiConfig:
+    """``[api]``: the server HTTP API's authentication."""
+
+    key: str = _opt("", "API key expected in 'Authorization: apikey <key>' or X-API-Key.",
+                    secret=True)
+    insecure: bool = _opt(False, "Serve the API without any key (development only).")
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """``[engine]``: broker, history and presence storage (memory or Redis)."""
+
+    type: str = _opt("memory", "Engine: memory (one process) or redis (scale-out).",
+                     choices=("memory", "redis"))
+    redis_url: list[str] = field(default_factory=lambda: ["redis://127.0.0.1:6379/0"],
+                                 metadata=_meta(
+        "Redis URL(s); several shard channels (a single string is accepted).",
+        item_check=_check_redis_url,
+    ))
+    redis_prefix: str = _opt("pushgate", "Prefix of every Redis key and channel.")
+    redis_sentinel_master: str = _opt("", "Sentinel master name (used with redis_sentinels).")
+    redis_sentinels: list[str] = field(default_factory=list, metadata=_meta(
+        "Sentinel addresses as 'host:port' (empty = no Sentinel).", item_check=_check_host_port,
+    ))
+    node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
+    node_ttl: float = _opt(10.0, "A node unseen for this long is gone (duration).", lo=0)
+    presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).",
+                               lo=0)
+
+
+@dataclass(slots=True)
+class ClientConfig:
+    """``[client]``: per-connection timing and limits."""
+
+    ping_interval: float = _opt(25.0, "Server ping interval (duration, > 0).", lo=0)
+    pong_timeout: float = _opt(
+        8.0, "Disconnect when no pong arrives within this time (duration, < ping_interval).",
+        lo=0,
+    )
+    expired_grace: float = _opt(
+        0.0, "Extra time after token expiry before disconnecting (duration).", lo=0
+    )
+    queue_max_bytes: int = _opt(
+        1048576, "Write queue size at which a slow client is disconnected (bytes).", lo=1
+    )
+    max_frame_bytes: int = _opt(65536, "Largest accepted incoming frame (bytes).", lo=1)
+    max_subscriptions: int = _opt(
+        128, "Most channels one connection may subscribe to (0 = unlimited).", lo=0
+    )
+    max_connections_per_user: int = _opt(
+        0, "Most concurrent connections per user (0 = unlimited).", lo=0
+    )
+    history_max_publications: int = _opt(
+        1000, "Most publications one history call or recovery returns.", lo=1
+    )
+    presence_max_size: int = _opt(
+        0, "Most clients returned by one presence call (0 = unlimited).", lo=0
+    )
+    anonymous: bool = _opt(False, "Allow connecting without a token (user '').")
+
+
+@dataclass(slots=True)
+class Config:
+    """The whole configuration. ``namespace(name)`` looks up a ``[[namespace]]`` entry."""
+
+    server: ServerConfig = field(default_factory=ServerConfig)
+    token: TokenConfig = field(default_factory=TokenConfig)
+    api: ApiConfig = field(default_factory=ApiConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    client: ClientConfig = field(default_factory=ClientConfig)
+    channel: ChannelConfig = field(default_factory=ChannelConfig)
+    namespaces: list[NamespaceConfig] = field(default_factory=list)
+    _by_name: dict[str, NamespaceConfig] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        self._by_name = {ns.name: ns for ns in self.namespaces}
+
+    def namespace(self, name: str) -> NamespaceConfig | None:
+        """The namespace called ``name``, or None."""
+        if len(self._by_name) != len(self.namespaces):
+            self._by_name = {ns.name: ns for ns in self.namespaces}
+        return self._by_name.get(name)
+
+    def options_for(self, channel: str) -> ChannelOptions | None:
+        """Options governing ``channel``: its namespace's, ``[channel]``'s, or None if the
+        channel names a namespace that does not exist."""
+        boundary = self.channel.namespace_boundary
+        if boundary and boundary in channel:
+            return self.namespace(channel.split(boundary, 1)[0])
+        return self.channel
+
+
+#: TOML section name -> dataclass. ``[[namespace]]`` is handled separately.
+SECTIONS: dict[str, type] = {
+    "server": ServerConfig,
+    "token": TokenConfig,
+    "api": ApiConfig,
+    "engine": EngineConfig,
+    "client": ClientConfig,
+    "channel": ChannelConfig,
+}
+_NAMESPACE_SECTION = "namespace"
+_FIELDS: dict[type, dict[str, Field[Any]]] = {
+    cls: {f.name: f for f in fields(cls)} for cls in (*SECTIONS.values(), NamespaceConfig)
+}
+
+
+def env_var_name(section: str, key: str) -> str:
+    """The environment variable for ``section.key`` (e.g. PUSHGATE_SERVER_PORT)."""
+    return f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
+
+
+def iter_options() -> Iterator[tuple[str, object, str]]:
+    """Yield ("section.key", default, description) for every option, sections in file
+    order, then ``namespace.<option>`` (``namespace.name`` first, default None = required)."""
+    for section, cls in SECTIONS.items():
+        for f in fields(cls):
+            yield f"{section}.{f.name}", _default_of(f), f.metadata["doc"]
+    ns_fields = sorted(fields(NamespaceConfig), key=lambda f: f.name != "name")
+    for f in ns_fields:
+        yield f"{_NAMESPACE_SECTION}.{f.name}", _default_of(f), f.metadata["doc"]
+
+
+def _default_of(f: Field[Any]) -> object:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+@dataclass(slots=True, frozen=True)
+class _Origin:
+    """Where a value came from: its label (key path or env var) and source (file name)."""
+
+    label: str
+    source: str = ""
+
+    def error(self, message: str) -> str:
+        suffix = f" (in {self.source})" if self.source else ""
+        return f"{self.label}: {message}{suffix}"
+
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+def _to_bool(value: object, text_ok: bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if text_ok and isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+    raise ValueError(f"expected a boolean (true/false), got {value!r}")
+
+
+def _to_int(value: object, text_ok: bool) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if text_ok and isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            pass
+    raise ValueError(f"expected an integer, got {value!r}")
+
+
+def _to_duration(value: object, text_ok: bool) -> float:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ValueError(f"invalid duration {value!r}: expected a string like '10s' or seconds")
+    return parse_duration(value)
+
+
+def _to_str(value: object, text_ok: bool) -> str:
+    if isinstance(value, str):
+        return value
+    raise ValueError(f"expected a string, got {value!r}")
+
+
+def _to_str_list(value: object, text_ok: bool) -> list[str]:
+    if isinstance(value, str):
+        if text_ok:
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(item, str) for item in value):
+        return list(value)
+    raise ValueError(f"expected a string or a list of strings, got {value!r}")
+
+
+_CONVERTERS: dict[object, Callable[[object, bool], object]] = {
+    bool: _to_bool,
+    int: _to_int,
+    float: _to_duration,
+    str: _to_str,
+    list[str]: _to_str_list,
+}
+
+
+def _convert(f: Field[Any], value: object, text_ok: bool) -> object:
+    """Convert ``value`` to ``f``'s type and apply its rules; ValueError names the problem."""
+    converted = _CONVERTERS[f.type](value, text_ok)
+    _check_rules(f, converted)
+    return converted
+
+
+def _check_rules(f: Field[Any], value: object) -> None:
+    meta = f.metadata
+    lo, hi, choices = meta.get("lo"), meta.get("hi"), meta.get("choices")
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if lo is not None and hi is not None and not lo <= value <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {value!r}")
+        if lo is not None and value < lo:
+            raise ValueError(f"must be >= {lo}, got {value!r}")
+    if choices and value not in choices:
+        raise ValueError(f"expected one of {', '.join(choices)}; got {value!r}")
+    item_check = meta.get("item_check")
+    if item_check and isinstance(value, list):
+        problems = [p for p in map(item_check, value) if p]
+        if problems:
+            raise ValueError("; ".join(problems))
+
+
+def _suggest(word: str, candidates: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class _Builder:
+    """Accumulates values (section -> key -> value) with origins, and every error seen."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
+        self.origins: dict[str, _Origin] = {}
+        self.namespaces: list[NamespaceConfig] = []
+        self.failed: set[str] = set()
+        self.errors: list[str] = []
+
+    def set(self, section: str, key: str, value: object, origin: _Origin, text_ok: bool) -> None:
+        """Convert and store one value, or record why it is invalid."""
+        f = _FIELDS[SECTIONS[section]][key]
+        path = f"{section}.{key}"
+        try:
+            self.values[section][key] = _convert(f, value, text_ok)
+        except ValueError as exc:
+            self.errors.append(origin.error(str(exc)))
+            self.failed.add(path)
+            return
+        self.failed.discard(path)
+        self.origins[path] = origin
+
+    def unknown_key(self, section: str, key: str, origin: _Origin) -> None:
+        hint = _suggest(key, _FIELDS[SECTIONS[section]])
+        self.errors.append(origin.error(f"unknown key in [{section}]{hint}"))
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+
+
+def _apply_toml(builder: _Builder, data: Mapping[str, Any], source: str) -> None:
+    for section, table in data.items():
+        if section == _NAMESPACE_SECTION:
+            _apply_namespaces(builder, table, source)
+        elif section not in SECTIONS:
+            hint = _suggest(section, [*SECTIONS, _NAMESPACE_SECTION])
+            builder.errors.append(_Origin(section, source).error(f"unknown section{hint}"))
+        elif not isinstance(table, dict):
+            msg = f"expected a table [{section}], got {table!r}"
+            builder.errors.append(_Origin(section, source).error(msg))
+        else:
+            _apply_table(builder, section, table, source)
+
+
+def _apply_table(builder: _Builder, section: str, table: Mapping[str, Any], source: str) -> None:
+    known = _FIELDS[SECTIONS[section]]
+    for key, value in table.items():
+        origin = _Origin(f"{section}.{key}", source)
+        if key in known:
+            builder.set(section, key, value, origin, text_ok=False)
+        else:
+            builder.unknown_key(section, key, origin)
+
+
+def _apply_namespaces(builder: _Builder, entries: object, source: str) -> None:
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        msg = "expected an array of tables ([[namespace]] entries)"
+        builder.errors.append(_Origin(_NAMESPACE_SECTION, source).error(msg))
+        return
+    seen: dict[str, int] = {}
+    for index, entry in enumerate(entries):
+        namespace = _build_namespace(builder, index, entry, source)
+        if namespace is None:
+            continue
+        if namespace.name in seen:
+            msg = (f"duplicate namespace {namespace.name!r} "
+                   f"(also namespace[{seen[namespace.name]}])")
+            builder.errors.append(_Origin(f"namespace[{index}].name", source).error(msg))
+            continue
+        seen[namespace.name] = index
+        builder.namespaces.append(namespace)
+
+
+def _build_namespace(
+    builder: _Builder, index: int, entry: Mapping[str, Any], source: str
+) -> NamespaceConfig | None:
+    known = _FIELDS[NamespaceConfig]
+    kwargs: dict[str, object] = {}
+    ok = True
+    for key, value in entry.items():
+        origin = _Origin(f"namespace[{index}].{key}", source)
+        if key not in known:
+            msg = f"unknown key in [[namespace]]{_suggest(key, known)}"
+            builder.errors.append(origin.error(msg))
+            continue
+        try:
+            kwargs[key] = _convert(known[key], value, text_ok=False)
+        except ValueError as exc:
+            builder.errors.append(origin.error(str(exc)))
+            ok = False
+            continue
+        builder.origins[origin.label] = origin
+    name_origin = _Origin(f"namespace[{index}].name", source)
+    if "name" not in entry:
+        builder.errors.append(name_origin.error("required"))
+        return None
+    name = kwargs.get("name")
+    if not isinstance(name, str):
+        return None  # the conversion error is already recorded
+    if not _NAMESPACE_NAME.fullmatch(name):
+        msg = f"invalid namespace name {name!r} (only letters, digits, '_', '-', '.')"
+        builder.errors.append(name_origin.error(msg))
+        return None
+    namespace = NamespaceConfig(**kwargs)  # type: ignore[arg-type]
+    if not ok:
+        builder.failed.add(f"namespace[{index}]")
+    return namespace
+
+
+def _apply_env(builder: _Builder, env: Mapping[str, str]) -> None:
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var in ENV_ALLOWLIST:
+            continue
+        section, key = _split_env_name(var)
+        origin = _Origin(var)
+        if section is None or key not in _FIELDS[SECTIONS[section]]:
+            hint = _suggest(var, _all_env_names())
+            builder.errors.append(origin.error(f"unknown setting{hint}"))
+        else:
+            builder.set(section, key, env[var], origin, text_ok=True)
+
+
+def _split_env_name(var: str) -> tuple[str | None, str]:
+    rest = var[len(ENV_PREFIX):]
+    for section in SECTIONS:
+        prefix = section.upper() + "_"
+        if rest.startswith(prefix):
+            return section, rest[len(prefix):].lower()
+    return None, rest.lower()
+
+
+def _all_env_names() -> list[str]:
+    names = [env_var_name(s, k) for s, cls in SECTIONS.items() for k in _FIELDS[cls]]
+    return [*names, *ENV_ALLOWLIST]
+
+
+def _apply_overrides(builder: _Builder, overrides: Mapping[str, object]) -> None:
+    for path, value in overrides.items():
+        if value is None:
+            continue
+        section, _, key = path.partition(".")
+        origin = _Origin(path, "overrides")
+        if section not in SECTIONS or key not in _FIELDS[SECTIONS[section]]:
+            known = [f"{s}.{k}" for s, cls in SECTIONS.items() for k in _FIELDS[cls]]
+            builder.errors.append(origin.error(f"unknown option{_suggest(path, known)}"))
+            continue
+        builder.set(section, key, value, origin, text_ok=True)
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _validate(cfg: Config, builder: _Builder) -> None:
+    """Checks that span several keys; skipped where a key involved was already invalid."""
+    _check_client(cfg.client, builder)
+    _check_engine(cfg.engine, builder)
+    _check_token(cfg.token, builder)
+    _check_naming(cfg.channel, builder)
+    _check_history(cfg.channel, "channel", builder)
+    for index, namespace in enumerate(cfg.namespaces):
+        if f"namespace[{index}]" not in builder.failed:
+            _check_history(namespace, f"namespace[{index}]", builder)
+
+
+def _complain(builder: _Builder, path: str, message: str, *involved: str) -> None:
+    """Report a cross-key problem at ``path``, naming the source of whichever key involved
+    was set explicitly (``path`` itself first)."""
+    keys = (path, *involved)
+    if any(key in builder.failed for key in keys):
+        return
+    sources = [builder.origins[key] for key in keys if key in builder.origins]
+    origin = builder.origins.get(path) or _Origin(path, sources[0].source if sources else "")
+    builder.errors.append(origin.error(message))
+
+
+def _check_client(client: ClientConfig, builder: _Builder) -> None:
+    if client.ping_interval <= 0:
+        _complain(builder, "client.ping_interval", "must be > 0")
+    elif client.pong_timeout >= client.ping_interval:
+        msg = (f"must be less than client.ping_interval "
+               f"({client.pong_timeout:g}s >= {client.ping_interval:g}s)")
+        _complain(builder, "client.pong_timeout", msg, "client.ping_interval")
+
+
+def _check_engine(engine: EngineConfig, builder: _Builder) -> None:
+    if engine.redis_sentinels and not engine.redis_sentinel_master:
+        _complain(builder, "engine.redis_sentinel_master",
+                  "required when engine.redis_sentinels is set", "engine.redis_sentinels")
+    if engine.type == "redis" and not engine.redis_url and not engine.redis_sentinels:
+        _complain(builder, "engine.redis_url", "at least one URL is needed for the redis engine",
+                  "engine.type")
+    if engine.node_heartbeat >= engine.node_ttl:
+        _complain(builder, "engine.node_ttl", "must be greater than engine.node_heartbeat",
+                  "engine.node_heartbeat")
+
+
+def _check_token(token: TokenConfig, builder: _Builder) -> None:
+    for key in ("rsa_public_key", "ecdsa_public_key"):
+        value = getattr(token, key).strip()
+        if value and _PEM_MARKER not in value and not os.path.isfile(value):
+            _complain(builder, f"token.{key}",
+                      f"neither PEM text nor an existing file: {value!r}")
+
+
+def _check_naming(channel: ChannelConfig, builder: _Builder) -> None:
+    for key in ("namespace_boundary", "user_boundary", "user_separator"):
+        if not getattr(channel, key):
+            _complain(builder, f"channel.{key}", "must not be empty")
+
+
+def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None:
+    size, ttl = f"{prefix}.history_size", f"{prefix}.history_ttl"
+    if opts.history_size > 0 and opts.history_ttl <= 0:
+        _complain(builder, ttl, "required (> 0) when history_size is set", size)
+    elif opts.history_ttl > 0 and opts.history_size <= 0:
+        _complain(builder, size, "required (> 0) when history_ttl is set", ttl)
+    has_history = opts.history_size > 0 and opts.history_ttl > 0
+    for key in ("force_recovery", "force_positioning"):
+        if getattr(opts, key) and not has_history:
+            _complain(builder, f"{prefix}.{key}",
+                      "needs history (history_size and history_ttl)", size, ttl)
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def load_config(
+    path: str | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, object] | None = None,
+) -> Config:
+    """Load and validate the configuration.
+
+    Precedence (lowest first): defaults, the TOML file at ``path`` (or $PUSHGATE_CONFIG
+    when ``path`` is None), ``PUSHGATE_<SECTION>_<KEY>`` variables from ``env``
+    (``os.environ`` when None), then ``overrides`` ("section.key" -> value; None values
+    are ignored). Raises ``ConfigError`` listing every problem found, one per line.
+    """
+    env = os.environ if env is None else env
+    path = path if path is not None else (env.get(CONFIG_PATH_ENV) or None)
+    builder = _Builder()
+    if path is not None:
+        _apply_toml(builder, _read_toml(path), source=path)
+    _apply_env(builder, env)
+    if overrides:
+        _apply_overrides(builder, overrides)
+    sections = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
+    cfg = Config(namespaces=builder.namespaces, **sections)
+    _validate(cfg, builder)
+    if builder.errors:
+        raise ConfigError(builder.errors)
+    return cfg
+
+
+def config_to_dict(cfg: Config, mask_secrets: bool = True) -> dict[str, Any]:
+    """The configuration as plain data in TOML shape (namespaces under "namespace").
+
+    With ``mask_secrets``, non-empty secrets become "***" (public keys only when given
+    as PEM text, not as a file path) and passwords in Redis URLs are masked.
+    """
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        out[section] = _section_dict(getattr(cfg, section), mask_secrets)
+    out[_NAMESPACE_SECTION] = [_section_dict(ns, mask_secrets) for ns in cfg.namespaces]
+    return out
+
+
+def _section_dict(obj: object, mask: bool) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for f in fields(obj):  # type: ignore[arg-type]  # always a config dataclass
+        value = getattr(obj, f.name)
+        if isinstance(value, list):
+            value = list(value)
+        if mask and f.metadata.get("secret") and _is_secret_text(f.name, value):
+            value = _MASK
+        elif mask and f.name == "redis_url":
+            value = [_mask_url_password(url) for url in value]
+        result[f.name] = value
+    return result
+
+
+def _is_secret_text(name: str, value: str) -> bool:
+    if not value:
+        return False
+    return not name.endswith("_public_key") or _PEM_MARKER in value
+
+
+def _mask_url_password(url: str) -> str:
+    parts = urlsplit(url)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url
+    user = userinfo.split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:{_MASK}@{hostport}"))

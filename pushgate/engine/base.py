@@ -1,0 +1,177 @@
+"""The engine interface and the values that cross it.
+
+An engine is what the hub needs from the world outside one process: a broker that
+assigns each channel's next offset and fans publications out to every node with
+subscribers, the history stream behind recovery, presence, the user → nodes map and
+user status. The memory engine implements it for one process; the redis engine for many.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(slots=True, frozen=True)
+class StreamPosition:
+    """Where a channel's stream stands: the last offset and the stream's epoch."""
+
+    offset: int
+    epoch: str
+
+
+@dataclass(slots=True)
+class ClientInfo:
+    """Who a connection is, as shown in presence, join/leave and publications.
+
+    ``conn_info`` and ``chan_info`` are raw JSON bytes (or None).
+    """
+
+    client: str
+    user: str
+    conn_info: bytes | None = None
+    chan_info: bytes | None = None
+
+
+@dataclass(slots=True)
+class Publication:
+    """One message in a channel stream.
+
+    ``data`` is raw JSON bytes, serialized once when published. ``offset`` is 0 for a
+    channel without history. ``cache`` holds the wire bytes built for it, per dialect
+    and framing, so a broadcast encodes it once whatever the number of subscribers.
+    """
+
+    data: bytes
+    offset: int = 0
+    info: ClientInfo | None = None
+    tags: dict[str, str] | None = None
+    time: int = 0
+    cache: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
+
+
+@dataclass(slots=True)
+class HistoryResult:
+    """Publications read from a stream and the stream's current position."""
+
+    publications: list[Publication]
+    position: StreamPosition
+
+
+class UnrecoverablePosition(Exception):
+    """The requested position is not in the stream (wrong epoch or trimmed away)."""
+
+
+class EngineHandler(Protocol):
+    """What an engine calls back into: the node's hub."""
+
+    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None: ...
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    def handle_control(self, message: dict) -> None: ...
+
+
+class Engine(ABC):
+    """Broker + history + presence + user status. Every method may await I/O."""
+
+    name: str = "engine"
+    #: whether several processes can share this engine
+    multi_node: bool = False
+
+    @abstractmethod
+    async def start(self, handler: EngineHandler, node_id: str) -> None:
+        """Begin delivering to ``handler``; ``node_id`` names this process."""
+
+    @abstractmethod
+    async def close(self) -> None:
+        """Stop and release connections."""
+
+    # --- broker -------------------------------------------------------------------
+    @abstractmethod
+    async def publish(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        """Assign the channel's next offset (when history is kept), append, fan out.
+
+        Returns the new stream position; ``StreamPosition(0, "")`` when no history is
+        kept. The publication reaches ``handle_publication`` on every node subscribed.
+        """
+
+    @abstractmethod
+    async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
+
+    @abstractmethod
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
+
+    @abstractmethod
+    async def publish_control(self, message: dict) -> None:
+        """Send a node-to-node message to every node (this one included)."""
+
+    @abstractmethod
+    async def subscribe(self, channel: str) -> None:
+        """This node has its first subscriber to ``channel``: start receiving it."""
+
+    @abstractmethod
+    async def unsubscribe(self, channel: str) -> None:
+        """This node has no subscriber left on ``channel``."""
+
+    # --- history ------------------------------------------------------------------
+    @abstractmethod
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        """Publications after ``since`` (or from the start), at most ``limit``.
+
+        ``limit=0`` returns only the current position. Raises UnrecoverablePosition
+        when ``since`` has another epoch or lies before what the stream still holds.
+        """
+
+    @abstractmethod
+    async def remove_history(self, channel: str) -> None: ...
+
+    # --- presence -----------------------------------------------------------------
+    @abstractmethod
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None: ...
+
+    @abstractmethod
+    async def remove_presence(self, channel: str, client_id: str) -> None: ...
+
+    @abstractmethod
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    @abstractmethod
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        """(number of clients, number of unique users) present in ``channel``."""
+
+    # --- users --------------------------------------------------------------------
+    @abstractmethod
+    async def user_connected(self, user: str) -> None:
+        """A user has at least one connection on this node."""
+
+    @abstractmethod
+    async def user_disconnected(self, user: str, last_seen: float) -> None:
+        """The user's last connection on this node closed at ``last_seen``."""
+
+    @abstractmethod
+    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
+        """user → (online anywhere, last seen time or None if never seen)."""
+
+    # --- cluster ------------------------------------------------------------------
+    @abstractmethod
+    async def nodes(self, this_node: dict) -> list[dict]:
+        """Info of every live node; ``this_node`` is this process's own entry."""

@@ -1,0 +1,202 @@
+"""The memory engine: broker, history, presence and user status inside one process.
+
+The default engine, needing no other service. Everything lives in dicts of this
+process, so it serves exactly one process: several workers need the redis engine.
+A stream keeps its epoch and top offset for the process's lifetime even when its
+publications expire, so a client behind the retained window is told it cannot
+recover rather than handed a silent gap.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+from pushgate.engine.base import (
+    ClientInfo,
+    Engine,
+    EngineHandler,
+    HistoryResult,
+    Publication,
+    StreamPosition,
+    UnrecoverablePosition,
+)
+
+IDEMPOTENCY_WINDOW = 300.0
+
+
+def new_epoch() -> str:
+    return secrets.token_urlsafe(6)
+
+
+@dataclass(slots=True)
+class _Stream:
+    epoch: str = field(default_factory=new_epoch)
+    top: int = 0
+    # (publication, time it expires at)
+    items: deque[tuple[Publication, float]] = field(default_factory=deque)
+
+    def trim(self, now: float, size: int | None = None) -> None:
+        items = self.items
+        while items and items[0][1] <= now:
+            items.popleft()
+        if size is not None:
+            while len(items) > size:
+                items.popleft()
+
+
+class MemoryEngine(Engine):
+    """All engine state in this process's memory."""
+
+    name = "memory"
+    multi_node = False
+
+    def __init__(self) -> None:
+        self._handler: EngineHandler | None = None
+        self._node_id = ""
+        self._streams: dict[str, _Stream] = {}
+        self._idempotency: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
+        self._presence: dict[str, dict[str, ClientInfo]] = {}
+        self._users_online: set[str] = set()
+        self._last_seen: dict[str, float] = {}
+
+    async def start(self, handler: EngineHandler, node_id: str) -> None:
+        self._handler = handler
+        self._node_id = node_id
+
+    async def close(self) -> None:
+        self._handler = None
+
+    # --- broker -------------------------------------------------------------------
+    async def publish(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        now = time.monotonic()
+        if idempotency_key:
+            self._forget_old_keys(now)
+            seen = self._idempotency.get((channel, idempotency_key))
+            if seen is not None:
+                return seen[0]
+        position = StreamPosition(0, "")
+        if history_size > 0 and history_ttl > 0:
+            stream = self._streams.get(channel)
+            if stream is None:
+                stream = self._streams[channel] = _Stream()
+            stream.top += 1
+            pub.offset = stream.top
+            stream.items.append((pub, now + history_ttl))
+            stream.trim(now, history_size)
+            position = StreamPosition(stream.top, stream.epoch)
+        if idempotency_key:
+            self._idempotency[(channel, idempotency_key)] = (position, now + IDEMPOTENCY_WINDOW)
+        if self._handler is not None:
+            self._handler.handle_publication(channel, pub, position.epoch)
+        return position
+
+    def _forget_old_keys(self, now: float) -> None:
+        if len(self._idempotency) < 1024:
+            return
+        for key in [k for k, (_, exp) in self._idempotency.items() if exp <= now]:
+            del self._idempotency[key]
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        if self._handler is not None:
+            self._handler.handle_join(channel, info)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        if self._handler is not None:
+            self._handler.handle_leave(channel, info)
+
+    async def publish_control(self, message: dict) -> None:
+        if self._handler is not None:
+            self._handler.handle_control(message)
+
+    async def subscribe(self, channel: str) -> None:
+        return None
+
+    async def unsubscribe(self, channel: str) -> None:
+        return None
+
+    # --- history ------------------------------------------------------------------
+    def position(self, channel: str) -> StreamPosition:
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = _Stream()
+        return StreamPosition(stream.top, stream.epoch)
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        stream = self._streams.get(channel)
+        if stream is None:
+            stream = self._streams[channel] = _Stream()
+        stream.trim(time.monotonic())
+        position = StreamPosition(stream.top, stream.epoch)
+        pubs = [pub for pub, _ in stream.items]
+        if since is not None:
+            if since.epoch != stream.epoch or since.offset > stream.top:
+                raise UnrecoverablePosition(channel)
+            first = pubs[0].offset if pubs else stream.top + 1
+            if since.offset + 1 < first:
+                raise UnrecoverablePosition(channel)
+            pubs = [p for p in pubs if p.offset > since.offset]
+        if reverse:
+            pubs.reverse()
+        if limit is not None and limit >= 0:
+            pubs = pubs[:limit]
+        return HistoryResult(pubs, position)
+
+    async def remove_history(self, channel: str) -> None:
+        stream = self._streams.get(channel)
+        if stream is not None:
+            stream.items.clear()
+
+    # --- presence -----------------------------------------------------------------
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        self._presence.setdefault(channel, {})[info.client] = info
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        clients = self._presence.get(channel)
+        if clients is not None:
+            clients.pop(client_id, None)
+            if not clients:
+                del self._presence[channel]
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        return dict(self._presence.get(channel, {}))
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        clients = self._presence.get(channel, {})
+        return len(clients), len({info.user for info in clients.values()})
+
+    # --- users --------------------------------------------------------------------
+    async def user_connected(self, user: str) -> None:
+        self._users_online.add(user)
+
+    async def user_disconnected(self, user: str, last_seen: float) -> None:
+        self._users_online.discard(user)
+        self._last_seen[user] = last_seen
+
+    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
+        now = time.time()
+        return {
+            user: (True, now) if user in self._users_online else (False, self._last_seen.get(user))
+            for user in users
+        }
+
+    # --- cluster ------------------------------------------------------------------
+    async def nodes(self, this_node: dict) -> list[dict]:
+        return [this_node]

@@ -1,0 +1,1 @@
+"""The hub: clients, user sessions, channels, permissions, presence and recovery."""

@@ -1,0 +1,63 @@
+"""Channel names and the rules that apply to them.
+
+A channel is ``namespace:name``; the namespace's options (or the top-level defaults for
+a name without one) say who may subscribe, publish, read presence and history, and
+whether the channel keeps a stream. ``#`` marks a user-limited channel: the users
+after it, separated by ``,``, are the only ones who may join (``personal:#alice``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pushgate.config import ChannelConfig, ChannelOptions, NamespaceConfig
+from pushgate.hub.errors import ERROR_LIMIT_EXCEEDED, ERROR_UNKNOWN_CHANNEL, HubError
+
+
+@dataclass(slots=True, frozen=True)
+class ChannelRules:
+    """Resolves channel names to their namespace options."""
+
+    defaults: ChannelConfig
+    namespaces: dict[str, NamespaceConfig]
+
+    @classmethod
+    def build(cls, channel: ChannelConfig, namespaces: list[NamespaceConfig]) -> ChannelRules:
+        return cls(channel, {ns.name: ns for ns in namespaces})
+
+    def namespace_of(self, channel: str) -> str:
+        boundary = self.defaults.namespace_boundary
+        head, sep, _ = channel.partition(boundary)
+        return head if sep else ""
+
+    def options(self, channel: str) -> ChannelOptions:
+        """The options that apply to ``channel``; HubError 102 for an unknown namespace."""
+        self.check_name(channel)
+        namespace = self.namespace_of(channel)
+        if not namespace:
+            return self.defaults
+        options = self.namespaces.get(namespace)
+        if options is None:
+            raise ERROR_UNKNOWN_CHANNEL
+        return options
+
+    def check_name(self, channel: str) -> None:
+        if not channel:
+            raise HubError(107, "bad request: empty channel")
+        if len(channel) > self.defaults.max_length:
+            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: channel name too long")
+
+    def allowed_users(self, channel: str) -> list[str] | None:
+        """Users allowed in a user-limited channel, or None when it is not one."""
+        boundary = self.defaults.user_boundary
+        if boundary not in channel:
+            return None
+        tail = channel.rsplit(boundary, 1)[1]
+        return [u for u in tail.split(self.defaults.user_separator) if u]
+
+    def is_allowed_user(self, channel: str, user: str) -> bool | None:
+        """True/False for a user-limited channel, None when the channel is not one."""
+        users = self.allowed_users(channel)
+        if users is None:
+            return None
+        return bool(user) and user in users

@@ -1,0 +1,459 @@
+"""Client: one connection's session with the hub, whatever its dialect or transport.
+
+It authenticates the connection, owns its subscriptions and applies the channel rules
+to every command: who may subscribe, publish, read presence and history. Results are
+plain values; the dialect that called encodes them. Pushes go out through the sink.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING
+
+import orjson
+
+from pushgate.auth import TokenError, TokenExpired
+from pushgate.engine.base import (
+    ClientInfo,
+    HistoryResult,
+    Publication,
+    StreamPosition,
+    UnrecoverablePosition,
+)
+from pushgate.hub.errors import (
+    DISCONNECT_BAD_REQUEST,
+    DISCONNECT_CONNECTION_LIMIT,
+    DISCONNECT_INVALID_TOKEN,
+    ERROR_ALREADY_SUBSCRIBED,
+    ERROR_BAD_REQUEST,
+    ERROR_LIMIT_EXCEEDED,
+    ERROR_NOT_AVAILABLE,
+    ERROR_PERMISSION_DENIED,
+    ERROR_TOKEN_EXPIRED,
+    ERROR_UNAUTHORIZED,
+    ERROR_UNRECOVERABLE_POSITION,
+    Disconnect,
+    HubError,
+)
+from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
+from pushgate.hub.subscription import Subscription
+
+if TYPE_CHECKING:
+    from pushgate.config import ChannelOptions
+    from pushgate.hub.hub import Hub
+    from pushgate.hub.sink import ClientSink
+
+log = logging.getLogger("pushgate.client")
+
+
+class DisconnectError(Exception):
+    """A command whose answer is closing the connection."""
+
+    def __init__(self, disconnect: Disconnect) -> None:
+        super().__init__(disconnect.reason)
+        self.disconnect = disconnect
+
+
+class Client:
+    __slots__ = (
+        "__weakref__",
+        "awaiting_pong",
+        "closed",
+        "conn_info",
+        "connected",
+        "expires_at",
+        "hub",
+        "id",
+        "name",
+        "session",
+        "sink",
+        "subs",
+        "transport",
+        "user",
+    )
+
+    def __init__(self, hub: Hub, sink: ClientSink, transport: str) -> None:
+        self.hub = hub
+        self.sink = sink
+        self.transport = transport
+        self.id = str(uuid.uuid4())
+        self.session = ""
+        self.user = ""
+        self.name = ""
+        self.conn_info: bytes | None = None
+        self.connected = False
+        self.closed = False
+        self.expires_at = 0.0
+        self.awaiting_pong = False
+        self.subs: dict[str, Subscription] = {}
+
+    def __repr__(self) -> str:
+        return f"<Client {self.id} user={self.user!r} transport={self.transport}>"
+
+    @property
+    def info(self) -> ClientInfo:
+        return ClientInfo(self.id, self.user, self.conn_info)
+
+    def chan_info_for(self, channel: str) -> ClientInfo:
+        sub = self.subs.get(channel)
+        return ClientInfo(self.id, self.user, self.conn_info, sub.chan_info if sub else None)
+
+    # --- connect ------------------------------------------------------------------
+    async def connect(
+        self,
+        *,
+        token: str = "",
+        name: str = "",
+        version: str = "",
+        subs: dict[str, dict] | None = None,
+    ) -> ConnectResult:
+        """Authenticate and register; raises HubError or DisconnectError."""
+        hub = self.hub
+        if self.connected:
+            raise DisconnectError(DISCONNECT_BAD_REQUEST)
+        claims = None
+        if token:
+            try:
+                claims = hub.tokens.verify_connection(token)
+            except TokenExpired:
+                raise ERROR_TOKEN_EXPIRED from None
+            except TokenError as exc:
+                log.info("connect refused: invalid token (%s)", exc)
+                raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
+        elif not hub.config.client.anonymous:
+            log.info("connect refused: no token and anonymous connections are off")
+            raise ERROR_UNAUTHORIZED
+        now = time.time()
+        if claims is not None:
+            self.user = claims.user
+            self.conn_info = claims.info
+            expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+            if expire_at:
+                self.expires_at = float(expire_at)
+        self.name = name[:64]
+        limit = hub.config.client.max_connections_per_user
+        if limit and self.user and hub.user_connection_count(self.user) >= limit:
+            raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
+        self.connected = True
+        await hub.register(self)
+        result = ConnectResult(
+            client=self.id,
+            version=hub.version,
+            node=hub.node_id,
+            ping=int(hub.config.client.ping_interval) if self.sink.wants_pong else 0,
+            pong=self.sink.wants_pong,
+        )
+        if self.expires_at:
+            result.expires = True
+            result.ttl = max(0, int(self.expires_at - now))
+        server_channels: dict[str, dict] = {}
+        if claims is not None:
+            for channel in claims.channels:
+                server_channels[channel] = {}
+            for channel, opts in (claims.subs or {}).items():
+                server_channels[channel] = opts if isinstance(opts, dict) else {}
+        requested = subs or {}
+        for channel, opts in server_channels.items():
+            recover = requested.get(channel) or {}
+            try:
+                result.subs[channel] = await self.subscribe_server_side(
+                    channel,
+                    chan_info=_info_bytes(opts.get("info")),
+                    recover_since=_recover_position(recover),
+                )
+            except HubError as exc:
+                log.info("server-side subscription to %s refused: %s", channel, exc.message)
+        return result
+
+    def activate_all(self) -> None:
+        """The connect reply is written: server-side subscriptions go live."""
+        for sub in self.subs.values():
+            if not sub.active:
+                sub.activate()
+                self.hub.after_activate(sub)
+
+    async def refresh(self, token: str) -> RefreshResult:
+        hub = self.hub
+        try:
+            claims = hub.tokens.verify_connection(token)
+        except TokenExpired:
+            raise ERROR_TOKEN_EXPIRED from None
+        except TokenError as exc:
+            log.info("refresh refused for %s: invalid token (%s)", self.id, exc)
+            raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
+        if claims.user != self.user:
+            log.info("refresh refused for %s: token for another user", self.id)
+            raise DisconnectError(DISCONNECT_INVALID_TOKEN)
+        expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+        self.expires_at = float(expire_at or 0)
+        if claims.info is not None:
+            self.conn_info = claims.info
+        hub.schedule_expiry(self)
+        result = RefreshResult(client=self.id, version=hub.version)
+        if self.expires_at:
+            result.expires = True
+            result.ttl = max(0, int(self.expires_at - time.time()))
+        return result
+
+    # --- subscriptions ------------------------------------------------------------
+    async def subscribe(
+        self,
+        channel: str,
+        *,
+        token: str = "",
+        recover: bool = False,
+        offset: int = 0,
+        epoch: str = "",
+        join_leave: bool = False,
+        data: bytes | None = None,
+    ) -> tuple[Subscription, SubscribeResult]:
+        """A client-side subscription; call ``activate`` on it after the reply is written."""
+        hub = self.hub
+        options = hub.rules.options(channel)
+        if channel in self.subs:
+            raise ERROR_ALREADY_SUBSCRIBED
+        limit = hub.config.client.max_subscriptions
+        if limit and len(self.subs) >= limit:
+            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
+        chan_info: bytes | None = None
+        expires_at = 0.0
+        user_limited = hub.rules.is_allowed_user(channel, self.user)
+        if token:
+            try:
+                claims = hub.tokens.verify_subscription(token, channel)
+            except TokenExpired:
+                raise ERROR_TOKEN_EXPIRED from None
+            except TokenError as exc:
+                log.info("subscribe to %s refused for %s: %s", channel, self.id, exc)
+                raise ERROR_PERMISSION_DENIED from None
+            if claims.user != self.user:
+                log.info("subscribe to %s refused: token for user %r", channel, claims.user)
+                raise ERROR_PERMISSION_DENIED
+            chan_info = claims.info
+            expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+            expires_at = float(expire_at or 0)
+        elif user_limited is not None and options.allow_user_limited_channels:
+            if not user_limited:
+                raise ERROR_PERMISSION_DENIED
+        elif not options.allow_subscribe_for_client or (
+            not self.user and not options.allow_subscribe_for_anonymous
+        ):
+            raise ERROR_PERMISSION_DENIED
+        since = StreamPosition(offset, epoch) if recover else None
+        sub = Subscription(
+            self,
+            channel,
+            options,
+            server_side=False,
+            join_leave=options.join_leave and (join_leave or options.force_push_join_leave),
+            chan_info=chan_info,
+            expires_at=expires_at,
+        )
+        result = await self._start(sub, since)
+        result.data = data
+        return sub, result
+
+    async def subscribe_server_side(
+        self,
+        channel: str,
+        *,
+        chan_info: bytes | None = None,
+        recover_since: StreamPosition | None = None,
+    ) -> SubscribeResult:
+        options = self.hub.rules.options(channel)
+        if channel in self.subs:
+            raise ERROR_ALREADY_SUBSCRIBED
+        sub = Subscription(
+            self,
+            channel,
+            options,
+            server_side=True,
+            join_leave=options.join_leave,
+            chan_info=chan_info,
+        )
+        return await self._start(sub, recover_since)
+
+    async def _start(self, sub: Subscription, since: StreamPosition | None) -> SubscribeResult:
+        """Join the channel (buffering) and read the stream position / missed history."""
+        hub = self.hub
+        options = sub.options
+        channel = sub.channel
+        self.subs[channel] = sub
+        await hub.add_subscription(sub)
+        result = SubscribeResult()
+        if sub.expires_at:
+            result.expires = True
+            result.ttl = max(0, int(sub.expires_at - time.time()))
+        try:
+            if has_history(options) and (options.force_recovery or options.force_positioning):
+                result.recoverable = options.force_recovery
+                result.positioned = options.force_positioning
+                if since is not None and options.force_recovery:
+                    result.was_recovering = True
+                    try:
+                        history = await hub.engine.history(
+                            channel, since=since, limit=hub.config.client.history_max_publications
+                        )
+                        result.recovered = True
+                    except UnrecoverablePosition:
+                        history = await hub.engine.history(channel, limit=0)
+                    else:
+                        pubs = history.publications
+                        if pubs and pubs[-1].offset < history.position.offset:
+                            # more missed than one reply may carry: not recovered
+                            result.recovered = False
+                            pubs = []
+                        result.publications = pubs
+                    hub.count_recovery(result.recovered)
+                else:
+                    history = await hub.engine.history(channel, limit=0)
+                result.epoch = history.position.epoch
+                result.offset = history.position.offset
+                sub.offset = history.position.offset
+        except Exception:
+            await self._drop(sub, announce=False)
+            raise
+        return result
+
+    def activate(self, sub: Subscription) -> None:
+        if self.subs.get(sub.channel) is sub and not sub.active:
+            sub.activate()
+            self.hub.after_activate(sub)
+
+    async def unsubscribe(self, channel: str) -> None:
+        sub = self.subs.get(channel)
+        if sub is not None:
+            await self._drop(sub, announce=True)
+
+    async def _drop(self, sub: Subscription, *, announce: bool) -> None:
+        if self.subs.get(sub.channel) is sub:
+            del self.subs[sub.channel]
+        await self.hub.remove_subscription(sub, announce=announce)
+
+    async def sub_refresh(self, channel: str, token: str) -> tuple[bool, int]:
+        sub = self.subs.get(channel)
+        if sub is None:
+            raise HubError(103, "permission denied: not subscribed")
+        try:
+            claims = self.hub.tokens.verify_subscription(token, channel)
+        except TokenExpired:
+            raise ERROR_TOKEN_EXPIRED from None
+        except TokenError as exc:
+            log.info("sub_refresh of %s refused for %s: %s", channel, self.id, exc)
+            raise ERROR_PERMISSION_DENIED from None
+        if claims.user != self.user:
+            raise ERROR_PERMISSION_DENIED
+        expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
+        sub.expires_at = float(expire_at or 0)
+        self.hub.schedule_sub_expiry(sub)
+        if not sub.expires_at:
+            return False, 0
+        return True, max(0, int(sub.expires_at - time.time()))
+
+    # --- other commands -----------------------------------------------------------
+    def _check_allowed(self, channel: str, for_subscriber: bool, for_client: bool) -> None:
+        if for_client and self.user:
+            return
+        if for_subscriber and channel in self.subs:
+            return
+        raise ERROR_PERMISSION_DENIED
+
+    async def publish(self, channel: str, data: bytes) -> StreamPosition:
+        options = self.hub.rules.options(channel)
+        self._check_allowed(
+            channel, options.allow_publish_for_subscriber, options.allow_publish_for_client
+        )
+        info = self.chan_info_for(channel)
+        return await self.hub.publish(channel, data, info=info)
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        options = self.hub.rules.options(channel)
+        if not options.presence:
+            raise ERROR_NOT_AVAILABLE
+        self._check_allowed(
+            channel, options.allow_presence_for_subscriber, options.allow_presence_for_client
+        )
+        return await self.hub.presence(channel)
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        options = self.hub.rules.options(channel)
+        if not options.presence:
+            raise ERROR_NOT_AVAILABLE
+        self._check_allowed(
+            channel, options.allow_presence_for_subscriber, options.allow_presence_for_client
+        )
+        return await self.hub.engine.presence_stats(channel)
+
+    async def history(
+        self,
+        channel: str,
+        *,
+        limit: int | None = None,
+        since: StreamPosition | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        options = self.hub.rules.options(channel)
+        if not has_history(options):
+            raise ERROR_NOT_AVAILABLE
+        self._check_allowed(
+            channel, options.allow_history_for_subscriber, options.allow_history_for_client
+        )
+        max_limit = self.hub.config.client.history_max_publications
+        # Centrifugo's meaning: no limit (0) gives only the position, -1 all there is
+        limit = max_limit if limit is not None and limit < 0 else min(limit or 0, max_limit)
+        try:
+            return await self.hub.engine.history(channel, since=since, limit=limit, reverse=reverse)
+        except UnrecoverablePosition:
+            raise ERROR_UNRECOVERABLE_POSITION from None
+
+    # --- liveness -----------------------------------------------------------------
+    def pong(self) -> None:
+        self.awaiting_pong = False
+
+    def disconnect(self, disconnect: Disconnect) -> None:
+        """Close this connection; cleanup follows when the transport reports it closed."""
+        if self.closed:
+            return
+        log.info(
+            "disconnect client=%s user=%s code=%d reason=%s",
+            self.id,
+            self.user,
+            disconnect.code,
+            disconnect.reason,
+        )
+        self.hub.count_disconnect(disconnect.code)
+        self.sink.close(disconnect)
+
+    async def closed_by_transport(self) -> None:
+        """The transport is gone: leave every channel and the user session, once."""
+        if self.closed:
+            return
+        self.closed = True
+        for sub in list(self.subs.values()):
+            await self._drop(sub, announce=True)
+        if self.connected:
+            await self.hub.unregister(self)
+
+
+def has_history(options: ChannelOptions) -> bool:
+    return options.history_size > 0 and options.history_ttl > 0
+
+
+def _info_bytes(value: object) -> bytes | None:
+    if value is None:
+        return None
+    return orjson.dumps(value)
+
+
+def _recover_position(opts: dict) -> StreamPosition | None:
+    if not opts or not opts.get("recover"):
+        return None
+    try:
+        return StreamPosition(int(opts.get("offset") or 0), str(opts.get("epoch") or ""))
+    except (TypeError, ValueError):
+        raise ERROR_BAD_REQUEST from None
+
+
+__all__ = ["Client", "DisconnectError", "Publication", "has_history"]

@@ -1,0 +1,456 @@
+"""Hub: the node-local core that every connection, dialect and API call meets.
+
+It keeps the registry of clients, online users (one UserSession each) and channel
+subscribers; turns engine deliveries into pushes (one encode per dialect, then a
+non-blocking write per subscriber); runs the one shared timer that sends pings,
+drops connections whose pongs stop and expires tokens; and carries out the server
+API's orders, routing those addressed to users through the engine so that every
+node acts on its own connections.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import heapq
+import itertools
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import orjson
+
+from pushgate import __version__
+from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
+from pushgate.hub.channels import ChannelRules
+from pushgate.hub.client import Client, has_history
+from pushgate.hub.errors import (
+    DISCONNECT_EXPIRED,
+    DISCONNECT_FORCE_NO_RECONNECT,
+    DISCONNECT_NO_PONG,
+    DISCONNECT_SHUTDOWN,
+    ERROR_LIMIT_EXCEEDED,
+    ERROR_NOT_AVAILABLE,
+    UNSUBSCRIBE_EXPIRED,
+    UNSUBSCRIBE_INSUFFICIENT_STATE,
+    UNSUBSCRIBE_SERVER,
+    Disconnect,
+    HubError,
+)
+from pushgate.hub.user_session import UserSession
+
+if TYPE_CHECKING:
+    from pushgate.auth import TokenVerifier
+    from pushgate.config import Config
+    from pushgate.hub.sink import ClientSink
+    from pushgate.hub.subscription import Subscription
+
+log = logging.getLogger("pushgate.hub")
+
+TICK = 1.0
+
+
+class Hub:
+    def __init__(self, config: Config, engine: Engine, tokens: TokenVerifier) -> None:
+        self.config = config
+        self.engine = engine
+        self.tokens = tokens
+        self.rules = ChannelRules.build(config.channel, config.namespaces)
+        self.node_id = str(uuid.uuid4())
+        self.node_name = config.server.name or f"{socket.gethostname()}_{os.getpid()}"
+        self.version = __version__
+        self.started_at = time.time()
+        self.clients: dict[str, Client] = {}
+        self.users: dict[str, UserSession] = {}
+        self.channels: dict[str, dict[Client, Subscription]] = {}
+        self._engine_subs: dict[str, asyncio.Future] = {}
+        self._positions: dict[str, StreamPosition] = {}
+        self._wheel: list[set[Client]] = [set() for _ in range(self._wheel_size)]
+        self._ticks = 0
+        self._expiry: list[tuple[float, int, str, str, str]] = []
+        self._seq = itertools.count()
+        self._tasks: set[asyncio.Task] = set()
+        self._ticker: asyncio.Task | None = None
+        self.disconnects: Counter[int] = Counter()
+        self.recoveries: Counter[str] = Counter()
+
+    @property
+    def _wheel_size(self) -> int:
+        return max(1, math.ceil(self.config.client.ping_interval / TICK))
+
+    # --- lifecycle ----------------------------------------------------------------
+    async def start(self) -> None:
+        await self.engine.start(self, self.node_id)
+        self._ticker = asyncio.create_task(self._run_ticker(), name="pushgate-hub-ticker")
+
+    async def shutdown(self, disconnect: Disconnect = DISCONNECT_SHUTDOWN) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for client in list(self.clients.values()):
+            client.disconnect(disconnect)
+        for task in list(self._tasks):
+            task.cancel()
+        await self.engine.close()
+
+    def spawn(self, coro) -> asyncio.Task:
+        """Run a background coroutine whose failure is logged, never lost."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    # --- registry -----------------------------------------------------------------
+    def new_client(self, sink: ClientSink, transport: str) -> Client:
+        return Client(self, sink, transport)
+
+    async def register(self, client: Client) -> None:
+        self.clients[client.id] = client
+        self._wheel[self._ticks % len(self._wheel)].add(client)
+        self.schedule_expiry(client)
+        if not client.user:
+            return
+        session = self.users.get(client.user)
+        if session is None:
+            session = self.users[client.user] = UserSession(client.user)
+            session.add(client)
+            await self.engine.user_connected(client.user)
+        else:
+            session.add(client)
+
+    async def unregister(self, client: Client) -> None:
+        self.clients.pop(client.id, None)
+        for bucket in self._wheel:
+            bucket.discard(client)
+        session = self.users.get(client.user)
+        if session is None:
+            return
+        session.remove(client)
+        if not session:
+            del self.users[client.user]
+            await self.engine.user_disconnected(client.user, time.time())
+
+    def user_connection_count(self, user: str) -> int:
+        session = self.users.get(user)
+        return len(session) if session else 0
+
+    # --- subscriptions ------------------------------------------------------------
+    async def add_subscription(self, sub: Subscription) -> None:
+        channel = sub.channel
+        subs = self.channels.get(channel)
+        if subs is None:
+            subs = self.channels[channel] = {}
+            ready = self._engine_subs[channel] = asyncio.get_running_loop().create_future()
+            subs[sub.client] = sub
+            try:
+                await self.engine.subscribe(channel)
+            except BaseException as exc:
+                ready.set_exception(exc)
+                ready.exception()  # mark retrieved
+                del self._engine_subs[channel]
+                raise
+            ready.set_result(None)
+        else:
+            subs[sub.client] = sub
+            ready = self._engine_subs.get(channel)
+            if ready is not None and not ready.done():
+                await asyncio.shield(ready)
+        if sub.options.presence:
+            await self.engine.add_presence(
+                channel, sub.client.chan_info_for(channel), self.config.engine.presence_ttl
+            )
+
+    def after_activate(self, sub: Subscription) -> None:
+        """The subscriber is live: announce it to the channel."""
+        if sub.options.join_leave:
+            self.spawn(self.engine.publish_join(sub.channel, sub.client.chan_info_for(sub.channel)))
+
+    async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None:
+        channel = sub.channel
+        subs = self.channels.get(channel)
+        if subs is not None and subs.get(sub.client) is sub:
+            del subs[sub.client]
+            if not subs:
+                del self.channels[channel]
+                self._engine_subs.pop(channel, None)
+                self._positions.pop(channel, None)
+                await self.engine.unsubscribe(channel)
+        info = ClientInfo(sub.client.id, sub.client.user, sub.client.conn_info, sub.chan_info)
+        if sub.options.presence:
+            await self.engine.remove_presence(channel, sub.client.id)
+        if announce and sub.active and sub.options.join_leave:
+            await self.engine.publish_leave(channel, info)
+
+    # --- engine handler: deliveries -----------------------------------------------
+    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        if pub.offset:
+            last = self._positions.get(channel)
+            self._positions[channel] = StreamPosition(pub.offset, epoch)
+            if last is not None and last.epoch == epoch and pub.offset > last.offset + 1:
+                log.warning(
+                    "gap in %s: offset %d after %d; subscribers resubscribe with recovery",
+                    channel,
+                    pub.offset,
+                    last.offset,
+                )
+                self._resubscribe_all(channel)
+                return
+        for sub in subs.values():
+            sub.deliver(pub)
+
+    def _resubscribe_all(self, channel: str) -> None:
+        code, reason = UNSUBSCRIBE_INSUFFICIENT_STATE
+        for sub in list(self.channels.get(channel, {}).values()):
+            sub.client.sink.push_unsubscribe(channel, code, reason)
+            self.spawn(sub.client.unsubscribe(channel))
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        cache: dict = {}
+        for sub in subs.values():
+            if sub.active and sub.join_leave:
+                sub.client.sink.push_join(channel, info, cache)
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        subs = self.channels.get(channel)
+        if not subs:
+            return
+        cache: dict = {}
+        for sub in subs.values():
+            if sub.active and sub.join_leave:
+                sub.client.sink.push_leave(channel, info, cache)
+
+    def handle_control(self, message: dict) -> None:
+        """An order for users' connections, sent through the engine to every node."""
+        op = message.get("op")
+        session = self.users.get(message.get("user", ""))
+        if session is None:
+            return
+        clients = session.select(
+            message.get("client"), message.get("session"), message.get("whitelist")
+        )
+        if op == "disconnect":
+            disconnect = Disconnect(message["code"], message["reason"])
+            for client in clients:
+                client.disconnect(disconnect)
+        elif op == "unsubscribe":
+            for client in clients:
+                self.spawn(self._server_unsubscribe(client, message["channel"]))
+        elif op == "subscribe":
+            for client in clients:
+                self.spawn(self._server_subscribe(client, message))
+        elif op == "refresh":
+            for client in clients:
+                self._server_refresh(client, message)
+        elif op == "message":
+            for client in clients:
+                client.sink.push_message(message["data"].encode())
+        else:
+            log.warning("unknown control message %r", op)
+
+    async def _server_unsubscribe(self, client: Client, channel: str) -> None:
+        if channel in client.subs:
+            code, reason = UNSUBSCRIBE_SERVER
+            client.sink.push_unsubscribe(channel, code, reason)
+            await client.unsubscribe(channel)
+
+    async def _server_subscribe(self, client: Client, message: dict) -> None:
+        channel = message["channel"]
+        since = message.get("recover_since")
+        position = StreamPosition(since["offset"], since["epoch"]) if since else None
+        info = message.get("info")
+        try:
+            result = await client.subscribe_server_side(
+                channel,
+                chan_info=info.encode() if info else None,
+                recover_since=position,
+            )
+        except HubError as exc:
+            log.info("API subscribe of %s to %s failed: %s", client.id, channel, exc.message)
+            return
+        data = message.get("data")
+        result.data = data.encode() if data else None
+        if client.closed:
+            return
+        client.sink.push_subscribe(channel, result)
+        for pub in result.publications:
+            client.sink.push_publication(channel, pub)
+        client.activate(client.subs[channel])
+
+    def _server_refresh(self, client: Client, message: dict) -> None:
+        if message.get("expired"):
+            client.disconnect(DISCONNECT_EXPIRED)
+            return
+        expire_at = message.get("expire_at")
+        if expire_at:
+            client.expires_at = float(expire_at)
+            self.schedule_expiry(client)
+            client.sink.push_refresh(True, max(0, int(client.expires_at - time.time())))
+
+    # --- the shared timer ---------------------------------------------------------
+    def schedule_expiry(self, client: Client) -> None:
+        if client.expires_at:
+            when = client.expires_at + self.config.client.expired_grace
+            heapq.heappush(self._expiry, (when, next(self._seq), client.id, "", 0.0))
+
+    def schedule_sub_expiry(self, sub: Subscription) -> None:
+        if sub.expires_at:
+            when = sub.expires_at + self.config.client.expired_grace
+            heapq.heappush(self._expiry, (when, next(self._seq), sub.client.id, sub.channel, 0.0))
+
+    async def _run_ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_at = loop.time() + TICK
+        while True:
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            next_at += TICK
+            try:
+                self.tick()
+            except Exception:
+                log.exception("hub tick failed")
+
+    def tick(self) -> None:
+        """Once a second: pings, pong deadlines, token expiry."""
+        self._ticks += 1
+        size = len(self._wheel)
+        pong_ticks = math.ceil(self.config.client.pong_timeout / TICK)
+        for client in list(self._wheel[(self._ticks - pong_ticks) % size]):
+            if client.awaiting_pong and not client.closed:
+                client.disconnect(DISCONNECT_NO_PONG)
+        for client in self._wheel[self._ticks % size]:
+            if not client.closed:
+                client.sink.send_ping()
+                client.awaiting_pong = client.sink.wants_pong
+        self._expire(time.time())
+
+    def _expire(self, now: float) -> None:
+        grace = self.config.client.expired_grace
+        heap = self._expiry
+        while heap and heap[0][0] <= now:
+            when, _, client_id, channel, _ = heapq.heappop(heap)
+            client = self.clients.get(client_id)
+            if client is None or client.closed:
+                continue
+            if not channel:
+                if client.expires_at and client.expires_at + grace <= now:
+                    client.disconnect(DISCONNECT_EXPIRED)
+                continue
+            sub = client.subs.get(channel)
+            if sub is not None and sub.expires_at and sub.expires_at + grace <= now:
+                code, reason = UNSUBSCRIBE_EXPIRED
+                client.sink.push_unsubscribe(channel, code, reason)
+                self.spawn(client.unsubscribe(channel))
+
+    # --- counters -----------------------------------------------------------------
+    def count_disconnect(self, code: int) -> None:
+        self.disconnects[code] += 1
+
+    def count_recovery(self, recovered: bool) -> None:
+        self.recoveries["recovered" if recovered else "not_recovered"] += 1
+
+    # --- server API ---------------------------------------------------------------
+    async def publish(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        options = self.rules.options(channel)
+        pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
+        keep = has_history(options) and not skip_history
+        return await self.engine.publish(
+            channel,
+            pub,
+            history_size=options.history_size if keep else 0,
+            history_ttl=options.history_ttl if keep else 0.0,
+            idempotency_key=idempotency_key,
+        )
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        if not self.rules.options(channel).presence:
+            raise ERROR_NOT_AVAILABLE
+        clients = await self.engine.presence(channel)
+        limit = self.config.client.presence_max_size
+        if limit and len(clients) > limit:
+            raise ERROR_LIMIT_EXCEEDED.with_message(
+                f"limit exceeded: presence larger than {limit}"
+            )
+        return clients
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        if not self.rules.options(channel).presence:
+            raise ERROR_NOT_AVAILABLE
+        return await self.engine.presence_stats(channel)
+
+    async def control(self, message: dict) -> None:
+        await self.engine.publish_control(message)
+
+    async def disconnect_user(
+        self,
+        user: str,
+        *,
+        client: str | None = None,
+        session: str | None = None,
+        whitelist: list[str] | None = None,
+        disconnect: Disconnect = DISCONNECT_FORCE_NO_RECONNECT,
+    ) -> None:
+        await self.control(
+            {
+                "op": "disconnect",
+                "user": user,
+                "client": client,
+                "session": session,
+                "whitelist": whitelist,
+                "code": disconnect.code,
+                "reason": disconnect.reason,
+            }
+        )
+
+    def local_info(self) -> dict:
+        return {
+            "uid": self.node_id,
+            "name": self.node_name,
+            "version": self.version,
+            "num_clients": len(self.clients),
+            "num_users": len(self.users),
+            "num_channels": len(self.channels),
+            "num_subs": sum(len(s) for s in self.channels.values()),
+            "uptime": int(time.time() - self.started_at),
+        }
+
+    async def info(self) -> list[dict]:
+        return await self.engine.nodes(self.local_info())
+
+    def channel_counts(self, pattern: str | None = None) -> dict[str, int]:
+        return {
+            channel: len(subs)
+            for channel, subs in self.channels.items()
+            if not pattern or fnmatch.fnmatchcase(channel, pattern)
+        }
+
+    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
+        return await self.engine.user_status(users)
+
+
+def dumps_info(value: object) -> str | None:
+    """JSON text of an API ``info``/``data`` value for a control message, or None."""
+    return None if value is None else orjson.dumps(value).decode()

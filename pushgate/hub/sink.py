@@ -1,0 +1,39 @@
+"""What the hub needs from a connection's dialect and transport: a place to push.
+
+A sink turns hub events into the connection's own wire bytes and queues them without
+blocking. Every method is synchronous: the hub never awaits a socket. ``cache`` dicts
+are shared by every recipient of one event, so each dialect encodes it once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pushgate.engine.base import ClientInfo, Publication
+    from pushgate.hub.errors import Disconnect
+    from pushgate.hub.results import SubscribeResult
+
+
+class ClientSink(Protocol):
+    #: the sink expects pongs to its pings (bidirectional transports)
+    wants_pong: bool
+
+    def push_publication(self, channel: str, pub: Publication) -> None: ...
+
+    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None: ...
+
+    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None: ...
+
+    def push_subscribe(self, channel: str, result: SubscribeResult) -> None: ...
+
+    def push_unsubscribe(self, channel: str, code: int, reason: str) -> None: ...
+
+    def push_message(self, data: bytes) -> None: ...
+
+    def push_refresh(self, expires: bool, ttl: int) -> None: ...
+
+    def send_ping(self) -> None: ...
+
+    def close(self, disconnect: Disconnect) -> None:
+        """Close the connection; the transport then reports it closed to the hub."""

@@ -1,0 +1,1 @@
+"""Dialects: sans-I/O codecs and the sessions that drive the hub with them."""

@@ -1,0 +1,298 @@
+"""Typed client commands of the Centrifugo protocol and their decoding from JSON.
+
+``decode_commands`` turns one frame's bytes (newline-delimited JSON objects) into
+typed commands. It never raises anything but ``ProtocolError``: a frame that is not
+JSON, or a command of the wrong shape, is reported, not crashed on. Unknown fields are
+ignored, as protobuf's JSON mapping does, so newer clients keep working.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+
+class ProtocolError(Exception):
+    """The bytes are not a valid command: the connection gets a bad-request disconnect."""
+
+
+@dataclass(slots=True)
+class Command:
+    id: int
+    method: str
+    #: True for an empty object, the client's pong
+    is_pong: bool = False
+
+
+@dataclass(slots=True)
+class ConnectRequest(Command):
+    token: str = ""
+    data: bytes | None = None
+    name: str = ""
+    version: str = ""
+    subs: dict[str, dict] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SubscribeRequest(Command):
+    channel: str = ""
+    token: str = ""
+    recover: bool = False
+    offset: int = 0
+    epoch: str = ""
+    data: bytes | None = None
+    join_leave: bool = False
+    positioned: bool = False
+    recoverable: bool = False
+
+
+@dataclass(slots=True)
+class ChannelRequest(Command):
+    """unsubscribe, presence, presence_stats: a channel and nothing else."""
+
+    channel: str = ""
+
+
+@dataclass(slots=True)
+class PublishRequest(Command):
+    channel: str = ""
+    data: bytes = b"null"
+
+
+@dataclass(slots=True)
+class HistoryRequest(Command):
+    channel: str = ""
+    limit: int = 0
+    since: tuple[int, str] | None = None
+    reverse: bool = False
+
+
+@dataclass(slots=True)
+class RefreshRequest(Command):
+    token: str = ""
+
+
+@dataclass(slots=True)
+class SubRefreshRequest(Command):
+    channel: str = ""
+    token: str = ""
+
+
+@dataclass(slots=True)
+class DataRequest(Command):
+    """send, rpc: opaque data (and a method name for rpc)."""
+
+    data: bytes | None = None
+    rpc_method: str = ""
+
+
+@dataclass(slots=True)
+class UnknownRequest(Command):
+    """A command whose method this server does not know."""
+
+
+METHODS = (
+    "connect",
+    "subscribe",
+    "unsubscribe",
+    "publish",
+    "presence",
+    "presence_stats",
+    "history",
+    "ping",
+    "send",
+    "rpc",
+    "refresh",
+    "sub_refresh",
+)
+
+
+def decode_commands(frame: bytes | str) -> list[Command]:
+    """All commands in one frame, in order."""
+    if isinstance(frame, str):
+        frame = frame.encode()
+    commands = []
+    for line in frame.split(b"\n"):
+        if line.strip():
+            commands.append(decode_command(line))
+    if not commands:
+        raise ProtocolError("empty frame")
+    return commands
+
+
+def decode_command(raw: bytes) -> Command:
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ProtocolError("command is not a JSON object")
+    command_id = obj.get("id", 0)
+    if type(command_id) is not int or command_id < 0 or command_id > 2**32 - 1:
+        raise ProtocolError("id must be a non-negative 32-bit integer")
+    method = next((m for m in METHODS if m in obj), None)
+    if method is None:
+        if command_id == 0:
+            return Command(0, "pong", is_pong=True)
+        return UnknownRequest(command_id, next(iter(k for k in obj if k != "id"), ""))
+    params = obj[method]
+    if params is None:
+        params = {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"{method}: parameters must be an object")
+    if command_id == 0 and method != "send":
+        raise ProtocolError(f"{method}: command id required")
+    try:
+        return _PARSERS[method](command_id, params)
+    except (TypeError, ValueError) as exc:
+        raise ProtocolError(f"{method}: {exc}") from None
+
+
+def _str(params: dict, key: str) -> str:
+    value = params.get(key, "")
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"{key} must be a string")
+    return value
+
+
+def _bool(params: dict, key: str) -> bool:
+    value = params.get(key, False)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise TypeError(f"{key} must be a boolean")
+    return value
+
+
+def _int(params: dict, key: str) -> int:
+    value = params.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.isdigit():  # proto3 JSON may quote uint64
+        value = int(value)
+    if type(value) is not int:
+        raise TypeError(f"{key} must be an integer")
+    if not -(2**63) <= value < 2**64:
+        raise ValueError(f"{key} out of range")
+    return value
+
+
+def _raw(params: dict, key: str) -> bytes | None:
+    if key not in params:
+        return None
+    return orjson.dumps(params[key])
+
+
+def _channel(params: dict) -> str:
+    channel = _str(params, "channel")
+    if not channel:
+        raise ValueError("channel required")
+    return channel
+
+
+def _connect(cid: int, p: dict) -> ConnectRequest:
+    subs = p.get("subs") or {}
+    if not isinstance(subs, dict) or not all(isinstance(v, dict) for v in subs.values()):
+        raise TypeError("subs must be an object of objects")
+    return ConnectRequest(
+        cid,
+        "connect",
+        token=_str(p, "token"),
+        data=_raw(p, "data"),
+        name=_str(p, "name"),
+        version=_str(p, "version"),
+        subs={
+            ch: {
+                "recover": _bool(v, "recover"),
+                "offset": _int(v, "offset"),
+                "epoch": _str(v, "epoch"),
+            }
+            for ch, v in subs.items()
+        },
+    )
+
+
+def _subscribe(cid: int, p: dict) -> SubscribeRequest:
+    return SubscribeRequest(
+        cid,
+        "subscribe",
+        channel=_channel(p),
+        token=_str(p, "token"),
+        recover=_bool(p, "recover"),
+        offset=_int(p, "offset"),
+        epoch=_str(p, "epoch"),
+        data=_raw(p, "data"),
+        join_leave=_bool(p, "join_leave"),
+        positioned=_bool(p, "positioned"),
+        recoverable=_bool(p, "recoverable"),
+    )
+
+
+def _channel_only(method: str):
+    def parse(cid: int, p: dict) -> ChannelRequest:
+        return ChannelRequest(cid, method, channel=_channel(p))
+
+    return parse
+
+
+def _publish(cid: int, p: dict) -> PublishRequest:
+    if "data" not in p:
+        raise ValueError("data required")
+    return PublishRequest(cid, "publish", channel=_channel(p), data=orjson.dumps(p["data"]))
+
+
+def _history(cid: int, p: dict) -> HistoryRequest:
+    since = p.get("since")
+    position = None
+    if since is not None:
+        if not isinstance(since, dict):
+            raise TypeError("since must be an object")
+        position = (_int(since, "offset"), _str(since, "epoch"))
+    return HistoryRequest(
+        cid,
+        "history",
+        channel=_channel(p),
+        limit=_int(p, "limit"),
+        since=position,
+        reverse=_bool(p, "reverse"),
+    )
+
+
+def _refresh(cid: int, p: dict) -> RefreshRequest:
+    return RefreshRequest(cid, "refresh", token=_str(p, "token"))
+
+
+def _sub_refresh(cid: int, p: dict) -> SubRefreshRequest:
+    return SubRefreshRequest(cid, "sub_refresh", channel=_channel(p), token=_str(p, "token"))
+
+
+def _send(cid: int, p: dict) -> DataRequest:
+    return DataRequest(cid, "send", data=_raw(p, "data"))
+
+
+def _rpc(cid: int, p: dict) -> DataRequest:
+    return DataRequest(cid, "rpc", data=_raw(p, "data"), rpc_method=_str(p, "method"))
+
+
+def _ping(cid: int, p: dict) -> Command:
+    return Command(cid, "ping")
+
+
+_PARSERS: dict[str, Any] = {
+    "connect": _connect,
+    "subscribe": _subscribe,
+    "unsubscribe": _channel_only("unsubscribe"),
+    "publish": _publish,
+    "presence": _channel_only("presence"),
+    "presence_stats": _channel_only("presence_stats"),
+    "history": _history,
+    "ping": _ping,
+    "send": _send,
+    "rpc": _rpc,
+    "refresh": _refresh,
+    "sub_refresh": _sub_refresh,
+}

@@ -1,0 +1,156 @@
+"""Encoding of Centrifugo replies and pushes to JSON bytes.
+
+Field names are those of the protocol's ``client.proto``; zero values are left out,
+as protobuf's JSON mapping does. Publication data is raw JSON bytes embedded with
+``orjson.Fragment``, never parsed again.
+"""
+
+from __future__ import annotations
+
+from orjson import Fragment, dumps
+
+from pushgate.engine.base import ClientInfo, Publication
+from pushgate.hub.errors import Disconnect, HubError
+from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
+
+PING = b"{}"
+
+
+def _info(info: ClientInfo) -> dict:
+    out: dict = {"client": info.client, "user": info.user}
+    if info.conn_info is not None:
+        out["conn_info"] = Fragment(info.conn_info)
+    if info.chan_info is not None:
+        out["chan_info"] = Fragment(info.chan_info)
+    return out
+
+
+def publication(pub: Publication) -> dict:
+    out: dict = {"data": Fragment(pub.data)}
+    if pub.offset:
+        out["offset"] = pub.offset
+    if pub.info is not None:
+        out["info"] = _info(pub.info)
+    if pub.tags:
+        out["tags"] = pub.tags
+    return out
+
+
+def reply(command_id: int, method: str, result: dict) -> bytes:
+    return dumps({"id": command_id, method: result})
+
+
+def error_reply(command_id: int, error: HubError) -> bytes:
+    err: dict = {"code": error.code, "message": error.message}
+    if error.temporary:
+        err["temporary"] = True
+    return dumps({"id": command_id, "error": err})
+
+
+def subscribe_result(result: SubscribeResult) -> dict:
+    out: dict = {}
+    if result.expires:
+        out["expires"] = True
+        out["ttl"] = result.ttl
+    if result.recoverable:
+        out["recoverable"] = True
+    if result.positioned:
+        out["positioned"] = True
+    if result.epoch:
+        out["epoch"] = result.epoch
+    if result.offset:
+        out["offset"] = result.offset
+    if result.publications:
+        out["publications"] = [publication(p) for p in result.publications]
+    if result.recovered:
+        out["recovered"] = True
+    if result.was_recovering:
+        out["was_recovering"] = True
+    if result.data is not None:
+        out["data"] = Fragment(result.data)
+    return out
+
+
+def connect_result(result: ConnectResult) -> dict:
+    out: dict = {"client": result.client, "version": result.version}
+    if result.expires:
+        out["expires"] = True
+        out["ttl"] = result.ttl
+    if result.data is not None:
+        out["data"] = Fragment(result.data)
+    if result.subs:
+        out["subs"] = {ch: subscribe_result(r) for ch, r in result.subs.items()}
+    if result.ping:
+        out["ping"] = result.ping
+    if result.pong:
+        out["pong"] = True
+    if result.node:
+        out["node"] = result.node
+    return out
+
+
+def refresh_result(result: RefreshResult) -> dict:
+    out: dict = {"client": result.client, "version": result.version}
+    if result.expires:
+        out["expires"] = True
+        out["ttl"] = result.ttl
+    return out
+
+
+def presence_result(clients: dict[str, ClientInfo]) -> dict:
+    return {"presence": {cid: _info(info) for cid, info in clients.items()}}
+
+
+def history_result(publications: list[Publication], offset: int, epoch: str) -> dict:
+    out: dict = {"publications": [publication(p) for p in publications], "epoch": epoch}
+    if offset:
+        out["offset"] = offset
+    return out
+
+
+# --- pushes ---------------------------------------------------------------------------
+def _push(channel: str, kind: str, body: dict) -> bytes:
+    if channel:
+        return dumps({"push": {"channel": channel, kind: body}})
+    return dumps({"push": {kind: body}})
+
+
+def pub_push(channel: str, pub: Publication) -> bytes:
+    return _push(channel, "pub", publication(pub))
+
+
+def join_push(channel: str, info: ClientInfo) -> bytes:
+    return _push(channel, "join", {"info": _info(info)})
+
+
+def leave_push(channel: str, info: ClientInfo) -> bytes:
+    return _push(channel, "leave", {"info": _info(info)})
+
+
+def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
+    return _push(channel, "unsubscribe", {"code": code, "reason": reason})
+
+
+def subscribe_push(channel: str, result: SubscribeResult) -> bytes:
+    body = subscribe_result(result)
+    body.pop("publications", None)
+    return _push(channel, "subscribe", body)
+
+
+def message_push(data: bytes) -> bytes:
+    return _push("", "message", {"data": Fragment(data)})
+
+
+def refresh_push(expires: bool, ttl: int) -> bytes:
+    body: dict = {}
+    if expires:
+        body = {"expires": True, "ttl": ttl}
+    return _push("", "refresh", body)
+
+
+def disconnect_push(disconnect: Disconnect) -> bytes:
+    return _push(
+        "",
+        "disconnect",
+        {"code": disconnect.code, "reason": disconnect.reason, "reconnect": disconnect.reconnect},
+    )

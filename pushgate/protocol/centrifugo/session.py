@@ -1,0 +1,205 @@
+"""A Centrifugo protocol session: the hub's sink for one connection, and its dispatcher.
+
+The transport feeds it frames; it decodes them into commands, calls the hub client,
+and writes the encoded replies through the transport's ``FrameWriter``. As the hub's
+``ClientSink`` it encodes pushes, caching each publication's bytes per framing so a
+broadcast is encoded once. It does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from pushgate.engine.base import ClientInfo, Publication, StreamPosition
+from pushgate.hub.client import DisconnectError
+from pushgate.hub.errors import (
+    DISCONNECT_BAD_REQUEST,
+    DISCONNECT_SERVER_ERROR,
+    ERROR_INTERNAL,
+    ERROR_METHOD_NOT_FOUND,
+    ERROR_NOT_AVAILABLE,
+    Disconnect,
+    HubError,
+)
+from pushgate.protocol.centrifugo import replies
+from pushgate.protocol.centrifugo.commands import (
+    ChannelRequest,
+    Command,
+    ConnectRequest,
+    DataRequest,
+    HistoryRequest,
+    ProtocolError,
+    PublishRequest,
+    RefreshRequest,
+    SubRefreshRequest,
+    SubscribeRequest,
+    decode_commands,
+)
+
+if TYPE_CHECKING:
+    from pushgate.hub.hub import Hub
+    from pushgate.hub.results import SubscribeResult
+    from pushgate.protocol.writer import FrameWriter
+
+log = logging.getLogger("pushgate.centrifugo")
+
+DIALECT = "centrifugo-json"
+
+
+class CentrifugoSession:
+    __slots__ = ("_key", "client", "wants_pong", "writer")
+
+    def __init__(self, hub: Hub, writer: FrameWriter, transport: str) -> None:
+        self.writer = writer
+        self.wants_pong = writer.bidirectional
+        self._key = (DIALECT, writer.framing)
+        self.client = hub.new_client(self, transport)
+
+    # --- incoming -----------------------------------------------------------------
+    async def handle_frame(self, frame: bytes | str) -> None:
+        client = self.client
+        try:
+            commands = decode_commands(frame)
+        except ProtocolError as exc:
+            log.info("bad frame from client=%s user=%s: %s", client.id, client.user, exc)
+            client.disconnect(DISCONNECT_BAD_REQUEST)
+            return
+        for command in commands:
+            if client.closed or self.writer.closed:
+                return
+            await self.handle_command(command)
+
+    async def handle_command(self, command: Command) -> None:
+        client = self.client
+        if command.is_pong:
+            client.pong()
+            return
+        if not client.connected and command.method != "connect":
+            log.info("command %s before connect from %s", command.method, client.id)
+            client.disconnect(DISCONNECT_BAD_REQUEST)
+            return
+        try:
+            await self._dispatch(command)
+        except HubError as error:
+            self._write(replies.error_reply(command.id, error))
+        except DisconnectError as exc:
+            client.disconnect(exc.disconnect)
+        except Exception:
+            log.exception("command %s failed for client=%s", command.method, client.id)
+            if command.method == "connect":
+                client.disconnect(DISCONNECT_SERVER_ERROR)
+            else:
+                self._write(replies.error_reply(command.id, ERROR_INTERNAL))
+
+    async def _dispatch(self, cmd: Command) -> None:
+        client = self.client
+        method = cmd.method
+        if isinstance(cmd, ConnectRequest):
+            result = await client.connect(
+                token=cmd.token, name=cmd.name, version=cmd.version, subs=cmd.subs
+            )
+            self._reply(cmd, replies.connect_result(result))
+            client.activate_all()
+        elif isinstance(cmd, SubscribeRequest):
+            sub, result = await client.subscribe(
+                cmd.channel,
+                token=cmd.token,
+                recover=cmd.recover,
+                offset=cmd.offset,
+                epoch=cmd.epoch,
+                join_leave=cmd.join_leave,
+                data=None,
+            )
+            self._reply(cmd, replies.subscribe_result(result))
+            client.activate(sub)
+        elif isinstance(cmd, PublishRequest):
+            await client.publish(cmd.channel, cmd.data)
+            self._reply(cmd, {})
+        elif isinstance(cmd, HistoryRequest):
+            since = StreamPosition(*cmd.since) if cmd.since else None
+            history = await client.history(
+                cmd.channel, limit=cmd.limit, since=since, reverse=cmd.reverse
+            )
+            self._reply(
+                cmd,
+                replies.history_result(
+                    history.publications, history.position.offset, history.position.epoch
+                ),
+            )
+        elif isinstance(cmd, ChannelRequest) and method == "unsubscribe":
+            await client.unsubscribe(cmd.channel)
+            self._reply(cmd, {})
+        elif isinstance(cmd, ChannelRequest) and method == "presence":
+            self._reply(cmd, replies.presence_result(await client.presence(cmd.channel)))
+        elif isinstance(cmd, ChannelRequest) and method == "presence_stats":
+            clients, users = await client.presence_stats(cmd.channel)
+            self._reply(cmd, {"num_clients": clients, "num_users": users})
+        elif isinstance(cmd, RefreshRequest):
+            self._reply(cmd, replies.refresh_result(await client.refresh(cmd.token)))
+        elif isinstance(cmd, SubRefreshRequest):
+            expires, ttl = await client.sub_refresh(cmd.channel, cmd.token)
+            self._reply(cmd, {"expires": True, "ttl": ttl} if expires else {})
+        elif isinstance(cmd, DataRequest) and method == "rpc":
+            raise ERROR_NOT_AVAILABLE.with_message("not available: no RPC handler configured")
+        elif isinstance(cmd, DataRequest):
+            # ``send`` is asynchronous and expects no reply; with no backend to take it
+            # the message is dropped (and said so in the log).
+            log.debug("send from client=%s dropped: no message handler", client.id)
+        elif method == "ping":
+            self._reply(cmd, {})
+        else:
+            raise ERROR_METHOD_NOT_FOUND
+
+    def _reply(self, cmd: Command, result: dict) -> None:
+        self._write(replies.reply(cmd.id, cmd.method, result))
+
+    def _write(self, payload: bytes) -> None:
+        writer = self.writer
+        writer.write(writer.frame(payload))
+
+    async def closed(self) -> None:
+        """The transport is gone."""
+        await self.client.closed_by_transport()
+
+    # --- ClientSink ---------------------------------------------------------------
+    def push_publication(self, channel: str, pub: Publication) -> None:
+        data = pub.cache.get(self._key)
+        if data is None:
+            data = pub.cache[self._key] = self.writer.frame(replies.pub_push(channel, pub))
+        self.writer.write(data)
+
+    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        data = cache.get(self._key)
+        if data is None:
+            data = cache[self._key] = self.writer.frame(replies.join_push(channel, info))
+        self.writer.write(data)
+
+    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        data = cache.get(self._key)
+        if data is None:
+            data = cache[self._key] = self.writer.frame(replies.leave_push(channel, info))
+        self.writer.write(data)
+
+    def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
+        self._write(replies.subscribe_push(channel, result))
+
+    def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        self._write(replies.unsubscribe_push(channel, code, reason))
+
+    def push_message(self, data: bytes) -> None:
+        self._write(replies.message_push(data))
+
+    def push_refresh(self, expires: bool, ttl: int) -> None:
+        self._write(replies.refresh_push(expires, ttl))
+
+    def send_ping(self) -> None:
+        self._write(replies.PING)
+
+    def close(self, disconnect: Disconnect) -> None:
+        writer = self.writer
+        if writer.closed:
+            return
+        if not writer.close_carries_code:
+            self._write(replies.disconnect_push(disconnect))
+        writer.close(disconnect.code, disconnect.reason)

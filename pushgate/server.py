@@ -1,0 +1,95 @@
+"""Assembles the aiohttp application: hub, engine, transports, API; and runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+
+from aiohttp import web
+
+from pushgate.api.http import api_handler
+from pushgate.auth import TokenVerifier
+from pushgate.config import Config
+from pushgate.engine.base import Engine
+from pushgate.engine.memory import MemoryEngine
+from pushgate.hub.hub import Hub
+from pushgate.transport.websocket import websocket_handler
+
+log = logging.getLogger("pushgate.server")
+
+HUB = web.AppKey("hub", Hub)
+
+
+def make_engine(config: Config) -> Engine:
+    if config.engine.type == "memory":
+        return MemoryEngine()
+    raise ValueError(f"engine.type {config.engine.type!r} is not available in this build")
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def create_app(config: Config, engine: Engine | None = None) -> web.Application:
+    hub = Hub(config, engine or make_engine(config), TokenVerifier(config.token))
+    app = web.Application(client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024))
+    app["hub"] = hub
+    app.router.add_get("/connection/websocket", websocket_handler)
+    app.router.add_post("/api/{method}", api_handler)
+    app.router.add_get("/health", health)
+
+    async def start_hub(app: web.Application) -> None:
+        if not config.api.key and not config.api.insecure:
+            log.warning("api.key is not set: the server API refuses every request")
+        if not hub.tokens.configured and not config.client.anonymous:
+            log.warning("no token key configured: every connection will be refused")
+        await hub.start()
+        log.info(
+            "pushgate %s node %s started (engine %s)", hub.version, hub.node_name, hub.engine.name
+        )
+
+    async def stop_hub(app: web.Application) -> None:
+        await hub.shutdown()
+
+    app.on_startup.append(start_hub)
+    app.on_shutdown.append(stop_hub)
+    return app
+
+
+def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    sock.listen(4096)
+    sock.setblocking(False)
+    return sock
+
+
+def install_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def serve(config: Config, sock: socket.socket | None = None) -> None:
+    """Run one node until interrupted."""
+    install_uvloop()
+    app = create_app(config)
+    if sock is None:
+        sock = bind_socket(config.server.host, config.server.port)
+    host, port = sock.getsockname()[:2]
+    log.info("listening on http://%s:%d", host, port)
+    web.run_app(
+        app,
+        sock=sock,
+        shutdown_timeout=config.server.shutdown_timeout,
+        print=None,
+        access_log=None,
+        handle_signals=True,
+    )

@@ -1,0 +1,1 @@
+"""Transports: aiohttp handlers that own sockets, framing, write queues and closing."""
