@@ -98,16 +98,22 @@ class TokenVerifier:
                 log.warning("token.hmac_secret is shorter than %d bytes", _MIN_HMAC_BYTES)
             self._add(algorithms, HMAC_ALGORITHMS, secret, "token.hmac_secret")
         if token_config.rsa_public_key:
-            key = _load_public_key(token_config.rsa_public_key, "token.rsa_public_key",
-                                   RSAPublicKey, "an RSA")
+            key = _load_public_key(
+                token_config.rsa_public_key, "token.rsa_public_key", RSAPublicKey, "an RSA"
+            )
             self._add(algorithms, RSA_ALGORITHMS, key, "token.rsa_public_key")
         if token_config.ecdsa_public_key:
-            key = _load_public_key(token_config.ecdsa_public_key, "token.ecdsa_public_key",
-                                   EllipticCurvePublicKey, "an ECDSA")
+            key = _load_public_key(
+                token_config.ecdsa_public_key,
+                "token.ecdsa_public_key",
+                EllipticCurvePublicKey,
+                "an ECDSA",
+            )
             self._add(algorithms, ECDSA_ALGORITHMS, key, "token.ecdsa_public_key")
 
-    def _add(self, algorithms: dict[str, Algorithm], names: tuple[str, ...], key: object,
-             option: str) -> None:
+    def _add(
+        self, algorithms: dict[str, Algorithm], names: tuple[str, ...], key: object, option: str
+    ) -> None:
         """Register ``key`` for each of ``names`` it suits (an EC key suits one curve)."""
         problems = []
         for name in names:
@@ -348,8 +354,9 @@ def mint_subscription_token(
     return _mint(secret, claims, ttl, algorithm, extra)
 
 
-def _mint(secret: Any, claims: dict[str, Any], ttl: float | None, algorithm: str,
-          extra: dict[str, Any]) -> str:
+def _mint(
+    secret: Any, claims: dict[str, Any], ttl: float | None, algorithm: str, extra: dict[str, Any]
+) -> str:
     if ttl is not None:
         claims["exp"] = int(time.time() + ttl)
     claims.update(extra)

@@ -117,7 +117,8 @@ def cmd_publish(args: argparse.Namespace) -> int:
         print(f"pushgate: data is not JSON: {exc}", file=sys.stderr)
         return 2
     url = args.url or f"http://{config.server.host}:{config.server.port}"
-    reply = api_call(url, args.api_key or config.api.key, "publish", {"channel": args.channel, "data": data})
+    key = args.api_key or config.api.key
+    reply = api_call(url, key, "publish", {"channel": args.channel, "data": data})
     if "error" in reply:
         print(f"pushgate: {reply['error']['code']}: {reply['error']['message']}", file=sys.stderr)
         return 1

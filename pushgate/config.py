@@ -73,8 +73,14 @@ def _meta(
     secret: bool = False,
 ) -> dict[str, Any]:
     """Field metadata: the option's description and its validation rules."""
-    return {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "item_check": item_check,
-            "secret": secret}
+    return {
+        "doc": doc,
+        "lo": lo,
+        "hi": hi,
+        "choices": choices,
+        "item_check": item_check,
+        "secret": secret,
+    }
 
 
 def _opt(default: object, doc: str, **rules: Any) -> Any:
@@ -113,8 +119,9 @@ class ChannelOptions:
         0, "Publications kept in channel history (0 = no history; needs history_ttl).", lo=0
     )
     history_ttl: float = _opt(
-        0.0, "How long history is kept after the last publication (duration; needs "
-        "history_size).", lo=0
+        0.0,
+        "How long history is kept after the last publication (duration; needs history_size).",
+        lo=0,
     )
     force_recovery: bool = _opt(
         False, "Recover missed publications on resubscribe for every client (needs history)."
@@ -128,9 +135,7 @@ class ChannelOptions:
     allow_subscribe_for_anonymous: bool = _opt(
         False, "Anonymous clients may subscribe without a subscription token."
     )
-    allow_publish_for_subscriber: bool = _opt(
-        False, "Subscribers may publish into the channel."
-    )
+    allow_publish_for_subscriber: bool = _opt(False, "Subscribers may publish into the channel.")
     allow_publish_for_client: bool = _opt(
         False, "Any authenticated client may publish, even without subscribing."
     )
@@ -140,9 +145,7 @@ class ChannelOptions:
     allow_presence_for_client: bool = _opt(
         False, "Any authenticated client may ask for presence and presence stats."
     )
-    allow_history_for_subscriber: bool = _opt(
-        False, "Subscribers may ask for channel history."
-    )
+    allow_history_for_subscriber: bool = _opt(False, "Subscribers may ask for channel history.")
     allow_history_for_client: bool = _opt(
         False, "Any authenticated client may ask for channel history."
     )
@@ -157,8 +160,10 @@ class NamespaceConfig(ChannelOptions):
 
     name: str = field(
         kw_only=True,
-        metadata=_meta("Namespace name, the channel prefix before the namespace boundary "
-                       "(letters, digits, '_', '-', '.'; unique)."),
+        metadata=_meta(
+            "Namespace name, the channel prefix before the namespace boundary "
+            "(letters, digits, '_', '-', '.'; unique)."
+        ),
     )
 
 
@@ -179,12 +184,17 @@ class ServerConfig:
     host: str = _opt("127.0.0.1", "Address to listen on.")
     port: int = _opt(8000, "TCP port to listen on (0 = pick a free port).", lo=0, hi=65535)
     name: str = _opt("", "Node name shown in info and logs (empty = host name).")
-    allowed_origins: list[str] = field(default_factory=list, metadata=_meta(
-        "Browser origins allowed to connect, exact like 'https://app.example.com' or '*' "
-        "(empty = any).", item_check=_check_origin,
-    ))
+    allowed_origins: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Browser origins allowed to connect, exact like 'https://app.example.com' or '*' "
+            "(empty = any).",
+            item_check=_check_origin,
+        ),
+    )
     log_level: str = _opt(
-        "info", "Log level: debug, info, warning or error.",
+        "info",
+        "Log level: debug, info, warning or error.",
         choices=("debug", "info", "warning", "error"),
     )
     log_format: str = _opt(
@@ -214,8 +224,9 @@ class TokenConfig:
 class ApiConfig:
     """``[api]``: the server HTTP API's authentication."""
 
-    key: str = _opt("", "API key expected in 'Authorization: apikey <key>' or X-API-Key.",
-                    secret=True)
+    key: str = _opt(
+        "", "API key expected in 'Authorization: apikey <key>' or X-API-Key.", secret=True
+    )
     insecure: bool = _opt(False, "Serve the API without any key (development only).")
 
 
@@ -223,22 +234,28 @@ class ApiConfig:
 class EngineConfig:
     """``[engine]``: broker, history and presence storage (memory or Redis)."""
 
-    type: str = _opt("memory", "Engine: memory (one process) or redis (scale-out).",
-                     choices=("memory", "redis"))
-    redis_url: list[str] = field(default_factory=lambda: ["redis://127.0.0.1:6379/0"],
-                                 metadata=_meta(
-        "Redis URL(s); several shard channels (a single string is accepted).",
-        item_check=_check_redis_url,
-    ))
+    type: str = _opt(
+        "memory", "Engine: memory (one process) or redis (scale-out).", choices=("memory", "redis")
+    )
+    redis_url: list[str] = field(
+        default_factory=lambda: ["redis://127.0.0.1:6379/0"],
+        metadata=_meta(
+            "Redis URL(s); several shard channels (a single string is accepted).",
+            item_check=_check_redis_url,
+        ),
+    )
     redis_prefix: str = _opt("pushgate", "Prefix of every Redis key and channel.")
     redis_sentinel_master: str = _opt("", "Sentinel master name (used with redis_sentinels).")
-    redis_sentinels: list[str] = field(default_factory=list, metadata=_meta(
-        "Sentinel addresses as 'host:port' (empty = no Sentinel).", item_check=_check_host_port,
-    ))
+    redis_sentinels: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Sentinel addresses as 'host:port' (empty = no Sentinel).",
+            item_check=_check_host_port,
+        ),
+    )
     node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
     node_ttl: float = _opt(10.0, "A node unseen for this long is gone (duration).", lo=0)
-    presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).",
-                               lo=0)
+    presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).", lo=0)
 
 
 @dataclass(slots=True)
@@ -247,7 +264,8 @@ class ClientConfig:
 
     ping_interval: float = _opt(25.0, "Server ping interval (duration, > 0).", lo=0)
     pong_timeout: float = _opt(
-        8.0, "Disconnect when no pong arrives within this time (duration, < ping_interval).",
+        8.0,
+        "Disconnect when no pong arrives within this time (duration, < ping_interval).",
         lo=0,
     )
     expired_grace: float = _opt(
@@ -520,8 +538,7 @@ def _apply_namespaces(builder: _Builder, entries: object, source: str) -> None:
         if namespace is None:
             continue
         if namespace.name in seen:
-            msg = (f"duplicate namespace {namespace.name!r} "
-                   f"(also namespace[{seen[namespace.name]}])")
+            msg = f"duplicate namespace {namespace.name!r} (also namespace[{seen[namespace.name]}])"
             builder.errors.append(_Origin(f"namespace[{index}].name", source).error(msg))
             continue
         seen[namespace.name] = index
@@ -578,11 +595,11 @@ def _apply_env(builder: _Builder, env: Mapping[str, str]) -> None:
 
 
 def _split_env_name(var: str) -> tuple[str | None, str]:
-    rest = var[len(ENV_PREFIX):]
+    rest = var[len(ENV_PREFIX) :]
     for section in SECTIONS:
         prefix = section.upper() + "_"
         if rest.startswith(prefix):
-            return section, rest[len(prefix):].lower()
+            return section, rest[len(prefix) :].lower()
     return None, rest.lower()
 
 
@@ -634,29 +651,42 @@ def _check_client(client: ClientConfig, builder: _Builder) -> None:
     if client.ping_interval <= 0:
         _complain(builder, "client.ping_interval", "must be > 0")
     elif client.pong_timeout >= client.ping_interval:
-        msg = (f"must be less than client.ping_interval "
-               f"({client.pong_timeout:g}s >= {client.ping_interval:g}s)")
+        msg = (
+            f"must be less than client.ping_interval "
+            f"({client.pong_timeout:g}s >= {client.ping_interval:g}s)"
+        )
         _complain(builder, "client.pong_timeout", msg, "client.ping_interval")
 
 
 def _check_engine(engine: EngineConfig, builder: _Builder) -> None:
     if engine.redis_sentinels and not engine.redis_sentinel_master:
-        _complain(builder, "engine.redis_sentinel_master",
-                  "required when engine.redis_sentinels is set", "engine.redis_sentinels")
+        _complain(
+            builder,
+            "engine.redis_sentinel_master",
+            "required when engine.redis_sentinels is set",
+            "engine.redis_sentinels",
+        )
     if engine.type == "redis" and not engine.redis_url and not engine.redis_sentinels:
-        _complain(builder, "engine.redis_url", "at least one URL is needed for the redis engine",
-                  "engine.type")
+        _complain(
+            builder,
+            "engine.redis_url",
+            "at least one URL is needed for the redis engine",
+            "engine.type",
+        )
     if engine.node_heartbeat >= engine.node_ttl:
-        _complain(builder, "engine.node_ttl", "must be greater than engine.node_heartbeat",
-                  "engine.node_heartbeat")
+        _complain(
+            builder,
+            "engine.node_ttl",
+            "must be greater than engine.node_heartbeat",
+            "engine.node_heartbeat",
+        )
 
 
 def _check_token(token: TokenConfig, builder: _Builder) -> None:
     for key in ("rsa_public_key", "ecdsa_public_key"):
         value = getattr(token, key).strip()
         if value and _PEM_MARKER not in value and not os.path.isfile(value):
-            _complain(builder, f"token.{key}",
-                      f"neither PEM text nor an existing file: {value!r}")
+            _complain(builder, f"token.{key}", f"neither PEM text nor an existing file: {value!r}")
 
 
 def _check_naming(channel: ChannelConfig, builder: _Builder) -> None:
@@ -674,8 +704,13 @@ def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None
     has_history = opts.history_size > 0 and opts.history_ttl > 0
     for key in ("force_recovery", "force_positioning"):
         if getattr(opts, key) and not has_history:
-            _complain(builder, f"{prefix}.{key}",
-                      "needs history (history_size and history_ttl)", size, ttl)
+            _complain(
+                builder,
+                f"{prefix}.{key}",
+                "needs history (history_size and history_ttl)",
+                size,
+                ttl,
+            )
 
 
 # --------------------------------------------------------------------------- entry points

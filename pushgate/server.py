@@ -14,11 +14,11 @@ from pushgate.config import Config
 from pushgate.engine.base import Engine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
+from pushgate.transport.app_keys import HUB
 from pushgate.transport.websocket import websocket_handler
 
 log = logging.getLogger("pushgate.server")
 
-HUB = web.AppKey("hub", Hub)
 
 
 def make_engine(config: Config) -> Engine:
@@ -34,7 +34,7 @@ async def health(request: web.Request) -> web.Response:
 def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     hub = Hub(config, engine or make_engine(config), TokenVerifier(config.token))
     app = web.Application(client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024))
-    app["hub"] = hub
+    app[HUB] = hub
     app.router.add_get("/connection/websocket", websocket_handler)
     app.router.add_post("/api/{method}", api_handler)
     app.router.add_get("/health", health)

@@ -17,6 +17,7 @@ from aiohttp import web
 from pushgate.api.methods import METHODS
 from pushgate.hub.errors import ERROR_INTERNAL, HubError
 from pushgate.hub.hub import Hub
+from pushgate.transport.app_keys import HUB
 
 log = logging.getLogger("pushgate.api")
 
@@ -79,7 +80,7 @@ async def batch(hub: Hub, params: dict) -> dict:
 
 
 async def api_handler(request: web.Request) -> web.Response:
-    hub: Hub = request.app["hub"]
+    hub: Hub = request.app[HUB]
     api = hub.config.api
     method = request.match_info["method"]
     if not api.insecure and (not api.key or not _authorized(request, api.key)):

@@ -82,7 +82,9 @@ async def broadcast(hub: Hub, params: dict) -> dict:
 
     async def one(channel: str) -> dict:
         try:
-            pos = await hub.publish(channel, data, tags=tags, skip_history=skip, idempotency_key=key)
+            pos = await hub.publish(
+                channel, data, tags=tags, skip_history=skip, idempotency_key=key
+            )
         except HubError as error:
             return {"error": {"code": error.code, "message": error.message}}
         return {"result": {"offset": pos.offset, "epoch": pos.epoch}}

@@ -413,7 +413,7 @@ class Client:
         self.awaiting_pong = False
 
     def disconnect(self, disconnect: Disconnect) -> None:
-        """Close this connection; cleanup follows when the transport reports it closed."""
+        """Close this connection and leave its channels and user session."""
         if self.closed:
             return
         log.info(
@@ -425,6 +425,9 @@ class Client:
         )
         self.hub.count_disconnect(disconnect.code)
         self.sink.close(disconnect)
+        # The socket may take a while to drain (or never, for a peer that stopped
+        # reading): the hub forgets the connection now rather than when it is gone.
+        self.hub.spawn(self.closed_by_transport())
 
     async def closed_by_transport(self) -> None:
         """The transport is gone: leave every channel and the user session, once."""

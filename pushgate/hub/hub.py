@@ -72,7 +72,7 @@ class Hub:
         self._positions: dict[str, StreamPosition] = {}
         self._wheel: list[set[Client]] = [set() for _ in range(self._wheel_size)]
         self._ticks = 0
-        self._expiry: list[tuple[float, int, str, str, str]] = []
+        self._expiry: list[tuple[float, int, str, str]] = []
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
@@ -306,12 +306,12 @@ class Hub:
     def schedule_expiry(self, client: Client) -> None:
         if client.expires_at:
             when = client.expires_at + self.config.client.expired_grace
-            heapq.heappush(self._expiry, (when, next(self._seq), client.id, "", 0.0))
+            heapq.heappush(self._expiry, (when, next(self._seq), client.id, ""))
 
     def schedule_sub_expiry(self, sub: Subscription) -> None:
         if sub.expires_at:
             when = sub.expires_at + self.config.client.expired_grace
-            heapq.heappush(self._expiry, (when, next(self._seq), sub.client.id, sub.channel, 0.0))
+            heapq.heappush(self._expiry, (when, next(self._seq), sub.client.id, sub.channel))
 
     async def _run_ticker(self) -> None:
         loop = asyncio.get_running_loop()
@@ -342,7 +342,7 @@ class Hub:
         grace = self.config.client.expired_grace
         heap = self._expiry
         while heap and heap[0][0] <= now:
-            when, _, client_id, channel, _ = heapq.heappop(heap)
+            _, _, client_id, channel = heapq.heappop(heap)
             client = self.clients.get(client_id)
             if client is None or client.closed:
                 continue
@@ -391,9 +391,7 @@ class Hub:
         clients = await self.engine.presence(channel)
         limit = self.config.client.presence_max_size
         if limit and len(clients) > limit:
-            raise ERROR_LIMIT_EXCEEDED.with_message(
-                f"limit exceeded: presence larger than {limit}"
-            )
+            raise ERROR_LIMIT_EXCEEDED.with_message(f"limit exceeded: presence larger than {limit}")
         return clients
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:

@@ -17,6 +17,7 @@ from aiohttp import WSMsgType, web
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
+from pushgate.transport.app_keys import HUB
 from pushgate.transport.origin import origin_allowed, refuse_origin
 from pushgate.transport.ws_frames import build_frame, close_frame
 
@@ -88,7 +89,7 @@ class WebSocketWriter:
 
 
 async def websocket_handler(request: web.Request) -> web.StreamResponse:
-    hub: Hub = request.app["hub"]
+    hub: Hub = request.app[HUB]
     config = hub.config
     if not origin_allowed(request, config.server.allowed_origins):
         log.info("websocket refused: origin %s", request.headers.get("Origin"))

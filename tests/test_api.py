@@ -1,0 +1,165 @@
+"""The server API over HTTP: auth, errors, and every method, with the `cent` client."""
+
+from __future__ import annotations
+
+import pytest
+from cent import (
+    AsyncClient,
+    BatchRequest,
+    BroadcastRequest,
+    ChannelsRequest,
+    HistoryRemoveRequest,
+    HistoryRequest,
+    InfoRequest,
+    PresenceRequest,
+    PresenceStatsRequest,
+    PublishRequest,
+    StreamPosition,
+)
+from cent.exceptions import CentApiResponseError, CentUnauthorizedError
+
+from tests.conftest import API_KEY
+
+
+@pytest.fixture
+async def cent(server):
+    client = AsyncClient(server.api_url, API_KEY)
+    yield client
+    await client.close()
+
+
+async def test_publish_and_history_with_cent(server, cent):
+    first = await cent.publish(PublishRequest(channel="board:1", data={"n": 1}))
+    second = await cent.publish(PublishRequest(channel="board:1", data={"n": 2}))
+    assert (first.offset, second.offset) == (1, 2)
+    assert first.epoch == second.epoch != ""
+    history = await cent.history(HistoryRequest(channel="board:1", limit=10))
+    assert [p.data for p in history.publications] == [{"n": 1}, {"n": 2}]
+    assert [p.offset for p in history.publications] == [1, 2]
+    since = await cent.history(
+        HistoryRequest(
+            channel="board:1", limit=10, since=StreamPosition(offset=1, epoch=first.epoch)
+        )
+    )
+    assert [p.data for p in since.publications] == [{"n": 2}]
+    reverse = await cent.history(HistoryRequest(channel="board:1", limit=1, reverse=True))
+    assert [p.offset for p in reverse.publications] == [2]
+    await cent.history_remove(HistoryRemoveRequest(channel="board:1"))
+    emptied = await cent.history(HistoryRequest(channel="board:1", limit=10))
+    assert emptied.publications == [] and emptied.offset == 2
+
+
+async def test_history_from_a_wrong_epoch_is_unrecoverable(server, cent):
+    await cent.publish(PublishRequest(channel="board:1", data={}))
+    with pytest.raises(CentApiResponseError) as error:
+        await cent.history(
+            HistoryRequest(channel="board:1", limit=10, since=StreamPosition(offset=0, epoch="x"))
+        )
+    assert error.value.code == 112
+
+
+async def test_broadcast_batch_info_channels(server, cent):
+    result = await cent.broadcast(
+        BroadcastRequest(channels=["board:a", "board:b", "nope:1"], data={"x": 1})
+    )
+    assert [r.result.offset if r.result else r.error.code for r in result.responses] == [1, 1, 102]
+    batch = await cent.batch(
+        BatchRequest(
+            requests=[
+                PublishRequest(channel="board:a", data=2),
+                PresenceStatsRequest(channel="board:a"),
+            ]
+        )
+    )
+    assert batch.replies[0].offset == 2
+    assert batch.replies[1].num_clients == 0
+    info = await cent.info(InfoRequest())
+    assert len(info.nodes) == 1 and info.nodes[0].uid == server.hub.node_id
+    channels = await cent.channels(ChannelsRequest(pattern="board:*"))
+    assert channels.channels == {}
+
+
+async def test_presence_not_available_without_presence(server, cent):
+    with pytest.raises(CentApiResponseError) as error:
+        await cent.presence(PresenceRequest(channel="nohistory:1"))
+    assert error.value.code == 108
+    stats = await cent.presence_stats(PresenceStatsRequest(channel="board:1"))
+    assert (stats.num_clients, stats.num_users) == (0, 0)
+
+
+async def test_unknown_namespace_is_error_102(server, cent):
+    with pytest.raises(CentApiResponseError) as error:
+        await cent.publish(PublishRequest(channel="nope:1", data={}))
+    assert error.value.code == 102
+
+
+async def test_wrong_api_key_is_401(server):
+    client = AsyncClient(server.api_url, "wrong")
+    try:
+        with pytest.raises(CentUnauthorizedError):
+            await client.publish(PublishRequest(channel="board:1", data={}))
+    finally:
+        await client.close()
+    reply = await server.api("publish", {"channel": "board:1", "data": 1}, key="")
+    assert reply["_status"] == 401
+
+
+async def test_authorization_apikey_header(server):
+    async with server.session.post(
+        server.api_url + "/publish",
+        json={"channel": "board:1", "data": 1},
+        headers={"Authorization": f"apikey {API_KEY}"},
+    ) as response:
+        assert response.status == 200
+        assert (await response.json())["result"]["offset"] == 1
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        (b"{not json", 400, 107),
+        (b"[1, 2]", 400, 107),
+        (b'{"channel": 5, "data": 1}', 200, 107),
+        (b'{"channel": "board:1"}', 200, 107),
+        (b'{"channel": "board:1", "data": 1, "tags": [1]}', 200, 107),
+    ],
+)
+async def test_bad_bodies_get_a_json_error_not_a_500(server, body, status, code):
+    async with server.session.post(
+        server.api_url + "/publish",
+        data=body,
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+    ) as response:
+        assert response.status == status
+        reply = await response.json()
+    assert reply["error"]["code"] == code
+    assert reply["error"]["message"].startswith("bad request")
+
+
+async def test_unknown_method_is_404_with_code_104(server):
+    reply = await server.api("fly", {})
+    assert reply["_status"] == 404 and reply["error"]["code"] == 104
+
+
+async def test_bad_params_of_each_method_are_errors(server):
+    for method in (
+        "subscribe",
+        "unsubscribe",
+        "disconnect",
+        "refresh",
+        "presence",
+        "presence_stats",
+        "history",
+        "history_remove",
+        "user_status",
+        "broadcast",
+        "batch",
+    ):
+        reply = await server.api(method, {"user": 5, "channel": [], "users": "x", "commands": 1})
+        assert reply["_status"] == 200, (method, reply)
+        assert reply["error"]["code"] in (107, 102), (method, reply)
+
+
+async def test_user_status_for_never_seen_user(server):
+    reply = await server.api("user_status", {"users": ["ghost"]})
+    assert reply["result"]["statuses"] == [{"user": "ghost", "online": False, "last_seen": 0}]
