@@ -1,0 +1,286 @@
+"""End to end with centrifuge-python, the Centrifugo SDK for Python, over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from centrifuge import (
+    Client,
+    ClientEventHandler,
+    SubscriptionEventHandler,
+)
+
+
+class Recorder(ClientEventHandler, SubscriptionEventHandler):
+    """Records every client and subscription event; tests await the ones they need."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self._changed = asyncio.Event()
+
+    def _add(self, kind: str, ctx: Any) -> None:
+        self.events.append((kind, ctx))
+        self._changed.set()
+
+    async def wait_for(
+        self, kind: str, predicate: Callable[[Any], bool] = lambda _: True, timeout: float = 5.0
+    ) -> Any:
+        async with asyncio.timeout(timeout):
+            while True:
+                for seen_kind, ctx in self.events:
+                    if seen_kind == kind and predicate(ctx):
+                        return ctx
+                self._changed.clear()
+                await self._changed.wait()
+
+    def of(self, kind: str) -> list[Any]:
+        return [ctx for seen_kind, ctx in self.events if seen_kind == kind]
+
+    async def on_connected(self, ctx):
+        self._add("connected", ctx)
+
+    async def on_disconnected(self, ctx):
+        self._add("disconnected", ctx)
+
+    async def on_connecting(self, ctx):
+        self._add("connecting", ctx)
+
+    async def on_subscribed(self, ctx):
+        self._add("subscribed", ctx)
+
+    async def on_subscribing(self, ctx):
+        self._add("subscribing", ctx)
+
+    async def on_unsubscribed(self, ctx):
+        self._add("unsubscribed", ctx)
+
+    async def on_publication(self, ctx):
+        self._add("publication", ctx)
+
+    async def on_join(self, ctx):
+        self._add("join", ctx)
+
+    async def on_leave(self, ctx):
+        self._add("leave", ctx)
+
+    async def on_error(self, ctx):
+        self._add("error", ctx)
+
+
+@pytest.fixture
+async def clients():
+    made: list[Client] = []
+
+    def make(server, user: str = "alice", **kwargs) -> tuple[Client, Recorder]:
+        recorder = Recorder()
+        kwargs.setdefault("token", server.token(user))
+        client = Client(server.ws_url, events=recorder, **kwargs)
+        made.append(client)
+        return client, recorder
+
+    yield make
+    for client in made:
+        await client.disconnect()
+
+
+async def subscribed(client: Client, channel: str, **kwargs):
+    recorder = Recorder()
+    sub = client.new_subscription(channel, events=recorder, **kwargs)
+    await sub.subscribe()
+    await sub.ready(timeout=5)
+    return sub, recorder
+
+
+async def test_publications_arrive_in_order(server, clients):
+    client, _ = clients(server)
+    await client.connect()
+    _sub, events = await subscribed(client, "board:1")
+    for n in range(100):
+        await server.publish("board:1", {"n": n})
+    await events.wait_for("publication", lambda c: c.pub.data == {"n": 99})
+    pubs = events.of("publication")
+    assert [c.pub.data["n"] for c in pubs] == list(range(100))
+    assert [c.pub.offset for c in pubs] == list(range(1, 101))
+
+
+async def test_client_publish_presence_and_join_leave(server, clients):
+    alice, _ = clients(server, "alice", token=server.token("alice", info={"name": "Alice"}))
+    bob, _ = clients(server, "bob")
+    await alice.connect()
+    await bob.connect()
+    alice_sub, alice_events = await subscribed(alice, "board:7")
+    bob_sub, _ = await subscribed(bob, "board:7")
+    join = await alice_events.wait_for("join", lambda c: c.info.user == "bob")
+    assert join.info.client
+    presence = await alice_sub.presence()
+    assert sorted(info.user for info in presence.clients.values()) == ["alice", "bob"]
+    assert {info.user: info.conn_info for info in presence.clients.values()}["alice"] == {
+        "name": "Alice"
+    }
+    stats = await bob_sub.presence_stats()
+    assert (stats.num_clients, stats.num_users) == (2, 2)
+    await bob_sub.publish({"text": "from bob"})
+    pub = await alice_events.wait_for("publication")
+    assert pub.pub.data == {"text": "from bob"}
+    assert pub.pub.info.user == "bob"
+    await bob.disconnect()
+    leave = await alice_events.wait_for("leave", lambda c: c.info.user == "bob")
+    assert leave.info.client == join.info.client
+    presence = await alice_sub.presence()
+    assert [info.user for info in presence.clients.values()] == ["alice"]
+
+
+async def test_permission_refusals(server, clients):
+    client, _ = clients(server, "alice")
+    await client.connect()
+    for channel, code in (
+        ("private:x", 103),
+        ("notifications:#bob", 103),
+        ("nope:1", 102),
+        ("board:" + "x" * 300, 106),
+    ):
+        events = Recorder()
+        sub = client.new_subscription(channel, events=events)
+        await sub.subscribe()
+        refused = await events.wait_for("unsubscribed")
+        assert refused.code == code, (channel, refused)
+        client.remove_subscription(sub)
+    # the same channels with what they require
+    await subscribed(client, "private:x", token=server.sub_token("alice", "private:x"))
+    await subscribed(client, "notifications:#alice")
+
+
+async def test_subscription_token_for_another_channel_or_user_is_refused(server, clients):
+    client, _ = clients(server, "alice")
+    await client.connect()
+    for token in (server.sub_token("alice", "private:other"), server.sub_token("bob", "private:y")):
+        events = Recorder()
+        sub = client.new_subscription("private:y", events=events, token=token)
+        await sub.subscribe()
+        unsubscribed = await events.wait_for("unsubscribed")
+        assert unsubscribed.code == 103
+        client.remove_subscription(sub)
+
+
+async def test_history_from_the_client(server, clients):
+    client, _ = clients(server)
+    await client.connect()
+    sub, _ = await subscribed(client, "board:h")
+    for n in range(10):
+        await server.publish("board:h", n)
+    last = await sub.history(limit=3, reverse=True)
+    assert [p.data for p in last.publications] == [9, 8, 7]
+    assert last.offset == 10
+
+
+async def test_recovery_after_server_forced_reconnect(server, clients):
+    client, client_events = clients(server, "alice")
+    await client.connect()
+    _sub, events = await subscribed(client, "board:rec")
+    for n in range(1, 6):
+        await server.publish("board:rec", n)
+    await events.wait_for("publication", lambda c: c.pub.data == 5)
+    reply = await server.api(
+        "disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "test reconnect"}}
+    )
+    assert reply["result"] == {}
+    for n in range(6, 16):
+        await server.publish("board:rec", n)
+    resubscribed = await events.wait_for("subscribed", lambda c: c.was_recovering)
+    assert resubscribed.recovered is True
+    await events.wait_for("publication", lambda c: c.pub.data == 15)
+    assert [c.pub.data for c in events.of("publication")] == list(range(1, 16))
+    disconnect = await client_events.wait_for("connecting", lambda c: c.code == 4000)
+    assert disconnect.reason == "test reconnect"
+
+
+async def test_recovery_is_refused_honestly_when_history_is_gone(server, clients):
+    client, _ = clients(server, "alice")
+    await client.connect()
+    _sub, events = await subscribed(client, "board:gone")
+    await server.publish("board:gone", 1)
+    await events.wait_for("publication")
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    await server.publish("board:gone", 2)
+    await server.api("history_remove", {"channel": "board:gone"})
+    again = await events.wait_for("subscribed", lambda c: c.was_recovering)
+    assert again.recovered is False
+    assert [c.pub.data for c in events.of("publication")] == [1]
+
+
+async def test_server_side_subscriptions_from_token(server, clients):
+    client, events = clients(server, "alice", token=server.token("alice", channels=["board:srv"]))
+    await client.connect()
+    await events.wait_for("subscribed", lambda c: c.channel == "board:srv")
+    await server.publish("board:srv", {"hello": "server-side"})
+    pub = await events.wait_for("publication")
+    assert pub.channel == "board:srv" and pub.pub.data == {"hello": "server-side"}
+
+
+async def test_token_refresh_keeps_the_connection(server, clients):
+    refreshed = asyncio.Event()
+
+    async def get_token() -> str:
+        refreshed.set()
+        return server.token("alice", ttl=3600)
+
+    first_token_expiry = time.time() + 2
+    client, events = clients(
+        server, "alice", token=server.token("alice", ttl=2), get_token=get_token
+    )
+    await client.connect()
+    _sub, sub_events = await subscribed(client, "board:refresh")
+    async with asyncio.timeout(10):
+        await refreshed.wait()
+    [alice] = server.hub.users["alice"].clients.values()
+    async with asyncio.timeout(5):
+        while alice.expires_at < first_token_expiry + 3000:  # the refresh reached the server
+            await asyncio.sleep(0.01)
+        # the property is about time: let the hub's ticker pass the first token's expiry
+        while time.time() < first_token_expiry + 1.5:
+            await asyncio.sleep(0.1)
+    await server.publish("board:refresh", "after refresh")
+    await sub_events.wait_for("publication", lambda c: c.pub.data == "after refresh")
+    assert events.of("disconnected") == [] and events.of("connecting")[1:] == []
+    assert len(events.of("connected")) == 1
+    assert not alice.closed
+
+
+async def test_unrefreshed_connection_expires(make_server, server_config, clients):
+    server = await make_server(server_config())
+    client, events = clients(server, "alice", token=server.token("alice", ttl=1))
+    await client.connect()
+    await events.wait_for("connected")
+    # no get_token: the server closes it as expired (3005) once the ticker sees it
+    ctx = await events.wait_for("connecting", lambda c: c.code == 3005, timeout=5)
+    assert ctx.reason == "connection expired"
+
+
+async def test_api_subscribe_and_unsubscribe_a_user(server, clients):
+    client, events = clients(server, "alice")
+    await client.connect()
+    await server.api("subscribe", {"user": "alice", "channel": "board:pushed"})
+    await events.wait_for("subscribed", lambda c: c.channel == "board:pushed")
+    await server.publish("board:pushed", "x")
+    await events.wait_for("publication", lambda c: c.pub.data == "x")
+    await server.api("unsubscribe", {"user": "alice", "channel": "board:pushed"})
+    await events.wait_for("unsubscribed", lambda c: c.channel == "board:pushed")
+
+
+async def test_user_status_online_then_last_seen(server, clients):
+    client, _ = clients(server, "carol")
+    await client.connect()
+    status = await server.api("user_status", {"users": ["carol"]})
+    assert status["result"]["statuses"][0]["online"] is True
+    await client.disconnect()
+    async with asyncio.timeout(5):
+        while (await server.api("user_status", {"users": ["carol"]}))["result"]["statuses"][0][
+            "online"
+        ]:
+            await asyncio.sleep(0.02)
+    status = await server.api("user_status", {"users": ["carol"]})
+    assert status["result"]["statuses"][0]["last_seen"] > 0
