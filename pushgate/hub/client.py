@@ -24,6 +24,7 @@ from pushgate.engine.base import (
 )
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
+    DISCONNECT_CONNECTION_CLOSED,
     DISCONNECT_CONNECTION_LIMIT,
     DISCONNECT_INVALID_TOKEN,
     ERROR_ALREADY_SUBSCRIBED,
@@ -138,6 +139,9 @@ class Client:
             raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
         self.connected = True
         await hub.register(self)
+        if self.closed:
+            await hub.unregister(self)
+            raise DisconnectError(DISCONNECT_CONNECTION_CLOSED)
         result = ConnectResult(
             client=self.id,
             version=hub.version,
@@ -282,6 +286,9 @@ class Client:
         channel = sub.channel
         self.subs[channel] = sub
         await hub.add_subscription(sub)
+        if self.closed:  # the connection went away while joining
+            await self._drop(sub, announce=False)
+            raise DisconnectError(DISCONNECT_CONNECTION_CLOSED)
         result = SubscribeResult()
         if sub.expires_at:
             result.expires = True
