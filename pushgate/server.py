@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import socket
 
 from aiohttp import web
@@ -19,6 +20,8 @@ from pushgate.transport.websocket import websocket_handler
 
 log = logging.getLogger("pushgate.server")
 
+#: pending connections the kernel may queue: bursts of reconnects must not be dropped
+BACKLOG = 4096
 
 
 def make_engine(config: Config) -> Engine:
@@ -64,7 +67,7 @@ def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind((host, port))
-    sock.listen(4096)
+    sock.listen(BACKLOG)
     sock.setblocking(False)
     return sock
 
@@ -77,9 +80,17 @@ def install_uvloop() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
+def raise_open_files_limit() -> None:
+    """Every connection is a file: use all the descriptors the hard limit allows."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def serve(config: Config, sock: socket.socket | None = None) -> None:
     """Run one node until interrupted."""
     install_uvloop()
+    raise_open_files_limit()
     app = create_app(config)
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
@@ -88,6 +99,7 @@ def serve(config: Config, sock: socket.socket | None = None) -> None:
     web.run_app(
         app,
         sock=sock,
+        backlog=BACKLOG,
         shutdown_timeout=config.server.shutdown_timeout,
         print=None,
         access_log=None,

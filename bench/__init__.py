@@ -1,0 +1,1 @@
+"""Benchmarks: `make bench` runs them against a server it starts (loopback only)."""

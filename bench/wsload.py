@@ -1,0 +1,212 @@
+"""A lean WebSocket load client: many Centrifugo-protocol subscribers in one process.
+
+Raw asyncio protocols on uvloop, no library per connection, so the load side costs
+little next to the server. Each connection connects with a token, subscribes to the
+given channels and counts the publication pushes it receives (and their latency,
+when the publication carries a send time). Run as a separate process by bench.run;
+it prints one JSON line per phase on stdout and reads commands from stdin.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from pushgate.transport.ws_frames import build_frame
+
+
+def masked(payload: bytes) -> bytes:
+    """A client frame: masked with a zero key, which leaves the payload unchanged."""
+    frame = build_frame(payload)
+    # set the MASK bit on the length byte and insert a zero key after the length
+    head_len = 2 if frame[1] < 126 else (4 if frame[1] == 126 else 10)
+    return frame[:1] + bytes((frame[1] | 0x80,)) + frame[2:head_len] + b"\0\0\0\0" + payload
+
+
+class Stats:
+    def __init__(self) -> None:
+        self.pubs = 0
+        self.latencies: list[float] = []
+        self.sample_every = 1
+        self.done = asyncio.Event()
+        self.expected = 0
+
+    def add(self, count: int) -> None:
+        self.pubs += count
+        if self.expected and self.pubs >= self.expected:
+            self.done.set()
+
+
+class Subscriber(asyncio.Protocol):
+    __slots__ = ("buffer", "commands", "handshaken", "index", "ready", "stats", "transport")
+
+    def __init__(self, stats: Stats, commands: list[bytes], ready: asyncio.Future, index: int):
+        self.stats = stats
+        self.commands = commands
+        self.ready = ready
+        self.buffer = b""
+        self.handshaken = False
+        self.transport: asyncio.Transport | None = None
+        self.index = index
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        key = base64.b64encode(os.urandom(16)).decode()
+        transport.write(
+            (
+                "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+
+    def data_received(self, data: bytes) -> None:
+        buffer = self.buffer + data
+        if not self.handshaken:
+            end = buffer.find(b"\r\n\r\n")
+            if end < 0:
+                self.buffer = buffer
+                return
+            if not buffer.startswith(b"HTTP/1.1 101"):
+                self.ready.set_exception(RuntimeError(buffer[:200].decode(errors="replace")))
+                return
+            self.handshaken = True
+            buffer = buffer[end + 4 :]
+            self.transport.write(b"".join(masked(c) for c in self.commands))
+        pubs = 0
+        pos = 0
+        size = len(buffer)
+        while size - pos >= 2:
+            length = buffer[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
+                head = 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
+                head = 10
+            end = pos + head + length
+            if end > size:
+                break
+            payload = buffer[pos + head : end]
+            opcode = buffer[pos] & 0x0F
+            pos = end
+            if opcode == 0x8:
+                continue
+            if payload.startswith(b'{"push"'):
+                pubs += 1
+                if (
+                    self.stats.sample_every
+                    and pubs == 1
+                    and self.index % self.stats.sample_every == 0
+                ):
+                    at = payload.find(b'"t":')
+                    if at > 0:
+                        stop = payload.find(b"}", at)
+                        sent = float(payload[at + 4 : stop])
+                        self.stats.latencies.append(time.time() - sent)
+            elif payload == b"{}":
+                self.transport.write(masked(b"{}"))
+            elif not self.ready.done() and b'"id":2' in payload:
+                if b'"error"' in payload:
+                    self.ready.set_exception(RuntimeError(payload.decode()))
+                else:
+                    self.ready.set_result(None)
+        self.buffer = buffer[pos:]
+        if pubs:
+            self.stats.add(pubs)
+
+    def connection_lost(self, exc) -> None:
+        if not self.ready.done():
+            self.ready.set_exception(RuntimeError(f"connection lost: {exc}"))
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--connections", type=int, required=True)
+    parser.add_argument("--tokens", required=True, help="file with one token per line")
+    parser.add_argument("--channel", action="append", required=True)
+    args = parser.parse_args()
+    loop = asyncio.get_running_loop()
+    stats = Stats()
+    stats.sample_every = max(1, args.connections // 200)
+    tokens = Path(args.tokens).read_text().split()
+    subscribers = []
+    futures = []
+    started = time.time()
+    batch = 500
+    for start in range(0, args.connections, batch):
+        pending = []
+        for i in range(start, min(start + batch, args.connections)):
+            token = tokens[i % len(tokens)]
+            commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
+            channels = [c.replace("{i}", str(i)) for c in args.channel]
+            commands += [
+                orjson.dumps({"id": 2 + n, "subscribe": {"channel": ch}})
+                for n, ch in enumerate(channels)
+            ]
+            ready = loop.create_future()
+            futures.append(ready)
+            pending.append(ready)
+            proto = Subscriber(stats, commands, ready, i)
+            subscribers.append(proto)
+            await loop.create_connection(lambda p=proto: p, "127.0.0.1", args.port)
+        await asyncio.wait_for(asyncio.gather(*pending), 60)
+    print(orjson.dumps({"phase": "ready", "seconds": time.time() - started}).decode(), flush=True)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while line := await reader.readline():
+        command = orjson.loads(line)
+        if command["cmd"] == "expect":
+            stats.expected = stats.pubs + command["count"]
+            stats.latencies = []
+            stats.done.clear()
+            cpu0 = cpu_seconds()
+            print(orjson.dumps({"phase": "expecting"}).decode(), flush=True)
+            try:
+                await asyncio.wait_for(stats.done.wait(), command.get("timeout", 120))
+                complete = True
+            except TimeoutError:
+                complete = False
+            print(
+                orjson.dumps(
+                    {
+                        "phase": "received",
+                        "complete": complete,
+                        "received": stats.pubs - (stats.expected - command["count"]),
+                        "at": time.time(),
+                        "client_cpu": cpu_seconds() - cpu0,
+                        "latencies": stats.latencies,
+                    }
+                ).decode(),
+                flush=True,
+            )
+        elif command["cmd"] == "quit":
+            break
+    for proto in subscribers:
+        if proto.transport is not None:
+            proto.transport.close()
+
+
+if __name__ == "__main__":
+    import uvloop
+
+    uvloop.run(main())
