@@ -31,9 +31,11 @@ def b64(data: bytes) -> str:
 
 
 def public_pem(private_key: rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey) -> str:
-    return private_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +57,14 @@ def hmac_verifier() -> TokenVerifier:
 
 
 def test_hs256_round_trip_with_info_and_channels(hmac_verifier: TokenVerifier) -> None:
-    token = mint_connection_token(SECRET, "alice", info={"name": "Alice"},
-                                  channels=["board:1", "personal:#alice"],
-                                  subs={"team:7": {"info": {"role": "lead"}}}, meta={"k": 1})
+    token = mint_connection_token(
+        SECRET,
+        "alice",
+        info={"name": "Alice"},
+        channels=["board:1", "personal:#alice"],
+        subs={"team:7": {"info": {"role": "lead"}}},
+        meta={"k": 1},
+    )
     claims = hmac_verifier.verify_connection(token)
     assert isinstance(claims, ConnectionClaims)
     assert claims.user == "alice"
@@ -78,8 +85,9 @@ def test_other_hmac_algorithms(hmac_verifier: TokenVerifier, algorithm: str) -> 
 def test_defaults_without_optional_claims(hmac_verifier: TokenVerifier) -> None:
     token = jwt.encode({}, SECRET, algorithm="HS256")
     claims = hmac_verifier.verify_connection(token)
-    assert claims == ConnectionClaims(user="", exp=None, info=None, channels=[], subs={},
-                                      meta=None, expire_at=None)
+    assert claims == ConnectionClaims(
+        user="", exp=None, info=None, channels=[], subs={}, meta=None, expire_at=None
+    )
 
 
 def test_no_ttl_and_expire_at(hmac_verifier: TokenVerifier) -> None:
@@ -130,8 +138,18 @@ def test_alg_none_is_refused(hmac_verifier: TokenVerifier, alg: str) -> None:
 
 @pytest.mark.parametrize(
     "token",
-    ["", "abc", "a.b", "a.b.c.d", "!!!.???.###", "é.é.é", b64(b"[1]") + "." + b64(b"{}") + ".",
-     b64(b"not json") + ".e30.", None, 42],
+    [
+        "",
+        "abc",
+        "a.b",
+        "a.b.c.d",
+        "!!!.???.###",
+        "é.é.é",
+        b64(b"[1]") + "." + b64(b"{}") + ".",
+        b64(b"not json") + ".e30.",
+        None,
+        42,
+    ],
 )
 def test_malformed_tokens(hmac_verifier: TokenVerifier, token: object) -> None:
     with pytest.raises(TokenError):
@@ -140,8 +158,17 @@ def test_malformed_tokens(hmac_verifier: TokenVerifier, token: object) -> None:
 
 @pytest.mark.parametrize(
     "claims",
-    [{"sub": 5}, {"channels": "board:1"}, {"channels": [1]}, {"subs": []}, {"subs": {"a": 1}},
-     {"meta": [1]}, {"exp": "soon"}, {"exp": True}, {"channel": "board:1"}],
+    [
+        {"sub": 5},
+        {"channels": "board:1"},
+        {"channels": [1]},
+        {"subs": []},
+        {"subs": {"a": 1}},
+        {"meta": [1]},
+        {"exp": "soon"},
+        {"exp": True},
+        {"channel": "board:1"},
+    ],
 )
 def test_bad_claims_refused(hmac_verifier: TokenVerifier, claims: dict[str, object]) -> None:
     token = jwt.encode(claims, SECRET, algorithm="HS256")
@@ -230,8 +257,10 @@ def test_rsa_token_refused_by_ecdsa_only_verifier(
     ("config", "message"),
     [
         (TokenConfig(rsa_public_key="/no/such/file.pem"), "token.rsa_public_key: cannot read"),
-        (TokenConfig(rsa_public_key="-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----"),
-         "token.rsa_public_key: cannot load PEM public key"),
+        (
+            TokenConfig(rsa_public_key="-----BEGIN PUBLIC KEY-----\nxx\n-----END PUBLIC KEY-----"),
+            "token.rsa_public_key: cannot load PEM public key",
+        ),
     ],
 )
 def test_bad_key_configuration(config: TokenConfig, message: str) -> None:
@@ -274,8 +303,9 @@ def test_subscription_token_is_not_a_connection_token(hmac_verifier: TokenVerifi
 
 
 def test_audience_and_issuer_checked() -> None:
-    verifier = TokenVerifier(TokenConfig(hmac_secret=SECRET, audience="pushgate",
-                                         issuer="https://auth.example.com"))
+    verifier = TokenVerifier(
+        TokenConfig(hmac_secret=SECRET, audience="pushgate", issuer="https://auth.example.com")
+    )
     good = {"aud": ["other", "pushgate"], "iss": "https://auth.example.com"}
     assert verifier.verify_connection(mint_connection_token(SECRET, "a", **good)).user == "a"
     single = {"aud": "pushgate", "iss": "https://auth.example.com"}

@@ -135,8 +135,13 @@ def test_overrides_beat_env(tmp_path: Path) -> None:
     cfg = load_config(
         path,
         env={"PUSHGATE_SERVER_PORT": "9001", "PUSHGATE_API_KEY": "env-key"},
-        overrides={"server.port": 9002, "api.key": "flag-key", "server.host": None,
-                   "client.ping_interval": "10s", "api.insecure": "true"},
+        overrides={
+            "server.port": 9002,
+            "api.key": "flag-key",
+            "server.host": None,
+            "client.ping_interval": "10s",
+            "api.insecure": "true",
+        },
     )
     assert cfg.server.port == 9002
     assert cfg.api.key == "flag-key"
@@ -149,10 +154,16 @@ def test_overrides_beat_env(tmp_path: Path) -> None:
     ("text", "env", "expected"),
     [
         ('[engine]\nredis_url = "redis://h:1/0"\n', {}, ["redis://h:1/0"]),
-        ('[engine]\nredis_url = ["redis://a:1", "redis://b:2"]\n', {}, ["redis://a:1",
-                                                                       "redis://b:2"]),
-        ("", {"PUSHGATE_ENGINE_REDIS_URL": "redis://a:1,redis://b:2"}, ["redis://a:1",
-                                                                       "redis://b:2"]),
+        (
+            '[engine]\nredis_url = ["redis://a:1", "redis://b:2"]\n',
+            {},
+            ["redis://a:1", "redis://b:2"],
+        ),
+        (
+            "",
+            {"PUSHGATE_ENGINE_REDIS_URL": "redis://a:1,redis://b:2"},
+            ["redis://a:1", "redis://b:2"],
+        ),
         ("", {"PUSHGATE_ENGINE_REDIS_URL": "redis://a:1"}, ["redis://a:1"]),
     ],
 )
@@ -213,8 +224,10 @@ def test_unknown_override() -> None:
 @pytest.mark.parametrize(
     ("toml", "expected"),
     [
-        ('[[namespace]]\nname = "a"\nhistory_size = 1\nhistory_ttl = "abc"\n',
-         "namespace[0].history_ttl: invalid duration 'abc'"),
+        (
+            '[[namespace]]\nname = "a"\nhistory_size = 1\nhistory_ttl = "abc"\n',
+            "namespace[0].history_ttl: invalid duration 'abc'",
+        ),
         ('[server]\nport = "x"\n', "server.port: expected an integer, got 'x'"),
         ("[server]\nport = 70000\n", "server.port: must be between 0 and 65535, got 70000"),
         ("[channel]\nhistory_size = -1\n", "channel.history_size: must be >= 0, got -1"),
@@ -222,22 +235,30 @@ def test_unknown_override() -> None:
         ('[server]\nlog_level = "loud"\n', "server.log_level: expected one of"),
         ('[client]\nanonymous = "yes"\n', "client.anonymous: expected a boolean"),
         ("[client]\nmax_frame_bytes = 0\n", "client.max_frame_bytes: must be >= 1"),
-        ('[client]\nping_interval = "10s"\npong_timeout = "10s"\n',
-         "client.pong_timeout: must be less than client.ping_interval"),
-        ('[client]\nping_interval = 0\n', "client.ping_interval: must be > 0"),
+        (
+            '[client]\nping_interval = "10s"\npong_timeout = "10s"\n',
+            "client.pong_timeout: must be less than client.ping_interval",
+        ),
+        ("[client]\nping_interval = 0\n", "client.ping_interval: must be > 0"),
         ("[channel]\nhistory_size = 10\n", "channel.history_ttl: required (> 0)"),
         ('[channel]\nhistory_ttl = "1m"\n', "channel.history_size: required (> 0)"),
         ("[channel]\nforce_recovery = true\n", "channel.force_recovery: needs history"),
-        ('[server]\nallowed_origins = ["app.example.com"]\n',
-         "server.allowed_origins: invalid origin"),
+        (
+            '[server]\nallowed_origins = ["app.example.com"]\n',
+            "server.allowed_origins: invalid origin",
+        ),
         ('[engine]\nredis_url = "http://x"\n', "engine.redis_url: invalid Redis URL"),
         ('[engine]\nredis_sentinels = ["h:1"]\n', "engine.redis_sentinel_master: required"),
-        ('[token]\nrsa_public_key = "/no/such/key.pem"\n',
-         "token.rsa_public_key: neither PEM text nor an existing file"),
+        (
+            '[token]\nrsa_public_key = "/no/such/key.pem"\n',
+            "token.rsa_public_key: neither PEM text nor an existing file",
+        ),
         ('[[namespace]]\nname = "bad name"\n', "namespace[0].name: invalid namespace name"),
         ("[[namespace]]\npresence = true\n", "namespace[0].name: required"),
-        ('[[namespace]]\nname = "a"\n[[namespace]]\nname = "a"\n',
-         "namespace[1].name: duplicate namespace 'a' (also namespace[0])"),
+        (
+            '[[namespace]]\nname = "a"\n[[namespace]]\nname = "a"\n',
+            "namespace[1].name: duplicate namespace 'a' (also namespace[0])",
+        ),
         ('[namespace]\nname = "a"\n', "namespace: expected an array of tables"),
         ("server = 1\n", "server: expected a table"),
     ],
@@ -256,8 +277,11 @@ def test_bad_values_in_toml(tmp_path: Path, toml: str, expected: str) -> None:
     [
         ("PUSHGATE_SERVER_PORT", "x", "PUSHGATE_SERVER_PORT: expected an integer, got 'x'"),
         ("PUSHGATE_CLIENT_ANONYMOUS", "maybe", "PUSHGATE_CLIENT_ANONYMOUS: expected a boolean"),
-        ("PUSHGATE_SERVER_SHUTDOWN_TIMEOUT", "-1s",
-         "PUSHGATE_SERVER_SHUTDOWN_TIMEOUT: invalid duration '-1s'"),
+        (
+            "PUSHGATE_SERVER_SHUTDOWN_TIMEOUT",
+            "-1s",
+            "PUSHGATE_SERVER_SHUTDOWN_TIMEOUT: invalid duration '-1s'",
+        ),
         ("PUSHGATE_ENGINE_TYPE", "foo", "PUSHGATE_ENGINE_TYPE: expected one of memory, redis"),
     ],
 )
@@ -275,8 +299,11 @@ def test_all_errors_reported_together(tmp_path: Path) -> None:
         '[[namespace]]\nname = "a"\nhistory_size = 5\nhistory_ttl = "abc"\n'
     )
     with pytest.raises(ConfigError) as excinfo:
-        load_config(write(tmp_path, text), env={"PUSHGATE_API_KEYS": "k"},
-                    overrides={"client.max_subscriptions": -1})
+        load_config(
+            write(tmp_path, text),
+            env={"PUSHGATE_API_KEYS": "k"},
+            overrides={"client.max_subscriptions": -1},
+        )
     messages = errors_of(excinfo)
     assert excinfo.value.errors == messages
     assert [m.split(":")[0] for m in messages] == [
@@ -318,8 +345,9 @@ def test_config_to_dict_masks_secrets(tmp_path: Path) -> None:
 def test_config_to_dict_masks_pem_text_but_not_paths(tmp_path: Path) -> None:
     pem = "-----BEGIN PUBLIC KEY-----\nabc\n-----END PUBLIC KEY-----\n"
     key_path = write(tmp_path, pem, "ec.pem")
-    cfg = load_config(env={}, overrides={"token.rsa_public_key": pem,
-                                         "token.ecdsa_public_key": key_path})
+    cfg = load_config(
+        env={}, overrides={"token.rsa_public_key": pem, "token.ecdsa_public_key": key_path}
+    )
     masked = config_to_dict(cfg)
     assert masked["token"]["rsa_public_key"] == "***"
     assert masked["token"]["ecdsa_public_key"] == key_path
@@ -344,17 +372,29 @@ def test_iter_options_covers_every_field() -> None:
 @pytest.mark.parametrize(
     ("value", "seconds"),
     [
-        ("600s", 600.0), ("10m", 600.0), ("1h", 3600.0), ("500ms", 0.5), ("1h30m", 5400.0),
-        ("1m30s", 90.0), ("1.5s", 1.5), (" 2s ", 2.0), ("0", 0.0), ("42", 42.0),
-        ("2.5", 2.5), (7, 7.0), (0.25, 0.25),
+        ("600s", 600.0),
+        ("10m", 600.0),
+        ("1h", 3600.0),
+        ("500ms", 0.5),
+        ("1h30m", 5400.0),
+        ("1m30s", 90.0),
+        ("1.5s", 1.5),
+        (" 2s ", 2.0),
+        ("0", 0.0),
+        ("42", 42.0),
+        ("2.5", 2.5),
+        (7, 7.0),
+        (0.25, 0.25),
     ],
 )
 def test_parse_duration(value: str | int | float, seconds: float) -> None:
     assert parse_duration(value) == seconds
 
 
-@pytest.mark.parametrize("value", ["", "abc", "-1", "-5s", "5x", "s", "1h-30m", "nan", "inf",
-                                   "1 h", "10d", -3, True, None, [1]])
+@pytest.mark.parametrize(
+    "value",
+    ["", "abc", "-1", "-5s", "5x", "s", "1h-30m", "nan", "inf", "1 h", "10d", -3, True, None, [1]],
+)
 def test_parse_duration_refuses(value: object) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(value)  # type: ignore[arg-type]

@@ -35,16 +35,13 @@ def new_epoch() -> str:
 class _Stream:
     epoch: str = field(default_factory=new_epoch)
     top: int = 0
-    # (publication, time it expires at)
-    items: deque[tuple[Publication, float]] = field(default_factory=deque)
+    items: deque[Publication] = field(default_factory=deque)
+    #: history is kept for history_ttl after the channel's last publication
+    expires_at: float = 0.0
 
-    def trim(self, now: float, size: int | None = None) -> None:
-        items = self.items
-        while items and items[0][1] <= now:
-            items.popleft()
-        if size is not None:
-            while len(items) > size:
-                items.popleft()
+    def trim(self, now: float) -> None:
+        if self.items and now >= self.expires_at:
+            self.items.clear()
 
 
 class MemoryEngine(Engine):
@@ -90,10 +87,13 @@ class MemoryEngine(Engine):
             stream = self._streams.get(channel)
             if stream is None:
                 stream = self._streams[channel] = _Stream()
+            stream.trim(now)
             stream.top += 1
             pub.offset = stream.top
-            stream.items.append((pub, now + history_ttl))
-            stream.trim(now, history_size)
+            stream.items.append(pub)
+            while len(stream.items) > history_size:
+                stream.items.popleft()
+            stream.expires_at = now + history_ttl
             position = StreamPosition(stream.top, stream.epoch)
         if idempotency_key:
             self._idempotency[(channel, idempotency_key)] = (position, now + IDEMPOTENCY_WINDOW)
@@ -145,7 +145,7 @@ class MemoryEngine(Engine):
             stream = self._streams[channel] = _Stream()
         stream.trim(time.monotonic())
         position = StreamPosition(stream.top, stream.epoch)
-        pubs = [pub for pub, _ in stream.items]
+        pubs = list(stream.items)
         if since is not None:
             if since.epoch != stream.epoch or since.offset > stream.top:
                 raise UnrecoverablePosition(channel)

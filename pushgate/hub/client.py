@@ -322,6 +322,7 @@ class Client:
         except Exception:
             await self._drop(sub, announce=False)
             raise
+        hub.schedule_sub_expiry(sub)
         return result
 
     def activate(self, sub: Subscription) -> None:

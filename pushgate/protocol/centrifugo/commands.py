@@ -112,7 +112,10 @@ METHODS = (
 def decode_commands(frame: bytes | str) -> list[Command]:
     """All commands in one frame, in order."""
     if isinstance(frame, str):
-        frame = frame.encode()
+        try:
+            frame = frame.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError("frame is not valid UTF-8 text") from None
     commands = []
     for line in frame.split(b"\n"):
         if line.strip():
