@@ -31,6 +31,7 @@ __all__ = [
     "ConfigError",
     "EngineConfig",
     "NamespaceConfig",
+    "PollingConfig",
     "ServerConfig",
     "TokenConfig",
     "config_to_dict",
@@ -291,6 +292,22 @@ class ClientConfig:
 
 
 @dataclass(slots=True)
+class PollingConfig:
+    """``[polling]``: long polling and short polling sessions (``/connection/longpoll``,
+    ``/connection/poll``)."""
+
+    hold: float = _opt(
+        25.0, "How long a long-poll request waits for messages before answering empty.", lo=0
+    )
+    session_timeout: float = _opt(
+        30.0,
+        "A polling session with no request for this long is closed, like a dropped "
+        "connection (duration).",
+        lo=0,
+    )
+
+
+@dataclass(slots=True)
 class Config:
     """The whole configuration. ``namespace(name)`` looks up a ``[[namespace]]`` entry."""
 
@@ -299,6 +316,7 @@ class Config:
     api: ApiConfig = field(default_factory=ApiConfig)
     engine: EngineConfig = field(default_factory=EngineConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
+    polling: PollingConfig = field(default_factory=PollingConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     namespaces: list[NamespaceConfig] = field(default_factory=list)
     _by_name: dict[str, NamespaceConfig] = field(
@@ -328,6 +346,7 @@ SECTIONS: dict[str, type] = {
     "server": ServerConfig,
     "token": TokenConfig,
     "api": ApiConfig,
+    "polling": PollingConfig,
     "engine": EngineConfig,
     "client": ClientConfig,
     "channel": ChannelConfig,
