@@ -257,6 +257,12 @@ class EngineConfig:
     node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
     node_ttl: float = _opt(10.0, "A node unseen for this long is gone (duration).", lo=0)
     presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).", lo=0)
+    history_meta_ttl: float = _opt(
+        86400.0,
+        "How long a channel's stream position (offset, epoch) outlives its history; after "
+        "it, recovery from that stream reports recovered=false (duration).",
+        lo=0,
+    )
 
 
 @dataclass(slots=True)
@@ -289,6 +295,11 @@ class ClientConfig:
         0, "Most clients returned by one presence call (0 = unlimited).", lo=0
     )
     anonymous: bool = _opt(False, "Allow connecting without a token (user '').")
+    connect_timeout: float = _opt(
+        10.0,
+        "A connection that has not sent connect within this time is closed as stale (3502).",
+        lo=0,
+    )
 
 
 @dataclass(slots=True)

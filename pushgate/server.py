@@ -11,7 +11,7 @@ from aiohttp import web
 
 from pushgate.api.http import api_handler
 from pushgate.auth import TokenVerifier
-from pushgate.config import Config
+from pushgate.config import Config, ConfigError
 from pushgate.engine.base import Engine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
@@ -26,8 +26,8 @@ BACKLOG = 4096
 
 def make_engine(config: Config) -> Engine:
     if config.engine.type == "memory":
-        return MemoryEngine()
-    raise ValueError(f"engine.type {config.engine.type!r} is not available in this build")
+        return MemoryEngine(history_meta_ttl=config.engine.history_meta_ttl)
+    raise ConfigError(f"engine.type: {config.engine.type!r} is not available in this build yet")
 
 
 async def health(request: web.Request) -> web.Response:

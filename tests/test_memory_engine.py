@@ -333,3 +333,20 @@ async def test_closed_engine_delivers_nothing():
     position = await publish(engine, "a", 0)
     assert position.offset == 1  # the stream still works
     assert handler.publications == []
+
+
+async def test_idle_stream_meta_is_forgotten_after_meta_ttl_but_not_before():
+    from pushgate.engine.memory import MemoryEngine as Engine
+
+    engine = Engine(history_meta_ttl=100.0)
+    pub = Publication(b"1")
+    await engine.publish("c", pub, history_size=10, history_ttl=10)
+    first = await engine.history("c", limit=0)
+    import time as _time
+
+    now = _time.monotonic()
+    engine.sweep(now + 50)  # history expired (ttl 10), meta kept (10 + 100)
+    assert (await engine.history("c", limit=0)).position == first.position
+    engine.sweep(now + 200)
+    again = await engine.history("c", limit=0)
+    assert again.position.epoch != first.position.epoch and again.position.offset == 0

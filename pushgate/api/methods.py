@@ -7,6 +7,7 @@ expects), plus ``user_status``. Errors are HubErrors with Centrifugo's codes.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -226,6 +227,20 @@ async def user_status(hub: Hub, params: dict) -> dict:
     }
 
 
+async def get_user_status(hub: Hub, params: dict) -> dict:
+    """``cent``'s GetUserStatusRequest: unix seconds a user was last online (now if
+    online); ``active`` carries the same time, pushgate not tracking activity apart."""
+    users = str_list(params, "users", required=True)
+    statuses = await hub.user_status(users)
+    now = int(time.time())
+    out = []
+    for user in users:
+        online, last_seen = statuses[user]
+        seen = now if online else int(last_seen or 0)
+        out.append({"user": user, "active": seen, "online": seen})
+    return {"statuses": out}
+
+
 async def send_message(hub: Hub, params: dict) -> dict:
     """Ours: a direct ``message`` push to every connection of a user."""
     await hub.control(
@@ -252,5 +267,6 @@ METHODS: dict[str, Method] = {
     "channels": channels,
     "info": info,
     "user_status": user_status,
+    "get_user_status": get_user_status,
     "send": send_message,
 }

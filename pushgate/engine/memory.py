@@ -9,6 +9,7 @@ recover rather than handed a silent gap.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
 from collections import deque
@@ -25,6 +26,7 @@ from pushgate.engine.base import (
 )
 
 IDEMPOTENCY_WINDOW = 300.0
+SWEEP_EVERY = 60.0
 
 
 def new_epoch() -> str:
@@ -50,7 +52,9 @@ class MemoryEngine(Engine):
     name = "memory"
     multi_node = False
 
-    def __init__(self) -> None:
+    def __init__(self, history_meta_ttl: float = 86400.0) -> None:
+        self._meta_ttl = history_meta_ttl
+        self._sweeper: asyncio.Task | None = None
         self._handler: EngineHandler | None = None
         self._node_id = ""
         self._streams: dict[str, _Stream] = {}
@@ -62,9 +66,32 @@ class MemoryEngine(Engine):
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler
         self._node_id = node_id
+        self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def close(self) -> None:
         self._handler = None
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_EVERY)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Forget streams idle past their history and meta TTL: memory stays bounded."""
+        for channel in [
+            ch for ch, st in self._streams.items() if st.expires_at + self._meta_ttl <= now
+        ]:
+            del self._streams[channel]
+
+    def _stream(self, channel: str, now: float) -> _Stream:
+        stream = self._streams.get(channel)
+        if stream is None:
+            # a new stream's position lives history_meta_ttl from now even if unused
+            stream = self._streams[channel] = _Stream(expires_at=now)
+        return stream
 
     # --- broker -------------------------------------------------------------------
     async def publish(
@@ -84,9 +111,7 @@ class MemoryEngine(Engine):
                 return seen[0]
         position = StreamPosition(0, "")
         if history_size > 0 and history_ttl > 0:
-            stream = self._streams.get(channel)
-            if stream is None:
-                stream = self._streams[channel] = _Stream()
+            stream = self._stream(channel, now)
             stream.trim(now)
             stream.top += 1
             pub.offset = stream.top
@@ -127,9 +152,7 @@ class MemoryEngine(Engine):
 
     # --- history ------------------------------------------------------------------
     def position(self, channel: str) -> StreamPosition:
-        stream = self._streams.get(channel)
-        if stream is None:
-            stream = self._streams[channel] = _Stream()
+        stream = self._stream(channel, time.monotonic())
         return StreamPosition(stream.top, stream.epoch)
 
     async def history(
@@ -140,10 +163,9 @@ class MemoryEngine(Engine):
         limit: int | None = None,
         reverse: bool = False,
     ) -> HistoryResult:
-        stream = self._streams.get(channel)
-        if stream is None:
-            stream = self._streams[channel] = _Stream()
-        stream.trim(time.monotonic())
+        now = time.monotonic()
+        stream = self._stream(channel, now)
+        stream.trim(now)
         position = StreamPosition(stream.top, stream.epoch)
         pubs = list(stream.items)
         if since is not None:

@@ -80,7 +80,7 @@ class Client:
         self.sink = sink
         self.transport = transport
         self.id = str(uuid.uuid4())
-        self.session = ""
+        self.session = uuid.uuid4().hex
         self.user = ""
         self.name = ""
         self.conn_info: bytes | None = None
@@ -146,8 +146,9 @@ class Client:
             client=self.id,
             version=hub.version,
             node=hub.node_id,
-            ping=int(hub.config.client.ping_interval) if self.sink.wants_pong else 0,
+            ping=hub.ping_seconds if self.sink.wants_pong else 0,
             pong=self.sink.wants_pong,
+            session=self.session,
         )
         if self.expires_at:
             result.expires = True
@@ -442,6 +443,7 @@ class Client:
         if self.closed:
             return
         self.closed = True
+        self.hub.forget_pending(self)
         for sub in list(self.subs.values()):
             await self._drop(sub, announce=True)
         if self.connected:

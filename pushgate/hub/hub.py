@@ -34,6 +34,7 @@ from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
     DISCONNECT_NO_PONG,
     DISCONNECT_SHUTDOWN,
+    DISCONNECT_STALE,
     ERROR_LIMIT_EXCEEDED,
     ERROR_NOT_AVAILABLE,
     UNSUBSCRIBE_EXPIRED,
@@ -76,12 +77,19 @@ class Hub:
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
+        # connections that have not sent connect yet → when they opened
+        self._pending: dict[Client, float] = {}
         self.disconnects: Counter[int] = Counter()
         self.recoveries: Counter[str] = Counter()
 
     @property
     def _wheel_size(self) -> int:
         return max(1, math.ceil(self.config.client.ping_interval / TICK))
+
+    @property
+    def ping_seconds(self) -> int:
+        """The ping interval as the timer keeps it (whole ticks), told to clients."""
+        return math.ceil(self._wheel_size * TICK)
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -112,9 +120,15 @@ class Hub:
 
     # --- registry -----------------------------------------------------------------
     def new_client(self, sink: ClientSink, transport: str) -> Client:
-        return Client(self, sink, transport)
+        client = Client(self, sink, transport)
+        self._pending[client] = time.monotonic()
+        return client
+
+    def forget_pending(self, client: Client) -> None:
+        self._pending.pop(client, None)
 
     async def register(self, client: Client) -> None:
+        self._pending.pop(client, None)
         self.clients[client.id] = client
         self._wheel[self._ticks % len(self._wheel)].add(client)
         self.schedule_expiry(client)
@@ -337,6 +351,15 @@ class Hub:
                 client.sink.send_ping()
                 client.awaiting_pong = client.sink.wants_pong
         self._expire(time.time())
+        self._close_stale(time.monotonic())
+
+    def _close_stale(self, now: float) -> None:
+        deadline = now - self.config.client.connect_timeout
+        stale = [c for c, opened in self._pending.items() if opened <= deadline]
+        for client in stale:
+            del self._pending[client]
+            if not client.connected:
+                client.disconnect(DISCONNECT_STALE)
 
     def _expire(self, now: float) -> None:
         grace = self.config.client.expired_grace

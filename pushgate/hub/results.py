@@ -32,6 +32,8 @@ class ConnectResult:
     ttl: int = 0
     data: bytes | None = None
     subs: dict[str, SubscribeResult] = field(default_factory=dict)
+    #: id of an emulation or polling session, which later requests name
+    session: str = ""
 
 
 @dataclass(slots=True)

@@ -84,6 +84,8 @@ def connect_result(result: ConnectResult) -> dict:
         out["ping"] = result.ping
     if result.pong:
         out["pong"] = True
+    if result.session:
+        out["session"] = result.session
     if result.node:
         out["node"] = result.node
     return out
@@ -109,48 +111,53 @@ def history_result(publications: list[Publication], offset: int, epoch: str) -> 
 
 
 # --- pushes ---------------------------------------------------------------------------
-def _push(channel: str, kind: str, body: dict) -> bytes:
-    if channel:
-        return dumps({"push": {"channel": channel, kind: body}})
-    return dumps({"push": {kind: body}})
+# Bidirectional connections get pushes wrapped as ``{"push": {...}}`` (a reply without
+# an id); unidirectional ones get the push object itself, as Centrifugo sends them.
 
 
-def pub_push(channel: str, pub: Publication) -> bytes:
-    return _push(channel, "pub", publication(pub))
+def _push(channel: str, kind: str, body: dict, uni: bool = False) -> bytes:
+    push = {"channel": channel, kind: body} if channel else {kind: body}
+    return dumps(push if uni else {"push": push})
 
 
-def join_push(channel: str, info: ClientInfo) -> bytes:
-    return _push(channel, "join", {"info": _info(info)})
+def pub_push(channel: str, pub: Publication, uni: bool = False) -> bytes:
+    return _push(channel, "pub", publication(pub), uni)
 
 
-def leave_push(channel: str, info: ClientInfo) -> bytes:
-    return _push(channel, "leave", {"info": _info(info)})
+def join_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
+    return _push(channel, "join", {"info": _info(info)}, uni)
 
 
-def unsubscribe_push(channel: str, code: int, reason: str) -> bytes:
-    return _push(channel, "unsubscribe", {"code": code, "reason": reason})
+def leave_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
+    return _push(channel, "leave", {"info": _info(info)}, uni)
 
 
-def subscribe_push(channel: str, result: SubscribeResult) -> bytes:
+def unsubscribe_push(channel: str, code: int, reason: str, uni: bool = False) -> bytes:
+    return _push(channel, "unsubscribe", {"code": code, "reason": reason}, uni)
+
+
+def subscribe_push(channel: str, result: SubscribeResult, uni: bool = False) -> bytes:
     body = subscribe_result(result)
     body.pop("publications", None)
-    return _push(channel, "subscribe", body)
+    return _push(channel, "subscribe", body, uni)
 
 
-def message_push(data: bytes) -> bytes:
-    return _push("", "message", {"data": Fragment(data)})
+def message_push(data: bytes, uni: bool = False) -> bytes:
+    return _push("", "message", {"data": Fragment(data)}, uni)
 
 
-def refresh_push(expires: bool, ttl: int) -> bytes:
+def refresh_push(expires: bool, ttl: int, uni: bool = False) -> bytes:
     body: dict = {}
     if expires:
         body = {"expires": True, "ttl": ttl}
-    return _push("", "refresh", body)
+    return _push("", "refresh", body, uni)
 
 
-def disconnect_push(disconnect: Disconnect) -> bytes:
-    return _push(
-        "",
-        "disconnect",
-        {"code": disconnect.code, "reason": disconnect.reason, "reconnect": disconnect.reconnect},
-    )
+def connect_push(result: ConnectResult) -> bytes:
+    """The first message of a unidirectional connection."""
+    return _push("", "connect", connect_result(result), uni=True)
+
+
+def disconnect_push(disconnect: Disconnect, uni: bool = False) -> bytes:
+    body = {"code": disconnect.code, "reason": disconnect.reason, "reconnect": disconnect.reconnect}
+    return _push("", "disconnect", body, uni)
