@@ -163,3 +163,10 @@ async def test_bad_params_of_each_method_are_errors(server):
 async def test_user_status_for_never_seen_user(server):
     reply = await server.api("user_status", {"users": ["ghost"]})
     assert reply["result"]["statuses"] == [{"user": "ghost", "online": False, "last_seen": 0}]
+
+
+async def test_get_user_status_through_cent(server, cent):
+    from cent import GetUserStatusRequest
+
+    result = await cent.get_user_status(GetUserStatusRequest(users=["nobody"]))
+    assert [(s.user, s.online) for s in result.statuses] == [("nobody", 0)]
