@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import socket
+from pathlib import Path
 
 from aiohttp import web
 
@@ -16,6 +17,20 @@ from pushgate.engine.base import Engine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.cors import add_cors_headers, cors_middleware
+from pushgate.transport.emulation import (
+    SESSIONS,
+    EmulationSessions,
+    emulation_handler,
+    http_stream_handler,
+    sse_handler,
+)
+from pushgate.transport.polling import POLLING, PollingSessions, longpoll_handler, poll_handler
+from pushgate.transport.uni import (
+    uni_http_stream_handler,
+    uni_sse_handler,
+    uni_websocket_handler,
+)
 from pushgate.transport.websocket import websocket_handler
 
 log = logging.getLogger("pushgate.server")
@@ -30,17 +45,44 @@ def make_engine(config: Config) -> Engine:
     raise ConfigError(f"engine.type: {config.engine.type!r} is not available in this build yet")
 
 
+STATIC = Path(__file__).parent / "static"
+
+
+async def preflight_only(request: web.Request) -> web.Response:
+    """OPTIONS that is not a CORS preflight (those the CORS middleware answers)."""
+    return web.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
+
+
 async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     hub = Hub(config, engine or make_engine(config), TokenVerifier(config.token))
-    app = web.Application(client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024))
+    app = web.Application(
+        client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024),
+        middlewares=[cors_middleware],
+    )
     app[HUB] = hub
-    app.router.add_get("/connection/websocket", websocket_handler)
-    app.router.add_post("/api/{method}", api_handler)
-    app.router.add_get("/health", health)
+    app[SESSIONS] = EmulationSessions()
+    polling = app[POLLING] = PollingSessions(config.polling.session_timeout)
+    app.on_response_prepare.append(add_cors_headers)
+    routes = app.router
+    routes.add_get("/connection/websocket", websocket_handler)
+    routes.add_post("/connection/http_stream", http_stream_handler)
+    routes.add_get("/connection/sse", sse_handler)
+    routes.add_post("/emulation", emulation_handler)
+    routes.add_get("/connection/uni_websocket", uni_websocket_handler)
+    routes.add_get("/connection/uni_sse", uni_sse_handler)
+    routes.add_post("/connection/uni_sse", uni_sse_handler)
+    routes.add_post("/connection/uni_http_stream", uni_http_stream_handler)
+    routes.add_post("/connection/longpoll", longpoll_handler)
+    routes.add_post("/connection/poll", poll_handler)
+    for path in ("/connection/{transport}", "/emulation"):
+        routes.add_route("OPTIONS", path, preflight_only)
+    routes.add_static("/static/", STATIC, show_index=False)
+    routes.add_post("/api/{method}", api_handler)
+    routes.add_get("/health", health)
 
     async def start_hub(app: web.Application) -> None:
         if not config.api.key and not config.api.insecure:
@@ -48,11 +90,13 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         if not hub.tokens.configured and not config.client.anonymous:
             log.warning("no token key configured: every connection will be refused")
         await hub.start()
+        polling.start()
         log.info(
             "pushgate %s node %s started (engine %s)", hub.version, hub.node_name, hub.engine.name
         )
 
     async def stop_hub(app: web.Application) -> None:
+        await polling.stop()
         await hub.shutdown()
 
     app.on_startup.append(start_hub)

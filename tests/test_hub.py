@@ -383,6 +383,7 @@ class FakeWriter:
         self.framing = framing
         self.bidirectional = True
         self.close_carries_code = True
+        self.pings = True
         self.written: list[bytes] = []
         self.close_args: tuple[int, str] | None = None
 

@@ -13,6 +13,8 @@ class FrameWriter(Protocol):
     #: the close itself carries a code and reason (WebSocket close frame); otherwise
     #: the dialect sends its own disconnect message first
     close_carries_code: bool
+    #: the server should ping this connection (not polling: its requests show liveness)
+    pings: bool
 
     def frame(self, payload: bytes) -> bytes:
         """One message as it goes on the wire (built once, written to many)."""

@@ -36,6 +36,7 @@ class WebSocketWriter:
 
     framing = "ws"
     close_carries_code = True
+    pings = True
 
     def __init__(
         self,

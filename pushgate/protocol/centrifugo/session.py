@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+import orjson
+
 from pushgate.engine.base import ClientInfo, Publication, StreamPosition
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
+    DISCONNECT_INVALID_TOKEN,
     DISCONNECT_SERVER_ERROR,
     ERROR_INTERNAL,
     ERROR_METHOD_NOT_FOUND,
@@ -34,6 +37,7 @@ from pushgate.protocol.centrifugo.commands import (
     RefreshRequest,
     SubRefreshRequest,
     SubscribeRequest,
+    decode_command,
     decode_commands,
 )
 
@@ -48,17 +52,48 @@ DIALECT = "centrifugo-json"
 
 
 class CentrifugoSession:
-    __slots__ = ("_key", "client", "wants_pong", "writer")
+    __slots__ = ("_key", "client", "uni", "wants_pong", "writer")
 
-    def __init__(self, hub: Hub, writer: FrameWriter, transport: str) -> None:
+    def __init__(self, hub: Hub, writer: FrameWriter, transport: str, *, uni: bool = False) -> None:
         self.writer = writer
-        self.wants_pong = writer.bidirectional
-        self._key = (DIALECT, writer.framing)
+        #: unidirectional: pushes go unwrapped and the client sends nothing after connect
+        self.uni = uni
+        self.wants_pong = writer.bidirectional and not uni
+        self._key = (DIALECT, "uni" if uni else "bidi", writer.framing)
         self.client = hub.new_client(self, transport)
+
+    async def connect_unidirectional(self, request: object) -> None:
+        """A unidirectional connection's one request: ``{"token": …, "subs": …}``."""
+        client = self.client
+        try:
+            if not isinstance(request, dict):
+                raise ProtocolError("connect request must be a JSON object")
+            command = decode_command(orjson.dumps({"id": 1, "connect": request}))
+        except (ProtocolError, orjson.JSONEncodeError) as exc:
+            log.info("bad unidirectional connect from %s: %s", client.id, exc)
+            client.disconnect(DISCONNECT_BAD_REQUEST)
+            return
+        assert isinstance(command, ConnectRequest)
+        try:
+            result = await client.connect(token=command.token, name=command.name, subs=command.subs)
+        except HubError as error:
+            # no replies on a unidirectional connection: the error becomes the disconnect
+            log.info("unidirectional connect refused for %s: %s", client.id, error.message)
+            code = DISCONNECT_INVALID_TOKEN if error.code in (101, 109) else DISCONNECT_BAD_REQUEST
+            client.disconnect(code)
+            return
+        except DisconnectError as exc:
+            client.disconnect(exc.disconnect)
+            return
+        self._write(replies.connect_push(result))
+        client.activate_all()
 
     # --- incoming -----------------------------------------------------------------
     async def handle_frame(self, frame: bytes | str) -> None:
         client = self.client
+        if self.uni:
+            log.info("unidirectional client=%s sent a message; ignored", client.id)
+            return
         try:
             commands = decode_commands(frame)
         except ProtocolError as exc:
@@ -166,40 +201,44 @@ class CentrifugoSession:
     def push_publication(self, channel: str, pub: Publication) -> None:
         data = pub.cache.get(self._key)
         if data is None:
-            data = pub.cache[self._key] = self.writer.frame(replies.pub_push(channel, pub))
+            payload = replies.pub_push(channel, pub, self.uni)
+            data = pub.cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
     def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
         data = cache.get(self._key)
         if data is None:
-            data = cache[self._key] = self.writer.frame(replies.join_push(channel, info))
+            payload = replies.join_push(channel, info, self.uni)
+            data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
     def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
         data = cache.get(self._key)
         if data is None:
-            data = cache[self._key] = self.writer.frame(replies.leave_push(channel, info))
+            payload = replies.leave_push(channel, info, self.uni)
+            data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
-        self._write(replies.subscribe_push(channel, result))
+        self._write(replies.subscribe_push(channel, result, self.uni))
 
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
-        self._write(replies.unsubscribe_push(channel, code, reason))
+        self._write(replies.unsubscribe_push(channel, code, reason, self.uni))
 
     def push_message(self, data: bytes) -> None:
-        self._write(replies.message_push(data))
+        self._write(replies.message_push(data, self.uni))
 
     def push_refresh(self, expires: bool, ttl: int) -> None:
-        self._write(replies.refresh_push(expires, ttl))
+        self._write(replies.refresh_push(expires, ttl, self.uni))
 
     def send_ping(self) -> None:
-        self._write(replies.PING)
+        if self.writer.pings:
+            self._write(replies.PING)
 
     def close(self, disconnect: Disconnect) -> None:
         writer = self.writer
         if writer.closed:
             return
         if not writer.close_carries_code:
-            self._write(replies.disconnect_push(disconnect))
+            self._write(replies.disconnect_push(disconnect, self.uni))
         writer.close(disconnect.code, disconnect.reason)

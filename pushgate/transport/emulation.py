@@ -1,0 +1,115 @@
+"""Bidirectional emulation, as centrifuge-js 5.x does it, for networks without WebSocket.
+
+``POST /connection/http_stream`` (connect command in the body, newline-delimited replies
+and pushes streamed back) and ``GET /connection/sse?cf_connect=…`` (the same as
+Server-Sent Events). Later commands arrive as ``POST /emulation`` requests naming the
+session; their replies go out on the stream. The commands of one session run one at a
+time in arrival order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+
+import orjson
+from aiohttp import web
+
+from pushgate.hub.errors import DISCONNECT_SLOW
+from pushgate.protocol.centrifugo.session import CentrifugoSession
+from pushgate.transport.app_keys import HUB
+from pushgate.transport.streaming import StreamWriter, open_stream
+
+log = logging.getLogger("pushgate.emulation")
+
+
+@dataclass
+class EmulatedConnection:
+    session: CentrifugoSession
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class EmulationSessions:
+    """The emulated connections this node holds, by session id."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, EmulatedConnection] = {}
+
+    def __len__(self) -> int:
+        return len(self.by_id)
+
+
+SESSIONS = web.AppKey("emulation_sessions", EmulationSessions)
+
+
+async def _stream(request: web.Request, framing: str, connect_frame: bytes) -> web.StreamResponse:
+    hub = request.app[HUB]
+    transport = request.transport
+    if transport is None:
+        return web.Response(status=499)
+    writer = StreamWriter(transport, framing, hub.config.client.queue_max_bytes, bidirectional=True)
+    name = "sse" if framing == "sse" else "http_stream"
+    session = CentrifugoSession(hub, writer, name)
+    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    sessions = request.app[SESSIONS]
+    connection = EmulatedConnection(session)
+    sessions.by_id[session.client.session] = connection
+    try:
+        await open_stream(request, "text/event-stream" if framing == "sse" else "application/json")
+        writer.start()
+        async with connection.lock:
+            await session.handle_frame(connect_frame)
+        await writer.wait_closed()
+    finally:
+        sessions.by_id.pop(session.client.session, None)
+        await session.closed()
+    return web.Response()  # unused: the stream response is already sent
+
+
+def _too_large(request: web.Request, body: bytes | str) -> bool:
+    return len(body) > request.app[HUB].config.client.max_frame_bytes
+
+
+async def http_stream_handler(request: web.Request) -> web.StreamResponse:
+    body = await request.read()
+    if not body.strip():
+        return web.json_response({"error": "the body must be the connect command"}, status=400)
+    if _too_large(request, body):
+        return web.json_response({"error": "connect command too large"}, status=413)
+    return await _stream(request, "stream", body)
+
+
+async def sse_handler(request: web.Request) -> web.StreamResponse:
+    connect = request.query.get("cf_connect", "")
+    if not connect:
+        return web.json_response({"error": "cf_connect query parameter required"}, status=400)
+    if _too_large(request, connect):
+        return web.json_response({"error": "connect command too large"}, status=413)
+    return await _stream(request, "sse", connect.encode())
+
+
+async def emulation_handler(request: web.Request) -> web.Response:
+    """A command for an emulated connection: ``{"session", "node", "data"}``."""
+    hub = request.app[HUB]
+    body = await request.read()
+    if _too_large(request, body):
+        return web.json_response({"error": "request too large"}, status=413)
+    try:
+        message = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return web.json_response({"error": "body is not JSON"}, status=400)
+    if not isinstance(message, dict) or not isinstance(message.get("session"), str):
+        return web.json_response({"error": "expected {session, node, data}"}, status=400)
+    data = message.get("data")
+    if not isinstance(data, str):
+        return web.json_response({"error": "data must be the commands as JSON text"}, status=400)
+    connection = request.app[SESSIONS].by_id.get(message["session"])
+    if connection is None:
+        # 204 when the session was ours and has ended (its stream ended too); 404 when
+        # this node never had it, e.g. it was restarted: the client reconnects either way
+        node = message.get("node")
+        return web.Response(status=204 if node == hub.node_id else 404)
+    async with connection.lock:
+        await connection.session.handle_frame(data)
+    return web.Response(status=204)

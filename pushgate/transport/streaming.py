@@ -1,0 +1,132 @@
+"""Long HTTP responses that carry a connection: HTTP streaming and Server-Sent Events.
+
+The response is prepared by aiohttp (status, headers, chunked encoding); from then on
+messages are written as pre-built chunks straight to the asyncio transport, so a
+delivery is one synchronous write, as on WebSocket. The transport's write buffer is the
+bounded queue. Closing ends the handler, and aiohttp writes the final chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+log = logging.getLogger("pushgate.streaming")
+
+ABORT_AFTER = 5.0
+
+
+def chunk(data: bytes) -> bytes:
+    """One chunk of HTTP/1.1 chunked transfer coding."""
+    return b"%x\r\n%b\r\n" % (len(data), data)
+
+
+def sse_event(payload: bytes) -> bytes:
+    # A JSON payload has no raw newlines, so one data line is one event.
+    return chunk(b"data: " + payload + b"\n\n")
+
+
+def line(payload: bytes) -> bytes:
+    return chunk(payload + b"\n")
+
+
+class StreamWriter:
+    """FrameWriter over a prepared chunked response (``framing`` "sse" or "stream")."""
+
+    __slots__ = (
+        "_done",
+        "_held",
+        "_max_queue",
+        "_on_slow",
+        "_transport",
+        "bidirectional",
+        "frame",
+        "framing",
+    )
+
+    close_carries_code = False
+    pings = True  # they also keep proxies from closing an idle stream
+
+    def __init__(
+        self,
+        transport: asyncio.Transport,
+        framing: str,
+        max_queue: int,
+        *,
+        bidirectional: bool,
+    ) -> None:
+        self._transport = transport
+        self.framing = framing
+        self.frame = sse_event if framing == "sse" else line
+        self.bidirectional = bidirectional
+        self._max_queue = max_queue
+        self._done: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._on_slow = None
+        # writes wait here until the response headers are out (see ``start``)
+        self._held: list[bytes] | None = []
+
+    def start(self) -> None:
+        """The headers are sent: write what waited, and write directly from now on."""
+        held, self._held = self._held or [], None
+        for data in held:
+            self.write(data)
+
+    def on_slow(self, callback) -> None:
+        self._on_slow = callback
+
+    @property
+    def closed(self) -> bool:
+        return self._done.done()
+
+    @property
+    def started(self) -> bool:
+        return self._held is None and not self._done.done()
+
+    def write(self, data: bytes) -> None:
+        if self._held is not None:
+            self._held.append(data)
+            return
+        if self._done.done():
+            return
+        transport = self._transport
+        if transport.is_closing():
+            # the peer went away: nothing more to write, the handler may end
+            self._done.set_result(None)
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._max_queue and self._on_slow is not None:
+            log.warning("slow client: write queue over %d bytes", self._max_queue)
+            self._on_slow()
+
+    def close(self, code: int, reason: str) -> None:
+        if self._held is not None:
+            # closed before the stream started: the handler answers with a status
+            self._held = None
+            if not self._done.done():
+                self._done.set_result(None)
+            return
+        if not self._done.done():
+            self._done.set_result(None)
+            # a peer that never reads would hold the response open for ever
+            asyncio.get_running_loop().call_later(ABORT_AFTER, self._transport.abort)
+
+    async def wait_closed(self) -> None:
+        await self._done
+
+
+async def open_stream(request: web.Request, content_type: str) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": content_type,
+            "Cache-Control": "no-cache, no-store",
+            "X-Accel-Buffering": "no",  # nginx: do not buffer a stream
+        }
+    )
+    response.enable_chunked_encoding()
+    # the connection ends with the stream: never reused for another request, so a
+    # peer that stopped reading can be aborted without harm
+    response.force_close()
+    await response.prepare(request)
+    return response

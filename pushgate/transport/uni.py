@@ -1,0 +1,116 @@
+"""Unidirectional transports: pages that only listen.
+
+``/connection/uni_websocket``, ``/connection/uni_sse`` and ``/connection/uni_http_stream``:
+the client sends one connect request (``{"token": …}``, in the query parameter
+``cf_connect``, the first WebSocket message or the POST body) and then only receives the
+pushes of its server-side subscriptions, unwrapped, as Centrifugo sends them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from aiohttp import WSMsgType, web
+
+from pushgate.hub.errors import DISCONNECT_BAD_REQUEST, DISCONNECT_SLOW
+from pushgate.protocol.centrifugo.session import CentrifugoSession
+from pushgate.transport.app_keys import HUB
+from pushgate.transport.streaming import StreamWriter, open_stream
+from pushgate.transport.websocket import WebSocketWriter
+
+log = logging.getLogger("pushgate.uni")
+
+CONTENT_TYPES = {"sse": "text/event-stream", "stream": "application/json"}
+
+
+def _bad_request(message: str) -> web.Response:
+    return web.json_response({"error": message}, status=400)
+
+
+async def _connect_request(request: web.Request) -> object:
+    """The connect request from ``cf_connect`` or the body; ValueError if not JSON."""
+    raw = request.query.get("cf_connect")
+    if raw is None and request.method == "POST":
+        max_size = request.app[HUB].config.client.max_frame_bytes
+        body = await request.content.read(max_size + 1)
+        if len(body) > max_size:
+            raise ValueError("connect request too large")
+        raw = body.decode(errors="replace")
+    if not raw:
+        raise ValueError('connect request missing: send {"token": …} as cf_connect or body')
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"connect request is not JSON: {exc}") from None
+
+
+async def _uni_stream(request: web.Request, framing: str, transport_name: str):
+    hub = request.app[HUB]
+    try:
+        connect = await _connect_request(request)
+    except ValueError as exc:
+        log.info("%s refused: %s", transport_name, exc)
+        return _bad_request(str(exc))
+    transport = request.transport
+    if transport is None:
+        return web.Response(status=499)
+    writer = StreamWriter(
+        transport, framing, hub.config.client.queue_max_bytes, bidirectional=False
+    )
+    session = CentrifugoSession(hub, writer, transport_name, uni=True)
+    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    try:
+        await session.connect_unidirectional(connect)
+        if writer.closed:
+            # refused before anything was streamed: say so with a status, which also
+            # stops a browser EventSource from reconnecting with the same bad token
+            return web.json_response({"error": "connection refused", "code": 3500}, status=401)
+        await open_stream(request, CONTENT_TYPES[framing])
+        writer.start()
+        await writer.wait_closed()
+    finally:
+        await session.closed()
+    return web.Response()  # unused: the stream response is already sent
+
+
+async def uni_sse_handler(request: web.Request) -> web.StreamResponse:
+    return await _uni_stream(request, "sse", "uni_sse")
+
+
+async def uni_http_stream_handler(request: web.Request) -> web.StreamResponse:
+    return await _uni_stream(request, "stream", "uni_http_stream")
+
+
+async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
+    hub = request.app[HUB]
+    config = hub.config
+    ws = web.WebSocketResponse(compress=False, max_msg_size=config.client.max_frame_bytes)
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    writer = WebSocketWriter(ws, transport, config.client.queue_max_bytes, bidirectional=False)
+    session = CentrifugoSession(hub, writer, "uni_websocket", uni=True)
+    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    client = session.client
+    try:
+        if "cf_connect" in request.query:
+            try:
+                await session.connect_unidirectional(orjson.loads(request.query["cf_connect"]))
+            except orjson.JSONDecodeError:
+                client.disconnect(DISCONNECT_BAD_REQUEST)
+        async for message in ws:
+            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or writer.closed:
+                break
+            if not client.connected:
+                try:
+                    connect = orjson.loads(message.data)
+                except orjson.JSONDecodeError:
+                    client.disconnect(DISCONNECT_BAD_REQUEST)
+                    break
+                await session.connect_unidirectional(connect)
+            # anything after the connect request is ignored: the client only listens
+    finally:
+        await session.closed()
+    return ws
