@@ -418,3 +418,59 @@ async def test_api_disconnect_default_code_stops_reconnecting(server, js):
     gone = await alice.wait(state("disconnected", "connecting"), start=mark)
     assert (gone["state"], gone["code"]) == ("disconnected", 3503)
     assert (await alice.ok("state"))["state"] == "disconnected"
+
+
+# --- 9. emulation: HTTP streaming, and falling back to it ------------------------------
+def emulation_options(server) -> dict:
+    return {
+        "emulationEndpoint": server.url + "/emulation",
+        "minReconnectDelay": 200,
+        "maxReconnectDelay": 400,
+    }
+
+
+async def test_http_stream_emulation_works_fully(server, js):
+    alice = await js("alice")
+    bob = await js("bob")
+    endpoints = [{"transport": "http_stream", "endpoint": server.url + "/connection/http_stream"}]
+    connected = await alice.connect(
+        endpoints, token=server.token("alice"), options=emulation_options(server)
+    )
+    assert connected["transport"] == "http_stream"
+    await bob.connect(server.ws_url, token=server.token("bob"))
+    await alice.subscribe("board:emu", options={"joinLeave": True})
+    await bob.subscribe("board:emu")
+    await alice.wait(lambda e: e["event"] == "join" and e["user"] == "bob")
+    for n in range(1, 6):
+        await server.publish("board:emu", n)
+    await alice.ok("publish", channel="board:emu", data=6)
+    await bob.wait(publication("board:emu", 6))
+    stats = await alice.ok("presenceStats", channel="board:emu", via="sub")
+    assert (stats["numClients"], stats["numUsers"]) == (2, 2)
+    history = await alice.ok("history", channel="board:emu", via="sub", limit=2, reverse=True)
+    assert [p["data"] for p in history["publications"]] == [6, 5]
+    # recovery over the emulated transport
+    mark = len(alice.events)
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    for n in range(7, 12):
+        await server.publish("board:emu", n)
+    resubscribed = await alice.wait(sub_state("board:emu", "subscribed"), start=mark)
+    assert resubscribed["recovered"] is True
+    await alice.wait(publication("board:emu", 11))
+    assert [p["data"] for p in alice.publications("board:emu")] == list(range(1, 12))
+
+
+async def test_falls_back_from_websocket_to_http_stream(server, js):
+    alice = await js("alice")
+    endpoints = [
+        # a WebSocket endpoint that refuses (as a proxy that blocks WebSocket would)
+        {"transport": "websocket", "endpoint": server.url.replace("http", "ws") + "/blocked"},
+        {"transport": "http_stream", "endpoint": server.url + "/connection/http_stream"},
+    ]
+    connected = await alice.connect(
+        endpoints, token=server.token("alice"), options=emulation_options(server)
+    )
+    assert connected["transport"] == "http_stream"
+    await alice.subscribe("board:fallback")
+    await server.publish("board:fallback", "through the fallback")
+    await alice.wait(publication("board:fallback", "through the fallback"))
