@@ -37,7 +37,7 @@ class Lines:
                 if not line:
                     raise EOFError("stream ended")
                 line = line.strip()
-                if not line:
+                if not line or line.startswith(b"id: "):
                     continue
                 if self.sse:
                     assert line.startswith(b"data: "), line
@@ -342,3 +342,29 @@ async def test_cors_preflight_and_headers(make_server, server_config):
     # the server API is not browser-facing: no CORS, key required as ever
     reply = await server.api("info", {})
     assert reply["_status"] == 200 and API_KEY
+
+
+async def test_uni_sse_recovers_from_last_event_id(server):
+    """What a browser EventSource does on its own when its stream breaks."""
+    token = server.token("bob", channels=["board:resume"])
+    url = server.url + "/connection/uni_sse"
+    params = {"cf_connect": json.dumps({"token": token})}
+    response = await server.session.get(url, params=params)
+    for n in range(1, 4):
+        await server.publish("board:resume", n)
+    ids = []
+    while len(ids) < 3:
+        line = (await response.content.readline()).strip()
+        if line.startswith(b"id: "):
+            ids.append(line[4:].decode())
+    response.close()  # the cut
+    for n in range(4, 7):
+        await server.publish("board:resume", n)
+    again = await server.session.get(url, params=params, headers={"Last-Event-ID": ids[1]})
+    stream = Lines(again, sse=True)
+    connect = await stream.until(lambda m: "connect" in m)
+    assert connect["connect"]["subs"]["board:resume"]["recovered"] is True
+    # the reply carries what was missed after the acknowledged event (3 was in flight)
+    recovered = [p["data"] for p in connect["connect"]["subs"]["board:resume"]["publications"]]
+    assert recovered == [3, 4, 5, 6]
+    again.close()

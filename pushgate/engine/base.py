@@ -45,6 +45,8 @@ class Publication:
 
     data: bytes
     offset: int = 0
+    #: the epoch of the stream the offset belongs to ("" without history)
+    epoch: str = ""
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
     time: int = 0

@@ -115,6 +115,7 @@ class MemoryEngine(Engine):
             stream.trim(now)
             stream.top += 1
             pub.offset = stream.top
+            pub.epoch = stream.epoch
             stream.items.append(pub)
             while len(stream.items) > history_size:
                 stream.items.popleft()

@@ -23,8 +23,10 @@ def chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-def sse_event(payload: bytes) -> bytes:
+def sse_event(payload: bytes, event_id: str = "") -> bytes:
     # A JSON payload has no raw newlines, so one data line is one event.
+    if event_id:
+        return chunk(b"id: %b\ndata: %b\n\n" % (event_id.encode(), payload))
     return chunk(b"data: " + payload + b"\n\n")
 
 
@@ -42,6 +44,7 @@ class StreamWriter:
         "_on_slow",
         "_transport",
         "bidirectional",
+        "event_ids",
         "frame",
         "framing",
     )
@@ -61,6 +64,9 @@ class StreamWriter:
         self.framing = framing
         self.frame = sse_event if framing == "sse" else line
         self.bidirectional = bidirectional
+        #: unidirectional SSE events of publications carry an ``id:`` naming their stream
+        #: position, which a reconnecting browser EventSource sends back as Last-Event-ID
+        self.event_ids = framing == "sse" and not bidirectional
         self._max_queue = max_queue
         self._done: asyncio.Future = asyncio.get_running_loop().create_future()
         self._on_slow = None

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import WSMsgType, web
 
 from pushgate.hub.errors import DISCONNECT_BAD_REQUEST, DISCONNECT_SLOW
-from pushgate.protocol.centrifugo.session import CentrifugoSession
+from pushgate.protocol.centrifugo.session import CentrifugoSession, parse_position_event_id
 from pushgate.transport.app_keys import HUB
 from pushgate.transport.streaming import StreamWriter, open_stream
 from pushgate.transport.websocket import WebSocketWriter
@@ -52,6 +52,15 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str):
     except ValueError as exc:
         log.info("%s refused: %s", transport_name, exc)
         return _bad_request(str(exc))
+    last_event = request.headers.get("Last-Event-ID") or request.query.get("lastEventId")
+    if framing == "sse" and last_event and isinstance(connect, dict):
+        # a browser EventSource reconnecting: recover the channel of the last event
+        recovery = parse_position_event_id(last_event)
+        if recovery is not None:
+            channel, position = recovery
+            subs = connect.setdefault("subs", {})
+            if isinstance(subs, dict):
+                subs.setdefault(channel, position)
     transport = request.transport
     if transport is None:
         return web.Response(status=499)

@@ -51,6 +51,20 @@ log = logging.getLogger("pushgate.centrifugo")
 DIALECT = "centrifugo-json"
 
 
+def position_event_id(channel: str, offset: int, epoch: str) -> str:
+    """An SSE event id naming a stream position: ``<offset>:<epoch>:<channel>``."""
+    return f"{offset}:{epoch}:{channel}"
+
+
+def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
+    """The channel and its recovery request from a Last-Event-ID, or None."""
+    offset, _, rest = event_id.partition(":")
+    epoch, _, channel = rest.partition(":")
+    if not offset.isdigit() or not channel or "\n" in event_id:
+        return None
+    return channel, {"recover": True, "offset": int(offset), "epoch": epoch}
+
+
 class CentrifugoSession:
     __slots__ = ("_key", "client", "uni", "wants_pong", "writer")
 
@@ -202,7 +216,12 @@ class CentrifugoSession:
         data = pub.cache.get(self._key)
         if data is None:
             payload = replies.pub_push(channel, pub, self.uni)
-            data = pub.cache[self._key] = self.writer.frame(payload)
+            if pub.offset and getattr(self.writer, "event_ids", False):
+                event_id = position_event_id(channel, pub.offset, pub.epoch)
+                data = self.writer.frame(payload, event_id)  # type: ignore[call-arg]
+            else:
+                data = self.writer.frame(payload)
+            pub.cache[self._key] = data
         self.writer.write(data)
 
     def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
