@@ -4,15 +4,22 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.stamp-install
 NODE_DEPS := tests/node_modules/.stamp-install
+CHROMIUM := chromium-installed
 CONFIG ?= pushgate.toml
 
-.PHONY: install run test lint format bench clean
+.PHONY: install run test lint format bench clean $(CHROMIUM)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install --quiet -e '.[test]'
 	touch $@
+
+# Debian's chromium for the browser tests (tests/browser.py); Playwright never downloads one.
+$(CHROMIUM):
+	@command -v chromium >/dev/null 2>&1 || { \
+		apt-get update && DEBIAN_FRONTEND=noninteractive \
+		apt-get install -y --no-install-recommends chromium; }
 
 $(NODE_DEPS): tests/package.json tests/package-lock.json
 	cd tests && npm ci --no-audit --no-fund --loglevel=error
@@ -23,8 +30,8 @@ install: $(INSTALLED)
 run: $(INSTALLED)
 	$(VENV)/bin/pushgate serve --config $(CONFIG)
 
-test: $(INSTALLED) $(NODE_DEPS)
-	$(PY) -m pytest
+test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check pushgate tests bench
