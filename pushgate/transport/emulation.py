@@ -56,7 +56,9 @@ async def _stream(request: web.Request, framing: str, connect_frame: bytes) -> w
     connection = EmulatedConnection(session)
     sessions.by_id[session.client.session] = connection
     try:
-        await open_stream(request, "text/event-stream" if framing == "sse" else "application/json")
+        response = await open_stream(
+            request, "text/event-stream" if framing == "sse" else "application/json"
+        )
         writer.start()
         async with connection.lock:
             await session.handle_frame(connect_frame)
@@ -64,7 +66,7 @@ async def _stream(request: web.Request, framing: str, connect_frame: bytes) -> w
     finally:
         sessions.by_id.pop(session.client.session, None)
         await session.closed()
-    return web.Response()  # unused: the stream response is already sent
+    return response
 
 
 def _too_large(request: web.Request, body: bytes | str) -> bool:

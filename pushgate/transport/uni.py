@@ -75,12 +75,12 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str):
             # refused before anything was streamed: say so with a status, which also
             # stops a browser EventSource from reconnecting with the same bad token
             return web.json_response({"error": "connection refused", "code": 3500}, status=401)
-        await open_stream(request, CONTENT_TYPES[framing])
+        response = await open_stream(request, CONTENT_TYPES[framing])
         writer.start()
         await writer.wait_closed()
     finally:
         await session.closed()
-    return web.Response()  # unused: the stream response is already sent
+    return response
 
 
 async def uni_sse_handler(request: web.Request) -> web.StreamResponse:
