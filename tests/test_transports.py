@@ -37,7 +37,7 @@ class Lines:
                 if not line:
                     raise EOFError("stream ended")
                 line = line.strip()
-                if not line or line.startswith(b"id: "):
+                if not line or line.startswith((b"id: ", b"retry: ")):
                     continue
                 if self.sse:
                     assert line.startswith(b"data: "), line

@@ -16,6 +16,7 @@ from aiohttp import web
 log = logging.getLogger("pushgate.streaming")
 
 ABORT_AFTER = 5.0
+SSE_RETRY_MS = 1000
 
 
 def chunk(data: bytes) -> bytes:
@@ -76,6 +77,9 @@ class StreamWriter:
     def start(self) -> None:
         """The headers are sent: write what waited, and write directly from now on."""
         held, self._held = self._held or [], None
+        if self.framing == "sse":
+            # a browser EventSource that loses the stream comes back after this long
+            held.insert(0, chunk(b"retry: %d\n\n" % SSE_RETRY_MS))
         for data in held:
             self.write(data)
 
