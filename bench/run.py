@@ -4,9 +4,11 @@ Scenario ``fanout``: N subscribers (1k, 10k) of one channel with presence and hi
 on, Centrifugo protocol over WebSocket; the API publishes M messages and the load
 client counts deliveries. Reported: deliveries per second, deliveries per server
 CPU-second, the load client's own CPU (it must not be the bottleneck) and publish →
-receive latency percentiles. Server and client are pinned to different cores when
-the machine has two. Each figure is the median of several rounds. Everything runs on
-127.0.0.1 and every loop is bounded in count and time.
+receive latency percentiles. Scenario ``transports`` (bench/transports.py): latency and
+server CPU per delivery through each of the eight transports. Server and client are
+pinned to different cores when the machine has two. Each figure is the median of
+several rounds. Everything runs on 127.0.0.1 and every loop is bounded in count and
+time. ``python -m bench.run`` runs both scenarios; name one to run only it.
 """
 
 from __future__ import annotations
@@ -231,33 +233,58 @@ async def fanout(sizes: list[int], messages: int, rounds: int) -> dict:
     return results
 
 
+def run_fanout(args) -> None:
+    sizes = [int(s) for s in args.sizes.split(",")]
+    result = asyncio.run(fanout(sizes, args.messages or 50, args.rounds))
+    out = RESULTS / "fanout.json"
+    out.write_text(
+        json.dumps({"scenario": "fanout", "cpu_count": os.cpu_count(), "results": result}, indent=2)
+    )
+    print(f"wrote {out.relative_to(ROOT)}")
+    for n, r in result.items():
+        m = r["median"]
+        print(
+            f"fanout n={n}: median {m['deliveries_per_second']:,.0f} deliveries/s, "
+            f"{m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s, "
+            f"p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms"
+        )
+
+
+def run_transports(args) -> None:
+    from bench.transports import run  # imports this module: loaded only when asked for
+
+    run(args)
+
+
+SCENARIOS = {"fanout": run_fanout, "transports": run_transports}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", default=["fanout"])
-    parser.add_argument("--sizes", default="1000,10000")
-    parser.add_argument("--messages", type=int, default=50)
+    parser.add_argument("scenarios", nargs="*", default=["fanout", "transports"])
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--messages", type=int, help="publications per round (fanout 50, transports 100)"
+    )
+    fanout_args = parser.add_argument_group("fanout")
+    fanout_args.add_argument("--sizes", default="1000,10000")
+    transport_args = parser.add_argument_group("transports")
+    transport_args.add_argument(
+        "--transports", default="", help="comma-separated subset (default: all eight)"
+    )
+    transport_args.add_argument("--subscribers", type=int, default=200)
+    transport_args.add_argument(
+        "--poll-subscribers", type=int, default=100, help="subscribers for longpoll and poll"
+    )
+    transport_args.add_argument("--rate", type=float, default=50.0, help="publications/s")
+    transport_args.add_argument("--poll-interval", type=float, default=0.5)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios:
-        if scenario != "fanout":
-            raise SystemExit(f"unknown scenario {scenario!r} (available: fanout)")
-        sizes = [int(s) for s in args.sizes.split(",")]
-        result = asyncio.run(fanout(sizes, args.messages, args.rounds))
-        out = RESULTS / "fanout.json"
-        out.write_text(
-            json.dumps(
-                {"scenario": "fanout", "cpu_count": os.cpu_count(), "results": result}, indent=2
-            )
-        )
-        print(f"wrote {out.relative_to(ROOT)}")
-        for n, r in result.items():
-            m = r["median"]
-            print(
-                f"fanout n={n}: median {m['deliveries_per_second']:,.0f} deliveries/s, "
-                f"{m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s, "
-                f"p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms"
-            )
+        if scenario not in SCENARIOS:
+            raise SystemExit(f"unknown scenario {scenario!r} (available: {', '.join(SCENARIOS)})")
+    for scenario in args.scenarios:
+        SCENARIOS[scenario](args)
 
 
 if __name__ == "__main__":
