@@ -42,7 +42,11 @@ BACKLOG = 4096
 def make_engine(config: Config) -> Engine:
     if config.engine.type == "memory":
         return MemoryEngine(history_meta_ttl=config.engine.history_meta_ttl)
-    raise ConfigError(f"engine.type: {config.engine.type!r} is not available in this build yet")
+    if config.engine.type == "redis":
+        from pushgate.engine.redis_engine import RedisEngine
+
+        return RedisEngine(config.engine)
+    raise ConfigError(f"engine.type: unknown engine {config.engine.type!r}")
 
 
 STATIC = Path(__file__).parent / "static"

@@ -76,6 +76,13 @@ class EngineHandler(Protocol):
 
     def handle_control(self, message: dict) -> None: ...
 
+    def handle_resync(self) -> None:
+        """The engine's feed was interrupted: publications may have been missed."""
+
+    def node_snapshot(self) -> dict:
+        """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
+        of this node, for the engine's heartbeat."""
+
 
 class Engine(ABC):
     """Broker + history + presence + user status. Every method may await I/O."""

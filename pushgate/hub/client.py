@@ -320,6 +320,7 @@ class Client:
                 result.epoch = history.position.epoch
                 result.offset = history.position.offset
                 sub.offset = history.position.offset
+                hub.note_position(channel, history.position)
         except Exception:
             await self._drop(sub, announce=False)
             raise

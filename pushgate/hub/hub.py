@@ -32,6 +32,7 @@ from pushgate.hub.client import Client, has_history
 from pushgate.hub.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_FORCE_NO_RECONNECT,
+    DISCONNECT_INSUFFICIENT_STATE,
     DISCONNECT_NO_PONG,
     DISCONNECT_SHUTDOWN,
     DISCONNECT_STALE,
@@ -212,13 +213,16 @@ class Hub:
             return
         if pub.offset:
             last = self._positions.get(channel)
-            self._positions[channel] = StreamPosition(pub.offset, epoch)
-            if last is not None and last.epoch == epoch and pub.offset > last.offset + 1:
+            if last is None or last.epoch != epoch or pub.offset > last.offset:
+                self._positions[channel] = StreamPosition(pub.offset, epoch)
+            if last is not None and (last.epoch != epoch or pub.offset > last.offset + 1):
                 log.warning(
-                    "gap in %s: offset %d after %d; subscribers resubscribe with recovery",
+                    "gap in %s: %d/%s after %d/%s; subscribers resubscribe with recovery",
                     channel,
                     pub.offset,
+                    epoch,
                     last.offset,
+                    last.epoch,
                 )
                 self._resubscribe_all(channel)
                 return
@@ -226,10 +230,59 @@ class Hub:
             sub.deliver(pub)
 
     def _resubscribe_all(self, channel: str) -> None:
+        """Subscribers may have missed publications: make them recover.
+
+        A client-side subscription gets the "insufficient state" unsubscribe (the client
+        resubscribes with its position); a server-side one cannot be resubscribed by the
+        client, so that connection reconnects instead (and recovers on connect).
+        """
         code, reason = UNSUBSCRIBE_INSUFFICIENT_STATE
+        self._positions.pop(channel, None)
         for sub in list(self.channels.get(channel, {}).values()):
-            sub.client.sink.push_unsubscribe(channel, code, reason)
-            self.spawn(sub.client.unsubscribe(channel))
+            client = sub.client
+            if sub.server_side or not client.sink.wants_pong:
+                client.disconnect(DISCONNECT_INSUFFICIENT_STATE)
+            else:
+                client.sink.push_unsubscribe(channel, code, reason)
+                self.spawn(client.unsubscribe(channel))
+
+    def handle_resync(self) -> None:
+        self.spawn(self._check_positions())
+
+    async def _check_positions(self) -> None:
+        """After an engine outage: any channel whose stream moved on without us (or was
+        lost) has its subscribers recover; the others carry on untouched."""
+        for channel in list(self.channels):
+            known = self._positions.get(channel)
+            if known is None:
+                continue  # no position was handed out: nobody can recover anyway
+            try:
+                current = (await self.engine.history(channel, limit=0)).position
+            except Exception as exc:
+                log.warning("cannot check %s after an engine outage: %s", channel, exc)
+                self._resubscribe_all(channel)
+                continue
+            if current != known:
+                log.warning(
+                    "%s moved from %s to %s unseen: subscribers recover", channel, known, current
+                )
+                self._resubscribe_all(channel)
+
+    def note_position(self, channel: str, position: StreamPosition) -> None:
+        """A subscriber was told ``position``: what later publications must follow."""
+        if channel in self.channels:
+            known = self._positions.get(channel)
+            if known is None or known.epoch != position.epoch or position.offset > known.offset:
+                self._positions[channel] = position
+
+    def node_snapshot(self) -> dict:
+        presence = [
+            (channel, sub.client.chan_info_for(channel))
+            for channel, subs in self.channels.items()
+            for sub in subs.values()
+            if sub.options.presence
+        ]
+        return {"info": self.local_info(), "users": list(self.users), "presence": presence}
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         subs = self.channels.get(channel)

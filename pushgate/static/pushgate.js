@@ -23,15 +23,13 @@
     debug: false,
   };
 
-  // Client-side error codes. Server errors keep their own codes (100-112).
+  // Client-side error codes. Errors from the server keep their own codes (100-112).
   const ERRORS = { TIMEOUT: 1, TRANSPORT_CLOSED: 2, DISCONNECTED: 3, UNSUBSCRIBED: 4, UNAUTHORIZED: 7 };
 
   class PushgateError extends Error {
     constructor(code, message, temporary) {
       super(message);
-      this.name = 'PushgateError';
-      this.code = code;
-      this.temporary = !!temporary;
+      Object.assign(this, { name: 'PushgateError', code, temporary: !!temporary });
     }
   }
   const replyError = (e) => new PushgateError(e.code, e.message || '', e.temporary);
@@ -49,28 +47,14 @@
 
   function safeCall(fn, arg) {
     if (typeof fn !== 'function') return;
-    try {
-      fn(arg);
-    } catch (err) {
-      console.error('pushgate: an event handler threw', err);
-    }
+    try { fn(arg); } catch (err) { console.error('pushgate: an event handler threw', err); }
   }
 
   class Emitter {
-    constructor() {
-      this._handlers = {};
-    }
-    on(event, fn) {
-      (this._handlers[event] = this._handlers[event] || []).push(fn);
-      return this;
-    }
-    off(event, fn) {
-      this._handlers[event] = (this._handlers[event] || []).filter((f) => f !== fn);
-      return this;
-    }
-    _emit(event, arg) {
-      for (const fn of this._handlers[event] || []) safeCall(fn, arg);
-    }
+    constructor() { this._handlers = {}; }
+    on(event, fn) { (this._handlers[event] = this._handlers[event] || []).push(fn); return this; }
+    off(event, fn) { this._handlers[event] = (this._handlers[event] || []).filter((f) => f !== fn); return this; }
+    _emit(event, arg) { for (const fn of this._handlers[event] || []) safeCall(fn, arg); }
   }
 
   // --- Position: where one channel's stream is, for "once, in order" and recovery -------
@@ -85,7 +69,7 @@
     request() {
       return this.recoverable && this.epoch ? { recover: true, offset: this.offset, epoch: this.epoch } : null;
     }
-    // Takes in a subscribe result. Returns the recovered publications not yet delivered,
+    // Takes in a subscribe result; returns the recovered publications not yet delivered,
     // in order. `pubsFollow`: the missed publications come as separate pushes afterwards
     // (a `subscribe` push from the server API), so the offset must not jump to the top.
     apply(result, pubsFollow) {
@@ -118,60 +102,46 @@
   //   connected(result)     the connect reply arrived (SSE takes `session` and `node`)
   //   send(commands)        an array of command objects, sent in order
   //   close()               stop quietly: no more callbacks
-  // and it calls client._onTransportMessage(t, msg) / client._onTransportClose(t, {code, reason}).
-
-  // Parse newline-delimited JSON messages and hand them to the client.
-  function deliver(t, text) {
-    if (typeof text !== 'string') text = new TextDecoder().decode(text);
-    for (const line of text.split('\n')) {
-      if (!line.trim()) continue;
-      let msg;
-      try {
-        msg = JSON.parse(line);
-      } catch (err) {
-        return t._fail('malformed message from server');
-      }
-      t._client._onTransportMessage(t, msg);
-      if (t._closed) return;
-    }
-  }
-
-  class WebSocketTransport {
-    static supported() {
-      return typeof WebSocket === 'function';
-    }
-    constructor(client, name) {
-      this.name = name;
-      this._client = client;
-      this._closed = false;
-      this._ws = null;
-    }
-    open(connect) {
-      const ws = (this._ws = new WebSocket(this._client._url('/connection/websocket', true)));
-      ws.binaryType = 'arraybuffer';
-      ws.onopen = () => ws.send(JSON.stringify(connect));
-      ws.onmessage = (e) => deliver(this, e.data);
-      ws.onclose = (e) => this._fail(e.reason || 'websocket closed', e.code);
-      ws.onerror = () => {}; // onclose follows
-    }
+  // It reports to client._onTransportMessage(t, msg) and client._onTransportClose(t, {code, reason}).
+  class Transport {
+    constructor(client, name) { Object.assign(this, { name, _client: client, _closed: false }); }
     connected() {}
-    send(commands) {
-      this._ws.send(commands.map((c) => JSON.stringify(c)).join('\n'));
-    }
-    close() {
-      if (this._closed) return;
-      this._closed = true;
-      this._ws.onclose = this._ws.onmessage = this._ws.onopen = null;
-      try {
-        this._ws.close();
-      } catch (err) {
-        /* already closed */
-      }
-    }
+    close() { this._closed = true; }
     _fail(reason, code) {
       if (this._closed) return;
       this.close();
       this._client._onTransportClose(this, { code: code || 0, reason });
+    }
+    // Newline-delimited JSON messages, handed to the client one by one.
+    _deliver(text) {
+      if (typeof text !== 'string') text = new TextDecoder().decode(text);
+      for (const line of text.split('\n')) {
+        if (!line.trim()) continue;
+        let msg;
+        try { msg = JSON.parse(line); } catch (err) { return this._fail('malformed message from server'); }
+        this._client._onTransportMessage(this, msg);
+        if (this._closed) return;
+      }
+    }
+  }
+
+  class WebSocketTransport extends Transport {
+    static supported() { return typeof WebSocket === 'function'; }
+    open(connect) {
+      const ws = (this._ws = new WebSocket(this._client._url('/connection/websocket', true)));
+      ws.binaryType = 'arraybuffer';
+      ws.onopen = () => ws.send(JSON.stringify(connect));
+      ws.onmessage = (e) => this._deliver(e.data);
+      ws.onclose = (e) => this._fail(e.reason || 'websocket closed', e.code); // a server disconnect carries its code
+      ws.onerror = () => {}; // onclose follows
+    }
+    send(commands) { this._ws.send(commands.map((c) => JSON.stringify(c)).join('\n')); }
+    close() {
+      if (this._closed) return;
+      super.close();
+      if (!this._ws) return;
+      this._ws.onclose = this._ws.onmessage = this._ws.onopen = null;
+      try { this._ws.close(); } catch (err) { /* never opened */ }
     }
   }
 
@@ -179,28 +149,18 @@
   // pushes come as `data:` events, later commands go as POST /emulation {session, node, data}
   // with `data` the newline-joined commands as text. One /emulation request at a time,
   // so commands reach the server in the order they were sent.
-  class SseTransport {
-    static supported() {
-      return typeof EventSource === 'function' && typeof fetch === 'function';
-    }
-    constructor(client, name) {
-      this.name = name;
-      this._client = client;
-      this._closed = false;
-      this._es = null;
-      this._session = '';
-      this._node = '';
+  class SseTransport extends Transport {
+    static supported() { return typeof EventSource === 'function' && typeof fetch === 'function'; }
+    open(connect) {
       this._queue = [];
       this._sending = false;
       this._abort = typeof AbortController === 'function' ? new AbortController() : null;
-    }
-    open(connect) {
       const url = this._client._url('/connection/sse', false) + '?cf_connect=' + encodeURIComponent(JSON.stringify(connect));
-      const es = (this._es = new EventSource(url));
-      es.onmessage = (e) => deliver(this, e.data);
-      // EventSource would reconnect on its own with the same (stale) connect command:
-      // close it and let the client reconnect with a fresh one.
-      es.onerror = () => this._fail('event stream closed');
+      this._es = new EventSource(url);
+      this._es.onmessage = (e) => this._deliver(e.data);
+      // EventSource would reconnect by itself, with the same (stale) connect command:
+      // close it instead and let the client reconnect with a fresh one.
+      this._es.onerror = () => this._fail('event stream closed');
     }
     connected(result) {
       this._session = result.session || '';
@@ -216,35 +176,24 @@
       this._sending = true;
       let status = 0;
       try {
-        const res = await fetch(this._client._url('/emulation', false), {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ session: this._session, node: this._node, data }),
-          credentials: 'same-origin',
-          signal: this._abort && this._abort.signal,
-        });
+        const body = JSON.stringify({ session: this._session, node: this._node, data });
+        const headers = { 'Content-Type': 'application/json' };
+        const res = await fetch(this._client._url('/emulation', false), { method: 'POST', headers, body, credentials: 'same-origin', signal: this._abort && this._abort.signal });
         status = res.status;
-      } catch (err) {
-        /* network error or aborted by close() */
-      }
+      } catch (err) { /* network error, or aborted by close() */ }
       this._sending = false;
       if (this._closed) return;
-      // 404: this node does not know the session (restarted?): reconnect. A network error
-      // or a server failure also loses the commands: reconnect rather than wait for timeouts.
+      // 404: this node does not know the session (restarted?). A network error or a server
+      // failure loses the commands too: reconnect rather than wait for their timeouts.
       if (status === 0 || status === 404 || status >= 500) return this._fail('emulation: ' + (status || 'network error'));
       if (status >= 400) this._client._emit('error', { type: 'transport', error: new PushgateError(status, 'emulation refused the commands') });
       this._drain();
     }
     close() {
       if (this._closed) return;
-      this._closed = true;
+      super.close();
       if (this._abort) this._abort.abort();
       if (this._es) this._es.close();
-    }
-    _fail(reason) {
-      if (this._closed) return;
-      this.close();
-      this._client._onTransportClose(this, { code: 0, reason });
     }
   }
 
@@ -255,39 +204,31 @@
   // without commands waits beside it (the server answers the waiting one when the new one
   // arrives); on short poll the next poll goes `pollInterval` after the last answer.
   const POLL_RETRIES = 5; // retries of one request: 0.5 + 1 + 2 + 4 + 8 s, within the session timeout
-  const LONGPOLL_TIMEOUT = 60000; // abort a long poll the server should have answered (hold 25 s)
+  const LONGPOLL_TIMEOUT = 60000; // abort a long poll the server should have answered (hold: 25 s)
 
-  class PollingTransport {
-    static supported() {
-      return typeof fetch === 'function';
-    }
-    constructor(client, name) {
-      this.name = name;
-      this._client = client;
-      this._long = name === 'longpoll';
-      this._url = client._url('/connection/' + name, false);
-      this._closed = false;
-      this._ended = false; // a disconnect push was processed
+  class PollingTransport extends Transport {
+    static supported() { return typeof fetch === 'function'; }
+    open(connect) {
+      this._long = this.name === 'longpoll';
+      this._url = this._client._url('/connection/' + this.name, false);
       this._session = '';
       this._rid = 0;
       this._seq = 0; // last message seq processed, sent as `ack`
+      this._ended = false; // a disconnect push was processed
       this._queue = [];
       this._busy = null; // the request with commands in flight
       this._idle = null; // the request without commands in flight
       this._timer = null;
-      this._requests = new Set();
-    }
-    open(connect) {
+      this._aborts = new Set();
       this.send([connect]);
     }
-    connected() {}
     send(commands) {
       this._queue.push(...commands);
       this._pump();
     }
     _pump() {
       if (this._closed) return;
-      const started = this._session || this._rid === 0; // before the first answer: only the connect request
+      const started = this._session || this._rid === 0; // until the first answer: only the connect request
       if (this._queue.length && !this._busy && started) {
         clearTimeout(this._timer);
         this._timer = null;
@@ -316,9 +257,7 @@
         const res = await this._post(body, this._long ? LONGPOLL_TIMEOUT : this._client._opts.timeout);
         status = res.status;
         if (status === 200) answer = await res.json();
-      } catch (err) {
-        /* network error, timeout or bad JSON: retried below */
-      }
+      } catch (err) { /* network error, timeout or bad JSON: retried below */ }
       if (this._closed) return;
       if (answer && typeof answer === 'object') return this._answered(req, answer);
       // The first request (connect) is not retried: failing it means "this transport does
@@ -327,7 +266,7 @@
       if (retry && req.tries < POLL_RETRIES) {
         const delay = 500 * 2 ** req.tries++;
         this._client._log(this.name, 'request', req.rid, 'failed (' + (status || 'network') + '), retry in', delay, 'ms');
-        setTimeout(() => this._closed || this._attempt(req), delay); // same rid: the server will not run it twice
+        setTimeout(() => this._closed || this._attempt(req), delay); // same rid: its commands will not run twice
         return;
       }
       this._fail(status === 404 ? 'unknown session' : this.name + ' request failed: ' + (status || 'network error'));
@@ -345,37 +284,26 @@
       }
       this._pump();
     }
-    _post(body, timeout) {
+    _post(body, timeout, keepalive) {
       const abort = typeof AbortController === 'function' ? new AbortController() : null;
       const timer = abort && setTimeout(() => abort.abort(), timeout);
-      if (abort) this._requests.add(abort);
-      return fetch(this._url, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json' },
-        body: JSON.stringify(body),
-        credentials: 'same-origin',
-        signal: abort && abort.signal,
-      }).finally(() => {
+      if (abort && !keepalive) this._aborts.add(abort);
+      const init = { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), credentials: 'same-origin', keepalive };
+      return fetch(this._url, Object.assign(init, { signal: abort && abort.signal })).finally(() => {
         clearTimeout(timer);
-        if (abort) this._requests.delete(abort);
+        this._aborts.delete(abort);
       });
     }
     close() {
       if (this._closed) return;
-      this._closed = true;
+      super.close();
       clearTimeout(this._timer);
-      for (const abort of this._requests) abort.abort();
-      // After a disconnect push, acknowledge it so the server ends the session now
-      // rather than at its timeout. Nobody waits for the answer.
+      for (const abort of this._aborts) abort.abort();
+      // After a disconnect push, acknowledge it so the server ends the session now rather
+      // than at its timeout. Nobody waits for the answer.
       if (this._ended && this._session) {
-        const body = { session: this._session, rid: ++this._rid, ack: this._seq };
-        fetch(this._url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body), keepalive: true }).catch(() => {});
+        this._post({ session: this._session, rid: ++this._rid, ack: this._seq }, 5000, true).catch(() => {});
       }
-    }
-    _fail(reason) {
-      if (this._closed) return;
-      this.close();
-      this._client._onTransportClose(this, { code: 0, reason });
     }
   }
 
@@ -396,47 +324,31 @@
       this._timer = null; // retry or token refresh
     }
 
-    publish(data) {
-      return this._ready().then(() => this._client.publish(this.channel, data));
-    }
-    presence() {
-      return this._ready().then(() => this._client.presence(this.channel));
-    }
-    presenceStats() {
-      return this._ready().then(() => this._client.presenceStats(this.channel));
-    }
-    history(opts) {
-      return this._ready().then(() => this._client.history(this.channel, opts));
-    }
-    // Resolves once subscribed (waiting at most the command timeout).
-    ready() {
-      return this._ready();
-    }
+    publish(data) { return this.ready().then(() => this._client.publish(this.channel, data)); }
+    presence() { return this.ready().then(() => this._client.presence(this.channel)); }
+    presenceStats() { return this.ready().then(() => this._client.presenceStats(this.channel)); }
+    history(opts) { return this.ready().then(() => this._client.history(this.channel, opts)); }
     unsubscribe() {
       const c = this._client;
       if (c._subs.get(this.channel) !== this) return Promise.resolve();
       this._unsubscribed(0, 'unsubscribe called');
-      if (c.state !== 'connected') return Promise.resolve();
-      return c._call('unsubscribe', { channel: this.channel }).then(() => {});
+      return c.state === 'connected' ? c._call('unsubscribe', { channel: this.channel }).then(() => {}) : Promise.resolve();
     }
-
-    _ready() {
+    // Resolves once subscribed, waiting at most the command timeout.
+    ready() {
       if (this.state === 'subscribed') return Promise.resolve();
       if (this.state === 'unsubscribed') return Promise.reject(new PushgateError(ERRORS.UNSUBSCRIBED, 'not subscribed'));
       return new Promise((resolve, reject) => {
         const w = { resolve, reject };
         w.timer = setTimeout(() => {
           this._waiters = this._waiters.filter((x) => x !== w);
-          reject(new PushgateError(ERRORS.TIMEOUT, 'subscribe of ' + this.channel + ' timed out'));
+          reject(new PushgateError(ERRORS.TIMEOUT, 'subscribe to ' + this.channel + ' timed out'));
         }, this._client._opts.timeout);
         this._waiters.push(w);
       });
     }
     _settle(err) {
-      for (const w of this._waiters.splice(0)) {
-        clearTimeout(w.timer);
-        err ? w.reject(err) : w.resolve();
-      }
+      for (const w of this._waiters.splice(0)) { clearTimeout(w.timer); err ? w.reject(err) : w.resolve(); }
     }
 
     // Sends subscribe, with the recovery position when there is one. Runs on subscribe()
@@ -447,17 +359,29 @@
       clearTimeout(this._timer);
       this.state = 'subscribing';
       if (c.state !== 'connected') return; // the connect reply will call us
-      try {
-        if (!this._token && this._opts.getToken) this._token = (await this._opts.getToken({ channel: this.channel })) || '';
-        if (gen !== this._gen || c.state !== 'connected') return;
-        const params = Object.assign({ channel: this.channel }, this._pos.request());
-        if (this._token) params.token = this._token;
-        if (this._opts.joinLeave) params.join_leave = true;
-        const result = await c._call('subscribe', params);
-        if (gen === this._gen) this._onSubscribed(result);
-      } catch (err) {
-        if (gen === this._gen) this._onSubscribeError(err);
+      if (!this._token && this._opts.getToken) {
+        try {
+          this._token = (await this._opts.getToken({ channel: this.channel })) || '';
+        } catch (error) {
+          if (gen !== this._gen) return;
+          safeCall(this._opts.onError, { channel: this.channel, type: 'token', error });
+          return this._retry();
+        }
       }
+      if (gen !== this._gen || c.state !== 'connected') return;
+      const params = Object.assign({ channel: this.channel }, this._pos.request());
+      if (this._token) params.token = this._token;
+      if (this._opts.joinLeave) params.join_leave = true;
+      // The reply is handled synchronously, before the pushes that follow it on the wire
+      // (a polling answer or a WebSocket read can carry both): they must see 'subscribed'.
+      c._command('subscribe', params, (err, result) => {
+        if (gen !== this._gen) return;
+        if (err) this._onSubscribeError(err);
+        else this._onSubscribed(result);
+      });
+    }
+    _retry() {
+      this._timer = setTimeout(() => this.state === 'subscribing' && this._subscribe(), this._client._backoff(this._attempts++));
     }
     _onSubscribed(result) {
       this.state = 'subscribed';
@@ -472,14 +396,11 @@
     }
     _onSubscribeError(err) {
       const c = this._client;
-      if (isLocal(err)) return; // the connection went away: resubscribed after reconnect
-      if (err.code === ERRORS.TIMEOUT) return c._dropTransport('subscribe timed out'); // reconnect, then resubscribe
+      if (isLocal(err)) return; // the connection went away: resubscribed after the reconnect
+      if (err.code === ERRORS.TIMEOUT) return c._dropTransport('subscribe timed out'); // reconnect, resubscribe
       const expired = err.code === 109 && this._opts.getToken;
       if (expired) this._token = ''; // ask getToken for a new one
-      if (expired || err.temporary) {
-        this._timer = setTimeout(() => this.state === 'subscribing' && this._subscribe(), c._backoff(this._attempts++));
-        return;
-      }
+      if (expired || err.temporary) return this._retry();
       safeCall(this._opts.onError, { channel: this.channel, type: 'subscribe', error: err });
       this._unsubscribed(err.code, err.message);
     }
@@ -514,29 +435,28 @@
       }, refreshDelay(ttl));
     }
     _onPush(push) {
+      const channel = this.channel;
       if (push.pub) {
-        if (this.state !== 'subscribed') return; // cannot happen: the server sends the reply first
+        if (this.state !== 'subscribed') return; // the server sends the subscribe reply first
         const verdict = this._pos.check(push.pub, true);
-        if (verdict === 'dup') return this._client._log('dropped duplicate', this.channel, push.pub.offset);
+        if (verdict === 'dup') return this._client._log('dropped duplicate', channel, push.pub.offset);
         if (verdict === 'gap') {
           // Publications were lost on the way: resubscribe from the last delivered offset.
-          this._client._log('gap in', this.channel, 'after', this._pos.offset, '- recovering');
-          this._client._call('unsubscribe', { channel: this.channel }).catch(() => {});
+          this._client._log('gap in', channel, 'after', this._pos.offset, '- recovering');
+          this._client._call('unsubscribe', { channel }).catch(() => {});
           return this._subscribe();
         }
-        safeCall(this._opts.onPublication, pubContext(this.channel, push.pub));
+        safeCall(this._opts.onPublication, pubContext(channel, push.pub));
       } else if (push.join) {
-        safeCall(this._opts.onJoin, { channel: this.channel, info: push.join.info });
+        safeCall(this._opts.onJoin, { channel, info: push.join.info });
       } else if (push.leave) {
-        safeCall(this._opts.onLeave, { channel: this.channel, info: push.leave.info });
+        safeCall(this._opts.onLeave, { channel, info: push.leave.info });
       } else if (push.unsubscribe) {
         const { code, reason } = push.unsubscribe;
-        if (code >= 2500) {
-          // 2500 insufficient state, 2501 subscription expired: resubscribe, recovering.
-          if (code === 2501) this._token = '';
-          return this._subscribe();
-        }
-        this._unsubscribed(code, reason);
+        if (code < 2500) return this._unsubscribed(code, reason);
+        // 2500 insufficient state, 2501 subscription expired: resubscribe, recovering.
+        if (code === 2501 && this._opts.getToken) this._token = '';
+        this._subscribe();
       }
     }
   }
@@ -557,7 +477,7 @@
       this._cycle = 0; // bumped by disconnect(): stale async steps check it
       this._nextId = 1;
       this._connectId = 0;
-      this._pending = new Map(); // id -> {method, cmd, resolve, reject, timer, sent}
+      this._pending = new Map(); // id -> {method, cmd, done, timer, sent}
       this._outbox = [];
       this._subs = new Map(); // channel -> Subscription
       this._serverSubs = new Map(); // channel -> Position of a server-side subscription
@@ -574,9 +494,7 @@
       this._setState('connecting');
       this._startConnecting();
     }
-    disconnect() {
-      if (this.state !== 'disconnected') this._disconnect(0, 'disconnect called');
-    }
+    disconnect() { if (this.state !== 'disconnected') this._disconnect(0, 'disconnect called'); }
     subscribe(channel, options) {
       if (this._subs.has(channel)) throw new Error('pushgate: already subscribed to ' + channel);
       const sub = new Subscription(this, channel, options);
@@ -584,22 +502,15 @@
       sub._subscribe();
       return sub;
     }
-    getSubscription(channel) {
-      return this._subs.get(channel) || null;
-    }
-    publish(channel, data) {
-      return this._call('publish', { channel, data }).then(() => ({}));
-    }
-    presence(channel) {
-      return this._call('presence', { channel }).then((r) => ({ clients: r.presence || {} }));
-    }
+    getSubscription(channel) { return this._subs.get(channel) || null; }
+    publish(channel, data) { return this._call('publish', { channel, data }).then(() => ({})); }
+    presence(channel) { return this._call('presence', { channel }).then((r) => ({ clients: r.presence || {} })); }
     presenceStats(channel) {
       return this._call('presence_stats', { channel }).then((r) => ({ numClients: r.num_clients || 0, numUsers: r.num_users || 0 }));
     }
     // opts: {limit, since: {offset, epoch}, reverse}. limit 0/absent = only the position, -1 = all.
     history(channel, opts) {
-      const params = Object.assign({ channel }, opts || {});
-      return this._call('history', params).then((r) => ({
+      return this._call('history', Object.assign({ channel }, opts)).then((r) => ({
         publications: (r.publications || []).map((pub) => pubContext(channel, pub)),
         offset: r.offset || 0,
         epoch: r.epoch || '',
@@ -611,47 +522,43 @@
       const cycle = this._cycle;
       this._clear('reconnect');
       if (!this._token && this._opts.getToken) {
-        let token;
-        try {
-          token = await this._opts.getToken();
-        } catch (err) {
-          if (cycle !== this._cycle) return;
-          this._emit('error', { type: 'token', error: err });
+        let token, failed;
+        try { token = await this._opts.getToken(); } catch (err) { failed = { type: 'token', error: err }; }
+        if (cycle !== this._cycle) return;
+        if (failed) {
+          this._emit('error', failed);
           return this._scheduleReconnect();
         }
-        if (cycle !== this._cycle) return;
         if (!token) return this._disconnect(ERRORS.UNAUTHORIZED, 'unauthorized');
         this._token = token;
       }
       this._candidates = this._preferred ? [this._preferred] : this._opts.transports.slice();
       this._tryNext();
     }
-    // Opens the next candidate transport. Each one carries the connect command itself.
+    // Opens the next candidate transport; it carries the connect command itself.
     _tryNext() {
       if (this.state !== 'connecting') return;
       const name = this._candidates.shift();
       if (name === undefined) {
-        if (this._preferred) {
-          // What worked before does not open now: go through the whole list again.
-          const failed = this._preferred;
-          this._preferred = null;
-          this._candidates = this._opts.transports.filter((n) => n !== failed);
-          return this._tryNext();
-        }
-        return this._scheduleReconnect();
+        if (!this._preferred) return this._scheduleReconnect();
+        // What worked before does not open now: go through the whole list again.
+        const failed = this._preferred;
+        this._preferred = null;
+        this._candidates = this._opts.transports.filter((n) => n !== failed);
+        return this._tryNext();
       }
-      const Transport = TRANSPORTS[name];
-      if (!Transport || !Transport.supported()) {
+      const Kind = TRANSPORTS[name];
+      if (!Kind || !Kind.supported()) {
         this._log('transport', name, 'is not available here');
         return this._tryNext();
       }
       const id = (this._connectId = this._nextId++);
       const params = { name: this._opts.name, version: VERSION };
       if (this._token) params.token = this._token;
-      const subs = {};
+      const subs = {}; // recovery positions of server-side subscriptions
       for (const [channel, pos] of this._serverSubs) if (pos.request()) subs[channel] = pos.request();
       if (Object.keys(subs).length) params.subs = subs;
-      const t = (this._t = new Transport(this, name));
+      const t = (this._t = new Kind(this, name));
       this.transport = name;
       this._log('connecting with', name);
       this._timer('connect', this._opts.timeout, () => this._dropTransport('connect timed out'));
@@ -686,7 +593,7 @@
         if (!p) return;
         this._pending.delete(msg.id);
         clearTimeout(p.timer);
-        return msg.error ? p.reject(replyError(msg.error)) : p.resolve(msg[p.method] || {});
+        return msg.error ? p.done(replyError(msg.error)) : p.done(null, msg[p.method] || {});
       }
       if (msg.push) return this._onPush(msg.push);
       if (Object.keys(msg).length === 0 && this._pong) this._send({}); // ping {} -> pong {}
@@ -700,7 +607,7 @@
       if (this.state === 'connecting') return this._tryNext(); // did not work: fall to the next transport
       if (this.state === 'connected') this._lost(code, reason);
     }
-    // Closes the current transport as failed (ping missing, timeout).
+    // Closes the current transport as failed (no ping, a timeout).
     _dropTransport(reason) {
       const t = this._t;
       if (!t) return;
@@ -721,22 +628,20 @@
       this._pingMs = r.ping && (t.name === 'websocket' || t.name === 'sse') ? (r.ping + 10) * 1000 : 0;
       if (this._pingMs) this._armPing();
       if (r.expires) this._timer('refresh', refreshDelay(r.ttl), () => this._refresh());
-      this.state = 'connected'; // subscribe before telling anyone, so no subscribe goes twice
+      this.state = 'connected'; // subscribe before telling anyone, so that no subscribe goes twice
       for (const sub of this._subs.values()) sub._subscribe();
       for (const p of this._pending.values()) {
-        if (!p.sent) {
-          p.sent = true;
-          this._send(p.cmd);
-        }
+        if (p.sent) continue; // commands made while connecting
+        p.sent = true;
+        this._send(p.cmd);
       }
       this._setState('connected', 0, '', true);
       // Server-side subscriptions (token `channels`): recovered through connect `subs`.
       const subs = r.subs || {};
       for (const channel of [...this._serverSubs.keys()]) {
-        if (!(channel in subs)) {
-          this._serverSubs.delete(channel);
-          this._emit('unsubscribed', { channel, code: 0, reason: 'not in connect reply' });
-        }
+        if (channel in subs) continue;
+        this._serverSubs.delete(channel);
+        this._emit('unsubscribed', { channel, code: 0, reason: 'not in connect reply' });
       }
       for (const channel of Object.keys(subs)) this._onServerSubscribe(channel, subs[channel], false);
     }
@@ -745,19 +650,16 @@
       this._t = null;
       this._emit('error', { type: 'connect', error: replyError(err) });
       if (err.code === 109) {
-        // Token expired: get a new one, if we can.
+        // The token expired: get a new one, if we can.
         this._token = '';
-        if (!this._opts.getToken) return this._disconnect(109, err.message);
-        return this._scheduleReconnect();
+        return this._opts.getToken ? this._scheduleReconnect() : this._disconnect(109, err.message);
       }
       if (err.temporary) return this._scheduleReconnect();
       this._disconnect(err.code, err.message);
     }
     _onServerDisconnect(code, reason) {
-      if (this._t) {
-        this._t.close();
-        this._t = null;
-      }
+      if (this._t) this._t.close();
+      this._t = null;
       if (mayReconnect(code)) this._lost(code, reason);
       else this._disconnect(code, reason);
     }
@@ -776,18 +678,16 @@
     }
     // Closes the transport, stops timers, rejects commands in flight (`all`: queued ones too).
     _teardown(err, all) {
-      const t = this._t;
+      if (this._t) this._t.close();
       this._t = null;
-      if (t) t.close();
       for (const name of ['connect', 'ping', 'refresh']) this._clear(name);
       this._connectId = 0;
       this._outbox = [];
       for (const [id, p] of this._pending) {
-        if (all || p.sent) {
-          this._pending.delete(id);
-          clearTimeout(p.timer);
-          p.reject(err);
-        }
+        if (!all && !p.sent) continue;
+        this._pending.delete(id);
+        clearTimeout(p.timer);
+        p.done(err);
       }
       for (const sub of this._subs.values()) {
         sub._suspend();
@@ -817,47 +717,45 @@
       if (push.subscribe) return this._onServerSubscribe(channel, push.subscribe, true);
       if (push.unsubscribe) {
         const { code, reason } = push.unsubscribe;
-        // 2500+: the server wants us to resubscribe; server-side subscriptions are
-        // renewed (and recovered) by reconnecting with connect `subs`.
+        // 2500+: the server wants a resubscribe; server-side subscriptions are renewed
+        // (and recovered) by reconnecting with connect `subs`.
         if (code >= 2500 && this._serverSubs.has(channel)) return this._dropTransport('resubscribe ' + channel);
         this._serverSubs.delete(channel);
         return this._emit('unsubscribed', { channel, code, reason });
       }
       if (push.pub) {
-        let pos = this._serverSubs.get(channel);
-        if (!pos) this._serverSubs.set(channel, (pos = new Position()));
-        if (pos.check(push.pub, false) === 'dup') return this._log('dropped duplicate', channel, push.pub.offset);
+        if (!this._serverSubs.has(channel)) this._serverSubs.set(channel, new Position());
+        if (this._serverSubs.get(channel).check(push.pub, false) === 'dup') return this._log('dropped duplicate', channel, push.pub.offset);
         return this._emit('publication', pubContext(channel, push.pub));
       }
       if (push.join) this._emit('join', { channel, info: push.join.info });
       if (push.leave) this._emit('leave', { channel, info: push.leave.info });
     }
     _onServerSubscribe(channel, result, pubsFollow) {
-      let pos = this._serverSubs.get(channel);
-      if (!pos) this._serverSubs.set(channel, (pos = new Position()));
-      const { recovered, wasRecovering, pubs } = pos.apply(result, pubsFollow);
+      if (!this._serverSubs.has(channel)) this._serverSubs.set(channel, new Position());
+      const { recovered, wasRecovering, pubs } = this._serverSubs.get(channel).apply(result, pubsFollow);
       this._emit('subscribed', { channel, recovered, wasRecovering, data: result.data });
       for (const pub of pubs) this._emit('publication', pubContext(channel, pub));
     }
 
     // --- commands ---
-    // Sends a command and resolves with its result. While connecting, the command waits
-    // for the connection; either way it fails after `timeout`.
+    // Sends a command; done(error, result) runs when its reply is processed. While
+    // connecting, the command waits for the connection; either way it fails after `timeout`.
+    _command(method, params, done) {
+      if (this.state === 'disconnected') return done(new PushgateError(ERRORS.DISCONNECTED, 'client is disconnected'));
+      const id = this._nextId++;
+      const p = { method, cmd: { id, [method]: params }, done, sent: false };
+      p.timer = setTimeout(() => {
+        this._pending.delete(id);
+        done(new PushgateError(ERRORS.TIMEOUT, method + ' timed out'));
+      }, this._opts.timeout);
+      this._pending.set(id, p);
+      if (this.state !== 'connected') return; // sent by _onConnectReply
+      p.sent = true;
+      this._send(p.cmd);
+    }
     _call(method, params) {
-      if (this.state === 'disconnected') return Promise.reject(new PushgateError(ERRORS.DISCONNECTED, 'client is disconnected'));
-      return new Promise((resolve, reject) => {
-        const id = this._nextId++;
-        const p = { method, cmd: { id, [method]: params }, resolve, reject, sent: false };
-        p.timer = setTimeout(() => {
-          this._pending.delete(id);
-          reject(new PushgateError(ERRORS.TIMEOUT, method + ' timed out'));
-        }, this._opts.timeout);
-        this._pending.set(id, p);
-        if (this.state === 'connected') {
-          p.sent = true;
-          this._send(p.cmd);
-        }
-      });
+      return new Promise((resolve, reject) => this._command(method, params, (err, result) => (err ? reject(err) : resolve(result))));
     }
     // Commands sent in the same tick go together (one frame, request or /emulation POST).
     _send(cmd) {
@@ -871,8 +769,7 @@
     }
     // Token refresh before expiry: a new token from getToken, sent with `refresh`.
     async _refresh() {
-      if (!this._opts.getToken) return this._log('token expires, and there is no getToken to refresh it');
-      const retry = () => this._timer('refresh', this._backoff(3), () => this._refresh());
+      if (!this._opts.getToken) return this._log('the token expires, and there is no getToken to refresh it');
       try {
         const token = await this._opts.getToken();
         if (this.state !== 'connected') return;
@@ -883,40 +780,27 @@
       } catch (err) {
         if (isLocal(err) || this.state !== 'connected') return;
         this._emit('error', { type: 'refresh', error: err });
-        retry();
+        this._timer('refresh', this._backoff(3), () => this._refresh()); // try again soon
       }
     }
-    _armPing() {
-      this._timer('ping', this._pingMs, () => this._dropTransport('no ping from server'));
-    }
+    _armPing() { this._timer('ping', this._pingMs, () => this._dropTransport('no ping from server')); }
 
     // --- helpers ---
     _url(path, websocket) {
-      const page = typeof location !== 'undefined' ? location.href : undefined;
-      const url = new URL(this._base + path, page);
+      const url = new URL(this._base + path, typeof location !== 'undefined' ? location.href : undefined);
       url.protocol = websocket ? url.protocol.replace('http', 'ws') : url.protocol.replace('ws', 'http');
       return url.toString();
     }
+    // Named one-shot timers: reconnect, connect, ping, refresh.
     _timer(name, ms, fn) {
-      clearTimeout(this._timers[name]);
-      this._timers[name] = setTimeout(() => {
-        delete this._timers[name];
-        fn();
-      }, ms);
+      this._clear(name);
+      this._timers[name] = setTimeout(() => { delete this._timers[name]; fn(); }, ms);
     }
-    _clear(name) {
-      clearTimeout(this._timers[name]);
-      delete this._timers[name];
-    }
-    _log(...args) {
-      if (this._opts.debug) console.debug('[pushgate]', ...args);
-    }
+    _clear(name) { clearTimeout(this._timers[name]); delete this._timers[name]; }
+    _log(...args) { if (this._opts.debug) console.debug('[pushgate]', ...args); }
   }
 
-  Pushgate.VERSION = VERSION;
-  Pushgate.errors = ERRORS;
-  Pushgate.PushgateError = PushgateError;
-  Pushgate.Subscription = Subscription;
+  Object.assign(Pushgate, { VERSION, errors: ERRORS, PushgateError, Subscription });
   global.Pushgate = Pushgate;
   if (typeof module === 'object' && module && module.exports) module.exports = Pushgate;
 })(typeof globalThis !== 'undefined' ? globalThis : this);

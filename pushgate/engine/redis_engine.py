@@ -1,0 +1,480 @@
+"""The redis engine: one pushgate cluster over Redis, for many processes and machines.
+
+Channels are spread over one or more Redis servers (shards) by a stable hash of their
+name, or served by one master found through Sentinel. Per channel: a Stream with its
+history and a meta hash with its top offset and epoch, written by one Lua script that
+also publishes to the channel's PUB/SUB channel, so offsets are atomic and delivery
+order is offset order. A node subscribes to the PUB/SUB channels of the channels it has
+subscribers for, and nothing else. Presence, the user → nodes map (user status) and the
+node registry are hashes whose entries carry an expiry time that each node's heartbeat
+pushes forward; a node that stops (even killed) drops out when they lapse. After a lost
+PUB/SUB connection the node resubscribes with backoff and asks the hub to check every
+channel for publications it may have missed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+import zlib
+from typing import Any
+
+import orjson
+import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+from redis.exceptions import RedisError
+
+from pushgate.config import EngineConfig
+from pushgate.engine import redis_scripts
+from pushgate.engine.base import (
+    ClientInfo,
+    Engine,
+    EngineHandler,
+    HistoryResult,
+    Publication,
+    StreamPosition,
+    UnrecoverablePosition,
+)
+
+log = logging.getLogger("pushgate.engine.redis")
+
+IDEMPOTENCY_TTL = 300
+PRESENCE_REFRESH_EVERY = 3  # heartbeats
+MAX_BACKOFF = 5.0
+
+
+def _info_dict(info: ClientInfo) -> dict:
+    out: dict[str, Any] = {"c": info.client, "u": info.user}
+    if info.conn_info is not None:
+        out["ci"] = orjson.Fragment(info.conn_info)
+    if info.chan_info is not None:
+        out["chi"] = orjson.Fragment(info.chan_info)
+    return out
+
+
+def _info_from(obj: dict) -> ClientInfo:
+    conn = obj.get("ci")
+    chan = obj.get("chi")
+    return ClientInfo(
+        obj["c"],
+        obj["u"],
+        None if conn is None else orjson.dumps(conn),
+        None if chan is None else orjson.dumps(chan),
+    )
+
+
+def encode_publication(pub: Publication) -> bytes:
+    """Meta JSON, a newline, then the data bytes as they are (never parsed again)."""
+    meta: dict[str, Any] = {"tm": pub.time}
+    if pub.info is not None:
+        meta["i"] = _info_dict(pub.info)
+    if pub.tags:
+        meta["t"] = pub.tags
+    return orjson.dumps(meta) + b"\n" + pub.data
+
+
+def decode_publication(body: bytes, offset: int, epoch: str) -> Publication:
+    meta_raw, _, data = body.partition(b"\n")
+    meta = orjson.loads(meta_raw)
+    info = meta.get("i")
+    return Publication(
+        data,
+        offset=offset,
+        epoch=epoch,
+        info=None if info is None else _info_from(info),
+        tags=meta.get("t"),
+        time=meta.get("tm", 0),
+    )
+
+
+class Shard:
+    """One Redis server (or Sentinel-managed master) and this node's PUB/SUB on it."""
+
+    def __init__(self, engine: RedisEngine, client: aioredis.Redis, name: str) -> None:
+        self.engine = engine
+        self.client = client
+        self.name = name
+        self.channels: set[str] = set()  # PUB/SUB channel names wanted
+        self.pubsub: aioredis.client.PubSub | None = None
+        self.confirmations: dict[bytes, list[asyncio.Future]] = {}
+        self.reader: asyncio.Task | None = None
+        self.publish_script = client.register_script(redis_scripts.PUBLISH)
+        self.history_script = client.register_script(redis_scripts.HISTORY)
+        self.presence_script = client.register_script(redis_scripts.PRESENCE)
+
+    async def start(self) -> None:
+        self.reader = asyncio.create_task(self._read_forever(), name=f"redis-pubsub-{self.name}")
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.reader
+        if self.pubsub is not None:
+            with contextlib.suppress(Exception):
+                await self.pubsub.aclose()
+        await self.client.aclose()
+
+    async def subscribe(self, channel: str) -> None:
+        self.channels.add(channel)
+        pubsub = self.pubsub
+        if pubsub is None:
+            return  # (re)connecting: the reader subscribes everything when it is back
+        key = channel.encode()
+        confirmed = asyncio.get_running_loop().create_future()
+        self.confirmations.setdefault(key, []).append(confirmed)
+        await pubsub.subscribe(channel)
+        # publications are only received once Redis has confirmed the subscription;
+        # history must not be read before that or one could fall in between
+        await asyncio.wait_for(confirmed, 10)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self.channels.discard(channel)
+        if self.pubsub is not None:
+            with contextlib.suppress(RedisError, OSError):
+                await self.pubsub.unsubscribe(channel)
+
+    async def _read_forever(self) -> None:
+        delay = 0.1
+        first = True
+        while True:
+            try:
+                pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+                wanted = sorted(self.channels)
+                await pubsub.subscribe(*wanted) if wanted else await pubsub.ping()
+                self.pubsub = pubsub
+                if not first:
+                    log.warning("redis %s: PUB/SUB connection is back", self.name)
+                    self.engine.resynced()
+                first = False
+                delay = 0.1
+                async for message in pubsub.listen():
+                    self._on_message(message)
+            except asyncio.CancelledError:
+                raise
+            except (RedisError, OSError) as exc:
+                log.warning("redis %s: PUB/SUB connection lost (%s); retrying", self.name, exc)
+            finally:
+                self.pubsub = None
+                for waiters in self.confirmations.values():
+                    for waiter in waiters:
+                        if not waiter.done():
+                            waiter.set_exception(ConnectionError("redis connection lost"))
+                self.confirmations.clear()
+            await asyncio.sleep(delay)
+            delay = min(MAX_BACKOFF, delay * 2)
+
+    def _on_message(self, message: dict) -> None:
+        kind = message["type"]
+        if kind == "subscribe":
+            waiters = self.confirmations.get(message["channel"])
+            if waiters:
+                waiter = waiters.pop(0)
+                if not waiters:
+                    del self.confirmations[message["channel"]]
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        if kind != "message":
+            return
+        try:
+            self.engine.dispatch(message["channel"], message["data"])
+        except Exception:
+            log.exception("redis %s: bad message on %r", self.name, message["channel"])
+
+
+class RedisEngine(Engine):
+    name = "redis"
+    multi_node = True
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.config = config
+        self.prefix = config.redis_prefix
+        self._handler: EngineHandler | None = None
+        self._node_id = ""
+        self.shards: list[Shard] = []
+        self._heartbeat: asyncio.Task | None = None
+        self._beats = 0
+        self._channel_prefix = f"{self.prefix}:ch:".encode()
+        self._control = f"{self.prefix}:control"
+
+    # --- keys ---------------------------------------------------------------------
+    def shard(self, name: str) -> Shard:
+        shards = self.shards
+        if len(shards) == 1:
+            return shards[0]
+        return shards[zlib.crc32(name.encode()) % len(shards)]
+
+    def _pubsub_channel(self, channel: str) -> str:
+        return f"{self.prefix}:ch:{channel}"
+
+    def _keys(self, channel: str) -> tuple[str, str]:
+        return f"{self.prefix}:stream:{channel}", f"{self.prefix}:meta:{channel}"
+
+    # --- lifecycle ----------------------------------------------------------------
+    def _clients(self) -> list[tuple[aioredis.Redis, str]]:
+        options = {"health_check_interval": 10, "socket_keepalive": True}
+        if self.config.redis_sentinels:
+            hosts = []
+            for item in self.config.redis_sentinels:
+                host, _, port = item.rpartition(":")
+                hosts.append((host, int(port)))
+            sentinel = Sentinel(hosts, socket_timeout=5)
+            master = sentinel.master_for(self.config.redis_sentinel_master, **options)
+            return [(master, f"sentinel:{self.config.redis_sentinel_master}")]
+        return [(aioredis.from_url(url, **options), url) for url in self.config.redis_url]
+
+    async def start(self, handler: EngineHandler, node_id: str) -> None:
+        self._handler = handler
+        self._node_id = node_id
+        self.shards = [Shard(self, client, name) for client, name in self._clients()]
+        await self.shards[0].client.ping()  # fail at start, not at the first publish
+        self.shards[0].channels.add(self._control)
+        for shard in self.shards:
+            await shard.start()
+        await self._beat()
+        self._heartbeat = asyncio.create_task(self._heartbeat_forever())
+
+    async def close(self) -> None:
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+        with contextlib.suppress(RedisError, OSError):
+            await self.shards[0].client.hdel(f"{self.prefix}:nodes", self._node_id)
+        for shard in self.shards:
+            await shard.close()
+        self._handler = None
+
+    def resynced(self) -> None:
+        if self._handler is not None:
+            self._handler.handle_resync()
+
+    # --- incoming -----------------------------------------------------------------
+    def dispatch(self, pubsub_channel: bytes, body: bytes) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        if not pubsub_channel.startswith(self._channel_prefix):
+            handler.handle_control(orjson.loads(body))
+            return
+        channel = pubsub_channel[len(self._channel_prefix) :].decode()
+        kind = body[:1]
+        if kind == b"p":
+            offset, epoch, rest = body[1:].split(b"\n", 2)
+            handler.handle_publication(
+                channel, decode_publication(rest, int(offset), epoch.decode()), epoch.decode()
+            )
+        elif kind == b"j":
+            handler.handle_join(channel, _info_from(orjson.loads(body[1:])))
+        elif kind == b"l":
+            handler.handle_leave(channel, _info_from(orjson.loads(body[1:])))
+
+    # --- broker -------------------------------------------------------------------
+    async def publish(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None = None,
+    ) -> StreamPosition:
+        stream, meta = self._keys(channel)
+        idem = f"{self.prefix}:idem:{channel}:{idempotency_key}" if idempotency_key else ""
+        keep = history_size > 0 and history_ttl > 0
+        offset, epoch = await self.shard(channel).publish_script(
+            keys=[stream, meta, idem],
+            args=[
+                encode_publication(pub),
+                history_size if keep else 0,
+                max(1, int(history_ttl + 0.999)),
+                max(1, int(self.config.history_meta_ttl)),
+                self._pubsub_channel(channel),
+                secrets.token_urlsafe(6),
+                IDEMPOTENCY_TTL,
+            ],
+        )
+        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
+        pub.offset = int(offset)
+        pub.epoch = epoch
+        return StreamPosition(int(offset), epoch)
+
+    async def publish_join(self, channel: str, info: ClientInfo) -> None:
+        body = b"j" + orjson.dumps(_info_dict(info))
+        await self.shard(channel).client.publish(self._pubsub_channel(channel), body)
+
+    async def publish_leave(self, channel: str, info: ClientInfo) -> None:
+        body = b"l" + orjson.dumps(_info_dict(info))
+        await self.shard(channel).client.publish(self._pubsub_channel(channel), body)
+
+    async def publish_control(self, message: dict) -> None:
+        await self.shards[0].client.publish(self._control, orjson.dumps(message))
+
+    async def subscribe(self, channel: str) -> None:
+        await self.shard(channel).subscribe(self._pubsub_channel(channel))
+
+    async def unsubscribe(self, channel: str) -> None:
+        await self.shard(channel).unsubscribe(self._pubsub_channel(channel))
+
+    # --- history ------------------------------------------------------------------
+    async def history(
+        self,
+        channel: str,
+        *,
+        since: StreamPosition | None = None,
+        limit: int | None = None,
+        reverse: bool = False,
+    ) -> HistoryResult:
+        stream, meta = self._keys(channel)
+        top, epoch, first_offset, entries = await self.shard(channel).history_script(
+            keys=[stream, meta],
+            args=[
+                -1 if since is None else since.offset,
+                -1 if limit is None or limit < 0 else limit,
+                "1" if reverse else "0",
+                secrets.token_urlsafe(6),
+                max(1, int(self.config.history_meta_ttl)),
+            ],
+        )
+        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
+        top = int(top)
+        if since is not None and (
+            since.epoch != epoch or since.offset > top or since.offset + 1 < int(first_offset)
+        ):
+            raise UnrecoverablePosition(channel)
+        pubs = []
+        for entry_id, fields in entries:
+            offset = int(entry_id.split(b"-", 1)[0])
+            body = fields[1] if isinstance(fields, list) else fields[b"d"]
+            pubs.append(decode_publication(body, offset, epoch))
+        return HistoryResult(pubs, StreamPosition(top, epoch))
+
+    async def remove_history(self, channel: str) -> None:
+        stream, _ = self._keys(channel)
+        await self.shard(channel).client.delete(stream)
+
+    # --- presence -----------------------------------------------------------------
+    def _presence_keys(self, channel: str) -> tuple[str, str]:
+        return f"{self.prefix}:presence:{channel}", f"{self.prefix}:presence_exp:{channel}"
+
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        await self.add_presence_many([(channel, info)], ttl)
+
+    async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
+        expires = time.time() + ttl
+        by_shard: dict[Shard, list[tuple[str, ClientInfo]]] = {}
+        for channel, info in entries:
+            by_shard.setdefault(self.shard(channel), []).append((channel, info))
+        for shard, items in by_shard.items():
+            pipe = shard.client.pipeline(transaction=False)
+            for channel, info in items:
+                hash_key, zset_key = self._presence_keys(channel)
+                pipe.hset(hash_key, info.client, orjson.dumps(_info_dict(info)))
+                pipe.zadd(zset_key, {info.client: expires})
+                pipe.expire(hash_key, int(ttl) + 1)
+                pipe.expire(zset_key, int(ttl) + 1)
+            await pipe.execute()
+
+    async def remove_presence(self, channel: str, client_id: str) -> None:
+        hash_key, zset_key = self._presence_keys(channel)
+        pipe = self.shard(channel).client.pipeline(transaction=False)
+        pipe.hdel(hash_key, client_id)
+        pipe.zrem(zset_key, client_id)
+        await pipe.execute()
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]:
+        flat = await self.shard(channel).presence_script(
+            keys=list(self._presence_keys(channel)), args=[time.time()]
+        )
+        return {
+            flat[i].decode(): _info_from(orjson.loads(flat[i + 1])) for i in range(0, len(flat), 2)
+        }
+
+    async def presence_stats(self, channel: str) -> tuple[int, int]:
+        clients = await self.presence(channel)
+        return len(clients), len({info.user for info in clients.values()})
+
+    # --- users --------------------------------------------------------------------
+    def _user_key(self, user: str) -> str:
+        return f"{self.prefix}:user:{user}"
+
+    async def user_connected(self, user: str) -> None:
+        await self._mark_users_online([user])
+
+    async def _mark_users_online(self, users: list[str]) -> None:
+        expires = time.time() + self.config.node_ttl
+        keep = max(int(self.config.history_meta_ttl), 86400)
+        by_shard: dict[Shard, list[str]] = {}
+        for user in users:
+            by_shard.setdefault(self.shard(user), []).append(user)
+        for shard, items in by_shard.items():
+            pipe = shard.client.pipeline(transaction=False)
+            for user in items:
+                pipe.hset(self._user_key(user), self._node_id, expires)
+                pipe.expire(self._user_key(user), keep)
+            await pipe.execute()
+
+    async def user_disconnected(self, user: str, last_seen: float) -> None:
+        pipe = self.shard(user).client.pipeline(transaction=False)
+        pipe.hdel(self._user_key(user), self._node_id)
+        pipe.hset(self._user_key(user), "_seen", last_seen)
+        await pipe.execute()
+
+    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
+        now = time.time()
+        out: dict[str, tuple[bool, float | None]] = {}
+        for user in users:
+            fields = await self.shard(user).client.hgetall(self._user_key(user))
+            seen = fields.pop(b"_seen", None)
+            alive = [float(exp) for exp in fields.values() if float(exp) > now]
+            if alive:
+                out[user] = (True, now)
+            else:
+                # a node that died leaves its entry: it was online until it expired
+                lapsed = [float(exp) for exp in fields.values()]
+                candidates = [float(seen)] if seen is not None else []
+                candidates += [exp - self.config.node_ttl for exp in lapsed]
+                out[user] = (False, max(candidates) if candidates else None)
+        return out
+
+    # --- cluster ------------------------------------------------------------------
+    async def _heartbeat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.node_heartbeat)
+            try:
+                await self._beat()
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+            except Exception:
+                log.exception("heartbeat failed")
+
+    async def _beat(self) -> None:
+        handler = self._handler
+        if handler is None:
+            return
+        snapshot = handler.node_snapshot()
+        info = dict(snapshot["info"])
+        info["expires"] = time.time() + self.config.node_ttl
+        await self.shards[0].client.hset(f"{self.prefix}:nodes", self._node_id, orjson.dumps(info))
+        if snapshot["users"]:
+            await self._mark_users_online(snapshot["users"])
+        self._beats += 1
+        if self._beats % PRESENCE_REFRESH_EVERY == 0 and snapshot["presence"]:
+            await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
+
+    async def nodes(self, this_node: dict) -> list[dict]:
+        now = time.time()
+        raw = await self.shards[0].client.hgetall(f"{self.prefix}:nodes")
+        live, dead = [], []
+        for node_id, body in raw.items():
+            info = orjson.loads(body)
+            if info.pop("expires", 0) > now:
+                live.append(info)
+            else:
+                dead.append(node_id)
+        if dead:
+            await self.shards[0].client.hdel(f"{self.prefix}:nodes", *dead)
+        live = [n for n in live if n.get("uid") != this_node["uid"]]
+        return sorted([this_node, *live], key=lambda n: n["name"])
