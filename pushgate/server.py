@@ -100,8 +100,9 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         )
 
     async def stop_hub(app: web.Application) -> None:
-        await polling.stop()
+        # disconnect everyone first (3001): waiting polling requests answer with it
         await hub.shutdown()
+        await polling.stop()
 
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)

@@ -298,6 +298,8 @@ async def test_polling_disconnect_is_delivered_then_session_ends(server):
     await server.api("disconnect", {"user": "hal", "disconnect": {"code": 4001, "reason": "re"}})
     messages = poller.take(await poller.request())
     assert messages[-1]["push"]["disconnect"] == {"code": 4001, "reason": "re", "reconnect": True}
+    acknowledged = await poller.request()
+    assert (acknowledged["_status"], acknowledged["messages"]) == (200, [])
     assert (await poller.request())["_status"] == 404
 
 
@@ -368,3 +370,15 @@ async def test_uni_sse_recovers_from_last_event_id(server):
     recovered = [p["data"] for p in connect["connect"]["subs"]["board:resume"]["publications"]]
     assert recovered == [3, 4, 5, 6]
     again.close()
+
+
+async def test_polling_client_can_end_its_session(server):
+    poller = Poller(server, "/connection/poll")
+    poller.take(await poller.request([{"id": 1, "connect": {"token": server.token("ida")}}]))
+    assert "ida" in server.hub.users
+    async with server.session.post(
+        poller.url, json={"session": poller.session_id, "rid": 9, "ack": poller.ack, "close": True}
+    ) as response:
+        assert response.status == 200
+    assert "ida" not in server.hub.users
+    assert (await poller.request())["_status"] == 404

@@ -299,10 +299,12 @@
       super.close();
       clearTimeout(this._timer);
       for (const abort of this._aborts) abort.abort();
-      // After a disconnect push, acknowledge it so the server ends the session now rather
-      // than at its timeout. Nobody waits for the answer.
-      if (this._ended && this._session) {
-        this._post({ session: this._session, rid: ++this._rid, ack: this._seq }, 5000, true).catch(() => {});
+      // End the session on the server now rather than at its timeout: acknowledge a
+      // disconnect push, or say we are leaving. Nobody waits for the answer.
+      if (this._session) {
+        const body = { session: this._session, rid: ++this._rid, ack: this._seq };
+        if (!this._ended) body.close = true;
+        this._post(body, 5000, true).catch(() => {});
       }
     }
   }

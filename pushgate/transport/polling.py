@@ -156,7 +156,7 @@ class BadPoll(ValueError):
     pass
 
 
-def _parse(body: bytes) -> tuple[str, int, int, list]:
+def _parse(body: bytes) -> tuple[str, int, int, list, bool]:
     try:
         request = orjson.loads(body) if body.strip() else None
     except orjson.JSONDecodeError as exc:
@@ -173,7 +173,10 @@ def _parse(body: bytes) -> tuple[str, int, int, list]:
         raise BadPoll("rid and ack must be non-negative integers")
     if not isinstance(commands, list) or not all(isinstance(c, dict) for c in commands):
         raise BadPoll("commands must be a list of command objects")
-    return session, rid, ack, commands
+    close = request.get("close", False)
+    if not isinstance(close, bool):
+        raise BadPoll("close must be a boolean")
+    return session, rid, ack, commands, close
 
 
 def _answer(session_id: str, messages: list[tuple[int, bytes]]) -> web.Response:
@@ -191,7 +194,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
     if len(body) > hub.config.client.max_frame_bytes:
         return web.json_response({"error": "request too large"}, status=413)
     try:
-        session_id, rid, ack, commands = _parse(body)
+        session_id, rid, ack, commands, close = _parse(body)
     except BadPoll as exc:
         log.info("bad polling request: %s", exc)
         return web.json_response({"error": str(exc)}, status=400)
@@ -216,11 +219,14 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
     if session is None:
         return web.json_response({"error": "unknown session"}, status=404)
     session.last_request = time.monotonic()
+    if close:
+        await sessions.end(session)  # the client is leaving: no need to wait for expiry
+        return _answer(session_id, [])
     outbox = session.outbox
     outbox.ack(ack)
     if outbox.closed and ack >= outbox.closing_seq:
-        await sessions.end(session)  # the disconnect was received
-        return web.json_response({"error": "unknown session"}, status=404)
+        await sessions.end(session)  # the disconnect was received: the session is over
+        return _answer(session_id, [])
     if commands and rid > session.last_rid:
         session.last_rid = rid
         async with session.lock:
