@@ -128,6 +128,51 @@ async def start_server(config: Config) -> tuple[web.AppRunner, Hub, str]:
     return runner, app[HUB], f"http://127.0.0.1:{port}"
 
 
+REDIS_URL = os.environ.get("PUSHGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+async def redis_prefix() -> AsyncIterator[str]:
+    """A key prefix of the test's own on the local Redis; its keys are removed after.
+
+    Skips (with the reason) only where no Redis answers: in CI that skip fails the run.
+    """
+    import uuid
+
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(REDIS_URL)
+    try:
+        await client.ping()
+    except Exception as exc:
+        await client.aclose()
+        pytest.skip(f"no Redis at {REDIS_URL}: {exc}")
+    prefix = f"pgtest-{uuid.uuid4().hex[:10]}"
+    yield prefix
+    keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+    if keys:
+        await client.delete(*keys)
+    await client.aclose()
+
+
+@pytest.fixture
+def redis_config(tmp_path: Path, redis_prefix: str) -> Callable[..., Config]:
+    """Like ``server_config``, with the redis engine on the test's own prefix."""
+
+    def make(extra: str = "", **overrides: object) -> Config:
+        overrides = {
+            "engine__type": "redis",
+            "engine__redis_url": REDIS_URL,
+            "engine__redis_prefix": redis_prefix,
+            "engine__node_heartbeat": "0.5s",
+            "engine__node_ttl": "2s",
+            **overrides,
+        }
+        return make_config(tmp_path, extra, **overrides)
+
+    return make
+
+
 @pytest.fixture
 def server_config(tmp_path: Path) -> Callable[..., Config]:
     return lambda extra="", **overrides: make_config(tmp_path, extra, **overrides)
