@@ -7,7 +7,7 @@ NODE_DEPS := tests/node_modules/.stamp-install
 CHROMIUM := chromium-installed
 CONFIG ?= pushgate.toml
 
-.PHONY: install run test lint format bench clean $(CHROMIUM)
+.PHONY: install run screenshots test lint format bench clean $(CHROMIUM)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +27,20 @@ $(NODE_DEPS): tests/package.json tests/package-lock.json
 
 install: $(INSTALLED)
 
+# pushgate and the team board demo on one port: http://127.0.0.1:8000/demo/
+# (`pushgate serve --config $(CONFIG)` runs pushgate alone). Board data: $$DEMO_DB.
 run: $(INSTALLED)
-	$(VENV)/bin/pushgate serve --config $(CONFIG)
+	$(PY) -m demo --config $(CONFIG)
+
+# docs/img/*.png for the README: the demo in chromium, desktop and phone sizes.
+screenshots: $(INSTALLED) $(CHROMIUM)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m demo.screenshots docs/img
 
 test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
 
 lint: $(INSTALLED)
-	$(VENV)/bin/ruff check pushgate tests bench
+	$(VENV)/bin/ruff check pushgate tests bench demo
 	$(VENV)/bin/ruff format --check pushgate
 
 format: $(INSTALLED)

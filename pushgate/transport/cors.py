@@ -23,7 +23,7 @@ def _browser_facing(request: web.Request) -> bool:
 async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
     if not _browser_facing(request):
         return await handler(request)
-    allowed = request.app[HUB].config.server.allowed_origins
+    allowed = request.config_dict[HUB].config.server.allowed_origins
     if not origin_allowed(request, allowed):
         return web.json_response(
             {"error": f"origin {request.headers.get('Origin')!r} is not allowed"}, status=403
@@ -43,8 +43,10 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     origin = request.headers.get("Origin")
-    allowed = request.app[HUB].config.server.allowed_origins
-    if origin and _browser_facing(request) and origin_allowed(request, allowed):
+    if not origin or not _browser_facing(request):
+        return
+    # config_dict also finds the hub from inside a mounted sub-application
+    if origin_allowed(request, request.config_dict[HUB].config.server.allowed_origins):
         response.headers["Access-Control-Allow-Origin"] = origin
         response.headers["Access-Control-Allow-Credentials"] = "true"
         response.headers["Vary"] = "Origin"

@@ -1,0 +1,352 @@
+"""The team board's backend: an aiohttp app the launcher mounts at ``/demo/``.
+
+It is the product side of the integration. It owns the state (SQLite, ``store.py``),
+decides who may see and change what, signs the connection JWTs pushgate checks, and after
+every committed write publishes the result through pushgate's HTTP server API:
+
+- ``board:<id>``: ``{type: "card", card, actor}``, the card's whole new state with its
+  ``version``; ``{type: "status", user, status}`` for away / back;
+- ``notifications:#<user>``: ``{type: "notification", notification, unread, stamp}`` and
+  ``{type: "read", ids, unread, stamp}``.
+
+Pages: ``/demo/`` picks a user (cookie ``demo_user``, or ``?as=<user>`` on any page) and a
+board; ``/demo/board/<id>`` is the board.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from demo.push import PushgateError, ServerApi, connection_token, subscription_token
+from demo.store import COLUMN_TITLES, COLUMNS, Change, Invalid, NotFound, Store
+
+log = logging.getLogger("demo")
+
+STATIC = Path(__file__).with_name("static")
+COOKIE = "demo_user"
+PREFIX = "/demo"
+
+
+@dataclass
+class Settings:
+    db_path: str
+    pushgate_url: str
+    """Where the backend reaches pushgate's server API (``http://127.0.0.1:8000``)."""
+    api_key: str
+    hmac_secret: str
+    browser_pushgate_url: str = ""
+    """What pages pass to ``new Pushgate()``: ``''`` is the page's own origin."""
+    token_ttl: float = 3600.0
+    away_after: float = 60.0
+    """Seconds of a hidden or idle page before its user shows as away."""
+
+
+STORE = web.AppKey("store", Store)
+API = web.AppKey("api", ServerApi)
+SETTINGS = web.AppKey("settings", Settings)
+AWAY = web.AppKey("away", set)
+USERS = web.AppKey("users", dict)
+
+
+# --- plumbing -------------------------------------------------------------------------------
+async def db(request: web.Request, method: str, *args: Any, **kwargs: Any) -> Any:
+    """Run a Store method off the event loop."""
+    return await asyncio.to_thread(getattr(request.app[STORE], method), *args, **kwargs)
+
+
+def current_user(request: web.Request) -> str | None:
+    user = request.query.get("as") or request.cookies.get(COOKIE)
+    return user if user in request.app[USERS] else None
+
+
+def need_user(request: web.Request) -> str:
+    user = current_user(request)
+    if user is None:
+        raise web.HTTPUnauthorized(
+            text='{"error": "pick a user first"}', content_type="application/json"
+        )
+    return user
+
+
+async def need_member(request: web.Request, board_id: int) -> str:
+    user = need_user(request)
+    if not await db(request, "is_member", board_id, user):
+        raise web.HTTPForbidden(text='{"error": "not a member"}', content_type="application/json")
+    return user
+
+
+async def body(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except ValueError:
+        raise web.HTTPBadRequest(
+            text='{"error": "body: JSON expected"}', content_type="application/json"
+        ) from None
+    if not isinstance(data, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "body: object expected"}', content_type="application/json"
+        )
+    return data
+
+
+def int_param(request: web.Request, name: str) -> int:
+    try:
+        return int(request.match_info[name])
+    except ValueError:
+        raise web.HTTPNotFound() from None
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except NotFound as exc:
+        return web.json_response({"error": str(exc)}, status=404)
+    except Invalid as exc:
+        return web.json_response({"error": str(exc)}, status=400)
+
+
+def page(name: str):
+    async def handler(request: web.Request) -> web.StreamResponse:
+        response = web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+        user = request.query.get("as")
+        if user in request.app[USERS]:
+            response.set_cookie(COOKIE, user, path=PREFIX, samesite="Lax", max_age=30 * 86400)
+        return response
+
+    return handler
+
+
+# --- publishing ---------------------------------------------------------------------------
+async def publish_change(request: web.Request, change: Change, actor: str) -> bool:
+    """The committed write, to everyone who should see it. Returns False if pushgate
+    could not be reached (the state is saved; clients catch up on their next load)."""
+    api = request.app[API]
+    card = change.card
+    jobs = [
+        api.publish(
+            f"board:{card['board_id']}",
+            {"type": "card", "card": card, "actor": actor},
+            idempotency_key=f"card-{card['id']}-v{card['version']}",
+        )
+    ]
+    for notice in change.notices:
+        jobs.append(
+            api.publish(
+                f"notifications:#{notice['user']}",
+                {"type": "notification", **{k: v for k, v in notice.items() if k != "user"}},
+                idempotency_key=f"notification-{notice['notification']['id']}",
+            )
+        )
+    results = await asyncio.gather(*jobs, return_exceptions=True)
+    failed = [r for r in results if isinstance(r, Exception)]
+    for exc in failed:
+        log.warning("publish failed: %s", exc)
+    return not failed
+
+
+# --- handlers: session and tokens -----------------------------------------------------------
+async def login(request: web.Request) -> web.Response:
+    data = await body(request)
+    user = data.get("user")
+    if not isinstance(user, str) or user not in request.app[USERS]:
+        return web.json_response({"error": "unknown user"}, status=400)
+    response = web.json_response({"user": user})
+    response.set_cookie(COOKIE, user, path=PREFIX, samesite="Lax", max_age=30 * 86400)
+    return response
+
+
+async def logout(request: web.Request) -> web.Response:
+    response = web.json_response({})
+    response.del_cookie(COOKIE, path=PREFIX)
+    return response
+
+
+async def me(request: web.Request) -> web.Response:
+    user = current_user(request)
+    settings = request.app[SETTINGS]
+    return web.json_response(
+        {
+            "user": user,
+            "users": list(request.app[USERS].values()),
+            "boards": await db(request, "boards_for", user) if user else [],
+            "config": {
+                "pushgate_url": settings.browser_pushgate_url,
+                "away_after": settings.away_after,
+                "columns": [{"id": c, "title": COLUMN_TITLES[c]} for c in COLUMNS],
+            },
+        }
+    )
+
+
+async def token(request: web.Request) -> web.Response:
+    """``getToken`` of pushgate.js: a connection JWT for the signed-in user, or with
+    ``?channel=board:<id>`` a subscription JWT, for members of that board only."""
+    user_id = need_user(request)
+    settings = request.app[SETTINGS]
+    channel = request.query.get("channel")
+    if channel is None:
+        user = request.app[USERS][user_id]
+        return web.Response(text=connection_token(settings.hmac_secret, user, settings.token_ttl))
+    namespace, _, name = channel.partition(":")
+    if namespace != "board" or not name.isdigit():
+        raise web.HTTPForbidden(text="no token for that channel")
+    await need_member(request, int(name))
+    return web.Response(
+        text=subscription_token(settings.hmac_secret, user_id, channel, settings.token_ttl)
+    )
+
+
+# --- handlers: board and cards ----------------------------------------------------------------
+async def get_board(request: web.Request) -> web.Response:
+    board_id = int_param(request, "board_id")
+    await need_member(request, board_id)
+    board = await db(request, "board", board_id)
+    cards = await db(request, "cards", board_id)
+    users = request.app[USERS]
+    try:
+        statuses = await request.app[API].user_status(board["members"])
+    except PushgateError as exc:
+        log.warning("user_status: %s", exc)
+        statuses = {}
+    away = request.app[AWAY]
+    members = []
+    for member in board["members"]:
+        status = statuses.get(member, {})
+        members.append(
+            {
+                **users[member],
+                "online": bool(status.get("online")),
+                "last_seen": status.get("last_seen", 0),
+                "away": member in away,
+            }
+        )
+    return web.json_response({"board": board, "members": members, "cards": cards})
+
+
+async def create_card(request: web.Request) -> web.Response:
+    board_id = int_param(request, "board_id")
+    user = await need_member(request, board_id)
+    data = await body(request)
+    change = await db(
+        request,
+        "create_card",
+        board_id,
+        user,
+        data.get("title"),
+        data.get("description") or "",
+        data.get("column") or "todo",
+        data.get("assignee") or None,
+    )
+    published = await publish_change(request, change, user)
+    return web.json_response({"card": change.card, "published": published}, status=201)
+
+
+EDITABLE = ("title", "description", "assignee", "column", "before")
+
+
+async def update_card(request: web.Request) -> web.Response:
+    card_id = int_param(request, "card_id")
+    card = await db(request, "card", card_id)
+    user = await need_member(request, card["board_id"])
+    data = await body(request)
+    changes = {k: data[k] for k in EDITABLE if k in data}
+    if "before" in changes and "column" not in changes:
+        changes["column"] = card["column"]
+    change = await db(request, "update_card", card_id, user, changes)
+    published = await publish_change(request, change, user)
+    return web.json_response({"card": change.card, "published": published})
+
+
+async def delete_card(request: web.Request) -> web.Response:
+    card_id = int_param(request, "card_id")
+    card = await db(request, "card", card_id)
+    user = await need_member(request, card["board_id"])
+    change = await db(request, "update_card", card_id, user, {"deleted": True})
+    published = await publish_change(request, change, user)
+    return web.json_response({"card": change.card, "published": published})
+
+
+# --- handlers: notifications and presence ---------------------------------------------------------
+async def notifications(request: web.Request) -> web.Response:
+    user = need_user(request)
+    return web.json_response(await db(request, "notifications", user))
+
+
+async def mark_read(request: web.Request) -> web.Response:
+    user = need_user(request)
+    data = await body(request)
+    ids = data.get("ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+        return web.json_response({"error": "ids: list of integers"}, status=400)
+    result = await db(request, "mark_read", user, ids)
+    try:
+        await request.app[API].publish(f"notifications:#{user}", {"type": "read", **result})
+    except PushgateError as exc:
+        log.warning("publish failed: %s", exc)
+    return web.json_response(result)
+
+
+async def set_status(request: web.Request) -> web.Response:
+    """``away`` / ``online`` from a page: kept in memory (it is ephemeral, like presence)
+    and announced on every board the user belongs to."""
+    user = need_user(request)
+    status = (await body(request)).get("status")
+    if status not in ("away", "online"):
+        return web.json_response({"error": "status: away or online"}, status=400)
+    away = request.app[AWAY]
+    if (user in away) == (status == "away"):
+        return web.json_response({"status": status, "changed": False})
+    if status == "away":
+        away.add(user)
+    else:
+        away.discard(user)
+    boards = await db(request, "boards_of", user)
+    if boards:
+        try:
+            await request.app[API].broadcast(
+                [f"board:{b}" for b in boards], {"type": "status", "user": user, "status": status}
+            )
+        except PushgateError as exc:
+            log.warning("broadcast failed: %s", exc)
+    return web.json_response({"status": status, "changed": True})
+
+
+# --- the app --------------------------------------------------------------------------------------
+def create_demo_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors])
+    app[SETTINGS] = settings
+    app[AWAY] = set()
+
+    async def resources(app: web.Application):
+        app[STORE] = await asyncio.to_thread(Store, settings.db_path)
+        app[USERS] = {u["id"]: u for u in await asyncio.to_thread(app[STORE].users)}
+        app[API] = ServerApi(settings.pushgate_url, settings.api_key)
+        await app[API].start()
+        yield
+        await app[API].close()
+        app[STORE].close()
+
+    app.cleanup_ctx.append(resources)
+    r = app.router
+    r.add_get("/", page("index.html"))
+    r.add_get("/board/{board_id:\\d+}", page("board.html"))
+    r.add_static("/static/", STATIC, show_index=False)
+    r.add_post("/api/login", login)
+    r.add_post("/api/logout", logout)
+    r.add_get("/api/me", me)
+    r.add_get("/api/token", token)
+    r.add_get("/api/boards/{board_id:\\d+}", get_board)
+    r.add_post("/api/boards/{board_id:\\d+}/cards", create_card)
+    r.add_patch("/api/cards/{card_id:\\d+}", update_card)
+    r.add_delete("/api/cards/{card_id:\\d+}", delete_card)
+    r.add_get("/api/notifications", notifications)
+    r.add_post("/api/notifications/read", mark_read)
+    r.add_post("/api/status", set_status)
+    return app

@@ -1,0 +1,89 @@
+"""How the demo backend talks to pushgate: JWTs it signs, and the HTTP server API.
+
+Nothing here imports pushgate: a product's backend needs only the HMAC secret, the API
+key and pushgate's URL, and could be written in any language.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import aiohttp
+import jwt
+
+log = logging.getLogger("demo.push")
+
+
+def connection_token(secret: str, user: dict[str, Any], ttl: float) -> str:
+    """A connection JWT: ``sub`` is the user, ``info`` is shown to others in presence."""
+    claims = {
+        "sub": user["id"],
+        "exp": int(time.time() + ttl),
+        "info": {"name": user["name"], "color": user["color"]},
+    }
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+def subscription_token(secret: str, user_id: str, channel: str, ttl: float) -> str:
+    """A subscription JWT for one channel: what the backend grants board members only."""
+    claims = {"sub": user_id, "channel": channel, "exp": int(time.time() + ttl)}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
+class PushgateError(Exception):
+    def __init__(self, method: str, error: Any) -> None:
+        super().__init__(f"pushgate {method}: {error}")
+        self.error = error
+
+
+class ServerApi:
+    """``POST <url>/api/<method>`` with the API key, over one pooled ClientSession."""
+
+    def __init__(self, url: str, api_key: str, timeout: float = 5.0) -> None:
+        self.url = url.rstrip("/")
+        self.api_key = api_key
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        self._session = aiohttp.ClientSession(
+            headers={"X-API-Key": self.api_key},
+            timeout=aiohttp.ClientTimeout(total=self.timeout),
+        )
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def call(self, method: str, params: dict[str, Any], retries: int = 2) -> Any:
+        """One API call; network failures are retried (publishes carry an
+        ``idempotency_key``, so a retry never publishes twice)."""
+        assert self._session is not None, "ServerApi.start() first"
+        for attempt in range(retries + 1):
+            try:
+                async with self._session.post(f"{self.url}/api/{method}", json=params) as resp:
+                    body = await resp.json(content_type=None)
+                break
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                if attempt == retries:
+                    raise PushgateError(method, repr(exc)) from exc
+                await asyncio.sleep(0.2 * (attempt + 1))
+        if "error" in body:
+            raise PushgateError(method, body["error"])
+        return body.get("result", body)
+
+    async def publish(self, channel: str, data: Any, idempotency_key: str = "") -> Any:
+        params: dict[str, Any] = {"channel": channel, "data": data}
+        if idempotency_key:
+            params["idempotency_key"] = idempotency_key
+        return await self.call("publish", params)
+
+    async def broadcast(self, channels: list[str], data: Any) -> Any:
+        return await self.call("broadcast", {"channels": channels, "data": data})
+
+    async def user_status(self, users: list[str]) -> dict[str, dict[str, Any]]:
+        result = await self.call("user_status", {"users": users})
+        return {s["user"]: s for s in result["statuses"]}
