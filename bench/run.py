@@ -6,9 +6,11 @@ client counts deliveries. Reported: deliveries per second, deliveries per server
 CPU-second, the load client's own CPU (it must not be the bottleneck) and publish →
 receive latency percentiles. Scenario ``transports`` (bench/transports.py): latency and
 server CPU per delivery through each of the eight transports. Server and client are
-pinned to different cores when the machine has two. Each figure is the median of
-several rounds. Everything runs on 127.0.0.1 and every loop is bounded in count and
-time. ``python -m bench.run`` runs both scenarios; name one to run only it.
+pinned to different cores when the machine has two. Scenario ``cluster``
+(bench/cluster.py): the redis engine with 1 and 2 workers (deliveries per second) and
+publish → receive latency across two nodes; nothing pinned unless asked. Each figure is
+the median of several rounds. Everything runs on 127.0.0.1 and every loop is bounded in
+count and time. ``python -m bench.run`` runs every scenario; name some to run only them.
 """
 
 from __future__ import annotations
@@ -112,14 +114,21 @@ class Server:
 
 
 class LoadClient:
-    def __init__(self, port: int, connections: int, channels: list[str], workdir: Path) -> None:
+    def __init__(
+        self,
+        port: int,
+        connections: int,
+        channels: list[str],
+        workdir: Path,
+        cpu: int | None = 1,
+    ) -> None:
         tokens = workdir / "tokens.txt"
         users = min(connections, 1000)
         tokens.write_text(
             "\n".join(mint_connection_token(SECRET, f"user{i}", ttl=3600) for i in range(users))
         )
         args = [
-            *pin(1),
+            *(pin(cpu) if cpu is not None else []),
             sys.executable,
             "-m",
             "bench.wsload",
@@ -256,15 +265,23 @@ def run_transports(args) -> None:
     run(args)
 
 
-SCENARIOS = {"fanout": run_fanout, "transports": run_transports}
+def run_cluster(args) -> None:
+    from bench.cluster import run  # imports this module: loaded only when asked for
+
+    run(args)
+
+
+SCENARIOS = {"fanout": run_fanout, "transports": run_transports, "cluster": run_cluster}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("scenarios", nargs="*", default=["fanout", "transports"])
+    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
-        "--messages", type=int, help="publications per round (fanout 50, transports 100)"
+        "--messages",
+        type=int,
+        help="publications per round (fanout 50, transports 100, cluster 50)",
     )
     fanout_args = parser.add_argument_group("fanout")
     fanout_args.add_argument("--sizes", default="1000,10000")
@@ -278,6 +295,16 @@ def main() -> None:
     )
     transport_args.add_argument("--rate", type=float, default=50.0, help="publications/s")
     transport_args.add_argument("--poll-interval", type=float, default=0.5)
+    cluster_args = parser.add_argument_group("cluster")
+    cluster_args.add_argument("--cluster-workers", default="1,2", help="worker counts to run")
+    cluster_args.add_argument("--cluster-subscribers", type=int, default=4000)
+    cluster_args.add_argument(
+        "--cluster-pin-client", action="store_true", help="pin the load client to the last CPU"
+    )
+    cluster_args.add_argument("--latency-subscribers", type=int, default=100)
+    cluster_args.add_argument("--latency-messages", type=int, default=200)
+    cluster_args.add_argument("--latency-rate", type=float, default=100.0, help="publications/s")
+    cluster_args.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios:

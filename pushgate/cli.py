@@ -56,12 +56,31 @@ SERVE_FLAGS = {
 }
 
 
+def _worker_args(args: argparse.Namespace) -> list[str]:
+    """The configuration arguments of this ``serve``, to run its workers with."""
+    argv: list[str] = []
+    if args.config:
+        argv += ["--config", args.config]
+    for attr in SERVE_FLAGS:
+        value = getattr(args, attr, None)
+        if value is not None and attr != "port":
+            argv += [f"--{attr.replace('_', '-')}", str(value)]
+    for item in args.option:
+        argv += ["-o", item]
+    return argv
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args, SERVE_FLAGS)
     logging.basicConfig(
         level=config.server.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if args.worker_index is not None:
+        from pushgate.workers import run_worker
+
+        run_worker(config, args.worker_index, args.worker_of)
+        return 0
     if args.workers > 1 and config.engine.type == "memory":
         print(
             "pushgate: --workers needs a shared engine: the memory engine lives inside one "
@@ -69,10 +88,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.workers > 1:
+        from pushgate.workers import supervise
+
+        return supervise(config, args.workers, _worker_args(args))
     from pushgate.server import serve
 
     serve(config)
     return 0
+
+
+def _workers(value: str) -> int:
+    from pushgate.workers import parse_workers
+
+    try:
+        return parse_workers(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def cmd_token(args: argparse.Namespace) -> int:
@@ -145,7 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.add_argument("--api-key")
     serve.add_argument("--token-hmac-secret")
-    serve.add_argument("--workers", type=int, default=1, help="worker processes (redis engine)")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (redis engine); 0 or 'auto' = one per CPU",
+    )
+    # internal: set by the supervisor on the workers it starts (pushgate/workers.py)
+    serve.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--worker-of", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(func=cmd_serve)
 
     token = commands.add_parser("token", help="mint a connection or subscription JWT")
