@@ -1,18 +1,23 @@
-"""Two pushgate nodes joined by the real Redis on 127.0.0.1:6379: one big node."""
+"""Two pushgate nodes joined by the real Redis on 127.0.0.1:6379: one big node.
+
+The nodes run in the test's process (``make_server`` + ``redis_config``: heartbeat 0.5 s,
+node_ttl 2 s); clients are centrifuge-python over real sockets.
+"""
 
 from __future__ import annotations
 
-from tests.test_centrifuge_python import (  # noqa: F401
-    Recorder,
-    clients,
-    subscribed,
-)
+import time
+
+from pushgate.engine.redis_engine import RedisEngine
+from tests.centrifuge_helpers import Recorder, clients_fixture, subscribed, wait_until  # noqa: F401
+
+HEARTBEAT, NODE_TTL = 0.5, 2.0
 
 
 async def test_publication_on_node_a_reaches_subscriber_on_node_b(
+    redis_config,  # first: its Redis keys are removed after the nodes have stopped
     make_server,
-    redis_config,
-    clients,  # noqa: F811
+    clients,
 ):
     node_a = await make_server(redis_config())
     node_b = await make_server(redis_config())
@@ -32,3 +37,149 @@ async def test_publication_on_node_a_reaches_subscriber_on_node_b(
     assert status["result"]["statuses"][0]["online"] is True
     await node_a.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
     await events.wait_for("subscribed", lambda c: c.was_recovering and c.recovered)
+
+
+async def test_presence_join_and_leave_across_nodes(redis_config, make_server, clients):
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    alice, _ = clients(node_a, "alice")
+    bob, _ = clients(node_b, "bob")
+    await alice.connect()
+    await bob.connect()
+    alice_sub, alice_events = await subscribed(alice, "board:p")
+    await subscribed(bob, "board:p")
+    join = await alice_events.wait_for("join", lambda c: c.info.user == "bob")
+    for node in (node_a, node_b):
+        presence = (await node.api("presence", {"channel": "board:p"}))["result"]["presence"]
+        assert sorted(c["user"] for c in presence.values()) == ["alice", "bob"]
+        stats = (await node.api("presence_stats", {"channel": "board:p"}))["result"]
+        assert stats == {"num_clients": 2, "num_users": 2}
+    assert (await alice_sub.presence_stats()).num_clients == 2
+    await bob.disconnect()
+    leave = await alice_events.wait_for("leave", lambda c: c.info.user == "bob")
+    assert leave.info.client == join.info.client
+    presence = (await node_a.api("presence", {"channel": "board:p"}))["result"]["presence"]
+    assert [c["user"] for c in presence.values()] == ["alice"]
+
+
+async def test_api_by_user_on_node_a_acts_on_node_b(redis_config, make_server, clients):
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    bob, bob_events = clients(node_b, "bob")
+    await bob.connect()
+    reply = await node_a.api("subscribe", {"user": "bob", "channel": "board:pushed"})
+    assert reply["result"] == {}, reply
+    await bob_events.wait_for("subscribed", lambda c: c.channel == "board:pushed")
+    await node_a.publish("board:pushed", "x")
+    pub = await bob_events.wait_for("publication", lambda c: c.channel == "board:pushed")
+    assert pub.pub.data == "x"
+    await node_a.api("unsubscribe", {"user": "bob", "channel": "board:pushed"})
+    await bob_events.wait_for("unsubscribed", lambda c: c.channel == "board:pushed")
+    assert "board:pushed" not in node_b.hub.channels
+    await node_a.api("disconnect", {"user": "bob", "disconnect": {"code": 3555, "reason": "bye"}})
+    gone = await bob_events.wait_for("disconnected")
+    assert (gone.code, gone.reason) == (3555, "bye")
+    assert "bob" not in node_b.hub.users
+
+
+async def test_info_lists_both_nodes_with_their_counts(redis_config, make_server, clients):
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    for user in ("bob", "carol"):
+        client, _ = clients(node_b, user)
+        await client.connect()
+        await subscribed(client, "board:i")
+    alice, _ = clients(node_a, "alice")
+    await alice.connect()
+
+    async def counted() -> bool:  # B's counts reach Redis with its next heartbeat
+        nodes = {n["uid"]: n for n in (await node_a.api("info"))["result"]["nodes"]}
+        b = nodes.get(node_b.hub.node_id, {})
+        return (b.get("num_clients"), b.get("num_users"), b.get("num_subs")) == (2, 2, 2)
+
+    await wait_until(counted, HEARTBEAT * 4, "node B's counts in info on node A")
+    nodes = {n["uid"]: n for n in (await node_a.api("info"))["result"]["nodes"]}
+    assert set(nodes) == {node_a.hub.node_id, node_b.hub.node_id}
+    a = nodes[node_a.hub.node_id]
+    assert (a["num_clients"], a["num_users"], a["num_subs"], a["num_channels"]) == (1, 1, 0, 0)
+    assert nodes[node_b.hub.node_id]["num_channels"] == 1
+
+
+def crash(engine: RedisEngine) -> None:
+    """Stop a node's engine as SIGKILL would: no heartbeat, no PUB/SUB, no goodbye."""
+    assert engine._heartbeat is not None
+    engine._heartbeat.cancel()
+    for shard in engine.shards:
+        if shard.reader is not None:
+            shard.reader.cancel()
+
+
+async def test_a_stopped_node_drops_out_of_info_and_its_users_go_offline(
+    redis_config, make_server, clients
+):
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    dave, _ = clients(node_b, "dave")
+    await dave.connect()
+
+    async def uids() -> set[str]:
+        return {n["uid"] for n in (await node_a.api("info"))["result"]["nodes"]}
+
+    async def dave_online() -> bool:
+        return (await node_a.api("user_status", {"users": ["dave"]}))["result"]["statuses"][0][
+            "online"
+        ]
+
+    assert await uids() == {node_a.hub.node_id, node_b.hub.node_id}
+    assert await dave_online()
+    crash(node_b.hub.engine)
+    stopped = time.time()
+
+    async def dropped() -> bool:
+        return await uids() == {node_a.hub.node_id}
+
+    async def offline() -> bool:
+        return not await dave_online()
+
+    limit = NODE_TTL + HEARTBEAT + 0.5
+    await wait_until(dropped, limit, "node B drops out of info")
+    await wait_until(offline, limit - (time.time() - stopped), "dave goes offline with B")
+    status = (await node_a.api("user_status", {"users": ["dave"]}))["result"]["statuses"][0]
+    # last seen: when B last vouched for dave
+    assert stopped - HEARTBEAT - 1 <= status["last_seen"] <= stopped + 0.5  # whole seconds
+
+
+async def test_nodes_listen_only_to_channels_they_have_subscribers_for(
+    redis_config, redis_prefix, make_server, clients
+):
+    import redis.asyncio as aioredis
+
+    from tests.conftest import REDIS_URL
+
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    alice, _ = clients(node_a, "alice")
+    await alice.connect()
+    sub, events = await subscribed(alice, "board:only-a")
+    redis = aioredis.from_url(REDIS_URL)
+    try:
+        numsub = dict(
+            await redis.pubsub_numsub(
+                f"{redis_prefix}:ch:board:only-a", f"{redis_prefix}:ch:board:nobody"
+            )
+        )
+        assert list(numsub.values()) == [1, 0]  # node A only; B has no subscriber
+        await node_b.publish("board:nobody", "unheard")
+        await node_b.publish("board:only-a", "heard")
+        await events.wait_for("publication")
+        assert "board:nobody" not in node_a.hub.channels
+        await sub.unsubscribe()
+        await events.wait_for("unsubscribed")
+
+        async def released() -> bool:
+            [(_, count)] = await redis.pubsub_numsub(f"{redis_prefix}:ch:board:only-a")
+            return count == 0
+
+        await wait_until(released, 5, "node A unsubscribes from Redis with its last subscriber")
+    finally:
+        await redis.aclose()

@@ -44,6 +44,9 @@ log = logging.getLogger("pushgate.engine.redis")
 IDEMPOTENCY_TTL = 300
 PRESENCE_REFRESH_EVERY = 3  # heartbeats
 MAX_BACKOFF = 5.0
+MAX_CONNECTIONS = 64  # per shard and process
+POOL_TIMEOUT = 10.0  # seconds a command may wait for a free connection
+SUBSCRIBE_TIMEOUT = 10.0
 
 
 def _info_dict(info: ClientInfo) -> dict:
@@ -99,6 +102,8 @@ class Shard:
         self.name = name
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
         self.pubsub: aioredis.client.PubSub | None = None
+        #: set while ``pubsub`` is connected and subscribed to what was wanted
+        self.connected = asyncio.Event()
         self.confirmations: dict[bytes, list[asyncio.Future]] = {}
         self.reader: asyncio.Task | None = None
         self.publish_script = client.register_script(redis_scripts.PUBLISH)
@@ -120,16 +125,20 @@ class Shard:
 
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
+        if self.pubsub is None:
+            # (re)connecting: the reader may already have taken its list of channels, so
+            # wait for it and subscribe here; a subscription is only done once confirmed
+            await asyncio.wait_for(self.connected.wait(), SUBSCRIBE_TIMEOUT)
         pubsub = self.pubsub
         if pubsub is None:
-            return  # (re)connecting: the reader subscribes everything when it is back
+            raise ConnectionError("redis connection lost")
         key = channel.encode()
         confirmed = asyncio.get_running_loop().create_future()
         self.confirmations.setdefault(key, []).append(confirmed)
         await pubsub.subscribe(channel)
         # publications are only received once Redis has confirmed the subscription;
         # history must not be read before that or one could fall in between
-        await asyncio.wait_for(confirmed, 10)
+        await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
@@ -146,6 +155,7 @@ class Shard:
                 wanted = sorted(self.channels)
                 await pubsub.subscribe(*wanted) if wanted else await pubsub.ping()
                 self.pubsub = pubsub
+                self.connected.set()
                 if not first:
                     log.warning("redis %s: PUB/SUB connection is back", self.name)
                     self.engine.resynced()
@@ -159,6 +169,7 @@ class Shard:
                 log.warning("redis %s: PUB/SUB connection lost (%s); retrying", self.name, exc)
             finally:
                 self.pubsub = None
+                self.connected.clear()
                 for waiters in self.confirmations.values():
                     for waiter in waiters:
                         if not waiter.done():
@@ -225,7 +236,19 @@ class RedisEngine(Engine):
             sentinel = Sentinel(hosts, socket_timeout=5)
             master = sentinel.master_for(self.config.redis_sentinel_master, **options)
             return [(master, f"sentinel:{self.config.redis_sentinel_master}")]
-        return [(aioredis.from_url(url, **options), url) for url in self.config.redis_url]
+        # a burst of publishes waits for a free connection instead of failing with
+        # "Too many connections" (the default pool refuses beyond its size)
+        return [
+            (
+                aioredis.Redis.from_pool(
+                    aioredis.BlockingConnectionPool.from_url(
+                        url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT, **options
+                    )
+                ),
+                url,
+            )
+            for url in self.config.redis_url
+        ]
 
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler

@@ -201,10 +201,16 @@ class Hub:
                 self._positions.pop(channel, None)
                 await self.engine.unsubscribe(channel)
         info = ClientInfo(sub.client.id, sub.client.user, sub.client.conn_info, sub.chan_info)
-        if sub.options.presence:
-            await self.engine.remove_presence(channel, sub.client.id)
-        if announce and sub.active and sub.options.join_leave:
-            await self.engine.publish_leave(channel, info)
+        # The local state is already gone; what follows tells the cluster, and an engine
+        # outage must not abort the caller's cleanup (a closing connection would stay
+        # registered forever). Unremoved presence lapses: the heartbeat stops renewing it.
+        try:
+            if sub.options.presence:
+                await self.engine.remove_presence(channel, sub.client.id)
+            if announce and sub.active and sub.options.join_leave:
+                await self.engine.publish_leave(channel, info)
+        except Exception as exc:
+            log.warning("cannot tell the engine %s left %s: %s", sub.client.id, channel, exc)
 
     # --- engine handler: deliveries -----------------------------------------------
     def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:

@@ -1,0 +1,452 @@
+"""The redis engine alone, against the real Redis: a RedisEngine started with a handler
+that records what it is called with; no HTTP, no hub."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import redis.asyncio as aioredis
+
+from pushgate.config import EngineConfig
+from pushgate.engine.base import ClientInfo, Publication, StreamPosition, UnrecoverablePosition
+from pushgate.engine.redis_engine import RedisEngine
+from tests.centrifuge_helpers import RedisProcess, wait_until
+from tests.conftest import REDIS_URL
+
+
+class Recording:
+    """An EngineHandler that records every call; tests await what they expect."""
+
+    def __init__(self, node_id: str) -> None:
+        self.node_id = node_id
+        self.pubs: list[tuple[str, Publication, str]] = []
+        self.joins: list[tuple[str, ClientInfo]] = []
+        self.leaves: list[tuple[str, ClientInfo]] = []
+        self.controls: list[dict] = []
+        self.resyncs = 0
+        self.users: list[str] = []
+        self.presence: list[tuple[str, ClientInfo]] = []
+        self._changed = asyncio.Event()
+
+    def _note(self) -> None:
+        self._changed.set()
+
+    async def wait(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not predicate():
+                self._changed.clear()
+                await self._changed.wait()
+
+    def of(self, channel: str) -> list[Publication]:
+        return [pub for ch, pub, _ in self.pubs if ch == channel]
+
+    def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
+        self.pubs.append((channel, pub, epoch))
+        self._note()
+
+    def handle_join(self, channel: str, info: ClientInfo) -> None:
+        self.joins.append((channel, info))
+        self._note()
+
+    def handle_leave(self, channel: str, info: ClientInfo) -> None:
+        self.leaves.append((channel, info))
+        self._note()
+
+    def handle_control(self, message: dict) -> None:
+        self.controls.append(message)
+        self._note()
+
+    def handle_resync(self) -> None:
+        self.resyncs += 1
+        self._note()
+
+    def node_snapshot(self) -> dict:
+        info = {"uid": self.node_id, "name": self.node_id, "num_clients": len(self.users)}
+        return {"info": info, "users": list(self.users), "presence": list(self.presence)}
+
+
+Started = tuple[RedisEngine, Recording]
+
+
+@pytest.fixture
+async def engines(redis_prefix: str) -> AsyncIterator[Callable[..., asyncio.Future]]:
+    """``await engines(node_id, **engine_config)`` → a started (RedisEngine, Recording)."""
+    started: list[RedisEngine] = []
+
+    async def make(node_id: str = "node-a", **options: object) -> Started:
+        options = {
+            "type": "redis",
+            "redis_url": [REDIS_URL],
+            "redis_prefix": redis_prefix,
+            "node_heartbeat": 0.2,
+            "node_ttl": 1.0,
+            **options,
+        }
+        engine = RedisEngine(EngineConfig(**options))
+        handler = Recording(node_id)
+        await engine.start(handler, node_id)
+        started.append(engine)
+        return engine, handler
+
+    yield make
+    for engine in started:
+        await engine.close()
+
+
+@pytest.fixture
+async def local_redis(redis_prefix: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.from_url(REDIS_URL)
+    yield client
+    await client.aclose()
+
+
+def pub(data: object) -> Publication:
+    return Publication(repr(data).encode(), time=int(time.time() * 1000))
+
+
+async def publish(engine: RedisEngine, channel: str, data: object, **kwargs) -> StreamPosition:
+    kwargs.setdefault("history_size", 100)
+    kwargs.setdefault("history_ttl", 60)
+    return await engine.publish(channel, pub(data), **kwargs)
+
+
+# --- broker -------------------------------------------------------------------------
+
+
+async def test_concurrent_publishes_get_atomic_increasing_offsets(engines):
+    engine, handler = await engines()
+    await engine.subscribe("c")
+    positions = await asyncio.gather(
+        *(publish(engine, "c", n, history_size=500) for n in range(200))
+    )
+    assert sorted(p.offset for p in positions) == list(range(1, 201))
+    assert len({p.epoch for p in positions}) == 1
+    await handler.wait(lambda: len(handler.of("c")) >= 200)
+    delivered = handler.of("c")
+    assert [p.offset for p in delivered] == list(range(1, 201))  # once each, in order
+    assert {epoch for _, _, epoch in handler.pubs} == {positions[0].epoch}
+    # each offset carries the data of the publish call that was given it
+    by_offset = {p.offset: n for n, p in enumerate(positions)}
+    assert [p.data for p in delivered] == [repr(by_offset[p.offset]).encode() for p in delivered]
+    history = await engine.history("c")
+    assert [p.offset for p in history.publications] == list(range(1, 201))
+    assert history.position == StreamPosition(200, positions[0].epoch)
+
+
+async def test_publication_keeps_its_info_tags_and_time(engines):
+    engine, handler = await engines()
+    await engine.subscribe("c")
+    info = ClientInfo("client-1", "alice", b'{"name":"Alice"}', b'{"role":"x"}')
+    sent = Publication(b'{"k":[1,2]}', info=info, tags={"t": "v"}, time=1234)
+    await engine.publish("c", sent, history_size=10, history_ttl=60)
+    await handler.wait(lambda: handler.of("c"))
+    [got] = handler.of("c")
+    [stored] = (await engine.history("c")).publications
+    for p in (got, stored):
+        assert (p.data, p.info, p.tags, p.time, p.offset) == (sent.data, info, {"t": "v"}, 1234, 1)
+
+
+async def test_history_is_trimmed_to_its_size(engines):
+    engine, _ = await engines()
+    for n in range(10):
+        top = await publish(engine, "c", n, history_size=4)
+    history = await engine.history("c")
+    assert [p.offset for p in history.publications] == [7, 8, 9, 10]
+    assert history.position == top
+    # from a position still held: what follows it; from one trimmed away: unrecoverable
+    held = await engine.history("c", since=StreamPosition(6, top.epoch))
+    assert [p.offset for p in held.publications] == [7, 8, 9, 10]
+    with pytest.raises(UnrecoverablePosition):
+        await engine.history("c", since=StreamPosition(5, top.epoch))
+
+
+async def test_history_reverse_limit_since(engines):
+    engine, _ = await engines()
+    for n in range(1, 11):
+        top = await publish(engine, "c", n)
+    epoch = top.epoch
+
+    async def offsets(**kwargs) -> list[int]:
+        return [p.offset for p in (await engine.history("c", **kwargs)).publications]
+
+    assert await offsets(limit=3) == [1, 2, 3]
+    assert await offsets(limit=3, reverse=True) == [10, 9, 8]
+    assert await offsets(reverse=True) == list(range(10, 0, -1))
+    assert await offsets(since=StreamPosition(7, epoch)) == [8, 9, 10]
+    assert await offsets(since=StreamPosition(4, epoch), limit=2) == [5, 6]
+    assert await offsets(since=StreamPosition(10, epoch)) == []
+    only_position = await engine.history("c", limit=0)
+    assert only_position.publications == [] and only_position.position == top
+    for wrong in (StreamPosition(3, "another-epoch"), StreamPosition(11, epoch)):
+        with pytest.raises(UnrecoverablePosition):
+            await engine.history("c", since=wrong)
+
+
+async def test_history_ttl_expires_the_stream_but_keeps_its_position(
+    engines, local_redis, redis_prefix
+):
+    engine, _ = await engines()
+    for n in range(3):
+        top = await publish(engine, "c", n, history_ttl=1)
+    stream = f"{redis_prefix}:stream:c"
+    assert await local_redis.exists(stream)
+
+    async def stream_gone() -> bool:
+        return not await local_redis.exists(stream)
+
+    waited = await wait_until(stream_gone, 3, "the stream expires after history_ttl")
+    assert waited <= 1.5
+    # the meta (offset, epoch) outlives the stream: a client that missed publications is
+    # told it cannot recover; one that saw everything has nothing to recover
+    assert await local_redis.exists(f"{redis_prefix}:meta:c")
+    with pytest.raises(UnrecoverablePosition):
+        await engine.history("c", since=StreamPosition(2, top.epoch))
+    empty = await engine.history("c", since=StreamPosition(3, top.epoch))
+    assert empty.publications == [] and empty.position == top
+    # and the stream carries on from where it was, in the same epoch
+    assert await publish(engine, "c", "next") == StreamPosition(4, top.epoch)
+
+
+async def test_lost_meta_means_a_new_epoch(engines, local_redis, redis_prefix):
+    engine, _ = await engines(history_meta_ttl=1)
+    top = await publish(engine, "c", 1, history_ttl=1)
+
+    async def meta_gone() -> bool:
+        return not await local_redis.exists(f"{redis_prefix}:meta:c")
+
+    await wait_until(meta_gone, 3, "the meta expires after history_meta_ttl")
+    with pytest.raises(UnrecoverablePosition):
+        await engine.history("c", since=top)
+    after = await publish(engine, "c", 2)
+    assert after.offset == 1 and after.epoch != top.epoch
+
+
+async def test_idempotency_key_publishes_once(engines):
+    engine, handler = await engines()
+    await engine.subscribe("c")
+    first = await publish(engine, "c", "a", idempotency_key="k1")
+    again = await publish(engine, "c", "a-again", idempotency_key="k1")
+    other = await publish(engine, "c", "b", idempotency_key="k2")
+    assert first == again == StreamPosition(1, first.epoch)
+    assert other.offset == 2
+    await handler.wait(lambda: len(handler.of("c")) >= 2)
+    assert [p.data for p in handler.of("c")] == [b"'a'", b"'b'"]
+    assert [p.offset for p in (await engine.history("c")).publications] == [1, 2]
+
+
+async def test_without_history_offsets_are_zero_and_nothing_is_kept(
+    engines, local_redis, redis_prefix
+):
+    engine, handler = await engines()
+    await engine.subscribe("c")
+    position = await publish(engine, "c", 1, history_size=0, history_ttl=0)
+    assert position == StreamPosition(0, "")
+    await handler.wait(lambda: handler.of("c"))
+    assert handler.of("c")[0].offset == 0
+    assert not await local_redis.exists(f"{redis_prefix}:stream:c")
+
+
+async def test_publication_to_a_channel_nobody_subscribes_reaches_no_node(
+    engines, local_redis, redis_prefix
+):
+    engine_a, handler_a = await engines("node-a")
+    engine_b, handler_b = await engines("node-b")
+    await engine_a.subscribe("wanted")
+    numsub = dict(
+        await local_redis.pubsub_numsub(f"{redis_prefix}:ch:wanted", f"{redis_prefix}:ch:nobody")
+    )
+    assert numsub == {
+        f"{redis_prefix}:ch:wanted".encode(): 1,
+        f"{redis_prefix}:ch:nobody".encode(): 0,
+    }
+    await publish(engine_b, "nobody", "lost on purpose")
+    await publish(engine_b, "wanted", "marker")
+    # PUB/SUB keeps order on a connection: once the marker is in, "nobody" would be too
+    await handler_a.wait(lambda: handler_a.of("wanted"))
+    assert [ch for ch, _, _ in handler_a.pubs] == ["wanted"]
+    assert handler_b.pubs == []
+    # it still went to history, for whoever subscribes later
+    assert len((await engine_a.history("nobody")).publications) == 1
+    await engine_a.unsubscribe("wanted")
+    [(_, count)] = await local_redis.pubsub_numsub(f"{redis_prefix}:ch:wanted")
+    assert count == 0
+
+
+async def test_join_leave_and_control_reach_every_subscribed_node(engines):
+    engine_a, handler_a = await engines("node-a")
+    engine_b, handler_b = await engines("node-b")
+    await engine_b.subscribe("c")
+    info = ClientInfo("client-1", "alice", b'{"n":1}', None)
+    await engine_a.publish_join("c", info)
+    await engine_a.publish_leave("c", info)
+    await engine_a.publish_control({"op": "x", "user": "alice"})
+    await handler_b.wait(lambda: handler_b.joins and handler_b.leaves and handler_b.controls)
+    assert handler_b.joins == [("c", info)] and handler_b.leaves == [("c", info)]
+    await handler_a.wait(lambda: handler_a.controls)  # the sender too
+    assert handler_a.joins == [] and handler_b.controls == [{"op": "x", "user": "alice"}]
+
+
+# --- presence -----------------------------------------------------------------------
+
+
+async def test_presence_add_remove_and_stats(engines):
+    engine, _ = await engines()
+    alice = ClientInfo("c1", "alice", b'{"name":"A"}', b'{"chan":1}')
+    alice2 = ClientInfo("c2", "alice")
+    bob = ClientInfo("c3", "bob")
+    for info in (alice, alice2, bob):
+        await engine.add_presence("room", info, 30)
+    assert await engine.presence("room") == {"c1": alice, "c2": alice2, "c3": bob}
+    assert await engine.presence_stats("room") == (3, 2)
+    await engine.remove_presence("room", "c2")
+    await engine.remove_presence("room", "c3")
+    assert await engine.presence("room") == {"c1": alice}
+    assert await engine.presence_stats("room") == (1, 1)
+    assert await engine.presence("empty") == {}
+
+
+async def test_presence_entry_not_refreshed_lapses(engines):
+    engine, _ = await engines()
+    await engine.add_presence("room", ClientInfo("stays", "alice"), 30)
+    added = time.monotonic()
+    await engine.add_presence("room", ClientInfo("lapses", "bob"), 1)
+    assert set(await engine.presence("room")) == {"stays", "lapses"}
+
+    async def lapsed() -> bool:
+        return set(await engine.presence("room")) == {"stays"}
+
+    await wait_until(lapsed, 3, "an unrefreshed presence entry lapses after presence_ttl")
+    assert time.monotonic() - added >= 0.9  # not before its time
+
+
+async def test_heartbeat_refreshes_presence_of_a_live_node(engines):
+    engine, handler = await engines(presence_ttl=1.0, node_heartbeat=0.1)
+    info = ClientInfo("c1", "alice")
+    handler.presence = [("room", info)]
+    await engine.add_presence("room", info, 1.0)
+    started = time.monotonic()
+
+    async def still_there_after_2s() -> bool:
+        assert await engine.presence("room") == {"c1": info}, "a live node's entry lapsed"
+        return time.monotonic() - started > 2.0
+
+    await wait_until(still_there_after_2s, 4, "presence is refreshed by the heartbeat")
+
+
+# --- users and nodes ----------------------------------------------------------------
+
+
+def crash(engine: RedisEngine) -> None:
+    """Stop an engine as SIGKILL would: no heartbeat, no PUB/SUB, no goodbye to Redis."""
+    assert engine._heartbeat is not None
+    engine._heartbeat.cancel()
+    for shard in engine.shards:
+        if shard.reader is not None:
+            shard.reader.cancel()
+    engine._handler = None
+
+
+async def test_user_status_across_two_nodes_and_last_seen_after_a_node_lapses(engines):
+    engine_a, handler_a = await engines("node-a")
+    engine_b, handler_b = await engines("node-b")
+    assert await engine_a.user_status(["alice"]) == {"alice": (False, None)}
+    handler_a.users = handler_b.users = ["alice"]
+    await engine_a.user_connected("alice")
+    await engine_b.user_connected("alice")
+    [(online, _)] = (await engine_b.user_status(["alice"])).values()
+    assert online
+    # alice leaves node A cleanly: still online through B
+    handler_a.users = []
+    await engine_a.user_disconnected("alice", time.time())
+    [(online, _)] = (await engine_a.user_status(["alice"])).values()
+    assert online
+    # node B dies: alice goes offline once B's entry lapses (node_ttl 1 s + heartbeat)
+    crash(engine_b)
+    crashed = time.time()
+
+    async def offline() -> bool:
+        return not (await engine_a.user_status(["alice"]))["alice"][0]
+
+    waited = await wait_until(offline, 3, "the user's status lapses with the dead node")
+    assert waited <= 1.0 + 0.2 + 0.3
+    [(_, last_seen)] = (await engine_a.user_status(["alice"])).values()
+    assert last_seen is not None and crashed - 0.2 - 0.3 <= last_seen <= crashed + 0.1
+
+
+async def test_last_seen_after_a_clean_disconnect(engines):
+    engine, _ = await engines()
+    await engine.user_connected("bob")
+    when = time.time()
+    await engine.user_disconnected("bob", when)
+    assert (await engine.user_status(["bob"]))["bob"] == (False, pytest.approx(when))
+
+
+async def test_nodes_lists_live_nodes_and_drops_a_dead_one(engines):
+    engine_a, handler_a = await engines("node-a")
+    engine_b, _ = await engines("node-b")
+    this = handler_a.node_snapshot()["info"]
+    assert [n["uid"] for n in await engine_a.nodes(this)] == ["node-a", "node-b"]
+    crash(engine_b)
+
+    async def dropped() -> bool:
+        return [n["uid"] for n in await engine_a.nodes(this)] == ["node-a"]
+
+    waited = await wait_until(dropped, 3, "a node that stops heartbeating drops out")
+    assert waited <= 1.0 + 0.2 + 0.3
+
+
+# --- sharding -----------------------------------------------------------------------
+
+
+@pytest.fixture
+async def second_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
+    directory = tmp_path / "redis2"
+    directory.mkdir()
+    server = RedisProcess(directory)
+    await server.start()
+    yield server
+    server.kill()
+
+
+async def test_channels_are_sharded_over_two_redis_servers(
+    engines, second_redis, local_redis, redis_prefix
+):
+    urls = [REDIS_URL, second_redis.url]
+    engine_a, handler_a = await engines("node-a", redis_url=urls)
+    engine_b, _ = await engines("node-b", redis_url=urls)
+    channels = [f"ch{n}" for n in range(16)]
+    # the hash is stable: both nodes, and this test, agree where each channel lives
+    expected = {ch: zlib.crc32(ch.encode()) % 2 for ch in channels}
+    assert {ch: engine_b.shards.index(engine_b.shard(ch)) for ch in channels} == expected
+    assert set(expected.values()) == {0, 1}
+    for ch in channels:
+        await engine_a.subscribe(ch)
+    for n in range(3):
+        for ch in channels:
+            await publish(engine_b, ch, n)
+    await handler_a.wait(lambda: len(handler_a.pubs) >= 3 * len(channels))
+    for ch in channels:
+        assert [p.offset for p in handler_a.of(ch)] == [1, 2, 3]
+        assert [p.offset for p in (await engine_a.history(ch)).publications] == [1, 2, 3]
+    second = second_redis.client()
+    try:
+        on_first = {
+            key.decode().rsplit(":", 1)[1]
+            async for key in local_redis.scan_iter(match=f"{redis_prefix}:stream:*")
+        }
+        on_second = {
+            key.decode().rsplit(":", 1)[1]
+            async for key in second.scan_iter(match=f"{redis_prefix}:stream:*")
+        }
+        [*numsub] = await second.pubsub_numsub(*(f"{redis_prefix}:ch:{ch}" for ch in channels))
+    finally:
+        await second.aclose()
+    assert on_first == {ch for ch, shard in expected.items() if shard == 0}
+    assert on_second == {ch for ch, shard in expected.items() if shard == 1}
+    # node A listens on each server only for the channels that live there
+    assert [count for _, count in numsub] == [expected[ch] for ch in channels]
