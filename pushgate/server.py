@@ -95,6 +95,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
             log.warning("no token key configured: every connection will be refused")
         await hub.start()
         polling.start()
+        hub.control_handlers["emulation"] = app[SESSIONS].forwarded
         log.info(
             "pushgate %s node %s started (engine %s)", hub.version, hub.node_name, hub.engine.name
         )

@@ -6,6 +6,7 @@ node_ttl 2 s); clients are centrifuge-python over real sockets.
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from pushgate.engine.redis_engine import RedisEngine
@@ -183,3 +184,35 @@ async def test_nodes_listen_only_to_channels_they_have_subscribers_for(
         await wait_until(released, 5, "node A unsubscribes from Redis with its last subscriber")
     finally:
         await redis.aclose()
+
+
+async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, redis_config):
+    """Behind a balancer, /emulation may reach a node that does not hold the session."""
+    import json
+
+    import orjson
+
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    connect = orjson.dumps({"id": 1, "connect": {"token": node_a.token("alice")}})
+    stream = await node_a.session.post(node_a.url + "/connection/http_stream", data=connect)
+    reply = orjson.loads(await stream.content.readline())["connect"]
+    assert reply["node"] == node_a.hub.node_id
+    command = {"id": 2, "subscribe": {"channel": "board:fwd"}}
+    body = {"session": reply["session"], "node": reply["node"], "data": json.dumps(command)}
+    async with node_b.session.post(node_b.url + "/emulation", json=body) as response:
+        assert response.status == 204
+    async with asyncio.timeout(5):
+        while True:
+            message = orjson.loads(await stream.content.readline())
+            if message.get("id") == 2:
+                break
+    assert "error" not in message and message["subscribe"]["recoverable"] is True
+    await node_b.publish("board:fwd", "through b")
+    async with asyncio.timeout(5):
+        while True:
+            message = orjson.loads(await stream.content.readline())
+            if "pub" in message.get("push", {}):
+                break
+    assert message["push"]["pub"]["data"] == "through b"
+    stream.close()

@@ -21,6 +21,7 @@ import socket
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -80,6 +81,8 @@ class Hub:
         self._ticker: asyncio.Task | None = None
         # connections that have not sent connect yet → when they opened
         self._pending: dict[Client, float] = {}
+        #: node-addressed control messages a transport handles (op → handler)
+        self.control_handlers: dict[str, Callable[[dict], None]] = {}
         self.disconnects: Counter[int] = Counter()
         self.recoveries: Counter[str] = Counter()
 
@@ -103,6 +106,10 @@ class Hub:
             self._ticker = None
         for client in list(self.clients.values()):
             client.disconnect(disconnect)
+        # let the connections leave their channels (presence, leave, user status) while
+        # the engine is still there, then stop what is left
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.server.shutdown_timeout)
         for task in list(self._tasks):
             task.cancel()
         await self.engine.close()
@@ -153,7 +160,10 @@ class Hub:
         session.remove(client)
         if not session:
             del self.users[client.user]
-            await self.engine.user_disconnected(client.user, time.time())
+            try:
+                await self.engine.user_disconnected(client.user, time.time())
+            except Exception as exc:  # the user's entry lapses when heartbeats stop
+                log.warning("cannot tell the engine %s went offline: %s", client.user, exc)
 
     def user_connection_count(self, user: str) -> int:
         session = self.users.get(user)
@@ -309,8 +319,14 @@ class Hub:
                 sub.client.sink.push_leave(channel, info, cache)
 
     def handle_control(self, message: dict) -> None:
-        """An order for users' connections, sent through the engine to every node."""
+        """An order for users' connections, sent through the engine to every node; or a
+        message for one node that a transport registered a handler for."""
         op = message.get("op")
+        handler = self.control_handlers.get(op)  # type: ignore[arg-type]
+        if handler is not None:
+            if message.get("node") == self.node_id:
+                handler(message)
+            return
         session = self.users.get(message.get("user", ""))
         if session is None:
             return

@@ -31,13 +31,34 @@ class EmulatedConnection:
 
 
 class EmulationSessions:
-    """The emulated connections this node holds, by session id."""
+    """The emulated connections this node holds, by session id.
+
+    A command may reach another node than the one holding its session (several workers
+    or machines behind a balancer): that node forwards it through the engine, addressed
+    to the ``node`` the connect reply named, as Centrifugo does.
+    """
 
     def __init__(self) -> None:
         self.by_id: dict[str, EmulatedConnection] = {}
+        self._tasks: set[asyncio.Task] = set()
 
     def __len__(self) -> int:
         return len(self.by_id)
+
+    async def run(self, session_id: str, data: str) -> bool:
+        """Run commands for a session held here; False if it is not."""
+        connection = self.by_id.get(session_id)
+        if connection is None:
+            return False
+        async with connection.lock:
+            await connection.session.handle_frame(data)
+        return True
+
+    def forwarded(self, message: dict) -> None:
+        """A command another node received for a session of ours."""
+        task = asyncio.ensure_future(self.run(message["session"], message["data"]))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
 
 SESSIONS = web.AppKey("emulation_sessions", EmulationSessions)
@@ -106,12 +127,16 @@ async def emulation_handler(request: web.Request) -> web.Response:
     data = message.get("data")
     if not isinstance(data, str):
         return web.json_response({"error": "data must be the commands as JSON text"}, status=400)
-    connection = request.app[SESSIONS].by_id.get(message["session"])
-    if connection is None:
-        # 204 when the session was ours and has ended (its stream ended too); 404 when
-        # this node never had it, e.g. it was restarted: the client reconnects either way
-        node = message.get("node")
-        return web.Response(status=204 if node == hub.node_id else 404)
-    async with connection.lock:
-        await connection.session.handle_frame(data)
-    return web.Response(status=204)
+    if await request.app[SESSIONS].run(message["session"], data):
+        return web.Response(status=204)
+    node = message.get("node")
+    if node == hub.node_id:
+        # the session was ours and has ended (its stream ended too)
+        return web.Response(status=204)
+    if hub.engine.multi_node and isinstance(node, str) and node:
+        # held by another node of the cluster: forward it there
+        forward = {"op": "emulation", "node": node, "session": message["session"], "data": data}
+        await hub.control(forward)
+        return web.Response(status=204)
+    # a node we cannot reach (or restarted): the client reconnects
+    return web.Response(status=404)
