@@ -216,3 +216,14 @@ async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, 
                 break
     assert message["push"]["pub"]["data"] == "through b"
     stream.close()
+
+
+async def test_channels_api_counts_subscribers_on_every_node(redis_config, make_server, clients):
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    for node, user in ((node_a, "alice"), (node_b, "bob"), (node_b, "carol")):
+        client, _ = clients(node, user)
+        await client.connect()
+        await subscribed(client, "board:both")
+    reply = await node_a.api("channels", {"pattern": "board:*"})
+    assert reply["result"]["channels"] == {"board:both": {"num_clients": 3}}

@@ -204,7 +204,7 @@ async def history_remove(hub: Hub, params: dict) -> dict:
 
 
 async def channels(hub: Hub, params: dict) -> dict:
-    counts = hub.channel_counts(optional_str(params, "pattern"))
+    counts = await hub.cluster_channel_counts(optional_str(params, "pattern"))
     return {"channels": {ch: {"num_clients": n} for ch, n in counts.items()}}
 
 

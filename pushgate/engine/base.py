@@ -181,6 +181,15 @@ class Engine(ABC):
         """user → (online anywhere, last seen time or None if never seen)."""
 
     # --- cluster ------------------------------------------------------------------
+    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
+        """Ask every live node ``question`` (delivered as a control message with
+        ``op: "survey"``) and gather their answers, this node's ``local_answer`` first.
+        An engine of one node has nothing to ask."""
+        return [local_answer]
+
+    async def answer_survey(self, reply_to: str, answer: dict) -> None:  # noqa: B027
+        """Send this node's answer to a survey another node asked (none on one node)."""
+
     @abstractmethod
     async def nodes(self, this_node: dict) -> list[dict]:
         """Info of every live node; ``this_node`` is this process's own entry."""

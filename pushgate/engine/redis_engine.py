@@ -487,6 +487,40 @@ class RedisEngine(Engine):
         if self._beats % PRESENCE_REFRESH_EVERY == 0 and snapshot["presence"]:
             await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
 
+    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
+        others = [
+            n
+            for n in await self.nodes({"uid": self._node_id, "name": ""})
+            if n["uid"] != self._node_id
+        ]
+        answers = [local_answer]
+        if not others:
+            return answers
+        reply_to = f"{self.prefix}:survey:{secrets.token_hex(8)}"
+        client = self.shards[0].client
+        await self.publish_control(
+            {**question, "op": "survey", "reply_to": reply_to, "from": self._node_id}
+        )
+        deadline = time.monotonic() + timeout
+        try:
+            for _ in others:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                got = await client.blpop([reply_to], timeout=max(0.01, left))
+                if got is None:
+                    break  # a node that died since its last heartbeat does not answer
+                answers.append(orjson.loads(got[1]))
+        finally:
+            await client.delete(reply_to)
+        return answers
+
+    async def answer_survey(self, reply_to: str, answer: dict) -> None:
+        pipe = self.shards[0].client.pipeline(transaction=False)
+        pipe.rpush(reply_to, orjson.dumps(answer))
+        pipe.expire(reply_to, 30)
+        await pipe.execute()
+
     async def nodes(self, this_node: dict) -> list[dict]:
         now = time.time()
         raw = await self.shards[0].client.hgetall(f"{self.prefix}:nodes")

@@ -322,6 +322,10 @@ class Hub:
         """An order for users' connections, sent through the engine to every node; or a
         message for one node that a transport registered a handler for."""
         op = message.get("op")
+        if op == "survey":
+            if message.get("from") != self.node_id:
+                self.spawn(self._answer_survey(message))
+            return
         handler = self.control_handlers.get(op)  # type: ignore[arg-type]
         if handler is not None:
             if message.get("node") == self.node_id:
@@ -535,6 +539,24 @@ class Hub:
 
     async def info(self) -> list[dict]:
         return await self.engine.nodes(self.local_info())
+
+    async def _answer_survey(self, message: dict) -> None:
+        if message.get("question") == "channels":
+            answer: dict = {"channels": self.channel_counts(message.get("pattern"))}
+        else:
+            answer = {"error": f"unknown question {message.get('question')!r}"}
+        await self.engine.answer_survey(message["reply_to"], answer)
+
+    async def cluster_channel_counts(self, pattern: str | None = None) -> dict[str, int]:
+        """Channels with subscribers on any node → subscribers, summed over the cluster."""
+        answers = await self.engine.survey(
+            {"question": "channels", "pattern": pattern},
+            {"channels": self.channel_counts(pattern)},
+        )
+        total: Counter[str] = Counter()
+        for answer in answers:
+            total.update(answer.get("channels", {}))
+        return dict(total)
 
     def channel_counts(self, pattern: str | None = None) -> dict[str, int]:
         return {
