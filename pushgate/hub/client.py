@@ -68,6 +68,7 @@ class Client:
         "hub",
         "id",
         "name",
+        "ping_slot",
         "session",
         "sink",
         "subs",
@@ -88,6 +89,7 @@ class Client:
         self.closed = False
         self.expires_at = 0.0
         self.awaiting_pong = False
+        self.ping_slot = -1  # the hub's ping wheel bucket
         self.subs: dict[str, Subscription] = {}
 
     def __repr__(self) -> str:

@@ -138,7 +138,8 @@ class Hub:
     async def register(self, client: Client) -> None:
         self._pending.pop(client, None)
         self.clients[client.id] = client
-        self._wheel[self._ticks % len(self._wheel)].add(client)
+        client.ping_slot = self._ticks % len(self._wheel)
+        self._wheel[client.ping_slot].add(client)
         self.schedule_expiry(client)
         if not client.user:
             return
@@ -152,8 +153,8 @@ class Hub:
 
     async def unregister(self, client: Client) -> None:
         self.clients.pop(client.id, None)
-        for bucket in self._wheel:
-            bucket.discard(client)
+        if client.ping_slot >= 0:
+            self._wheel[client.ping_slot].discard(client)
         session = self.users.get(client.user)
         if session is None:
             return
