@@ -9,11 +9,14 @@ import socket
 from pathlib import Path
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
+from pushgate import metrics
 from pushgate.api.http import api_handler
 from pushgate.auth import TokenVerifier
 from pushgate.config import Config, ConfigError
 from pushgate.engine.base import Engine
+from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
@@ -34,6 +37,8 @@ from pushgate.transport.uni import (
 from pushgate.transport.websocket import websocket_handler
 
 log = logging.getLogger("pushgate.server")
+
+METRICS = web.AppKey("metrics", CollectorRegistry)
 
 #: pending connections the kernel may queue: bursts of reconnects must not be dropped
 BACKLOG = 4096
@@ -58,11 +63,29 @@ async def preflight_only(request: web.Request) -> web.Response:
 
 
 async def health(request: web.Request) -> web.Response:
+    """Alive: the process answers. For liveness probes."""
     return web.json_response({"status": "ok"})
 
 
+async def ready(request: web.Request) -> web.Response:
+    """Ready for traffic: the engine answers and the node is not shutting down."""
+    hub = request.app[HUB]
+    if hub.draining:
+        return web.json_response({"status": "draining"}, status=503)
+    try:
+        await hub.engine.ping()
+    except Exception as exc:
+        return web.json_response({"status": "engine unreachable", "error": str(exc)}, status=503)
+    return web.json_response({"status": "ready", "engine": hub.engine.name})
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body, content_type = metrics.render(request.app[METRICS])
+    return web.Response(body=body, headers={"Content-Type": content_type})
+
+
 def create_app(config: Config, engine: Engine | None = None) -> web.Application:
-    hub = Hub(config, engine or make_engine(config), TokenVerifier(config.token))
+    hub = Hub(config, MeasuredEngine(engine or make_engine(config)), TokenVerifier(config.token))
     app = web.Application(
         client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024),
         middlewares=[cors_middleware],
@@ -87,6 +110,9 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     routes.add_static("/static/", STATIC, show_index=False)
     routes.add_post("/api/{method}", api_handler)
     routes.add_get("/health", health)
+    routes.add_get("/ready", ready)
+    routes.add_get("/metrics", metrics_handler)
+    app[METRICS] = metrics.registry_for(hub)
 
     async def start_hub(app: web.Application) -> None:
         if not config.api.key and not config.api.insecure:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import time
 
 import orjson
 from aiohttp import web
 
+from pushgate import metrics
 from pushgate.api.methods import METHODS
 from pushgate.hub.errors import ERROR_INTERNAL, HubError
 from pushgate.hub.hub import Hub
@@ -80,6 +82,18 @@ async def batch(hub: Hub, params: dict) -> dict:
 
 
 async def api_handler(request: web.Request) -> web.Response:
+    started = time.perf_counter()
+    response = await _api(request)
+    method = request.match_info["method"]
+    known = method == "batch" or method in METHODS
+    label = method if known else "unknown"
+    result = "ok" if response.status == 200 and b'"error"' not in response.body[:10] else "error"
+    metrics.API_REQUESTS.labels(label, result).inc()
+    metrics.API_DURATION.labels(label).observe(time.perf_counter() - started)
+    return response
+
+
+async def _api(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     api = hub.config.api
     method = request.match_info["method"]

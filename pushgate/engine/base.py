@@ -181,6 +181,9 @@ class Engine(ABC):
         """user → (online anywhere, last seen time or None if never seen)."""
 
     # --- cluster ------------------------------------------------------------------
+    async def ping(self) -> None:  # noqa: B027 - nothing to reach for an in-process engine
+        """Raise if the engine's backing service cannot be reached."""
+
     async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
         """Ask every live node ``question`` (delivered as a control message with
         ``op: "survey"``) and gather their answers, this node's ``local_answer`` first.

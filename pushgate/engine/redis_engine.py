@@ -487,6 +487,10 @@ class RedisEngine(Engine):
         if self._beats % PRESENCE_REFRESH_EVERY == 0 and snapshot["presence"]:
             await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
 
+    async def ping(self) -> None:
+        for shard in self.shards:
+            await asyncio.wait_for(shard.client.ping(), 2.0)
+
     async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
         others = [
             n

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
-from pushgate import __version__
+from pushgate import __version__, metrics
 from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client, has_history
@@ -36,6 +36,7 @@ from pushgate.hub.errors import (
     DISCONNECT_INSUFFICIENT_STATE,
     DISCONNECT_NO_PONG,
     DISCONNECT_SHUTDOWN,
+    DISCONNECT_SLOW,
     DISCONNECT_STALE,
     ERROR_LIMIT_EXCEEDED,
     ERROR_NOT_AVAILABLE,
@@ -81,6 +82,8 @@ class Hub:
         self._ticker: asyncio.Task | None = None
         # connections that have not sent connect yet → when they opened
         self._pending: dict[Client, float] = {}
+        #: set when the node stops taking work (shutdown): /ready answers 503
+        self.draining = False
         #: node-addressed control messages a transport handles (op → handler)
         self.control_handlers: dict[str, Callable[[dict], None]] = {}
         self.disconnects: Counter[int] = Counter()
@@ -101,6 +104,7 @@ class Hub:
         self._ticker = asyncio.create_task(self._run_ticker(), name="pushgate-hub-ticker")
 
     async def shutdown(self, disconnect: Disconnect = DISCONNECT_SHUTDOWN) -> None:
+        self.draining = True
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
@@ -245,6 +249,7 @@ class Hub:
                 return
         for sub in subs.values():
             sub.deliver(pub)
+        metrics.DELIVERIES.inc(len(subs))
 
     def _resubscribe_all(self, channel: str) -> None:
         """Subscribers may have missed publications: make them recover.
@@ -462,9 +467,14 @@ class Hub:
     # --- counters -----------------------------------------------------------------
     def count_disconnect(self, code: int) -> None:
         self.disconnects[code] += 1
+        metrics.DISCONNECTS.labels(str(code)).inc()
+        if code == DISCONNECT_SLOW.code:
+            metrics.SLOW_DROPS.inc()
 
     def count_recovery(self, recovered: bool) -> None:
-        self.recoveries["recovered" if recovered else "not_recovered"] += 1
+        outcome = "recovered" if recovered else "not_recovered"
+        self.recoveries[outcome] += 1
+        metrics.RECOVERIES.labels(outcome).inc()
 
     # --- server API ---------------------------------------------------------------
     async def publish(
@@ -480,6 +490,7 @@ class Hub:
         options = self.rules.options(channel)
         pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
         keep = has_history(options) and not skip_history
+        metrics.PUBLICATIONS.inc()
         return await self.engine.publish(
             channel,
             pub,

@@ -64,6 +64,9 @@ class Outbox:
     def frame(payload: bytes) -> bytes:
         return payload
 
+    def queued_bytes(self) -> int:
+        return self._size
+
     def write(self, data: bytes) -> None:
         if self.closed:
             return

@@ -94,6 +94,9 @@ class StreamWriter:
     def started(self) -> bool:
         return self._held is None and not self._done.done()
 
+    def queued_bytes(self) -> int:
+        return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
+
     def write(self, data: bytes) -> None:
         if self._held is not None:
             self._held.append(data)

@@ -61,6 +61,9 @@ class WebSocketWriter:
 
     frame = staticmethod(build_frame)
 
+    def queued_bytes(self) -> int:
+        return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
+
     def write(self, data: bytes) -> None:
         if self._closed:
             return

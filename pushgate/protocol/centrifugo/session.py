@@ -25,6 +25,7 @@ from pushgate.hub.errors import (
     Disconnect,
     HubError,
 )
+from pushgate.metrics import COMMANDS
 from pushgate.protocol.centrifugo import replies
 from pushgate.protocol.centrifugo.commands import (
     ChannelRequest,
@@ -66,6 +67,8 @@ def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
 
 
 class CentrifugoSession:
+    dialect = "centrifugo"
+
     __slots__ = ("_key", "client", "uni", "wants_pong", "writer")
 
     def __init__(self, hub: Hub, writer: FrameWriter, transport: str, *, uni: bool = False) -> None:
@@ -130,11 +133,15 @@ class CentrifugoSession:
             return
         try:
             await self._dispatch(command)
+            COMMANDS.labels(command.method, "ok").inc()
         except HubError as error:
+            COMMANDS.labels(command.method, "error").inc()
             self._write(replies.error_reply(command.id, error))
         except DisconnectError as exc:
+            COMMANDS.labels(command.method, "disconnect").inc()
             client.disconnect(exc.disconnect)
         except Exception:
+            COMMANDS.labels(command.method, "internal_error").inc()
             log.exception("command %s failed for client=%s", command.method, client.id)
             if command.method == "connect":
                 client.disconnect(DISCONNECT_SERVER_ERROR)

@@ -1,0 +1,58 @@
+"""An engine wrapper that times every operation and counts failures for /metrics."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import time
+from typing import Any
+
+from pushgate.metrics import ENGINE_DURATION, ENGINE_ERRORS
+
+MEASURED = {
+    "publish",
+    "publish_join",
+    "publish_leave",
+    "publish_control",
+    "subscribe",
+    "unsubscribe",
+    "history",
+    "remove_history",
+    "add_presence",
+    "remove_presence",
+    "presence",
+    "presence_stats",
+    "user_connected",
+    "user_disconnected",
+    "user_status",
+    "nodes",
+    "survey",
+}
+
+
+class MeasuredEngine:
+    """Forwards everything to ``engine``; its coroutine operations are timed."""
+
+    def __init__(self, engine: Any) -> None:
+        self._engine = engine
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._engine, name)
+        if name not in MEASURED or not inspect.iscoroutinefunction(attr):
+            return attr
+        histogram = ENGINE_DURATION.labels(name)
+        errors = ENGINE_ERRORS.labels(name)
+
+        @functools.wraps(attr)
+        async def measured(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await attr(*args, **kwargs)
+            except Exception:
+                errors.inc()
+                raise
+            finally:
+                histogram.observe(time.perf_counter() - started)
+
+        setattr(self, name, measured)  # built once per operation
+        return measured

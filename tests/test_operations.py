@@ -1,0 +1,104 @@
+"""What operators rely on: /metrics, /health, /ready."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import orjson
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.centrifuge_helpers import RedisProcess
+
+
+async def scrape(server) -> dict[tuple[str, tuple], float]:
+    async with server.session.get(server.url + "/metrics") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/plain")
+        text = await response.text()
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            samples[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return samples
+
+
+def value(samples, name: str, **labels: str) -> float:
+    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
+
+
+async def test_metrics_follow_connections_commands_and_deliveries(server):
+    before = await scrape(server)
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str(orjson.dumps({"id": 1, "connect": {"token": server.token("m")}}).decode())
+    await ws.receive(timeout=5)
+    await ws.send_str(orjson.dumps({"id": 2, "subscribe": {"channel": "board:m"}}).decode())
+    await ws.receive(timeout=5)
+    for n in range(3):
+        await server.publish("board:m", n)
+    received = 0
+    async with asyncio.timeout(5):
+        while received < 3:
+            message = await ws.receive()
+            received += message.data.count('"pub"')
+    await server.api("publish", {"channel": "nope:1", "data": 1})
+    after = await scrape(server)
+    assert value(after, "pushgate_connections", transport="websocket", dialect="centrifugo") == 1
+    assert value(after, "pushgate_subscriptions") == 1
+    assert value(after, "pushgate_users_online") == 1
+    grew = [
+        value(after, name, **labels) - value(before, name, **labels)
+        for name, labels in (
+            ("pushgate_commands_total", {"method": "subscribe", "result": "ok"}),
+            ("pushgate_deliveries_total", {}),
+            ("pushgate_publications_total", {}),
+            ("pushgate_api_requests_total", {"method": "publish", "result": "ok"}),
+            ("pushgate_api_requests_total", {"method": "publish", "result": "error"}),
+            ("pushgate_engine_operation_duration_seconds_count", {"operation": "publish"}),
+        )
+    ]
+    assert grew == [1, 3, 3, 3, 1, 3]
+    assert value(after, "process_resident_memory_bytes") > 0
+    await ws.close()
+
+
+async def test_disconnects_are_counted_by_code(server):
+    before = await scrape(server)
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str("{not json")
+    message = await ws.receive(timeout=5)
+    assert message.type == aiohttp.WSMsgType.CLOSE
+    after = await scrape(server)
+    code = {"code": "3501"}
+    assert (
+        value(after, "pushgate_disconnects_total", **code)
+        - value(before, "pushgate_disconnects_total", **code)
+        == 1
+    )
+
+
+async def test_health_and_ready(server):
+    async with server.session.get(server.url + "/health") as response:
+        assert (response.status, (await response.json())["status"]) == (200, "ok")
+    async with server.session.get(server.url + "/ready") as response:
+        assert response.status == 200
+        assert (await response.json()) == {"status": "ready", "engine": "memory"}
+    server.hub.draining = True
+    async with server.session.get(server.url + "/ready") as response:
+        assert response.status == 503
+    server.hub.draining = False
+
+
+async def test_ready_reports_an_unreachable_redis(make_server, server_config, tmp_path):
+    redis = RedisProcess(tmp_path)
+    await redis.start()
+    try:
+        server = await make_server(server_config(engine__type="redis", engine__redis_url=redis.url))
+        async with server.session.get(server.url + "/ready") as response:
+            assert response.status == 200
+        redis.kill()
+        async with server.session.get(server.url + "/ready") as response:
+            assert response.status == 503
+            assert (await response.json())["status"] == "engine unreachable"
+    finally:
+        redis.kill()
