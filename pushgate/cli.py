@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
 
-from pushgate import __version__
+from pushgate import __version__, logs
 from pushgate.auth import mint_connection_token, mint_subscription_token
 from pushgate.config import Config, ConfigError, config_to_dict, load_config
 
@@ -72,10 +71,7 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args, SERVE_FLAGS)
-    logging.basicConfig(
-        level=config.server.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    logs.setup(config.server.log_level, config.server.log_format)
     if args.worker_index is not None:
         from pushgate.workers import run_worker
 

@@ -429,11 +429,14 @@ class Client:
         if self.closed:
             return
         log.info(
-            "disconnect client=%s user=%s code=%d reason=%s",
-            self.id,
-            self.user,
-            disconnect.code,
+            "disconnect: %s",
             disconnect.reason,
+            extra={
+                "client": self.id,
+                "user": self.user,
+                "code": disconnect.code,
+                "transport": self.transport,
+            },
         )
         self.hub.count_disconnect(disconnect.code)
         self.sink.close(disconnect)
