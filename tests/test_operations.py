@@ -102,3 +102,33 @@ async def test_ready_reports_an_unreachable_redis(make_server, server_config, tm
             assert (await response.json())["status"] == "engine unreachable"
     finally:
         redis.kill()
+
+
+def test_grafana_dashboard_only_uses_metrics_that_exist():
+    """The dashboard in docs/ cannot drift from the metrics the server exports."""
+    import json
+    import re
+    from pathlib import Path
+
+    from pushgate import metrics
+
+    dashboard = json.loads(
+        (Path(__file__).parent.parent / "docs/grafana-dashboard.json").read_text()
+    )
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in re.findall(r"\b(pushgate_[a-z_]+)", target["expr"])
+    }
+    source = Path(metrics.__file__).read_text()
+    exported = set(re.findall(r'"(pushgate_[a-z_]+)"', source))
+    suffixes = ("_total", "_bucket", "_count", "_sum")
+    unknown = {
+        name
+        for name in used
+        if name not in exported
+        and not any(name.endswith(s) and name[: -len(s)] in exported for s in suffixes)
+        and name.removesuffix("_total") not in exported
+    }
+    assert not unknown, unknown
