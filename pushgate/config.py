@@ -23,6 +23,8 @@ __all__ = [
     "ENV_ALLOWLIST",
     "ENV_PREFIX",
     "SECTIONS",
+    "AdminConfig",
+    "AmqpConfig",
     "ApiConfig",
     "ChannelConfig",
     "ChannelOptions",
@@ -33,7 +35,9 @@ __all__ = [
     "NamespaceConfig",
     "PollingConfig",
     "ServerConfig",
+    "StompConfig",
     "TokenConfig",
+    "XmppConfig",
     "config_to_dict",
     "env_var_name",
     "iter_options",
@@ -318,6 +322,166 @@ class PollingConfig:
     )
 
 
+_EXCHANGE_MAPPING = re.compile(r"[^\s/=]+(/[^\s=]*)?\s*=\s*\S+")
+
+
+def _check_exchange_mapping(value: str) -> str | None:
+    if _EXCHANGE_MAPPING.fullmatch(value.strip()):
+        return None
+    return (
+        f"invalid exchange mapping {value!r} (expected "
+        "'<exchange>/<routing-key pattern> = <channel template>', e.g. "
+        "'board.events/board.* = board:{1}')"
+    )
+
+
+def _check_amqp_url(value: str) -> str | None:
+    if value.startswith(("amqp://", "amqps://")):
+        return None
+    return f"invalid AMQP URL {value!r} (expected amqp:// or amqps://)"
+
+
+@dataclass(slots=True)
+class StompConfig:
+    """``[stomp]``: STOMP over WebSocket (``/stomp``, ``/ws``) and over plain TCP."""
+
+    tcp_port: int = _opt(
+        0, "Port of the plain TCP STOMP listener on server.host (0 = off).", lo=0, hi=65535
+    )
+    heartbeat_send: int = _opt(
+        10000,
+        "Heart-beat the server offers to send, in ms (CONNECTED heart-beat sx; 0 = none).",
+        lo=0,
+    )
+    heartbeat_receive: int = _opt(
+        10000,
+        "Heart-beat the server asks the client for, in ms (CONNECTED heart-beat sy; 0 = "
+        "none); a client silent for 1.5 times the agreed interval is disconnected.",
+        lo=0,
+    )
+    max_frame_bytes: int = _opt(65536, "Largest accepted incoming STOMP frame (bytes).", lo=64)
+    exchanges: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Exchange mappings '<exchange>/<routing-key pattern> = <channel template>' "
+            "('*' one word, '#' any words; {1}.. the matched words, {0} the whole key), "
+            "for /exchange/ destinations and AMQP ingress.",
+            item_check=_check_exchange_mapping,
+        ),
+    )
+
+
+@dataclass(slots=True)
+class AmqpConfig:
+    """``[amqp]``: ingress of publications from a RabbitMQ queue bound to an exchange."""
+
+    enabled: bool = _opt(False, "Consume publications from RabbitMQ.")
+    url: str = _opt(
+        "amqp://guest:guest@127.0.0.1:5672/",
+        "AMQP URL of the broker.",
+        secret=True,
+    )
+    exchange: str = _opt(
+        "amq.topic",
+        "Exchange the queue is bound to; routing keys map to channels by stomp.exchanges "
+        "(amq.topic: the routing key is the channel).",
+    )
+    exchange_type: str = _opt(
+        "topic",
+        "Type of the exchange when pushgate declares it (not for amq.* exchanges).",
+        choices=("topic", "direct", "fanout", "headers"),
+    )
+    queue: str = _opt("pushgate", "Durable queue pushgate declares and consumes from.")
+    bindings: list[str] = field(
+        default_factory=lambda: ["#"],
+        metadata=_meta("Routing-key patterns binding the queue to the exchange."),
+    )
+    prefetch: int = _opt(100, "Unacknowledged messages RabbitMQ may have in flight.", lo=1)
+    reconnect_delay: float = _opt(
+        1.0, "Pause before reconnecting after the broker went away (duration).", lo=0
+    )
+
+
+@dataclass(slots=True)
+class XmppConfig:
+    """``[xmpp]``: XMPP over BOSH (``/http-bind``, ``/bosh``) and over WebSocket
+    (``/xmpp-websocket``), for strophe.js and other XMPP clients."""
+
+    domain: str = _opt(
+        "localhost",
+        "XMPP domain: JIDs are <user>@<domain>/<resource>; a stream to another domain is "
+        "refused (host-unknown).",
+    )
+    muc_domain: str = _opt(
+        "", "Domain of room JIDs, room@<muc_domain> (empty = 'conference.' + domain)."
+    )
+    contacts_namespace: str = _opt(
+        "team",
+        "Users sharing a channel of this namespace (from the JWT channels claim) are "
+        "contacts and see each other's presence; it needs presence and join_leave "
+        "(empty = no contacts).",
+    )
+    rooms_namespace: str = _opt(
+        "room",
+        "Namespace of the channel a room JID maps to: room@<muc_domain> is "
+        "<rooms_namespace>:room (empty = no rooms).",
+    )
+    bosh_wait: float = _opt(
+        60.0,
+        "Longest a BOSH request is held before an empty answer (duration; a client "
+        "asking for less gets less).",
+        lo=1,
+    )
+    bosh_hold: int = _opt(
+        1, "Most BOSH requests held at once (a client asking for fewer gets fewer).", lo=0
+    )
+    bosh_requests: int = _opt(
+        2, "Most simultaneous BOSH requests: the rid window (at least bosh_hold + 1).", lo=1
+    )
+    bosh_inactivity: float = _opt(
+        30.0,
+        "A BOSH session with no request open for this long ends, and its presence with "
+        "it (duration).",
+        lo=1,
+    )
+    bosh_polling: float = _opt(
+        2.0,
+        "Shortest time between two empty BOSH requests of a client holding none "
+        "(duration); faster polling is a policy-violation.",
+        lo=0,
+    )
+    max_stanza_bytes: int = _opt(
+        65536,
+        "Largest BOSH body or XMPP WebSocket frame accepted (bytes); a larger one ends the "
+        "stream (policy-violation).",
+        lo=256,
+    )
+    max_depth: int = _opt(
+        32, "Deepest element nesting accepted in client XML (policy-violation beyond).", lo=4
+    )
+    resume_ttl: float = _opt(
+        3600.0,
+        "How long the last positions an XMPP user was handed are kept, so a login after "
+        "the session is gone resumes from channel history (duration; 0 = off).",
+        lo=0,
+    )
+
+
+@dataclass(slots=True)
+class AdminConfig:
+    """``[admin]``: the admin web page at ``/admin``."""
+
+    password: str = _opt(
+        "", "Password of the admin page (empty = the page is off).", secret=True
+    )
+    session_ttl: float = _opt(
+        43200.0, "How long an admin login lasts (duration).", lo=60
+    )
+    stats_interval: float = _opt(
+        2.0, "How often each node publishes its live numbers to the admin page (duration).", lo=0.2
+    )
+
+
 @dataclass(slots=True)
 class Config:
     """The whole configuration. ``namespace(name)`` looks up a ``[[namespace]]`` entry."""
@@ -328,6 +492,10 @@ class Config:
     engine: EngineConfig = field(default_factory=EngineConfig)
     client: ClientConfig = field(default_factory=ClientConfig)
     polling: PollingConfig = field(default_factory=PollingConfig)
+    admin: AdminConfig = field(default_factory=AdminConfig)
+    stomp: StompConfig = field(default_factory=StompConfig)
+    amqp: AmqpConfig = field(default_factory=AmqpConfig)
+    xmpp: XmppConfig = field(default_factory=XmppConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     namespaces: list[NamespaceConfig] = field(default_factory=list)
     _by_name: dict[str, NamespaceConfig] = field(
@@ -358,8 +526,12 @@ SECTIONS: dict[str, type] = {
     "token": TokenConfig,
     "api": ApiConfig,
     "polling": PollingConfig,
+    "admin": AdminConfig,
     "engine": EngineConfig,
     "client": ClientConfig,
+    "stomp": StompConfig,
+    "amqp": AmqpConfig,
+    "xmpp": XmppConfig,
     "channel": ChannelConfig,
 }
 _NAMESPACE_SECTION = "namespace"
@@ -660,6 +832,8 @@ def _validate(cfg: Config, builder: _Builder) -> None:
     _check_engine(cfg.engine, builder)
     _check_token(cfg.token, builder)
     _check_naming(cfg.channel, builder)
+    _check_amqp(cfg.amqp, builder)
+    _check_xmpp(cfg.xmpp, builder)
     _check_history(cfg.channel, "channel", builder)
     for index, namespace in enumerate(cfg.namespaces):
         if f"namespace[{index}]" not in builder.failed:
@@ -717,6 +891,26 @@ def _check_token(token: TokenConfig, builder: _Builder) -> None:
         value = getattr(token, key).strip()
         if value and _PEM_MARKER not in value and not os.path.isfile(value):
             _complain(builder, f"token.{key}", f"neither PEM text nor an existing file: {value!r}")
+
+
+def _check_amqp(amqp: AmqpConfig, builder: _Builder) -> None:
+    problem = _check_amqp_url(amqp.url)
+    if problem:
+        _complain(builder, "amqp.url", problem)
+    if amqp.enabled and not amqp.queue:
+        _complain(builder, "amqp.queue", "required when amqp.enabled is on", "amqp.enabled")
+
+
+def _check_xmpp(xmpp: XmppConfig, builder: _Builder) -> None:
+    if xmpp.bosh_requests <= xmpp.bosh_hold:
+        _complain(
+            builder,
+            "xmpp.bosh_requests",
+            "must be greater than xmpp.bosh_hold",
+            "xmpp.bosh_hold",
+        )
+    if not xmpp.domain or any(c in xmpp.domain for c in "@/ "):
+        _complain(builder, "xmpp.domain", f"not a domain: {xmpp.domain!r}")
 
 
 def _check_naming(channel: ChannelConfig, builder: _Builder) -> None:

@@ -29,16 +29,22 @@ from pushgate.transport.emulation import (
     sse_handler,
 )
 from pushgate.transport.polling import POLLING, PollingSessions, longpoll_handler, poll_handler
+from pushgate.transport.stomp_tcp import StompTcpListener
+from pushgate.transport.stomp_ws import STOMP, StompEndpoint, stomp_websocket_handler
 from pushgate.transport.uni import (
     uni_http_stream_handler,
     uni_sse_handler,
     uni_websocket_handler,
 )
 from pushgate.transport.websocket import websocket_handler
+from pushgate.web import admin
 
 log = logging.getLogger("pushgate.server")
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
+
+STOMP_TCP = web.AppKey("stomp_tcp", object)
+AMQP = web.AppKey("amqp", object)
 
 #: pending connections the kernel may queue: bursts of reconnects must not be dropped
 BACKLOG = 4096
@@ -105,10 +111,27 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     routes.add_post("/connection/uni_http_stream", uni_http_stream_handler)
     routes.add_post("/connection/longpoll", longpoll_handler)
     routes.add_post("/connection/poll", poll_handler)
+    stomp = app[STOMP] = StompEndpoint(hub)
+    routes.add_get("/stomp", stomp_websocket_handler)
+    routes.add_get("/ws", stomp_websocket_handler)
+    stomp_tcp = (
+        StompTcpListener(stomp, config.server.host, config.stomp.tcp_port)
+        if config.stomp.tcp_port
+        else None
+    )
+    app[STOMP_TCP] = stomp_tcp
+    ingress = None
+    if config.amqp.enabled:
+        from pushgate.api.amqp import AmqpIngress
+
+        ingress = AmqpIngress(hub, config.amqp, stomp.destinations)
+    app[AMQP] = ingress
     for path in ("/connection/{transport}", "/emulation"):
         routes.add_route("OPTIONS", path, preflight_only)
     routes.add_static("/static/", STATIC, show_index=False)
     routes.add_post("/api/{method}", api_handler)
+    admin.add_routes(app)
+    stats = admin.StatsPublisher(hub)
     routes.add_get("/health", health)
     routes.add_get("/ready", ready)
     routes.add_get("/metrics", metrics_handler)
@@ -121,15 +144,27 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
             log.warning("no token key configured: every connection will be refused")
         await hub.start()
         polling.start()
+        stats.start()
         hub.control_handlers["emulation"] = app[SESSIONS].forwarded
+        stomp.start()
+        if stomp_tcp is not None:
+            await stomp_tcp.start()
+        if ingress is not None:
+            ingress.start()
         log.info(
             "pushgate %s node %s started (engine %s)", hub.version, hub.node_name, hub.engine.name
         )
 
     async def stop_hub(app: web.Application) -> None:
+        if ingress is not None:
+            await ingress.stop()  # unacknowledged messages go back to the queue
+        if stomp_tcp is not None:
+            stomp_tcp.close()
         # disconnect everyone first (3001): waiting polling requests answer with it
+        await stats.stop()
         await hub.shutdown()
         await polling.stop()
+        await stomp.stop()
 
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)

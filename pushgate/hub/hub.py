@@ -82,6 +82,9 @@ class Hub:
         self._ticker: asyncio.Task | None = None
         # connections that have not sent connect yet → when they opened
         self._pending: dict[Client, float] = {}
+        #: publications accepted and deliveries written by this node (admin page rates)
+        self.published = 0
+        self.delivered = 0
         #: set when the node stops taking work (shutdown): /ready answers 503
         self.draining = False
         #: node-addressed control messages a transport handles (op → handler)
@@ -205,6 +208,22 @@ class Hub:
         if sub.options.join_leave:
             self.spawn(self.engine.publish_join(sub.channel, sub.client.chan_info_for(sub.channel)))
 
+    async def announce_presence(self, sub: Subscription, present: bool) -> None:
+        """Re-announce a live subscriber whose ``chan_info`` changed, or say it left while
+        staying subscribed (XMPP presence: a change of show, or unavailable)."""
+        channel = sub.channel
+        info = sub.client.chan_info_for(channel)
+        if sub.options.presence:
+            if present:
+                await self.engine.add_presence(channel, info, self.config.engine.presence_ttl)
+            else:
+                await self.engine.remove_presence(channel, sub.client.id)
+        if sub.active and sub.options.join_leave:
+            if present:
+                await self.engine.publish_join(channel, info)
+            else:
+                await self.engine.publish_leave(channel, info)
+
     async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)
@@ -250,6 +269,7 @@ class Hub:
         for sub in subs.values():
             sub.deliver(pub)
         metrics.DELIVERIES.inc(len(subs))
+        self.delivered += len(subs)
 
     def _resubscribe_all(self, channel: str) -> None:
         """Subscribers may have missed publications: make them recover.
@@ -491,6 +511,7 @@ class Hub:
         pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
         keep = has_history(options) and not skip_history
         metrics.PUBLICATIONS.inc()
+        self.published += 1
         return await self.engine.publish(
             channel,
             pub,
@@ -555,9 +576,32 @@ class Hub:
     async def _answer_survey(self, message: dict) -> None:
         if message.get("question") == "channels":
             answer: dict = {"channels": self.channel_counts(message.get("pattern"))}
+        elif message.get("question") == "connections":
+            answer = {"connections": self.user_connections(message.get("user", ""))}
         else:
             answer = {"error": f"unknown question {message.get('question')!r}"}
         await self.engine.answer_survey(message["reply_to"], answer)
+
+    def user_connections(self, user: str) -> list[dict]:
+        """This node's connections of ``user``: what the admin page lists."""
+        session = self.users.get(user)
+        if session is None:
+            return []
+        return [
+            {
+                "client": client.id,
+                "transport": client.transport,
+                "node": self.node_name,
+                "channels": sorted(client.subs),
+            }
+            for client in session.clients.values()
+        ]
+
+    async def cluster_user_connections(self, user: str) -> list[dict]:
+        answers = await self.engine.survey(
+            {"question": "connections", "user": user}, {"connections": self.user_connections(user)}
+        )
+        return [c for answer in answers for c in answer.get("connections", [])]
 
     async def cluster_channel_counts(self, pattern: str | None = None) -> dict[str, int]:
         """Channels with subscribers on any node → subscribers, summed over the cluster."""

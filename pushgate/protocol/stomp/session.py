@@ -1,0 +1,556 @@
+"""A STOMP session: the hub's sink for one connection, and the dispatcher of its frames.
+
+The transport feeds it bytes; the codec turns them into frames; each frame becomes a
+hub call (connect, subscribe, publish…) and the answer goes back as STOMP frames
+through a ``StompWriter``. Every bad frame gets an ERROR frame with a ``message``
+header, then the connection is closed, as STOMP 1.2 says.
+
+Encode once: a MESSAGE frame is ``MESSAGE\\n`` + the per-subscription headers
+(``subscription``, ``destination``; built once when the client subscribes) + the shared
+part (``message-id``, ``content-type``, ``content-length``, the stream position, the
+body; built once per publication and kept in ``Publication.cache``). A delivery writes
+those two ready-made byte strings side by side: nothing is encoded per subscriber.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+
+from pushgate.hub.client import DisconnectError
+from pushgate.hub.errors import (
+    DISCONNECT_BAD_REQUEST,
+    DISCONNECT_NO_PONG,
+    Disconnect,
+    HubError,
+)
+from pushgate.protocol.stomp.codec import (
+    Frame,
+    FrameError,
+    FrameParser,
+    encode_frame,
+    encode_headers,
+    negotiate_version,
+    parse_heartbeat,
+)
+from pushgate.protocol.stomp.destinations import DestinationError, Destinations
+
+if TYPE_CHECKING:
+    from pushgate.engine.base import ClientInfo, Publication
+    from pushgate.hub.hub import Hub
+    from pushgate.hub.results import SubscribeResult
+    from pushgate.protocol.stomp.heartbeat import HeartbeatWheel
+
+log = logging.getLogger("pushgate.stomp")
+
+DIALECT = "stomp"
+ACK_MODES = ("auto", "client", "client-individual")
+#: a peer's beat may be this late (times its interval, plus a wheel tick) before the
+#: connection is declared dead
+HEARTBEAT_TOLERANCE = 1.5
+#: a beat may go out this much before it is due (the wheel's granularity)
+SEND_EARLY = 0.5
+CONTENT_TYPE = "application/json"
+#: the close code of a connection the client ended with DISCONNECT
+NORMAL_CLOSE = 1000
+
+_message_ids = itertools.count(1)
+_ID_KEY = (DIALECT, "message-id")
+
+
+class StompWriter(Protocol):
+    """What a transport offers a STOMP session."""
+
+    @property
+    def closed(self) -> bool: ...
+
+    def send(self, frame: bytes) -> None:
+        """Queue one complete frame without blocking."""
+
+    def send_parts(self, head: bytes, tail: bytes) -> None:
+        """Queue one frame given as two pieces (shared bytes are not copied)."""
+
+    def send_heartbeat(self) -> None: ...
+
+    def close(self, code: int, reason: str) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class StompSettings:
+    #: how often the server can send heart-beats / wants them (ms; 0 = never)
+    heartbeat_send_ms: int = 10000
+    heartbeat_receive_ms: int = 10000
+    max_frame_bytes: int = 65536
+    server: str = "pushgate"
+
+
+class StompFailure(Exception):
+    """Answer the frame with ERROR and close."""
+
+    def __init__(self, message: str, detail: str = "", headers: dict | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.detail = detail
+        self.headers = headers or {}
+
+
+class _Sub:
+    __slots__ = ("ack", "channel", "destination", "id", "prefix")
+
+    def __init__(self, sub_id: str, destination: str, channel: str, ack: bool, version: str):
+        self.id = sub_id
+        self.destination = destination
+        self.channel = channel
+        self.ack = ack
+        self.prefix = b"MESSAGE\n" + encode_headers(
+            (("subscription", sub_id), ("destination", destination)), escaped=version != "1.0"
+        )
+
+
+def message_tail(pub: Publication, *, ack: bool, escaped: bool = True) -> bytes:
+    """The subscription-independent part of a MESSAGE frame for ``pub``."""
+    message_id = pub.cache.get(_ID_KEY)
+    if message_id is None:
+        message_id = f"{pub.epoch}-{pub.offset}" if pub.offset else f"n{next(_message_ids)}"
+        pub.cache[_ID_KEY] = message_id  # type: ignore[assignment]
+    headers = [("message-id", message_id)]
+    if ack:
+        headers.append(("ack", message_id))
+    headers.append(("content-type", CONTENT_TYPE))
+    headers.append(("content-length", str(len(pub.data))))
+    if pub.offset:
+        headers.append(("x-pushgate-offset", str(pub.offset)))
+        headers.append(("x-pushgate-epoch", pub.epoch))
+    return b"".join((encode_headers(headers, escaped=escaped), b"\n", pub.data, b"\x00"))
+
+
+def json_body(body: bytes, content_type: str = "") -> bytes | None:
+    """Publication data from a frame or message body: JSON as it is, other UTF-8 text as
+    a JSON string; None for binary that is neither."""
+    if not body:
+        return b"null" if not content_type.startswith("text/") else b'""'
+    if not content_type.startswith("text/"):
+        try:
+            orjson.loads(body)
+        except orjson.JSONDecodeError:
+            pass
+        else:
+            return body
+    try:
+        return orjson.dumps(body.decode())
+    except UnicodeDecodeError:
+        return None
+
+
+class StompSession:
+    __slots__ = (
+        "_closing",
+        "client",
+        "clock",
+        "default_version",
+        "destinations",
+        "hb_slot",
+        "last_rx",
+        "next_send",
+        "parser",
+        "recv_every",
+        "routes",
+        "send_every",
+        "settings",
+        "subs",
+        "transactions",
+        "version",
+        "wheel",
+        "writer",
+    )
+
+    #: STOMP has its own heart-beats: the hub's pings are not answered
+    wants_pong = False
+
+    def __init__(
+        self,
+        hub: Hub,
+        writer: StompWriter,
+        transport: str,
+        settings: StompSettings,
+        destinations: Destinations,
+        wheel: HeartbeatWheel | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.writer = writer
+        self.settings = settings
+        self.destinations = destinations
+        self.wheel = wheel
+        self.clock = clock
+        self.parser = FrameParser(max_frame_bytes=settings.max_frame_bytes)
+        self.version = "1.2"
+        #: the version a CONNECT without accept-version gets (a WebSocket subprotocol's)
+        self.default_version = "1.0"
+        #: STOMP subscription id → subscription
+        self.subs: dict[str, _Sub] = {}
+        #: channel → the STOMP subscriptions it delivers to (several ids may share one)
+        self.routes: dict[str, list[_Sub]] = {}
+        self.transactions: dict[str, list[Frame]] = {}
+        self.hb_slot: int | None = None
+        self.send_every = 0.0
+        self.recv_every = 0.0
+        self.next_send = 0.0
+        self.last_rx = clock()
+        self._closing = False
+        self.client = hub.new_client(self, transport)
+
+    # --- incoming -----------------------------------------------------------------
+    async def feed(self, data: bytes | str) -> None:
+        """Bytes from the peer: any part of one or more frames, or heart-beats."""
+        if isinstance(data, str):
+            data = data.encode()
+        self.last_rx = self.clock()
+        for item in self.parser.feed(data):
+            if self._closing or self.writer.closed or self.client.closed:
+                return
+            if isinstance(item, FrameError):
+                log.info("bad STOMP frame from client=%s: %s", self.client.id, item.message)
+                self._fail(item.message, item.detail, receipt=item.receipt)
+                return
+            await self.handle(item)
+
+    async def handle(self, frame: Frame) -> None:
+        client = self.client
+        try:
+            if not client.connected:
+                if frame.command not in ("CONNECT", "STOMP"):
+                    raise StompFailure("not connected", f"expected CONNECT, got {frame.command}")
+                await self._connect(frame)
+                return
+            await self._dispatch(frame)
+        except StompFailure as failure:
+            self._fail(failure.message, failure.detail, frame.get("receipt"), failure.headers)
+        except DestinationError as exc:
+            self._fail(exc.message, receipt=frame.get("receipt"))
+        except HubError as error:
+            self._fail(error.message, f"code {error.code}", frame.get("receipt"))
+        except DisconnectError as exc:
+            self._fail(exc.disconnect.reason, receipt=frame.get("receipt"))
+        except Exception:
+            log.exception("STOMP %s failed for client=%s", frame.command, client.id)
+            self._fail("internal server error", receipt=frame.get("receipt"))
+
+    async def _dispatch(self, frame: Frame) -> None:
+        command = frame.command
+        if command in ("CONNECT", "STOMP"):
+            raise StompFailure("already connected")
+        if command == "DISCONNECT":
+            self._receipt(frame)
+            self._closing = True
+            self.writer.close(NORMAL_CLOSE, "")
+            return
+        transaction = frame.get("transaction")
+        if transaction and command in ("SEND", "ACK", "NACK"):
+            pending = self.transactions.get(transaction)
+            if pending is None:
+                raise StompFailure("unknown transaction", transaction)
+            pending.append(frame)
+            self._receipt(frame)
+            return
+        if command == "SEND":
+            await self._send(frame)
+        elif command == "SUBSCRIBE":
+            await self._subscribe(frame)
+            return  # it writes its own receipt, before any recovered message
+        elif command == "UNSUBSCRIBE":
+            await self._unsubscribe(frame)
+        elif command in ("ACK", "NACK"):
+            self._ack(frame)
+        elif command == "BEGIN":
+            name = _required(frame, "transaction")
+            if name in self.transactions:
+                raise StompFailure("transaction already started", name)
+            self.transactions[name] = []
+        elif command == "COMMIT":
+            for pending in self.transactions.pop(_known_tx(self, frame), []):
+                pending.headers.pop("transaction", None)
+                pending.headers.pop("receipt", None)
+                await self._dispatch(pending)
+        elif command == "ABORT":
+            self.transactions.pop(_known_tx(self, frame))
+        self._receipt(frame)
+
+    async def _connect(self, frame: Frame) -> None:
+        client = self.client
+        version = negotiate_version(frame.get("accept-version") or self.default_version)
+        if version is None:
+            raise StompFailure(
+                "unsupported protocol version",
+                "Supported protocol versions are 1.0 1.1 1.2",
+                {"version": "1.0,1.1,1.2"},
+            )
+        self.version = self.parser.version = version
+        heartbeat = parse_heartbeat(frame.get("heart-beat", "0,0"))
+        if heartbeat is None:
+            raise StompFailure("invalid heart-beat header", frame.get("heart-beat"))
+        token = frame.get("passcode") or _bearer(
+            frame.get("Authorization") or frame.get("authorization")
+        )
+        await client.connect(token=token, name="stomp", version=version)
+        login = frame.get("login")
+        if login and login != client.user:
+            raise StompFailure("login does not match the token's subject")
+        settings = self.settings
+        cx, cy = heartbeat
+        sx, sy = settings.heartbeat_send_ms, settings.heartbeat_receive_ms
+        headers = {
+            "version": version,
+            "heart-beat": f"{sx},{sy}",
+            "session": client.id,
+            "server": settings.server,
+        }
+        if client.user:
+            headers["user-name"] = client.user
+        self.writer.send(encode_frame("CONNECTED", headers))
+        client.activate_all()
+        self.send_every = max(sx, cy) / 1000 if sx and cy else 0.0
+        self.recv_every = max(sy, cx) / 1000 if sy and cx else 0.0
+        if self.wheel is not None and (self.send_every or self.recv_every):
+            now = self.clock()
+            self.next_send = now + self.send_every
+            self.wheel.schedule(self, self._next_due(now))
+
+    async def _send(self, frame: Frame) -> None:
+        destination = _required(frame, "destination")
+        channel = self.destinations.channel_for(destination, self.client.user)
+        data = json_body(frame.body, frame.get("content-type"))
+        if data is None:
+            raise StompFailure("body must be JSON or UTF-8 text")
+        await self.client.publish(channel, data)
+
+    async def _subscribe(self, frame: Frame) -> None:
+        client = self.client
+        destination = _required(frame, "destination")
+        sub_id = frame.get("id") or (destination if self.version == "1.0" else "")
+        if not sub_id:
+            raise StompFailure("missing header", "SUBSCRIBE needs an id header")
+        if sub_id in self.subs:
+            raise StompFailure("subscription id already in use", sub_id)
+        ack = frame.get("ack", "auto")
+        if ack not in ACK_MODES:
+            raise StompFailure("invalid ack mode", ack)
+        channel = self.destinations.channel_for(destination, client.user)
+        since = frame.get("x-pushgate-since")
+        offset, epoch = 0, ""
+        if since:
+            epoch, _, offset_text = since.rpartition(":")
+            if not offset_text.isdigit():
+                raise StompFailure("invalid x-pushgate-since", "expected <epoch>:<offset>")
+            offset = int(offset_text)
+        sub = _Sub(sub_id, destination, channel, ack != "auto", self.version)
+        route = self.routes.get(channel)
+        if route is not None:
+            # the connection already receives this channel: one more id shares it
+            # (replacing the stand-in of a server-side subscription)
+            route[:] = [s for s in route if self.subs.get(s.id) is s]
+            route.append(sub)
+            self.subs[sub_id] = sub
+            self._receipt(frame)
+            return
+        hub_sub, result = await client.subscribe(
+            channel,
+            token=frame.get("x-pushgate-token"),
+            recover=bool(since),
+            offset=offset,
+            epoch=epoch,
+        )
+        self.subs[sub_id] = sub
+        self.routes[channel] = [sub]
+        extra = {}
+        if since:
+            extra["x-pushgate-recovered"] = "true" if result.recovered else "false"
+        if result.epoch:
+            extra["x-pushgate-epoch"] = result.epoch
+            extra["x-pushgate-offset"] = str(result.offset)
+        self._receipt(frame, extra)
+        for pub in result.publications:
+            self._deliver(sub, pub)
+        if since and not result.recovered:
+            self._unrecovered(sub, result)
+        client.activate(hub_sub)
+
+    def _unrecovered(self, sub: _Sub, result: SubscribeResult) -> None:
+        """Tell a subscriber that asked to recover that it could not: a MESSAGE with no
+        body and ``x-pushgate-recovered: false`` (never a silent gap)."""
+        headers = [("message-id", f"n{next(_message_ids)}"), ("x-pushgate-recovered", "false")]
+        if result.epoch:
+            headers.append(("x-pushgate-epoch", result.epoch))
+            headers.append(("x-pushgate-offset", str(result.offset)))
+        headers.append(("content-length", "0"))
+        tail = encode_headers(headers, escaped=self.version != "1.0") + b"\n\x00"
+        self.writer.send_parts(sub.prefix, tail)
+
+    async def _unsubscribe(self, frame: Frame) -> None:
+        sub_id = frame.get("id") or (frame.get("destination") if self.version == "1.0" else "")
+        if not sub_id:
+            raise StompFailure("missing header", "UNSUBSCRIBE needs an id header")
+        sub = self.subs.pop(sub_id, None)
+        if sub is None:
+            raise StompFailure("no such subscription", sub_id)
+        route = self.routes.get(sub.channel)
+        if route is None:
+            return
+        route.remove(sub)
+        if not route:
+            del self.routes[sub.channel]
+            await self.client.unsubscribe(sub.channel)
+
+    def _ack(self, frame: Frame) -> None:
+        """Acknowledgements are checked and accepted; pushgate does not hold deliveries
+        back for them (recovery uses stream offsets, not redelivery)."""
+        key = "id" if self.version == "1.2" else "message-id"
+        _required(frame, key)
+        if self.version == "1.1":
+            sub_id = _required(frame, "subscription")
+            if sub_id not in self.subs:
+                raise StompFailure("no such subscription", sub_id)
+
+    def _receipt(self, frame: Frame, extra: dict | None = None) -> None:
+        receipt = frame.get("receipt")
+        if receipt:
+            headers = {"receipt-id": receipt, **(extra or {})}
+            self.writer.send(encode_frame("RECEIPT", headers, version=self.version))
+
+    def _fail(
+        self, message: str, detail: str = "", receipt: str = "", headers: dict | None = None
+    ) -> None:
+        """ERROR, then close."""
+        if self._closing:
+            return
+        self._write_error(message, detail, receipt, headers)
+        self._closing = True
+        self.client.disconnect(Disconnect(DISCONNECT_BAD_REQUEST.code, message[:100]))
+
+    def _write_error(
+        self, message: str, detail: str = "", receipt: str = "", headers: dict | None = None
+    ) -> None:
+        error_headers = {"message": message, **(headers or {})}
+        if receipt:
+            error_headers["receipt-id"] = receipt
+        error_headers["content-type"] = "text/plain"
+        body = (detail or message).encode()
+        self.writer.send(encode_frame("ERROR", error_headers, body, version=self.version))
+
+    async def closed(self) -> None:
+        """The transport is gone."""
+        if self.wheel is not None:
+            self.wheel.remove(self)
+        self._closing = True
+        await self.client.closed_by_transport()
+
+    # --- heart-beats (driven by the shared wheel) ---------------------------------
+    def _next_due(self, now: float) -> float:
+        due = []
+        if self.send_every:
+            due.append(self.next_send)
+        if self.recv_every:
+            due.append(self.last_rx + self.recv_every * HEARTBEAT_TOLERANCE)
+        return min(due) if due else now + 60.0
+
+    def heartbeat(self, now: float) -> float | None:
+        if self._closing or self.client.closed or self.writer.closed:
+            return None
+        if self.recv_every and now - self.last_rx > self.recv_every * HEARTBEAT_TOLERANCE:
+            log.info("client=%s: no STOMP heart-beat for %.1fs", self.client.id, now - self.last_rx)
+            self._write_error("heart-beat timeout", "no data received within the heart-beat")
+            self._closing = True
+            self.client.disconnect(DISCONNECT_NO_PONG)
+            return None
+        if self.send_every and now + SEND_EARLY >= self.next_send:
+            self.writer.send_heartbeat()
+            self.next_send = now + self.send_every
+        return self._next_due(now)
+
+    # --- ClientSink ---------------------------------------------------------------
+    def _deliver(self, sub: _Sub, pub: Publication) -> None:
+        key = (DIALECT, self.version != "1.0", sub.ack)
+        tail = pub.cache.get(key)
+        if tail is None:
+            tail = pub.cache[key] = message_tail(pub, ack=sub.ack, escaped=key[1])
+        self.writer.send_parts(sub.prefix, tail)
+
+    def push_publication(self, channel: str, pub: Publication) -> None:
+        route = self.routes.get(channel)
+        if route is None:
+            # a server-side subscription (token ``channels`` claim or the server API):
+            # delivered with the subscription id ``/topic/<channel>``; stomp.js hands
+            # such messages to ``onUnhandledMessage``
+            destination = f"/topic/{channel}"
+            route = self.routes[channel] = [
+                _Sub(destination, destination, channel, False, self.version)
+            ]
+        for sub in route:
+            self._deliver(sub, pub)
+
+    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        """STOMP has no frame for presence changes."""
+
+    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        """STOMP has no frame for presence changes."""
+
+    def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
+        """A server-side subscription made by the API: its messages arrive on
+        subscription id ``/topic/<channel>`` (see push_publication)."""
+
+    def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        route = self.routes.pop(channel, None) or []
+        for sub in route:
+            self.subs.pop(sub.id, None)
+        if code >= 2500:
+            # the subscriber may have missed publications: it must resubscribe with
+            # ``x-pushgate-since``, and STOMP can only ask for that by closing
+            self._fail(f"subscription to {channel} lost: {reason}; resubscribe with recovery")
+        else:
+            log.info(
+                "client=%s unsubscribed from %s by the server: %s", self.client.id, channel, reason
+            )
+
+    def push_message(self, data: bytes) -> None:
+        log.debug("client=%s: STOMP has no place for an async message; dropped", self.client.id)
+
+    def push_refresh(self, expires: bool, ttl: int) -> None:
+        """STOMP clients cannot refresh: an expired token ends the connection."""
+
+    def send_ping(self) -> None:
+        """STOMP connections beat on the heart-beat wheel instead."""
+
+    def close(self, disconnect: Disconnect) -> None:
+        writer = self.writer
+        if self.wheel is not None:
+            self.wheel.remove(self)
+        if writer.closed:
+            return
+        if not self._closing:
+            self._closing = True
+            self._write_error(disconnect.reason, f"disconnected by the server ({disconnect.code})")
+        writer.close(disconnect.code, disconnect.reason)
+
+
+def _required(frame: Frame, name: str) -> str:
+    value = frame.get(name)
+    if not value:
+        raise StompFailure("missing header", f"{frame.command} needs a {name} header")
+    return value
+
+
+def _known_tx(session: StompSession, frame: Frame) -> str:
+    name = _required(frame, "transaction")
+    if name not in session.transactions:
+        raise StompFailure("unknown transaction", name)
+    return name
+
+
+def _bearer(value: str) -> str:
+    scheme, _, rest = value.partition(" ")
+    return rest.strip() if rest and scheme.lower() == "bearer" else value.strip()

@@ -1,0 +1,1 @@
+"""Web pages pushgate serves itself: the admin page."""
