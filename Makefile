@@ -35,6 +35,7 @@ run: $(INSTALLED)
 # docs/img/*.png for the README: the demo in chromium, desktop and phone sizes.
 screenshots: $(INSTALLED) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m demo.screenshots docs/img
+	PUSHGATE_SCREENSHOTS=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest -q tests/test_browser_admin.py
 
 test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
@@ -47,8 +48,10 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix pushgate tests bench
 	$(VENV)/bin/ruff format pushgate
 
+# every scenario of bench/run.py (ARGS="fanout --sizes 10000" for a subset); needs .[bench]
 bench: $(INSTALLED)
-	$(PY) -m bench.run
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench.run $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache
