@@ -11,7 +11,7 @@ Redis's CPU seconds and the load client's, and publish → receive p50 / p99 und
 burst.
 
 Across nodes. Two single-worker nodes, A and B, on separate ports and one Redis prefix.
-L subscribers (``--latency-subscribers``, 100) connect to B. The API of A publishes
+L subscribers (``--cluster-latency-subscribers``, 100) connect to B. The API of A publishes
 ``--latency-messages`` (200) at ``--latency-rate`` (100/s), each carrying its send time:
 the publication goes A → Redis (Lua script + PUB/SUB) → B → subscriber. The same is done
 through B's own API for comparison (with the redis engine that path crosses Redis too).
@@ -49,6 +49,7 @@ from bench.run import (
     free_port,
     percentile,
     proc_cpu,
+    verify,
 )
 
 CHANNEL = "bench:fanout"
@@ -204,7 +205,14 @@ async def throughput_round(
     subscribers: int,
     messages: int,
 ) -> dict:
-    client.send({"cmd": "expect", "count": subscribers * messages, "timeout": 120})
+    client.send(
+        {
+            "cmd": "expect",
+            "count": subscribers * messages,
+            "per_connection": messages,
+            "timeout": 120,
+        }
+    )
     assert (await read(client))["phase"] == "expecting"
     cpu0, redis0 = cluster.cpu(), redis.cpu()
     started = time.time()
@@ -216,6 +224,8 @@ async def throughput_round(
     deliveries = report["received"]
     return {
         "complete": report["complete"],
+        # every subscriber got every publication, in offset order (bench.run.verify)
+        "verified": verify("cluster", f"workers={cluster.workers}", report, subscribers * messages),
         "deliveries": deliveries,
         "seconds": elapsed,
         "deliveries_per_second": deliveries / elapsed,
@@ -311,7 +321,9 @@ async def drained(session: aiohttp.ClientSession, cluster: Cluster, timeout: flo
 
 def median(samples: list[dict]) -> dict:
     return {
-        key: statistics.median(s[key] for s in samples) for key in samples[0] if key != "complete"
+        key: statistics.median(s[key] for s in samples)
+        for key in samples[0]
+        if key not in ("complete", "verified")
     }
 
 
@@ -444,7 +456,7 @@ def run(args) -> None:
         )
     latency = asyncio.run(
         across_nodes(
-            args.latency_subscribers,
+            args.cluster_latency_subscribers,
             args.latency_messages,
             args.latency_rate,
             args.rounds,

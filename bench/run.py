@@ -1,16 +1,28 @@
-"""`make bench`: start a pushgate server, load it from another process, report figures.
+"""`make bench`: start a server, load it from another process, report figures.
 
-Scenario ``fanout``: N subscribers (1k, 10k) of one channel with presence and history
-on, Centrifugo protocol over WebSocket; the API publishes M messages and the load
-client counts deliveries. Reported: deliveries per second, deliveries per server
-CPU-second, the load client's own CPU (it must not be the bottleneck) and publish →
-receive latency percentiles. Scenario ``transports`` (bench/transports.py): latency and
-server CPU per delivery through each of the eight transports. Server and client are
-pinned to different cores when the machine has two. Scenario ``cluster``
-(bench/cluster.py): the redis engine with 1 and 2 workers (deliveries per second) and
-publish → receive latency across two nodes; nothing pinned unless asked. Each figure is
-the median of several rounds. Everything runs on 127.0.0.1 and every loop is bounded in
-count and time. ``python -m bench.run`` runs every scenario; name some to run only them.
+Scenarios (``python -m bench.run [names…]``; all of them when none is named):
+
+- ``baseline``: the Python limit: bench/baseline.py, a raw asyncio server writing one
+  pre-built frame to every socket, fanned out to N subscribers by the same load client.
+- ``fanout``: N subscribers (1k, 10k) of one channel, presence and history on,
+  Centrifugo protocol over WebSocket; the API publishes M messages. Deliveries per
+  second and per server CPU-second, and the ratio to ``baseline`` measured in this run.
+- ``personal``: N clients, each on its own channel and on a group channel of 10; one
+  API batch wave publishes once to every channel. Deliveries/s, p50/p99.
+- ``idle``: RSS per idle connection with 2 subscriptions at 10k and 18k connections,
+  next to the baseline server's.
+- ``latency``: publish → receive p50/p99/p999 at 50% of the measured maximum rate.
+- ``api``: publications accepted per second by ``/api/publish`` and ``/api/batch``.
+- ``transports`` (bench/transports.py), ``cluster`` (bench/cluster.py).
+
+Every delivery scenario checks that each connection received every publication of
+every channel it is on, in offset order: a loss, duplicate or reordering fails the
+scenario (exit status 1). The load clients are separate processes written for speed
+(raw asyncio protocols on uvloop) and report their own CPU. Server and load client are
+pinned to different cores when the machine has two. Each figure is the median of
+``--rounds`` rounds; a progress bar runs on stderr. Results: bench/results/<name>.json
+and PNG plots (matplotlib, the ``bench`` extra). Everything runs on 127.0.0.1 and every
+loop is bounded in count and time.
 """
 
 from __future__ import annotations
@@ -19,7 +31,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,10 +39,9 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.common import RESULTS, ROOT, Progress, baseline_figure, medians, rss_kib, save
 from pushgate.auth import mint_connection_token
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SECRET = "bench-secret-0123456789abcdef0123456789"
 API_KEY = "bench-api-key"
 
@@ -50,6 +60,9 @@ history_ttl = "300s"
 force_recovery = true
 allow_subscribe_for_client = true
 """
+
+#: scenario name -> list of problems (loss, reorder, timeouts) seen in this run
+FAILURES: dict[str, list[str]] = {}
 
 
 def free_port() -> int:
@@ -73,13 +86,17 @@ def pin(cpu: int) -> list[str]:
 
 
 class Server:
-    def __init__(self, workdir: Path) -> None:
+    """pushgate (``kind="pushgate"``) or the raw baseline server, pinned to CPU 0."""
+
+    def __init__(self, workdir: Path, kind: str = "pushgate") -> None:
         self.port = free_port()
-        config = workdir / "bench.toml"
-        config.write_text(CONFIG)
-        self.process = subprocess.Popen(
-            [
-                *pin(0),
+        self.kind = kind
+        if kind == "baseline":
+            command = [sys.executable, "-m", "bench.baseline", "--port", str(self.port)]
+        else:
+            config = workdir / "bench.toml"
+            config.write_text(CONFIG)
+            command = [
                 sys.executable,
                 "-m",
                 "pushgate",
@@ -90,9 +107,12 @@ class Server:
                 str(self.port),
                 "--log-level",
                 "warning",
-            ],
-            cwd=ROOT,
-        )
+            ]
+        self.process = subprocess.Popen([*pin(0), *command], cwd=ROOT)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
 
     async def wait_ready(self, session: aiohttp.ClientSession) -> None:
         deadline = time.monotonic() + 20
@@ -105,6 +125,22 @@ class Server:
                 await asyncio.sleep(0.1)
         raise RuntimeError("server did not start")
 
+    async def publish(self, session: aiohttp.ClientSession, channel: str) -> None:
+        url = f"http://127.0.0.1:{self.port}/api/publish"
+        body = {"channel": channel, "data": {"t": time.time()}}
+        async with session.post(url, json=body, headers={"X-API-Key": API_KEY}) as response:
+            assert response.status == 200, response.status
+
+    async def batch(self, session: aiohttp.ClientSession, channels: list[str]) -> None:
+        url = f"http://127.0.0.1:{self.port}/api/batch"
+        now = time.time()
+        commands = [{"publish": {"channel": c, "data": {"t": now}}} for c in channels]
+        async with session.post(
+            url, json={"commands": commands}, headers={"X-API-Key": API_KEY}
+        ) as response:
+            assert response.status == 200, response.status
+            assert b'"error"' not in await response.read()
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -114,6 +150,8 @@ class Server:
 
 
 class LoadClient:
+    """bench/wsload.py in its own process (pinned to ``cpu``): N WebSocket subscribers."""
+
     def __init__(
         self,
         port: int,
@@ -121,6 +159,8 @@ class LoadClient:
         channels: list[str],
         workdir: Path,
         cpu: int | None = 1,
+        sample_every: int | None = None,
+        group_size: int = 10,
     ) -> None:
         tokens = workdir / "tokens.txt"
         users = min(connections, 1000)
@@ -138,7 +178,11 @@ class LoadClient:
             str(connections),
             "--tokens",
             str(tokens),
+            "--group-size",
+            str(group_size),
         ]
+        if sample_every:
+            args += ["--sample-every", str(sample_every)]
         for channel in channels:
             args += ["--channel", channel]
         self.process = subprocess.Popen(
@@ -151,9 +195,23 @@ class LoadClient:
             raise RuntimeError("load client exited")
         return json.loads(line)
 
+    async def aread(self, timeout: float = 180.0) -> dict:
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(loop.run_in_executor(None, self.read), timeout)
+        except TimeoutError:
+            self.process.kill()  # unblocks the reading thread
+            raise RuntimeError("load client did not answer in time") from None
+
     def send(self, command: dict) -> None:
         self.process.stdin.write(json.dumps(command) + "\n")
         self.process.stdin.flush()
+
+    async def expect(self, count: int, per_connection: int | None, timeout: float = 120) -> None:
+        self.send(
+            {"cmd": "expect", "count": count, "per_connection": per_connection, "timeout": timeout}
+        )
+        assert (await self.aread())["phase"] == "expecting"
 
     def stop(self) -> None:
         try:
@@ -170,92 +228,551 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def fanout_round(
-    session: aiohttp.ClientSession, server: Server, client: LoadClient, n: int, messages: int
-) -> dict:
-    loop = asyncio.get_running_loop()
-    client.send({"cmd": "expect", "count": n * messages, "timeout": 120})
-    assert (await loop.run_in_executor(None, client.read))["phase"] == "expecting"
-    cpu0 = proc_cpu(server.process.pid)
-    started = time.time()
-    url = f"http://127.0.0.1:{server.port}/api/publish"
-    for _ in range(messages):
-        body = {"channel": "bench:fanout", "data": {"t": time.time()}}
-        async with session.post(url, json=body, headers={"X-API-Key": API_KEY}) as response:
-            assert response.status == 200
-    report = await loop.run_in_executor(None, client.read)
-    cpu1 = proc_cpu(server.process.pid)
+def verify(scenario: str, label: str, report: dict, expected: int) -> bool:
+    """Every connection got every publication, in order; a miss is recorded as a failure."""
+    problems = []
+    if not report["complete"] or report["received"] != expected:
+        problems.append(f"received {report['received']} of {expected}")
+    if report.get("order_errors"):
+        problems.append(
+            f"{report['order_errors']} out-of-order/duplicate/gap: {report['order_examples']}"
+        )
+    if report.get("short_connections"):
+        problems.append(
+            f"{report['short_connections']} connections short (per connection "
+            f"{report['per_connection_min']}..{report['per_connection_max']})"
+        )
+    for problem in problems:
+        FAILURES.setdefault(scenario, []).append(f"{label}: {problem}")
+        print(f"  FAILED {scenario} {label}: {problem}", file=sys.stderr)
+    return not problems
+
+
+def delivery_figures(report: dict, started: float, cpu: float) -> dict:
     elapsed = report["at"] - started
     deliveries = report["received"]
+    lat = report["latencies"]
     return {
-        "complete": report["complete"],
         "deliveries": deliveries,
         "seconds": elapsed,
         "deliveries_per_second": deliveries / elapsed,
-        "server_cpu_seconds": cpu1 - cpu0,
-        "deliveries_per_server_cpu_second": deliveries / max(cpu1 - cpu0, 1e-9),
+        "server_cpu_seconds": cpu,
+        "deliveries_per_server_cpu_second": deliveries / max(cpu, 1e-9),
         "client_cpu_seconds": report["client_cpu"],
-        "latency_p50_ms": percentile(report["latencies"], 0.5) * 1000,
-        "latency_p99_ms": percentile(report["latencies"], 0.99) * 1000,
+        "client_cpu_share": report["client_cpu"] / max(elapsed, 1e-9),
+        "latency_p50_ms": percentile(lat, 0.5) * 1000,
+        "latency_p99_ms": percentile(lat, 0.99) * 1000,
+        "latency_p999_ms": percentile(lat, 0.999) * 1000,
+        "latency_samples": len(lat),
     }
 
 
-async def fanout(sizes: list[int], messages: int, rounds: int) -> dict:
-    results = {}
+# --- fan-out (pushgate and the raw baseline) ----------------------------------------------
+
+
+async def fanout_round(
+    session: aiohttp.ClientSession, server: Server, client: LoadClient, n: int, messages: int
+) -> tuple[dict, dict]:
+    await client.expect(n * messages, messages)
+    cpu0 = proc_cpu(server.pid)
+    started = time.time()
+    for _ in range(messages):
+        await server.publish(session, "bench:fanout")
+    report = await client.aread()
+    return delivery_figures(report, started, proc_cpu(server.pid) - cpu0), report
+
+
+async def fanout_size(
+    kind: str, n: int, messages: int, rounds: int, progress: Progress, scenario: str
+) -> dict:
     async with aiohttp.ClientSession() as session:
-        for n in sizes:
-            with tempfile.TemporaryDirectory() as tmp:
-                server = Server(Path(tmp))
-                client = None
-                try:
-                    await server.wait_ready(session)
-                    client = LoadClient(server.port, n, ["bench:fanout"], Path(tmp))
-                    ready = await asyncio.get_running_loop().run_in_executor(None, client.read)
-                    print(f"fanout n={n}: {n} subscribers ready in {ready['seconds']:.1f}s")
-                    await fanout_round(session, server, client, n, max(1, messages // 10))
-                    samples = []
-                    for r in range(rounds):
-                        sample = await fanout_round(session, server, client, n, messages)
-                        samples.append(sample)
-                        print(
-                            f"  round {r + 1}/{rounds}: "
-                            f"{sample['deliveries_per_second']:,.0f} deliveries/s, "
-                            f"{sample['deliveries_per_server_cpu_second']:,.0f} per server "
-                            f"CPU-s, client CPU {sample['client_cpu_seconds']:.2f}s "
-                            f"/ {sample['seconds']:.2f}s"
-                        )
-                    results[str(n)] = {
-                        "subscribers": n,
-                        "messages_per_round": messages,
-                        "rounds": samples,
-                        "median": {
-                            key: statistics.median(s[key] for s in samples)
-                            for key in samples[0]
-                            if key != "complete"
-                        },
-                        "all_complete": all(s["complete"] for s in samples),
-                    }
-                finally:
-                    if client is not None:
-                        client.stop()
-                    server.stop()
-    return results
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp), kind)
+            client = None
+            try:
+                await server.wait_ready(session)
+                client = LoadClient(server.port, n, ["bench:fanout"], Path(tmp))
+                ready = await client.aread()
+                progress.show(f"{kind} n={n}: {n} subscribers ready in {ready['seconds']:.1f}s")
+                # warm-up round, verified too (its first publication sets each connection's start)
+                _, report = await fanout_round(session, server, client, n, max(1, messages // 10))
+                verify(scenario, f"{kind} n={n} warm-up", report, n * max(1, messages // 10))
+                samples = []
+                for r in range(rounds):
+                    sample, report = await fanout_round(session, server, client, n, messages)
+                    sample["verified"] = verify(
+                        scenario, f"{kind} n={n} round {r + 1}", report, n * messages
+                    )
+                    samples.append(sample)
+                    progress.step(
+                        f"{kind} n={n} round {r + 1}/{rounds}: "
+                        f"{sample['deliveries_per_server_cpu_second']:,.0f}/CPU-s"
+                    )
+                rss = rss_kib(server.pid)
+            finally:
+                if client is not None:
+                    client.stop()
+                server.stop()
+    return {
+        "server": kind,
+        "subscribers": n,
+        "messages_per_round": messages,
+        "server_rss_kib": rss,
+        "rounds": samples,
+        "median": medians(samples),
+        "all_verified": all(s["verified"] for s in samples),
+    }
+
+
+def _sizes(text: str) -> list[int]:
+    return [int(s) for s in text.split(",") if s]
+
+
+def fanout_messages(args, n: int) -> int:
+    """Publications per round: --messages, else enough for ~200k deliveries (at least 50)."""
+    return args.messages or max(50, 200_000 // n)
+
+
+def run_baseline(args) -> None:
+    sizes = _sizes(args.sizes)
+    progress = Progress("baseline", len(sizes) * args.rounds)
+    results = {
+        str(n): asyncio.run(
+            fanout_size("baseline", n, fanout_messages(args, n), args.rounds, progress, "baseline")
+        )
+        for n in sizes
+    }
+    progress.finish()
+    save("baseline", results, [_fanout_plot({"baseline (raw asyncio)": results}, sizes)])
+    for n, r in results.items():
+        m = r["median"]
+        print(
+            f"baseline n={n}: {m['deliveries_per_server_cpu_second']:,.0f} deliveries per "
+            f"server CPU-s, {m['deliveries_per_second']:,.0f}/s, "
+            f"client CPU {m['client_cpu_share']:.0%} of wall"
+        )
+
+
+def _fanout_plot(series: dict[str, dict], sizes: list[int]) -> dict:
+    return {
+        "title": "fan-out: deliveries per server CPU-second (median)",
+        "ylabel": "deliveries / CPU-s",
+        "labels": [f"{n:,} subscribers" for n in sizes],
+        "series": {
+            name: [res[str(n)]["median"]["deliveries_per_server_cpu_second"] for n in sizes]
+            for name, res in series.items()
+        },
+    }
 
 
 def run_fanout(args) -> None:
-    sizes = [int(s) for s in args.sizes.split(",")]
-    result = asyncio.run(fanout(sizes, args.messages or 50, args.rounds))
-    out = RESULTS / "fanout.json"
-    out.write_text(
-        json.dumps({"scenario": "fanout", "cpu_count": os.cpu_count(), "results": result}, indent=2)
+    from bench.common import THIS_RUN
+
+    sizes = _sizes(args.sizes)
+    need_baseline = [n for n in sizes if str(n) not in THIS_RUN.get("baseline", {})]
+    progress = Progress("fanout", (len(sizes) + len(need_baseline)) * args.rounds)
+    results = {}
+    base = dict(THIS_RUN.get("baseline", {}))
+    for n in sizes:
+        results[str(n)] = asyncio.run(
+            fanout_size("pushgate", n, fanout_messages(args, n), args.rounds, progress, "fanout")
+        )
+        if n in need_baseline:
+            base[str(n)] = asyncio.run(
+                fanout_size(
+                    "baseline", n, fanout_messages(args, n), args.rounds, progress, "fanout"
+                )
+            )
+    progress.finish()
+    for n, r in results.items():
+        raw = base[n]["median"]["deliveries_per_server_cpu_second"]
+        r["baseline_median"] = base[n]["median"]
+        r["ratio_to_baseline"] = r["median"]["deliveries_per_server_cpu_second"] / raw
+    if need_baseline:
+        save("baseline", base, [_fanout_plot({"baseline (raw asyncio)": base}, sizes)])
+    save(
+        "fanout",
+        results,
+        [_fanout_plot({"pushgate": results, "baseline (raw asyncio)": base}, sizes)],
     )
-    print(f"wrote {out.relative_to(ROOT)}")
-    for n, r in result.items():
+    for n, r in results.items():
         m = r["median"]
         print(
-            f"fanout n={n}: median {m['deliveries_per_second']:,.0f} deliveries/s, "
-            f"{m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s, "
-            f"p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms"
+            f"fanout n={n}: median {m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s "
+            f"({r['ratio_to_baseline']:.2f}x baseline), {m['deliveries_per_second']:,.0f}/s, "
+            f"p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms, "
+            f"client CPU {m['client_cpu_share']:.0%} of wall"
+        )
+
+
+# --- personal + group channels --------------------------------------------------------------
+
+
+async def personal_size(n: int, waves: int, rounds: int, progress: Progress) -> dict:
+    personal = [f"bench:u{i}" for i in range(n)]
+    groups = [f"bench:g{g}" for g in range((n + 9) // 10)]
+    channels = personal + groups
+    async with aiohttp.ClientSession() as session:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp))
+            client = None
+            try:
+                await server.wait_ready(session)
+                client = LoadClient(
+                    server.port, n, ["bench:u{i}", "bench:g{g}"], Path(tmp), group_size=10
+                )
+                ready = await client.aread()
+                progress.show(f"personal n={n}: ready in {ready['seconds']:.1f}s")
+
+                async def one(waves: int) -> tuple[dict, dict]:
+                    await client.expect(2 * n * waves, 2 * waves)
+                    cpu0 = proc_cpu(server.pid)
+                    started = time.time()
+                    for _ in range(waves):
+                        for i in range(0, len(channels), 500):
+                            await server.batch(session, channels[i : i + 500])
+                    report = await client.aread()
+                    return delivery_figures(report, started, proc_cpu(server.pid) - cpu0), report
+
+                _, report = await one(1)
+                verify("personal", f"n={n} warm-up", report, 2 * n)
+                samples = []
+                for r in range(rounds):
+                    sample, report = await one(waves)
+                    sample["publications"] = len(channels) * waves
+                    sample["verified"] = verify(
+                        "personal", f"n={n} round {r + 1}", report, 2 * n * waves
+                    )
+                    samples.append(sample)
+                    progress.step(
+                        f"n={n} round {r + 1}/{rounds}: {sample['deliveries_per_second']:,.0f}/s"
+                    )
+            finally:
+                if client is not None:
+                    client.stop()
+                server.stop()
+    result = {
+        "connections": n,
+        "channels": len(channels),
+        "waves_per_round": waves,
+        "rounds": samples,
+        "median": medians(samples),
+        "all_verified": all(s["verified"] for s in samples),
+    }
+    raw = baseline_figure(n)
+    if raw:
+        result["ratio_to_baseline_fanout"] = (
+            result["median"]["deliveries_per_server_cpu_second"] / raw
+        )
+    return result
+
+
+def run_personal(args) -> None:
+    sizes = _sizes(args.personal_sizes)
+    progress = Progress("personal", len(sizes) * args.rounds)
+    results = {
+        str(n): asyncio.run(personal_size(n, args.personal_waves, args.rounds, progress))
+        for n in sizes
+    }
+    progress.finish()
+    plots = [
+        {
+            "title": "personal + group channels: deliveries (median)",
+            "ylabel": "deliveries",
+            "labels": [f"{n:,} clients" for n in sizes],
+            "series": {
+                "per second": [results[str(n)]["median"]["deliveries_per_second"] for n in sizes],
+                "per server CPU-s": [
+                    results[str(n)]["median"]["deliveries_per_server_cpu_second"] for n in sizes
+                ],
+            },
+        }
+    ]
+    save("personal", results, plots)
+    for n, r in results.items():
+        m = r["median"]
+        ratio = r.get("ratio_to_baseline_fanout")
+        print(
+            f"personal n={n}: {m['deliveries_per_second']:,.0f} deliveries/s, "
+            f"{m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s"
+            + (f" ({ratio:.2f}x baseline fan-out)" if ratio else "")
+            + f", p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms"
+        )
+
+
+# --- idle connections -----------------------------------------------------------------------
+
+
+async def idle_size(kind: str, n: int, progress: Progress) -> dict:
+    async with aiohttp.ClientSession() as session:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp), kind)
+            client = None
+            try:
+                await server.wait_ready(session)
+                await asyncio.sleep(1.0)
+                before = rss_kib(server.pid)
+                client = LoadClient(
+                    server.port, n, ["bench:u{i}", "bench:g{g}"], Path(tmp), group_size=10
+                )
+                ready = await client.aread(timeout=300)
+                await asyncio.sleep(2.0)
+                samples = []
+                for _ in range(3):
+                    samples.append(rss_kib(server.pid))
+                    await asyncio.sleep(0.5)
+                after = sorted(samples)[1]
+                # then check the connections work: one publication on every channel
+                channels = [f"bench:u{i}" for i in range(n)] + [
+                    f"bench:g{g}" for g in range((n + 9) // 10)
+                ]
+                await client.expect(2 * n, 2)
+                for i in range(0, len(channels), 500):
+                    await server.batch(session, channels[i : i + 500])
+                verified = verify("idle", f"{kind} n={n}", await client.aread(), 2 * n)
+                progress.step(f"{kind} n={n}: {(after - before) / n:.2f} KiB/connection")
+            finally:
+                if client is not None:
+                    client.stop()
+                server.stop()
+    return {
+        "server": kind,
+        "connections": n,
+        "subscriptions_per_connection": 2,
+        "connect_seconds": ready["seconds"],
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / n,
+        "verified": verified,
+    }
+
+
+def run_idle(args) -> None:
+    sizes = _sizes(args.idle_sizes)
+    progress = Progress("idle", 2 * len(sizes))
+    results = {}
+    for n in sizes:
+        results[str(n)] = {
+            "pushgate": asyncio.run(idle_size("pushgate", n, progress)),
+            "baseline": asyncio.run(idle_size("baseline", n, progress)),
+        }
+        r = results[str(n)]
+        r["ratio_to_baseline"] = (
+            r["pushgate"]["kib_per_connection"] / r["baseline"]["kib_per_connection"]
+        )
+    progress.finish()
+    plots = [
+        {
+            "title": "RSS per idle connection, 2 subscriptions each (target: 10 KiB)",
+            "ylabel": "KiB per connection",
+            "labels": [f"{n:,} connections" for n in sizes],
+            "series": {
+                kind: [results[str(n)][kind]["kib_per_connection"] for n in sizes]
+                for kind in ("pushgate", "baseline")
+            },
+            "hline": 10,
+        }
+    ]
+    save("idle", results, plots)
+    for n, r in results.items():
+        print(
+            f"idle n={n}: pushgate {r['pushgate']['kib_per_connection']:.2f} KiB/connection, "
+            f"raw baseline {r['baseline']['kib_per_connection']:.2f} KiB"
+        )
+
+
+# --- latency at half the maximum rate -------------------------------------------------------
+
+
+async def latency_run(n: int, seconds: float, rounds: int, progress: Progress) -> dict:
+    async with aiohttp.ClientSession() as session:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp))
+            client = None
+            try:
+                await server.wait_ready(session)
+                client = LoadClient(
+                    server.port, n, ["bench:fanout"], Path(tmp), sample_every=max(1, n // 250)
+                )
+                await client.aread()
+                burst = 200
+                maxima = []
+                for r in range(2):
+                    sample, report = await fanout_round(session, server, client, n, burst)
+                    verify("latency", f"max-rate burst {r + 1}", report, n * burst)
+                    maxima.append(sample["deliveries_per_second"] / n)
+                max_rate = max(maxima)
+                rate = max_rate / 2
+                progress.step(f"max {max_rate:.0f} publications/s; pacing at {rate:.0f}/s")
+                count = max(1, int(rate * seconds))
+                samples = []
+                for r in range(rounds):
+                    await client.expect(n * count, count, timeout=seconds + 60)
+                    cpu0 = proc_cpu(server.pid)
+                    started = time.time()
+                    for k in range(count):
+                        delay = started + k / rate - time.time()
+                        if delay > 0:
+                            await asyncio.sleep(delay)
+                        await server.publish(session, "bench:fanout")
+                    report = await client.aread()
+                    sample = delivery_figures(report, started, proc_cpu(server.pid) - cpu0)
+                    sample["verified"] = verify("latency", f"round {r + 1}", report, n * count)
+                    samples.append(sample)
+                    progress.step(f"round {r + 1}/{rounds}: p99 {sample['latency_p99_ms']:.1f} ms")
+            finally:
+                if client is not None:
+                    client.stop()
+                server.stop()
+    return {
+        "subscribers": n,
+        "max_publications_per_second": max_rate,
+        "max_deliveries_per_second": max_rate * n,
+        "paced_publications_per_second": rate,
+        "publications_per_round": count,
+        "rounds": samples,
+        "median": medians(samples),
+        "all_verified": all(s["verified"] for s in samples),
+    }
+
+
+def run_latency(args) -> None:
+    progress = Progress("latency", 1 + args.rounds)
+    result = asyncio.run(
+        latency_run(args.latency_subscribers, args.latency_seconds, args.rounds, progress)
+    )
+    progress.finish()
+    m = result["median"]
+    plots = [
+        {
+            "title": (
+                f"publish → receive at 50% of max ({result['paced_publications_per_second']:.0f}"
+                f" pub/s x {result['subscribers']:,} subscribers); target p99 ≤ 20 ms"
+            ),
+            "ylabel": "ms",
+            "labels": ["p50", "p99", "p99.9"],
+            "series": {
+                "pushgate": [m["latency_p50_ms"], m["latency_p99_ms"], m["latency_p999_ms"]]
+            },
+            "hline": 20,
+        }
+    ]
+    save("latency", {str(args.latency_subscribers): result}, plots)
+    print(
+        f"latency n={result['subscribers']} at {result['paced_publications_per_second']:.0f} "
+        f"pub/s (max {result['max_publications_per_second']:.0f}): p50 {m['latency_p50_ms']:.2f}"
+        f" ms, p99 {m['latency_p99_ms']:.2f} ms, p99.9 {m['latency_p999_ms']:.2f} ms"
+    )
+
+
+# --- server API -----------------------------------------------------------------------------
+
+
+async def top_offset(session: aiohttp.ClientSession, port: int, channel: str) -> int:
+    url = f"http://127.0.0.1:{port}/api/history"
+    async with session.post(
+        url, json={"channel": channel, "limit": 0}, headers={"X-API-Key": API_KEY}
+    ) as response:
+        return (await response.json())["result"]["offset"]
+
+
+async def api_run(seconds: float, rounds: int, progress: Progress) -> dict:
+    results = {}
+    async with aiohttp.ClientSession() as session:
+        with tempfile.TemporaryDirectory() as tmp:
+            server = Server(Path(tmp))
+            try:
+                await server.wait_ready(session)
+                for mode in ("publish", "batch"):
+                    samples = []
+                    for r in range(rounds):
+                        offset0 = await top_offset(session, server.port, "bench:api")
+                        cpu0 = proc_cpu(server.pid)
+                        load = subprocess.run(
+                            [
+                                *pin(1),
+                                sys.executable,
+                                "-m",
+                                "bench.apiload",
+                                "--port",
+                                str(server.port),
+                                "--key",
+                                API_KEY,
+                                "--mode",
+                                mode,
+                                "--seconds",
+                                str(seconds),
+                            ],
+                            cwd=ROOT,
+                            capture_output=True,
+                            text=True,
+                            timeout=seconds + 60,
+                            check=True,
+                        )
+                        cpu = proc_cpu(server.pid) - cpu0
+                        report = json.loads(load.stdout.strip().splitlines()[-1])
+                        offset1 = await top_offset(session, server.port, "bench:api")
+                        stored = offset1 - offset0
+                        ok = report["failed"] == 0 and stored == report["accepted"]
+                        if not ok:
+                            FAILURES.setdefault("api", []).append(
+                                f"{mode} round {r + 1}: accepted {report['accepted']}, "
+                                f"stored {stored}, failed {report['failed']}"
+                            )
+                        samples.append(
+                            {
+                                "requests": report["requests"],
+                                "accepted": report["accepted"],
+                                "seconds": report["seconds"],
+                                "accepted_per_second": report["accepted"] / report["seconds"],
+                                "server_cpu_seconds": cpu,
+                                "accepted_per_server_cpu_second": report["accepted"]
+                                / max(cpu, 1e-9),
+                                "client_cpu_seconds": report["client_cpu"],
+                                "client_cpu_share": report["client_cpu"] / report["seconds"],
+                                "verified": ok,
+                            }
+                        )
+                        progress.step(
+                            f"{mode} round {r + 1}/{rounds}: "
+                            f"{samples[-1]['accepted_per_second']:,.0f}/s"
+                        )
+                    results[mode] = {
+                        "path": f"/api/{mode}",
+                        "publications_per_request": 1 if mode == "publish" else 100,
+                        "rounds": samples,
+                        "median": medians(samples),
+                        "all_verified": all(s["verified"] for s in samples),
+                    }
+            finally:
+                server.stop()
+    return results
+
+
+def run_api(args) -> None:
+    progress = Progress("api", 2 * args.rounds)
+    results = asyncio.run(api_run(args.api_seconds, args.rounds, progress))
+    progress.finish()
+    plots = [
+        {
+            "title": "server API: publications accepted (median; 8 keep-alive connections)",
+            "ylabel": "publications",
+            "labels": ["/api/publish", "/api/batch (100 per request)"],
+            "series": {
+                "per second": [results[m]["median"]["accepted_per_second"] for m in results],
+                "per server CPU-s": [
+                    results[m]["median"]["accepted_per_server_cpu_second"] for m in results
+                ],
+            },
+        }
+    ]
+    save("api", results, plots)
+    for mode, r in results.items():
+        m = r["median"]
+        print(
+            f"api /api/{mode}: {m['accepted_per_second']:,.0f} publications/s accepted, "
+            f"{m['accepted_per_server_cpu_second']:,.0f} per server CPU-s, "
+            f"load client CPU {m['client_cpu_share']:.0%} of wall"
         )
 
 
@@ -271,20 +788,44 @@ def run_cluster(args) -> None:
     run(args)
 
 
-SCENARIOS = {"fanout": run_fanout, "transports": run_transports, "cluster": run_cluster}
+SCENARIOS = {
+    "baseline": run_baseline,
+    "fanout": run_fanout,
+    "personal": run_personal,
+    "idle": run_idle,
+    "latency": run_latency,
+    "api": run_api,
+    "transports": run_transports,
+    "cluster": run_cluster,
+}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.run",
+        description=__doc__.split("\n\n")[0],
+        epilog="scenarios: " + ", ".join(SCENARIOS),
+    )
     parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--messages",
         type=int,
-        help="publications per round (fanout 50, transports 100, cluster 50)",
+        help="publications per round (fanout: ~200k deliveries; transports 100, cluster 50)",
     )
-    fanout_args = parser.add_argument_group("fanout")
-    fanout_args.add_argument("--sizes", default="1000,10000")
+    fanout_args = parser.add_argument_group("fanout and baseline")
+    fanout_args.add_argument("--sizes", default="1000,10000", help="subscriber counts")
+    personal_args = parser.add_argument_group("personal")
+    personal_args.add_argument("--personal-sizes", default="1000,10000")
+    personal_args.add_argument(
+        "--personal-waves", type=int, default=3, help="publications per channel per round"
+    )
+    idle_args = parser.add_argument_group("idle")
+    idle_args.add_argument("--idle-sizes", default="10000,18000")
+    latency_args = parser.add_argument_group("latency")
+    latency_args.add_argument("--latency-seconds", type=float, default=8.0)
+    api_args = parser.add_argument_group("api")
+    api_args.add_argument("--api-seconds", type=float, default=4.0)
     transport_args = parser.add_argument_group("transports")
     transport_args.add_argument(
         "--transports", default="", help="comma-separated subset (default: all eight)"
@@ -301,7 +842,13 @@ def main() -> None:
     cluster_args.add_argument(
         "--cluster-pin-client", action="store_true", help="pin the load client to the last CPU"
     )
-    cluster_args.add_argument("--latency-subscribers", type=int, default=100)
+    parser.add_argument(
+        "--latency-subscribers",
+        type=int,
+        default=1000,
+        help="subscribers for the latency scenario",
+    )
+    cluster_args.add_argument("--cluster-latency-subscribers", type=int, default=100)
     cluster_args.add_argument("--latency-messages", type=int, default=200)
     cluster_args.add_argument("--latency-rate", type=float, default=100.0, help="publications/s")
     cluster_args.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
@@ -310,8 +857,15 @@ def main() -> None:
     for scenario in args.scenarios:
         if scenario not in SCENARIOS:
             raise SystemExit(f"unknown scenario {scenario!r} (available: {', '.join(SCENARIOS)})")
+    started = time.monotonic()
     for scenario in args.scenarios:
         SCENARIOS[scenario](args)
+    print(f"bench: {', '.join(args.scenarios)} in {time.monotonic() - started:.0f}s")
+    if FAILURES:
+        for scenario, problems in FAILURES.items():
+            for problem in problems:
+                print(f"FAILED {scenario}: {problem}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -38,24 +38,54 @@ class Stats:
         self.sample_every = 1
         self.done = asyncio.Event()
         self.expected = 0
+        #: publications that arrived out of order, duplicated or after a gap
+        self.order_errors = 0
+        self.examples: list[str] = []
 
     def add(self, count: int) -> None:
         self.pubs += count
         if self.expected and self.pubs >= self.expected:
             self.done.set()
 
+    def disorder(self, index: int, channel: bytes, last: int, offset: int) -> None:
+        self.order_errors += 1
+        if len(self.examples) < 5:
+            self.examples.append(f"conn {index} {channel.decode()}: offset {offset} after {last}")
+
+
+PUSH = b'{"push":{"channel":"'
+
 
 class Subscriber(asyncio.Protocol):
-    __slots__ = ("buffer", "commands", "handshaken", "index", "ready", "stats", "transport")
+    __slots__ = (
+        "buffer",
+        "commands",
+        "count",
+        "handshaken",
+        "index",
+        "last",
+        "ready",
+        "ready_id",
+        "sampled",
+        "stats",
+        "transport",
+    )
 
     def __init__(self, stats: Stats, commands: list[bytes], ready: asyncio.Future, index: int):
         self.stats = stats
         self.commands = commands
         self.ready = ready
+        # ready once the last command (the last subscribe) is answered
+        self.ready_id = b'{"id":%d,' % len(commands)
         self.buffer = b""
         self.handshaken = False
         self.transport: asyncio.Transport | None = None
         self.index = index
+        self.sampled = index % stats.sample_every == 0
+        #: publications received since the last ``expect``
+        self.count = 0
+        #: channel -> last offset received: each publication must be the next one
+        self.last: dict[bytes, int] = {}
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -69,7 +99,7 @@ class Subscriber(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
-        buffer = self.buffer + data
+        buffer = self.buffer + data if self.buffer else data
         if not self.handshaken:
             end = buffer.find(b"\r\n\r\n")
             if end < 0:
@@ -84,6 +114,7 @@ class Subscriber(asyncio.Protocol):
         pubs = 0
         pos = 0
         size = len(buffer)
+        last = self.last
         while size - pos >= 2:
             length = buffer[pos + 1] & 0x7F
             head = 2
@@ -105,27 +136,36 @@ class Subscriber(asyncio.Protocol):
             pos = end
             if opcode == 0x8:
                 continue
-            if payload.startswith(b'{"push"'):
+            if payload.startswith(PUSH):
+                quote = payload.find(b'"', 20)
+                if payload[quote + 1 : quote + 8] != b',"pub":':
+                    continue  # join, leave, subscribe …: not a publication
                 pubs += 1
-                if (
-                    self.stats.sample_every
-                    and pubs == 1
-                    and self.index % self.stats.sample_every == 0
-                ):
+                channel = payload[20:quote]
+                at = payload.rfind(b'"offset":')
+                if at > 0:
+                    stop = payload.find(b"}", at)
+                    offset = int(payload[at + 9 : stop].split(b",", 1)[0])
+                    previous = last.get(channel)
+                    if previous is not None and offset != previous + 1:
+                        self.stats.disorder(self.index, channel, previous, offset)
+                    last[channel] = offset
+                if self.sampled:
                     at = payload.find(b'"t":')
                     if at > 0:
                         stop = payload.find(b"}", at)
-                        sent = float(payload[at + 4 : stop])
+                        sent = float(payload[at + 4 : stop].split(b",", 1)[0])
                         self.stats.latencies.append(time.time() - sent)
             elif payload == b"{}":
                 self.transport.write(masked(b"{}"))
-            elif not self.ready.done() and b'"id":2' in payload:
+            elif not self.ready.done() and payload.startswith(self.ready_id):
                 if b'"error"' in payload:
                     self.ready.set_exception(RuntimeError(payload.decode()))
                 else:
                     self.ready.set_result(None)
         self.buffer = buffer[pos:]
         if pubs:
+            self.count += pubs
             self.stats.add(pubs)
 
     def connection_lost(self, exc) -> None:
@@ -143,11 +183,15 @@ async def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--connections", type=int, required=True)
     parser.add_argument("--tokens", required=True, help="file with one token per line")
-    parser.add_argument("--channel", action="append", required=True)
+    parser.add_argument(
+        "--channel", action="append", required=True, help="{i}: connection index, {g}: its group"
+    )
+    parser.add_argument("--group-size", type=int, default=10)
+    parser.add_argument("--sample-every", type=int, help="latency of every n-th connection")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     stats = Stats()
-    stats.sample_every = max(1, args.connections // 200)
+    stats.sample_every = args.sample_every or max(1, args.connections // 200)
     tokens = Path(args.tokens).read_text().split()
     subscribers = []
     futures = []
@@ -158,7 +202,10 @@ async def main() -> None:
         for i in range(start, min(start + batch, args.connections)):
             token = tokens[i % len(tokens)]
             commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
-            channels = [c.replace("{i}", str(i)) for c in args.channel]
+            channels = [
+                c.replace("{i}", str(i)).replace("{g}", str(i // args.group_size))
+                for c in args.channel
+            ]
             commands += [
                 orjson.dumps({"id": 2 + n, "subscribe": {"channel": ch}})
                 for n, ch in enumerate(channels)
@@ -179,6 +226,10 @@ async def main() -> None:
             stats.expected = stats.pubs + command["count"]
             stats.latencies = []
             stats.done.clear()
+            stats.order_errors = 0
+            stats.examples = []
+            for proto in subscribers:
+                proto.count = 0
             cpu0 = cpu_seconds()
             print(orjson.dumps({"phase": "expecting"}).decode(), flush=True)
             try:
@@ -186,6 +237,8 @@ async def main() -> None:
                 complete = True
             except TimeoutError:
                 complete = False
+            counts = [proto.count for proto in subscribers]
+            per_connection = command.get("per_connection")
             print(
                 orjson.dumps(
                     {
@@ -195,6 +248,15 @@ async def main() -> None:
                         "at": time.time(),
                         "client_cpu": cpu_seconds() - cpu0,
                         "latencies": stats.latencies,
+                        "order_errors": stats.order_errors,
+                        "order_examples": stats.examples,
+                        "per_connection_min": min(counts),
+                        "per_connection_max": max(counts),
+                        "short_connections": (
+                            sum(1 for c in counts if c != per_connection)
+                            if per_connection is not None
+                            else None
+                        ),
                     }
                 ).decode(),
                 flush=True,

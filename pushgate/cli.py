@@ -8,6 +8,7 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 
 from pushgate import __version__, logs
 from pushgate.auth import mint_connection_token, mint_subscription_token
@@ -203,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--api-key", help="API key (default: api.key)")
     publish.set_defaults(func=cmd_publish)
 
+    bench = commands.add_parser(
+        "bench",
+        add_help=False,
+        help="run the benchmark (python -m bench.run; needs a source checkout, see --help)",
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.set_defaults(func=lambda args: cmd_bench(args.bench_args))
+
     check = commands.add_parser("check-config", help="validate and print a configuration")
     check.add_argument("file", nargs="?")
     check.add_argument("-o", "--option", action="append", default=[])
@@ -210,7 +219,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _bench_root() -> Path | None:
+    """The source checkout holding bench/run.py: next to this package, or the cwd."""
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "bench" / "run.py").is_file():
+            return root
+    return None
+
+
+def cmd_bench(bench_args: Sequence[str]) -> int:
+    """``pushgate bench …`` = ``python -m bench.run …`` in the source checkout."""
+    root = _bench_root()
+    if root is None:
+        print(
+            "pushgate bench: the benchmark (the bench/ package) is not part of the installed "
+            "package; run it from a source checkout of pushgate: `make bench` or "
+            "`pushgate bench --help` inside the checkout",
+            file=sys.stderr,
+        )
+        return 2
+    import subprocess
+
+    return subprocess.call([sys.executable, "-m", "bench.run", *bench_args], cwd=root)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # everything after it belongs to bench.run, --help included
+        return cmd_bench(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
