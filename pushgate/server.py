@@ -20,6 +20,7 @@ from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
 from pushgate.transport.cors import add_cors_headers, cors_middleware
 from pushgate.transport.emulation import (
     SESSIONS,
@@ -37,6 +38,7 @@ from pushgate.transport.uni import (
     uni_websocket_handler,
 )
 from pushgate.transport.websocket import websocket_handler
+from pushgate.transport.xmpp_ws import xmpp_websocket_handler
 from pushgate.web import admin
 
 log = logging.getLogger("pushgate.server")
@@ -129,6 +131,12 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     for path in ("/connection/{transport}", "/emulation"):
         routes.add_route("OPTIONS", path, preflight_only)
     routes.add_static("/static/", STATIC, show_index=False)
+    xmpp = app[XMPP] = XmppEndpoint(hub)
+    for path in ("/http-bind", "/bosh"):
+        routes.add_post(path, bosh_handler)
+        routes.add_get(path, bosh_handler)
+        routes.add_route("OPTIONS", path, bosh_preflight)
+    routes.add_get("/xmpp-websocket", xmpp_websocket_handler)
     routes.add_post("/api/{method}", api_handler)
     admin.add_routes(app)
     stats = admin.StatsPublisher(hub)
@@ -147,6 +155,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         stats.start()
         hub.control_handlers["emulation"] = app[SESSIONS].forwarded
         stomp.start()
+        xmpp.start()
         if stomp_tcp is not None:
             await stomp_tcp.start()
         if ingress is not None:
@@ -165,6 +174,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         await hub.shutdown()
         await polling.stop()
         await stomp.stop()
+        await xmpp.stop()
 
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)

@@ -23,6 +23,8 @@ Fixtures
              cross-origin behaviour (CORS, ``allowed_origins``) is real. It serves
              ``pages.add(path, html)`` and the scripts ``/centrifuge.js`` (and
              ``/centrifuge.protobuf.js``) from ``tests/node_modules/centrifuge/dist/``,
+             ``/strophe.js`` (strophe.js's browser build: the ``Strophe`` global) from
+             ``tests/node_modules/strophe.js/dist/``,
              and ``/pushgate.js`` and ``/pushgate.mjs`` from ``pushgate/static/`` when those
              exist (404 otherwise). ``pages.url(path)`` is the address to ``goto``.
 
@@ -69,6 +71,7 @@ os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
 TESTS = Path(__file__).parent
 ROOT = TESTS.parent
 CENTRIFUGE_DIST = TESTS / "node_modules" / "centrifuge" / "dist"
+STROPHE_DIST = TESTS / "node_modules" / "strophe.js" / "dist"
 PUSHGATE_STATIC = ROOT / "pushgate" / "static"
 
 CHROMIUM = shutil.which("chromium")
@@ -147,6 +150,7 @@ class PageServer:
         self.files: dict[str, Path] = {
             "/centrifuge.js": CENTRIFUGE_DIST / "centrifuge.js",
             "/centrifuge.protobuf.js": CENTRIFUGE_DIST / "centrifuge.protobuf.js",
+            "/strophe.js": STROPHE_DIST / "strophe.umd.min.js",
             "/pushgate.js": PUSHGATE_STATIC / "pushgate.js",
             "/pushgate.mjs": PUSHGATE_STATIC / "pushgate.mjs",
         }

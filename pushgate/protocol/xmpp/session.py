@@ -1,0 +1,663 @@
+"""An XMPP session: the hub's sink for one XMPP stream, and its stanza dispatcher.
+
+The same session serves BOSH and RFC 7395 WebSocket; the transport feeds it parsed
+top-level elements and gives it a ``StanzaWriter``. What the stanzas mean on the hub:
+
+* SASL PLAIN: the password is a pushgate connection JWT (``Client.connect``); the JWT's
+  ``channels`` become server-side subscriptions. Resource binding makes the JID
+  ``<user>@<domain>/<resource>``; from then on publications flow.
+* Publications arrive as ``<message type='headline'>`` holding an XEP-0060 event whose
+  ``<item id='<offset>'>`` carries the JSON (XEP-0335 ``<json/>``); a publication is
+  encoded once for every XMPP recipient on one framing (``Publication.cache``), which
+  the missing ``to`` allows: the stream itself names the recipient.
+* Contacts are the users present in the user's contacts-namespace channels (``team:*``).
+  Presence rides on those channels' presence and join/leave: an XMPP subscriber's
+  ``chan_info`` there is ``{"xmpp": resource, "show": …, "status": …}``; a join is an
+  available presence (or a change of show), a leave an unavailable one.
+* ``<message type='chat'>`` to ``user@domain`` is a hub ``message`` order for that user
+  (every resource, on every node; non-XMPP connections get the JSON as a message push);
+  ``type='groupchat'`` to ``room@<muc domain>`` publishes to channel ``<rooms>:<room>``.
+* Anything else is answered with ``service-unavailable`` (iq) or ignored (presence
+  subscriptions: the roster is implied by the channels).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import orjson
+
+from pushgate.auth import TokenError
+from pushgate.hub.client import DisconnectError
+from pushgate.hub.errors import Disconnect, HubError
+from pushgate.protocol.xmpp import stanzas as st
+from pushgate.protocol.xmpp.stanzas import Jid
+from pushgate.protocol.xmpp.xml import Element
+
+if TYPE_CHECKING:
+    from pushgate.config import Config
+    from pushgate.engine.base import ClientInfo, Publication
+    from pushgate.hub.hub import Hub
+    from pushgate.hub.results import SubscribeResult
+
+log = logging.getLogger("pushgate.xmpp")
+
+DIALECT = "xmpp"
+#: users whose last positions the resume store keeps at most
+RESUME_MAX_USERS = 100_000
+
+Mark = tuple[str, int, str]
+
+
+class StreamError(Exception):
+    """End the stream with an RFC 6120 stream error condition."""
+
+    def __init__(self, condition: str, text: str = "") -> None:
+        super().__init__(f"{condition}: {text}" if text else condition)
+        self.condition = condition
+        self.text = text
+
+
+class StanzaWriter(Protocol):
+    #: the framing of ``frame``'s bytes (``bosh``, ``ws``): the encode-once cache key
+    framing: str
+    #: stream positions the client has been handed, per channel: channel → (offset, epoch)
+    positions: dict[str, tuple[int, str]]
+
+    @property
+    def closed(self) -> bool: ...
+
+    def frame(self, stanza: bytes) -> bytes: ...
+
+    def write(self, data: bytes, mark: Mark | None = None) -> None:
+        """Queue framed bytes without blocking; ``mark`` is the publication position they
+        carry, recorded in ``positions`` once the client is handed them."""
+
+    def end(self, condition: str, text: str = "") -> None:
+        """End the stream: with a stream error ``condition`` ("" = a normal close)."""
+
+
+@dataclass(slots=True)
+class XmppSettings:
+    domain: str
+    muc_domain: str
+    contacts_prefix: str
+    rooms_prefix: str
+    boundary: str
+
+    @classmethod
+    def from_config(cls, config: Config) -> XmppSettings:
+        x = config.xmpp
+        boundary = config.channel.namespace_boundary
+        return cls(
+            domain=x.domain.lower(),
+            muc_domain=(x.muc_domain or f"conference.{x.domain}").lower(),
+            contacts_prefix=f"{x.contacts_namespace}{boundary}" if x.contacts_namespace else "",
+            rooms_prefix=f"{x.rooms_namespace}{boundary}" if x.rooms_namespace else "",
+            boundary=boundary,
+        )
+
+    def is_contacts_channel(self, channel: str) -> bool:
+        return bool(self.contacts_prefix) and channel.startswith(self.contacts_prefix)
+
+    def room_of(self, channel: str) -> str | None:
+        if self.rooms_prefix and channel.startswith(self.rooms_prefix):
+            return channel[len(self.rooms_prefix) :]
+        return None
+
+
+class ResumeStore:
+    """Per user, the last stream positions an XMPP client was handed, so that a login
+    after the session is gone resumes each server-side channel from history."""
+
+    def __init__(self, ttl: float, max_users: int = RESUME_MAX_USERS) -> None:
+        self.ttl = ttl
+        self.max_users = max_users
+        self._by_user: OrderedDict[str, tuple[float, dict[str, tuple[int, str]]]] = OrderedDict()
+
+    def save(self, user: str, positions: dict[str, tuple[int, str]]) -> None:
+        if not self.ttl or not user or not positions:
+            return
+        _, known = self._by_user.pop(user, (0.0, {}))
+        merged = {**known}
+        for channel, (offset, epoch) in positions.items():
+            old = merged.get(channel)
+            if old is None or old[1] != epoch or offset > old[0]:
+                merged[channel] = (offset, epoch)
+        self._by_user[user] = (time.monotonic() + self.ttl, merged)
+        while len(self._by_user) > self.max_users:
+            self._by_user.popitem(last=False)
+
+    def load(self, user: str) -> dict[str, tuple[int, str]]:
+        entry = self._by_user.get(user)
+        if entry is None:
+            return {}
+        if entry[0] < time.monotonic():
+            del self._by_user[user]
+            return {}
+        return dict(entry[1])
+
+
+class Phase:
+    AUTH = 0  # waiting for SASL
+    RESTART = 1  # authenticated, waiting for the stream restart
+    BIND = 2  # restarted, waiting for resource binding
+    BOUND = 3  # a full JID: stanzas flow
+
+
+def disconnect_condition(disconnect: Disconnect) -> str:
+    """The stream error condition a hub disconnect becomes."""
+    code = disconnect.code
+    if code == 3001:
+        return "system-shutdown"
+    if code in (3005, 3500):
+        return "not-authorized"
+    if code in (3008, 3013, 3504, 3505):
+        return "policy-violation"
+    if code in (3012, 3502):
+        return "connection-timeout"
+    if code == 3501:
+        return "bad-format"
+    if disconnect.reconnect:
+        return "reset"
+    return "conflict" if code == 3503 else "undefined-condition"
+
+
+class XmppSession:
+    __slots__ = (
+        "_contacts",
+        "_key",
+        "_recovered",
+        "available",
+        "client",
+        "hub",
+        "jid",
+        "phase",
+        "resource",
+        "resume",
+        "rooms",
+        "settings",
+        "show",
+        "status",
+        "stream_id",
+        "wants_pong",
+        "writer",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        writer: StanzaWriter,
+        transport: str,
+        settings: XmppSettings,
+        resume: ResumeStore,
+    ) -> None:
+        self.hub = hub
+        self.writer = writer
+        self.settings = settings
+        self.resume = resume
+        self.wants_pong = False
+        self._key = (DIALECT, writer.framing)
+        self.client = hub.new_client(self, transport)
+        self.phase = Phase.AUTH
+        self.stream_id = uuid.uuid4().hex
+        self.resource = ""
+        self.jid = ""
+        self.available = False
+        self.show = ""
+        self.status = ""
+        #: contacts' connections seen available: client id → [channels, last presence]
+        self._contacts: dict[str, list] = {}
+        #: joined rooms: channel → nick
+        self.rooms: dict[str, str] = {}
+        self._recovered: list[tuple[str, list[Publication]]] = []
+
+    # --- stream -------------------------------------------------------------------
+    def check_domain(self, to: str) -> None:
+        if to and to.lower() != self.settings.domain:
+            raise StreamError("host-unknown", f"this server serves {self.settings.domain}")
+
+    def open_stream(self) -> None:
+        """A stream (re)start: write the features of the current phase."""
+        if self.phase == Phase.AUTH:
+            self._send(st.features_sasl())
+        elif self.phase == Phase.RESTART:
+            self.phase = Phase.BIND
+            self._send(st.features_bind())
+        else:
+            raise StreamError("policy-violation", "stream restart after binding")
+
+    def _send(self, stanza: bytes) -> None:
+        writer = self.writer
+        writer.write(writer.frame(stanza))
+
+    async def handle(self, element: Element) -> None:
+        """One top-level element from the client; raises StreamError to end the stream."""
+        if self.client.closed or self.writer.closed:
+            return
+        name, ns = element.name, element.ns
+        if ns == st.NS_SASL:
+            await self._sasl(element)
+            return
+        if ns not in ("", st.NS_CLIENT):
+            raise StreamError("unsupported-stanza-type", f"{{{ns}}}{name}")
+        if self.phase != Phase.BOUND and not (name == "iq" and self.phase == Phase.BIND):
+            raise StreamError("not-authorized", f"{name} before authentication and binding")
+        try:
+            if name == "iq":
+                await self._iq(element)
+            elif name == "presence":
+                await self._presence(element)
+            elif name == "message":
+                await self._message(element)
+            else:
+                raise StreamError("unsupported-stanza-type", name)
+        except DisconnectError as exc:
+            self.client.disconnect(exc.disconnect)
+
+    async def closed(self) -> None:
+        """The transport is gone: leave the hub, remember where the client was."""
+        client = self.client
+        if client.user:
+            self.resume.save(client.user, self.writer.positions)
+        await client.closed_by_transport()
+
+    # --- SASL ---------------------------------------------------------------------
+    async def _sasl(self, element: Element) -> None:
+        if element.name != "auth":
+            if element.name == "abort":
+                self._send(st.sasl_failure("aborted"))
+                return
+            raise StreamError("unsupported-stanza-type", f"SASL {element.name}")
+        if self.phase != Phase.AUTH:
+            raise StreamError("policy-violation", "already authenticated")
+        if element.get("mechanism") != "PLAIN":
+            self._send(st.sasl_failure("invalid-mechanism"))
+            return
+        try:
+            raw = base64.b64decode(element.text.strip(), validate=True)
+            _authzid, authcid, password = raw.decode().split("\x00")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            self._send(st.sasl_failure("malformed-request"))
+            return
+        client = self.client
+        recover: dict[str, dict] = {}
+        try:
+            claims = self.hub.tokens.verify_connection(password)
+        except TokenError:
+            claims = None
+        if claims is not None and claims.user:
+            for channel, (offset, epoch) in self.resume.load(claims.user).items():
+                recover[channel] = {"recover": True, "offset": offset, "epoch": epoch}
+        try:
+            result = await client.connect(token=password, subs=recover)
+        except HubError as error:
+            log.info("XMPP login refused for %r: %s", authcid, error.message)
+            condition = "credentials-expired" if error.code == 109 else "not-authorized"
+            self._send(st.sasl_failure(condition, error.message))
+            return
+        except DisconnectError as exc:
+            log.info("XMPP login refused for %r: %s", authcid, exc.disconnect.reason)
+            self._send(st.sasl_failure("not-authorized", exc.disconnect.reason))
+            return
+        local = authcid.partition("@")[0]
+        if not client.user or (local and local != client.user) or not _valid_local(client.user):
+            log.info("XMPP login refused: user %r, token for %r", authcid, client.user)
+            self._send(st.sasl_failure("not-authorized", "the token is for another user"))
+            client.disconnect(Disconnect(3500, "invalid token"))
+            return
+        for channel, sub_result in result.subs.items():
+            if sub_result.publications:
+                self._recovered.append((channel, sub_result.publications))
+            if sub_result.was_recovering and not sub_result.recovered:
+                log.info("XMPP %s: %s could not be resumed from history", client.user, channel)
+        self.phase = Phase.RESTART
+        self._send(st.SASL_SUCCESS)
+
+    # --- iq -----------------------------------------------------------------------
+    async def _iq(self, iq: Element) -> None:
+        iq_type, iq_id = iq.get("type"), iq.get("id")
+        if iq_type in ("result", "error"):
+            return
+        payload = iq.children[0] if len(iq.children) == 1 else None
+        if iq_type not in ("get", "set") or payload is None:
+            self._send(st.stanza_error("iq", iq_id, "bad-request", "modify"))
+            return
+        key = (payload.ns, payload.name, iq_type)
+        if key == (st.NS_BIND, "bind", "set"):
+            self._bind(iq_id, payload)
+        elif self.phase != Phase.BOUND:
+            self._send(st.stanza_error("iq", iq_id, "not-authorized", "auth"))
+        elif key in ((st.NS_SESSION, "session", "set"), (st.NS_PING, "ping", "get")):
+            self._send(st.iq_result(iq_id))
+        elif key == (st.NS_ROSTER, "query", "get"):
+            self._send(st.roster_result(iq_id, await self._contact_jids()))
+        else:
+            self._send(st.stanza_error("iq", iq_id, "service-unavailable"))
+
+    def _bind(self, iq_id: str, bind: Element) -> None:
+        if self.phase != Phase.BIND:
+            self._send(st.stanza_error("iq", iq_id, "not-allowed"))
+            return
+        resource = (bind.find_text("resource") or "").strip()
+        if not resource or len(resource) > 256 or "/" in resource:
+            resource = uuid.uuid4().hex[:12]
+        self.resource = resource
+        self.jid = f"{self.client.user}@{self.settings.domain}/{resource}"
+        self.phase = Phase.BOUND
+        client = self.client
+        for channel, sub in client.subs.items():
+            if self.settings.is_contacts_channel(channel):
+                sub.chan_info = self._presence_info()
+        self._send(st.bind_result(iq_id, self.jid))
+        recovered, self._recovered = self._recovered, []
+        for channel, pubs in recovered:
+            for pub in pubs:
+                self.push_publication(channel, pub)
+        client.activate_all()
+
+    # --- presence -----------------------------------------------------------------
+    def _presence_info(self) -> bytes:
+        info: dict[str, str] = {"xmpp": self.resource}
+        if self.show:
+            info["show"] = self.show
+        if self.status:
+            info["status"] = self.status
+        return orjson.dumps(info)
+
+    async def _presence(self, presence: Element) -> None:
+        to = presence.get("to")
+        ptype = presence.get("type")
+        if to:
+            jid = Jid.parse(to)
+            if jid is not None and jid.domain == self.settings.muc_domain and jid.local:
+                await self._room_presence(presence, jid)
+            # directed presence and subscription requests: the roster is implied
+            return
+        if ptype == "unavailable":
+            if self.available:
+                self.available = False
+                await self._announce(False)
+                self._send(st.presence(self.jid, type_="unavailable"))
+            return
+        if ptype:
+            return  # subscribe / probe / …: nothing to do
+        show = (presence.find_text("show") or "").strip()
+        self.show = show if show in st.SHOW_VALUES else ""
+        self.status = (presence.find_text("status") or "")[:1024]
+        first = not self.available
+        self.available = True
+        await self._announce(True)
+        self._send(st.presence(self.jid, show=self.show, status=self.status))
+        if first:
+            await self._send_contacts_presence()
+
+    async def _announce(self, present: bool) -> None:
+        client = self.client
+        for channel, sub in list(client.subs.items()):
+            if not self.settings.is_contacts_channel(channel):
+                continue
+            sub.chan_info = self._presence_info()
+            try:
+                await self.hub.announce_presence(sub, present)
+            except Exception as exc:
+                log.warning("cannot announce %s presence in %s: %s", self.jid, channel, exc)
+
+    async def _contact_infos(self) -> list[tuple[str, ClientInfo]]:
+        out = []
+        for channel in list(self.client.subs):
+            if not self.settings.is_contacts_channel(channel):
+                continue
+            try:
+                present = await self.hub.presence(channel)
+            except HubError as exc:
+                log.info("no presence for contacts channel %s: %s", channel, exc.message)
+                continue
+            out.extend((channel, info) for info in present.values())
+        return out
+
+    async def _contact_jids(self) -> list[str]:
+        users = {info.user for _, info in await self._contact_infos()}
+        users.discard(self.client.user)
+        return [f"{user}@{self.settings.domain}" for user in users if user]
+
+    async def _send_contacts_presence(self) -> None:
+        for channel, info in await self._contact_infos():
+            self._contact_joined(channel, info, None)
+
+    def _contact_joined(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+        if info.client == self.client.id or not info.user:
+            return
+        key = (*self._key, "available")
+        data = cache.get(key) if cache is not None else None
+        jid, show, status = self._contact_presence(info)
+        if data is None:
+            data = self.writer.frame(st.presence(jid, show=show, status=status))
+            if cache is not None:
+                cache[key] = data
+        seen = self._contacts.get(info.client)
+        if seen is None:
+            self._contacts[info.client] = [{channel}, data, jid]
+        else:
+            seen[0].add(channel)
+            if seen[1] == data:
+                return
+            seen[1] = data
+        self.writer.write(data)
+
+    def _contact_left(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+        seen = self._contacts.get(info.client)
+        if seen is None:
+            return
+        seen[0].discard(channel)
+        if seen[0]:
+            return
+        del self._contacts[info.client]
+        key = (*self._key, "unavailable")
+        data = cache.get(key) if cache is not None else None
+        if data is None:
+            data = self.writer.frame(st.presence(seen[2], type_="unavailable"))
+            if cache is not None:
+                cache[key] = data
+        self.writer.write(data)
+
+    def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str]:
+        resource, show, status = info.client, "", ""
+        if info.chan_info:
+            try:
+                extra = orjson.loads(info.chan_info)
+            except orjson.JSONDecodeError:
+                extra = None
+            if isinstance(extra, dict) and isinstance(extra.get("xmpp"), str):
+                resource = extra["xmpp"] or resource
+                show = extra.get("show") if extra.get("show") in st.SHOW_VALUES else ""
+                status = extra.get("status") if isinstance(extra.get("status"), str) else ""
+        return f"{info.user}@{self.settings.domain}/{resource}", show or "", status or ""
+
+    # --- rooms --------------------------------------------------------------------
+    def _room_channel(self, room: str) -> str | None:
+        if not self.settings.rooms_prefix or not room:
+            return None
+        return self.settings.rooms_prefix + room
+
+    async def _room_presence(self, presence: Element, jid: Jid) -> None:
+        channel = self._room_channel(jid.local)
+        room_jid = f"{jid.local}@{self.settings.muc_domain}"
+        nick = jid.resource or self.client.user
+        if channel is None:
+            self._send(st.stanza_error("presence", "", "item-not-found", from_=room_jid))
+            return
+        if presence.get("type") == "unavailable":
+            self.rooms.pop(channel, None)
+            await self.client.unsubscribe(channel)
+            self._send(st.presence(f"{room_jid}/{nick}", type_="unavailable"))
+            return
+        if presence.get("type") or channel in self.rooms:
+            return
+        try:
+            if channel not in self.client.subs:
+                sub, _ = await self.client.subscribe(channel)
+            else:
+                sub = None
+        except HubError as error:
+            condition = "forbidden" if error.code == 103 else "item-not-found"
+            self._send(
+                st.stanza_error(
+                    "presence",
+                    presence.get("id"),
+                    condition,
+                    "auth",
+                    from_=room_jid,
+                    text=error.message,
+                )
+            )
+            return
+        self.rooms[channel] = nick
+        extra = (
+            f'<x xmlns="{st.NS_MUC_USER}"><item affiliation="none" role="participant"/>'
+            '<status code="110"/></x>'
+        )
+        self._send(st.presence(f"{room_jid}/{nick}", extra=extra))
+        if sub is not None:
+            self.client.activate(sub)
+
+    # --- messages -----------------------------------------------------------------
+    async def _message(self, message: Element) -> None:
+        mtype = message.get("type") or "normal"
+        msg_id = message.get("id")
+        jid = Jid.parse(message.get("to"))
+        body = message.find_text("body")
+        if jid is None:
+            self._send(st.stanza_error("message", msg_id, "jid-malformed", "modify"))
+            return
+        if body is None or mtype in ("error", "headline"):
+            return  # chat states, receipts…: nothing to carry them to
+        if mtype == "groupchat":
+            await self._groupchat(jid, body, msg_id)
+            return
+        if jid.domain != self.settings.domain or not jid.local:
+            self._send(st.stanza_error("message", msg_id, "service-unavailable", from_=str(jid)))
+            return
+        data = {"xmpp": "chat", "type": mtype, "from": self.jid, "body": body}
+        if msg_id:
+            data["id"] = msg_id
+        thread = message.find_text("thread")
+        if thread:
+            data["thread"] = thread
+        if jid.resource:
+            data["resource"] = jid.resource
+        await self.hub.control(
+            {"op": "message", "user": jid.local, "data": orjson.dumps(data).decode()}
+        )
+
+    async def _groupchat(self, jid: Jid, body: str, msg_id: str) -> None:
+        room_jid = jid.bare
+        channel = self._room_channel(jid.local) if jid.domain == self.settings.muc_domain else None
+        if channel is None:
+            self._send(st.stanza_error("message", msg_id, "item-not-found", from_=room_jid))
+            return
+        nick = self.rooms.get(channel) or self.client.user
+        data = orjson.dumps({"body": body, "from": self.client.user, "nick": nick})
+        try:
+            await self.client.publish(channel, data)
+        except HubError as error:
+            condition = "forbidden" if error.code == 103 else "not-acceptable"
+            self._send(
+                st.stanza_error(
+                    "message", msg_id, condition, "auth", from_=room_jid, text=error.message
+                )
+            )
+
+    # --- ClientSink ---------------------------------------------------------------
+    def push_publication(self, channel: str, pub: Publication) -> None:
+        if self.phase != Phase.BOUND:
+            return
+        writer = self.writer
+        data = pub.cache.get(self._key)
+        if data is None:
+            data = pub.cache[self._key] = writer.frame(self._publication_stanza(channel, pub))
+        writer.write(data, (channel, pub.offset, pub.epoch) if pub.offset else None)
+
+    def _publication_stanza(self, channel: str, pub: Publication) -> bytes:
+        settings = self.settings
+        room = settings.room_of(channel)
+        if room is not None:
+            try:
+                value = orjson.loads(pub.data)
+            except orjson.JSONDecodeError:
+                value = None
+            if isinstance(value, dict) and isinstance(value.get("body"), str):
+                nick = value.get("nick") or value.get("from") or (pub.info and pub.info.user)
+                return st.chat_message(
+                    f"{room}@{settings.muc_domain}/{nick or 'server'}",
+                    value["body"],
+                    type_="groupchat",
+                    msg_id=str(pub.offset) if pub.offset else "",
+                )
+        item_id = str(pub.offset) if pub.offset else ""
+        return st.headline(settings.domain, channel, item_id, pub.data.decode())
+
+    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        if self.available and self.settings.is_contacts_channel(channel):
+            self._contact_joined(channel, info, cache)
+
+    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        if self.settings.is_contacts_channel(channel):
+            self._contact_left(channel, info, cache)
+
+    def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
+        pass  # the publications that follow are what an XMPP client sees
+
+    def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        if self.settings.is_contacts_channel(channel):
+            # no more joins and leaves from there: contacts seen only there are gone
+            for client_id, (channels, _, jid) in list(self._contacts.items()):
+                channels.discard(channel)
+                if not channels:
+                    del self._contacts[client_id]
+                    self._send(st.presence(jid, type_="unavailable"))
+
+    def push_message(self, data: bytes) -> None:
+        if self.phase != Phase.BOUND:
+            return
+        try:
+            value = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            value = None
+        if isinstance(value, dict) and value.get("xmpp") == "chat":
+            resource = value.get("resource")
+            if resource and resource != self.resource:
+                return
+            self._send(
+                st.chat_message(
+                    str(value.get("from", "")),
+                    str(value.get("body", "")),
+                    type_="normal" if value.get("type") == "normal" else "chat",
+                    msg_id=str(value.get("id") or ""),
+                    thread=str(value.get("thread") or ""),
+                )
+            )
+            return
+        self._send(st.headline(self.settings.domain, "", "", data.decode(errors="replace")))
+
+    def push_refresh(self, expires: bool, ttl: int) -> None:
+        pass
+
+    def send_ping(self) -> None:
+        pass  # BOSH requests and the WebSocket's own pings show liveness
+
+    def close(self, disconnect: Disconnect) -> None:
+        if not self.writer.closed:
+            self.writer.end(disconnect_condition(disconnect), disconnect.reason)
+
+
+def _valid_local(user: str) -> bool:
+    """A user name usable as a JID localpart as it is (RFC 7622 forbids these)."""
+    return not any(c in user for c in "\"&'/:<>@ ") and len(user) <= 1023

@@ -1,0 +1,106 @@
+"""XMPP over WebSocket (RFC 7395): ``/xmpp-websocket``, subprotocol ``xmpp``.
+
+Each WebSocket text message is one complete element: ``<open/>`` and ``<close/>`` of the
+framing namespace, or a stanza. The element is parsed with the hardened XML codec
+under ``xmpp.max_stanza_bytes`` and ``xmpp.max_depth``; whatever it refuses ends the
+stream with the matching stream error. Writes go straight to the asyncio transport
+like the Centrifugo WebSocket's, so one publication's frame is built once for every
+XMPP WebSocket recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from aiohttp import WSMsgType, web
+
+from pushgate.hub.errors import DISCONNECT_SLOW
+from pushgate.protocol.xmpp import stanzas as st
+from pushgate.protocol.xmpp.session import Mark, StreamError, XmppSession
+from pushgate.protocol.xmpp.xml import XmlError
+from pushgate.transport.app_keys import HUB
+from pushgate.transport.bosh import XMPP
+from pushgate.transport.origin import origin_allowed, refuse_origin
+from pushgate.transport.websocket import WebSocketWriter
+from pushgate.transport.ws_frames import build_frame
+
+if TYPE_CHECKING:
+    from pushgate.hub.hub import Hub
+
+log = logging.getLogger("pushgate.xmpp")
+
+NORMAL_CLOSE = 1000
+
+
+class XmppWebSocketWriter(WebSocketWriter):
+    """StanzaWriter over a WebSocket: one stanza per text message."""
+
+    __slots__ = ("positions",)
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.positions: dict[str, tuple[int, str]] = {}
+
+    def write(self, data: bytes, mark: Mark | None = None) -> None:
+        super().write(data)
+        if mark is not None:
+            channel, offset, epoch = mark
+            self.positions[channel] = (offset, epoch)
+
+    def end(self, condition: str, text: str = "") -> None:
+        if self.closed:
+            return
+        if condition:
+            WebSocketWriter.write(self, build_frame(st.stream_error(condition, text)))
+        WebSocketWriter.write(self, build_frame(st.WS_CLOSE))
+        self.close(NORMAL_CLOSE, condition)
+
+
+async def xmpp_websocket_handler(request: web.Request) -> web.StreamResponse:
+    hub: Hub = request.app[HUB]
+    endpoint = request.app[XMPP]
+    config = hub.config
+    if not origin_allowed(request, config.server.allowed_origins):
+        log.info("XMPP websocket refused: origin %s", request.headers.get("Origin"))
+        return refuse_origin(request)
+    limit = config.xmpp.max_stanza_bytes
+    ws = web.WebSocketResponse(
+        protocols=("xmpp",), compress=False, max_msg_size=limit * 4, autoping=True
+    )
+    await ws.prepare(request)
+    transport = request.transport
+    if transport is None:
+        return ws
+    writer = XmppWebSocketWriter(ws, transport, config.client.queue_max_bytes)
+    session = XmppSession(hub, writer, "xmpp_websocket", endpoint.settings, endpoint.resume)
+    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    try:
+        async for message in ws:
+            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                try:
+                    element = endpoint.parse(message.data)
+                    if element.ns == st.NS_FRAMING and element.name == "open":
+                        session.check_domain(element.get("to"))
+                        writer.write(
+                            build_frame(st.ws_open(endpoint.settings.domain, session.stream_id))
+                        )
+                        session.open_stream()
+                    elif element.ns == st.NS_FRAMING and element.name == "close":
+                        writer.end("")
+                    else:
+                        await session.handle(element)
+                except XmlError as exc:
+                    log.info("XMPP websocket client=%s sent bad XML: %s", session.client.id, exc)
+                    writer.end(exc.condition, str(exc))
+                except StreamError as exc:
+                    log.info("XMPP websocket client=%s: stream error %s", session.client.id, exc)
+                    writer.end(exc.condition, exc.text)
+            elif message.type == WSMsgType.ERROR:
+                log.info("XMPP websocket error client=%s: %s", session.client.id, ws.exception())
+                break
+            if writer.closed:
+                break
+    finally:
+        await session.closed()
+    return ws
