@@ -786,3 +786,17 @@ async def test_connect_recovers_server_side_subscriptions_from_the_subs_map(hub)
     assert sub_result.recovered is True
     assert [p.offset for p in sub_result.publications] == [2, 3]
     assert (sub_result.offset, sub_result.epoch) == (3, position.epoch)
+
+
+async def test_a_subscriber_announced_gone_is_left_out_of_presence_refresh(hub):
+    """XMPP's <presence type='unavailable'/> keeps the subscription but leaves presence:
+    the engine heartbeat's refresh must not bring it back."""
+    alice, _ = await connect(hub, "alice")
+    await subscribe(alice, "board:p")
+    sub = alice.subs["board:p"]
+    assert [info.user for _, info in hub.node_snapshot()["presence"]] == ["alice"]
+    await hub.announce_presence(sub, present=False)
+    assert hub.node_snapshot()["presence"] == []
+    assert (await hub.engine.presence("board:p")) == {}
+    await hub.announce_presence(sub, present=True)
+    assert [info.user for _, info in hub.node_snapshot()["presence"]] == ["alice"]

@@ -111,7 +111,9 @@ class Hub:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        for client in list(self.clients.values()):
+        # connections that have not sent connect yet are told too, or their handlers
+        # would keep the server's shutdown waiting
+        for client in [*self.clients.values(), *self._pending]:
             client.disconnect(disconnect)
         # let the connections leave their channels (presence, leave, user status) while
         # the engine is still there, then stop what is left
@@ -213,6 +215,7 @@ class Hub:
         staying subscribed (XMPP presence: a change of show, or unavailable)."""
         channel = sub.channel
         info = sub.client.chan_info_for(channel)
+        sub.present = present  # the heartbeat's presence refresh follows it
         if sub.options.presence:
             if present:
                 await self.engine.add_presence(channel, info, self.config.engine.presence_ttl)
@@ -322,7 +325,7 @@ class Hub:
             (channel, sub.client.chan_info_for(channel))
             for channel, subs in self.channels.items()
             for sub in subs.values()
-            if sub.options.presence
+            if sub.options.presence and sub.present
         ]
         return {"info": self.local_info(), "users": list(self.users), "presence": presence}
 

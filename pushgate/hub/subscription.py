@@ -26,6 +26,7 @@ class Subscription:
         "offset",
         "options",
         "pending",
+        "present",
         "server_side",
     )
 
@@ -48,6 +49,8 @@ class Subscription:
         self.chan_info = chan_info
         self.expires_at = expires_at
         self.active = False
+        #: counted in presence (False while subscribed but announced as gone: XMPP)
+        self.present = True
         self.pending: list[Publication] | None = []
         # highest offset the client has been given (reply or push)
         self.offset = 0
