@@ -7,7 +7,7 @@ NODE_DEPS := tests/node_modules/.stamp-install
 CHROMIUM := chromium-installed
 CONFIG ?= pushgate.toml
 
-.PHONY: install run screenshots test lint format bench clean $(CHROMIUM)
+.PHONY: install run screenshots test lint format bench fuzz conformance clean $(CHROMIUM)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,6 +52,18 @@ format: $(INSTALLED)
 bench: $(INSTALLED)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) -m bench.run $(ARGS)
+
+# RFC 6455 conformance of every WebSocket endpoint (docs/conformance.md); `make test`
+# runs the same cases on /connection/websocket and /stomp only.
+conformance: $(INSTALLED)
+	PUSHGATE_CONFORMANCE=full $(PY) -m pytest -q -rx tests/conformance
+
+# atheris over every parser (fuzz/targets.py), FUZZ_SECONDS per target; not in CI.
+# A crash leaves fuzz/crashes/<target>-crash-*: add it to CRASHES in tests/test_fuzz_parsers.py.
+FUZZ_SECONDS ?= 60
+fuzz: $(INSTALLED)
+	$(PY) -m pip install --quiet atheris
+	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(TARGETS)
 
 clean:
 	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache

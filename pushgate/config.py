@@ -208,6 +208,10 @@ class ServerConfig:
     shutdown_timeout: float = _opt(
         5.0, "How long a graceful shutdown waits for connections to close (duration).", lo=0
     )
+    tls_cert: str = _opt(
+        "", "PEM certificate (chain) file: serve HTTPS and WSS (empty = plain HTTP; needs tls_key)."
+    )
+    tls_key: str = _opt("", "PEM private key file of tls_cert.")
 
 
 @dataclass(slots=True)
@@ -233,6 +237,9 @@ class ApiConfig:
         "", "API key expected in 'Authorization: apikey <key>' or X-API-Key.", secret=True
     )
     insecure: bool = _opt(False, "Serve the API without any key (development only).")
+    max_body_bytes: int = _opt(
+        4194304, "Largest accepted API request body (bytes); a larger one gets 413.", lo=1
+    )
 
 
 @dataclass(slots=True)
@@ -297,6 +304,30 @@ class ClientConfig:
     )
     presence_max_size: int = _opt(
         0, "Most clients returned by one presence call (0 = unlimited).", lo=0
+    )
+    max_connections: int = _opt(
+        0,
+        "Most concurrent connections on this node (0 = unlimited); past it connect is "
+        "refused with disconnect 3504.",
+        lo=0,
+    )
+    commands_per_second: int = _opt(
+        0,
+        "Commands one connection may send per second on average, a token bucket (0 = "
+        "off); past it a command gets error 111.",
+        lo=0,
+    )
+    commands_burst: int = _opt(
+        50,
+        "Commands a connection may send at once before commands_per_second applies "
+        "(the bucket size); 10 refusals in a row disconnect with 3013.",
+        lo=1,
+    )
+    publications_per_second: int = _opt(
+        0,
+        "Publications one connection may make per second (0 = off); past it publish gets "
+        "error 111.",
+        lo=0,
     )
     anonymous: bool = _opt(False, "Allow connecting without a token (user '').")
     connect_timeout: float = _opt(
@@ -471,12 +502,8 @@ class XmppConfig:
 class AdminConfig:
     """``[admin]``: the admin web page at ``/admin``."""
 
-    password: str = _opt(
-        "", "Password of the admin page (empty = the page is off).", secret=True
-    )
-    session_ttl: float = _opt(
-        43200.0, "How long an admin login lasts (duration).", lo=60
-    )
+    password: str = _opt("", "Password of the admin page (empty = the page is off).", secret=True)
+    session_ttl: float = _opt(43200.0, "How long an admin login lasts (duration).", lo=60)
     stats_interval: float = _opt(
         2.0, "How often each node publishes its live numbers to the admin page (duration).", lo=0.2
     )
@@ -703,6 +730,8 @@ def _read_toml(path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}: cannot read config file: {exc.strerror or exc}") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text ({exc.reason})") from None
 
 
 def _apply_toml(builder: _Builder, data: Mapping[str, Any], source: str) -> None:
@@ -829,6 +858,7 @@ def _apply_overrides(builder: _Builder, overrides: Mapping[str, object]) -> None
 def _validate(cfg: Config, builder: _Builder) -> None:
     """Checks that span several keys; skipped where a key involved was already invalid."""
     _check_client(cfg.client, builder)
+    _check_tls(cfg.server, builder)
     _check_engine(cfg.engine, builder)
     _check_token(cfg.token, builder)
     _check_naming(cfg.channel, builder)
@@ -849,6 +879,17 @@ def _complain(builder: _Builder, path: str, message: str, *involved: str) -> Non
     sources = [builder.origins[key] for key in keys if key in builder.origins]
     origin = builder.origins.get(path) or _Origin(path, sources[0].source if sources else "")
     builder.errors.append(origin.error(message))
+
+
+def _check_tls(server: ServerConfig, builder: _Builder) -> None:
+    if bool(server.tls_cert) != bool(server.tls_key):
+        missing = "server.tls_key" if server.tls_cert else "server.tls_cert"
+        other = "server.tls_cert" if server.tls_cert else "server.tls_key"
+        _complain(builder, missing, f"required when {other} is set", other)
+        return
+    for key, path in (("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key)):
+        if path and not os.path.isfile(path):
+            _complain(builder, key, f"no such file {path!r}")
 
 
 def _check_client(client: ClientConfig, builder: _Builder) -> None:

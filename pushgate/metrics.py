@@ -54,6 +54,11 @@ DISCONNECTS = Counter(
 SLOW_DROPS = Counter(
     "pushgate_slow_client_drops_total", "Connections closed because their write queue filled."
 )
+LIMIT_HITS = Counter(
+    "pushgate_limit_hits_total",
+    "Requests refused or connections closed because a configured limit was hit, by limit.",
+    ["limit"],
+)
 ENGINE_DURATION = Histogram(
     "pushgate_engine_operation_duration_seconds",
     "Engine operation latency, by operation.",

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import resource
 import socket
+import ssl
 from pathlib import Path
 
 from aiohttp import web
@@ -208,18 +209,34 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+def make_ssl_context(config: Config) -> ssl.SSLContext | None:
+    """The server's TLS context from ``server.tls_cert``/``tls_key``, or None (plain)."""
+    server = config.server
+    if not server.tls_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(server.tls_cert, server.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"server.tls_cert/tls_key: cannot load: {exc}") from None
+    return context
+
+
 def serve(config: Config, sock: socket.socket | None = None) -> None:
-    """Run one node until interrupted."""
+    """Run one node until interrupted (SIGTERM/SIGINT: graceful shutdown)."""
     install_uvloop()
     raise_open_files_limit()
+    ssl_context = make_ssl_context(config)
     app = create_app(config)
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
     host, port = sock.getsockname()[:2]
-    log.info("listening on http://%s:%d", host, port)
+    log.info("listening on %s://%s:%d", "https" if ssl_context else "http", host, port)
     web.run_app(
         app,
         sock=sock,
+        ssl_context=ssl_context,
         backlog=BACKLOG,
         shutdown_timeout=config.server.shutdown_timeout,
         print=None,

@@ -23,8 +23,6 @@ from pushgate.transport.app_keys import HUB
 
 log = logging.getLogger("pushgate.api")
 
-MAX_BODY = 4 * 1024 * 1024
-
 
 def _json(body: dict, status: int = 200) -> web.Response:
     return web.Response(body=orjson.dumps(body), status=status, content_type="application/json")
@@ -93,6 +91,24 @@ async def api_handler(request: web.Request) -> web.Response:
     return response
 
 
+def _too_large(method: str) -> web.Response:
+    log.info("API %s refused: body larger than api.max_body_bytes", method)
+    metrics.LIMIT_HITS.labels("api_body").inc()
+    return _error(HubError(107, "bad request: body too large"), 413)
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The body, or ValueError past ``limit`` bytes (a chunked body has no length)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_chunked(65536):
+        size += len(chunk)
+        if size > limit:
+            raise ValueError("body too large")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 async def _api(request: web.Request) -> web.Response:
     hub: Hub = request.app[HUB]
     api = hub.config.api
@@ -102,9 +118,16 @@ async def _api(request: web.Request) -> web.Response:
         return _json({"error": {"code": 101, "message": "unauthorized"}}, 401)
     if method != "batch" and method not in METHODS:
         return _error(HubError(104, f"method not found: {method}"), 404)
-    if request.content_length and request.content_length > MAX_BODY:
-        return _error(HubError(107, "bad request: body too large"), 413)
-    raw = await request.read()
+    if hub.draining:
+        # clients are being told to reconnect elsewhere: a publication accepted now
+        # could reach nobody, so the caller is told to retry on another node
+        return _error(HubError(100, "shutting down: retry on another node", True), 503)
+    if request.content_length and request.content_length > api.max_body_bytes:
+        return _too_large(method)
+    try:
+        raw = await _read_body(request, api.max_body_bytes)
+    except ValueError:
+        return _too_large(method)
     try:
         params = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError as exc:

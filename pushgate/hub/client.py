@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 
+from pushgate import metrics
 from pushgate.auth import TokenError, TokenExpired
 from pushgate.engine.base import (
     ClientInfo,
@@ -27,12 +28,14 @@ from pushgate.hub.errors import (
     DISCONNECT_CONNECTION_CLOSED,
     DISCONNECT_CONNECTION_LIMIT,
     DISCONNECT_INVALID_TOKEN,
+    DISCONNECT_TOO_MANY_REQUESTS,
     ERROR_ALREADY_SUBSCRIBED,
     ERROR_BAD_REQUEST,
     ERROR_LIMIT_EXCEEDED,
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
     ERROR_TOKEN_EXPIRED,
+    ERROR_TOO_MANY_REQUESTS,
     ERROR_UNAUTHORIZED,
     ERROR_UNRECOVERABLE_POSITION,
     Disconnect,
@@ -48,6 +51,35 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.client")
 
+#: commands refused in a row by the rate limit before the connection is closed (3013)
+RATE_STRIKES = 10
+
+
+def count_limit(limit: str) -> None:
+    """A configured limit was hit: the ``pushgate_limit_hits_total{limit}`` metric."""
+    metrics.LIMIT_HITS.labels(limit).inc()
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; ``take`` spends one if there is one."""
+
+    __slots__ = ("at", "burst", "rate", "tokens")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return True
+        return False
+
 
 class DisconnectError(Exception):
     """A command whose answer is closing the connection."""
@@ -60,6 +92,9 @@ class DisconnectError(Exception):
 class Client:
     __slots__ = (
         "__weakref__",
+        "_cmd_bucket",
+        "_pub_bucket",
+        "_rate_strikes",
         "awaiting_pong",
         "closed",
         "conn_info",
@@ -91,6 +126,18 @@ class Client:
         self.awaiting_pong = False
         self.ping_slot = -1  # the hub's ping wheel bucket
         self.subs: dict[str, Subscription] = {}
+        limits = hub.config.client
+        self._cmd_bucket = (
+            TokenBucket(limits.commands_per_second, limits.commands_burst)
+            if limits.commands_per_second
+            else None
+        )
+        self._pub_bucket = (
+            TokenBucket(limits.publications_per_second, limits.publications_per_second)
+            if limits.publications_per_second
+            else None
+        )
+        self._rate_strikes = 0
 
     def __repr__(self) -> str:
         return f"<Client {self.id} user={self.user!r} transport={self.transport}>"
@@ -136,8 +183,15 @@ class Client:
             if expire_at:
                 self.expires_at = float(expire_at)
         self.name = name[:64]
+        limit = hub.config.client.max_connections
+        if limit and len(hub.clients) >= limit:
+            log.warning("connect refused: node connection limit %d reached", limit)
+            count_limit("connections")
+            raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
         limit = hub.config.client.max_connections_per_user
         if limit and self.user and hub.user_connection_count(self.user) >= limit:
+            log.info("connect refused: user %r has %d connections", self.user, limit)
+            count_limit("connections_per_user")
             raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
         self.connected = True
         await hub.register(self)
@@ -218,11 +272,12 @@ class Client:
     ) -> tuple[Subscription, SubscribeResult]:
         """A client-side subscription; call ``activate`` on it after the reply is written."""
         hub = self.hub
-        options = hub.rules.options(channel)
+        options = self._options(channel)
         if channel in self.subs:
             raise ERROR_ALREADY_SUBSCRIBED
         limit = hub.config.client.max_subscriptions
         if limit and len(self.subs) >= limit:
+            count_limit("subscriptions")
             raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
         chan_info: bytes | None = None
         expires_at = 0.0
@@ -364,6 +419,32 @@ class Client:
             return False, 0
         return True, max(0, int(sub.expires_at - time.time()))
 
+    # --- limits -------------------------------------------------------------------
+    def check_command_rate(self) -> None:
+        """Spend a token of the command bucket: error 111 when there is none, and
+        disconnect 3013 after ``RATE_STRIKES`` refusals in a row."""
+        bucket = self._cmd_bucket
+        if bucket is None:
+            return
+        if bucket.take():
+            self._rate_strikes = 0
+            return
+        self._rate_strikes += 1
+        count_limit("commands_per_second")
+        if self._rate_strikes >= RATE_STRIKES:
+            log.info("client=%s user=%s keeps exceeding the command rate", self.id, self.user)
+            raise DisconnectError(DISCONNECT_TOO_MANY_REQUESTS)
+        raise ERROR_TOO_MANY_REQUESTS
+
+    def _options(self, channel: str) -> ChannelOptions:
+        """The channel's options; a too-long name is counted as a limit hit."""
+        try:
+            return self.hub.rules.options(channel)
+        except HubError as error:
+            if error.code == ERROR_LIMIT_EXCEEDED.code:
+                count_limit("channel_length")
+            raise
+
     # --- other commands -----------------------------------------------------------
     def _check_allowed(self, channel: str, for_subscriber: bool, for_client: bool) -> None:
         if for_client and self.user:
@@ -373,24 +454,32 @@ class Client:
         raise ERROR_PERMISSION_DENIED
 
     async def publish(self, channel: str, data: bytes) -> StreamPosition:
-        options = self.hub.rules.options(channel)
+        options = self._options(channel)
         self._check_allowed(
             channel, options.allow_publish_for_subscriber, options.allow_publish_for_client
         )
+        if self._pub_bucket is not None and not self._pub_bucket.take():
+            count_limit("publications_per_second")
+            raise ERROR_TOO_MANY_REQUESTS
         info = self.chan_info_for(channel)
         return await self.hub.publish(channel, data, info=info)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        options = self.hub.rules.options(channel)
+        options = self._options(channel)
         if not options.presence:
             raise ERROR_NOT_AVAILABLE
         self._check_allowed(
             channel, options.allow_presence_for_subscriber, options.allow_presence_for_client
         )
-        return await self.hub.presence(channel)
+        try:
+            return await self.hub.presence(channel)
+        except HubError as error:
+            if error.code == ERROR_LIMIT_EXCEEDED.code:
+                count_limit("presence_size")
+            raise
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
-        options = self.hub.rules.options(channel)
+        options = self._options(channel)
         if not options.presence:
             raise ERROR_NOT_AVAILABLE
         self._check_allowed(
@@ -406,7 +495,7 @@ class Client:
         since: StreamPosition | None = None,
         reverse: bool = False,
     ) -> HistoryResult:
-        options = self.hub.rules.options(channel)
+        options = self._options(channel)
         if not has_history(options):
             raise ERROR_NOT_AVAILABLE
         self._check_allowed(

@@ -132,6 +132,7 @@ class CentrifugoSession:
             client.disconnect(DISCONNECT_BAD_REQUEST)
             return
         try:
+            client.check_command_rate()
             await self._dispatch(command)
             COMMANDS.labels(command.method, "ok").inc()
         except HubError as error:

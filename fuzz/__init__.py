@@ -1,0 +1,1 @@
+"""Fuzzing entry points shared by the hypothesis tests and the atheris harness."""
