@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import aiohttp
 import orjson
@@ -213,6 +214,96 @@ async def test_reader_that_stops_reading_is_dropped_as_slow(make_server, server_
     assert "healthy" in hub.users
     writer.close()
     await healthy.close()
+
+
+def rss_bytes() -> int:
+    for line in open("/proc/self/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+async def open_silent_subscriber(server, channel: str):
+    """A raw client that connects, subscribes, reads the replies, then never reads again."""
+    port = int(server.url.rsplit(":", 1)[1])
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(
+        b"GET /connection/websocket HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    for body in (
+        orjson.dumps({"id": 1, "connect": {"token": server.token("silent")}}),
+        orjson.dumps({"id": 2, "subscribe": {"channel": channel}}),
+    ):
+        writer.write(masked_text_frame(body))
+        header = await reader.readexactly(2)
+        length = header[1] & 0x7F
+        if length == 126:
+            length = int.from_bytes(await reader.readexactly(2), "big")
+        await reader.readexactly(length)
+    return writer
+
+
+async def round_trip(server, ws, channel: str, n: int) -> float:
+    """Seconds from an API publish to its arrival at ``ws``."""
+    started = time.perf_counter()
+    await server.publish(channel, {"n": n})
+    await recv_until(ws, lambda r: r.get("push", {}).get("pub", {}).get("data") == {"n": n})
+    return time.perf_counter() - started
+
+
+async def test_a_slow_reader_costs_the_others_nothing_and_memory_stays_bounded(
+    make_server, server_config
+):
+    server = await make_server(server_config(client__queue_max_bytes=256 * 1024))
+    watcher = await connect(server, "watcher")
+    await watcher.send_str(orjson.dumps({"id": 2, "subscribe": {"channel": "board:lat"}}).decode())
+    await recv_until(watcher, lambda r: r.get("id") == 2)
+    baseline = sorted([await round_trip(server, watcher, "board:lat", n) for n in range(30)])
+    rss_before = rss_bytes()
+
+    silent = await open_silent_subscriber(server, "board:flood")
+    hub = server.hub
+    assert "silent" in hub.users
+    data = "y" * 65536
+    flooded = 0
+
+    async def flood() -> None:
+        nonlocal flooded
+        while "silent" in hub.users and flooded < 3000:
+            await server.publish("board:flood", data)
+            flooded += 1
+
+    flooding = asyncio.create_task(flood())
+    during = []
+    async with asyncio.timeout(30):
+        n = 100
+        while not flooding.done():
+            during.append(await round_trip(server, watcher, "board:lat", n))
+            n += 1
+        await flooding
+    assert "silent" not in hub.users and hub.disconnects[3008] >= 1
+    rss_after = rss_bytes()
+    during.sort()
+    median_before, median_during = baseline[len(baseline) // 2], during[len(during) // 2]
+    # the watcher's latency while another client's queue fills and is dropped: bounded by
+    # a small multiple of its own baseline (generous: the machine is shared and noisy)
+    assert median_during <= 5 * median_before + 0.05, (median_before, median_during)
+    # the slow client's queue was bounded (256 KiB), so memory does not grow with the flood
+    # (flooded * 64 KiB of publications went out meanwhile)
+    assert rss_after - rss_before < 48 * 1024 * 1024, (rss_before, rss_after, flooded)
+    print(
+        f"watcher p50 {median_before * 1000:.2f} ms before, {median_during * 1000:.2f} ms during;"
+        f" {flooded} x 64 KiB flooded; RSS {rss_before >> 20} -> {rss_after >> 20} MiB"
+    )
+    silent.close()
+    await watcher.close()
 
 
 @pytest.mark.parametrize("origin", ["https://evil.example"])
