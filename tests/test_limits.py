@@ -205,3 +205,17 @@ async def test_presence_size(make_server, server_config):
     assert reply["error"]["code"] == 106, reply
     assert hits("presence_size") == before + 1
     await asyncio.gather(first.close(), second.close())
+
+
+async def test_oversized_frames_and_bodies_are_counted(make_server, server_config):
+    server = await make_server(server_config(client__max_frame_bytes=1024))
+    before = hits("frame_size")
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str("x" * 4096)
+    closing = await ws.receive(timeout=5)
+    assert closing.data == 1009
+    async with server.session.post(server.url + "/connection/poll", data=b"{" * 4096) as r:
+        assert r.status == 413
+    async with server.session.post(server.url + "/emulation", data=b"{" * 4096) as r:
+        assert r.status == 413
+    assert hits("frame_size") - before == 3

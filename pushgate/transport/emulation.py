@@ -19,6 +19,7 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.limits import too_large
 from pushgate.transport.streaming import StreamWriter, open_stream
 
 log = logging.getLogger("pushgate.emulation")
@@ -99,7 +100,7 @@ async def http_stream_handler(request: web.Request) -> web.StreamResponse:
     if not body.strip():
         return web.json_response({"error": "the body must be the connect command"}, status=400)
     if _too_large(request, body):
-        return web.json_response({"error": "connect command too large"}, status=413)
+        return too_large("connect command")
     return await _stream(request, "stream", body)
 
 
@@ -108,7 +109,7 @@ async def sse_handler(request: web.Request) -> web.StreamResponse:
     if not connect:
         return web.json_response({"error": "cf_connect query parameter required"}, status=400)
     if _too_large(request, connect):
-        return web.json_response({"error": "connect command too large"}, status=413)
+        return too_large("connect command")
     return await _stream(request, "sse", connect.encode())
 
 
@@ -117,7 +118,7 @@ async def emulation_handler(request: web.Request) -> web.Response:
     hub = request.app[HUB]
     body = await request.read()
     if _too_large(request, body):
-        return web.json_response({"error": "request too large"}, status=413)
+        return too_large("request")
     try:
         message = orjson.loads(body)
     except orjson.JSONDecodeError:

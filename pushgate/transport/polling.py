@@ -23,6 +23,7 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.limits import too_large
 
 log = logging.getLogger("pushgate.polling")
 
@@ -195,7 +196,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
     sessions = request.app[POLLING]
     body = await request.read()
     if len(body) > hub.config.client.max_frame_bytes:
-        return web.json_response({"error": "request too large"}, status=413)
+        return too_large("request")
     try:
         session_id, rid, ack, commands, close = _parse(body)
     except BadPoll as exc:

@@ -13,9 +13,10 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from pushgate.hub.errors import DISCONNECT_SLOW
+from pushgate.metrics import LIMIT_HITS
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
 from pushgate.transport.origin import origin_allowed, refuse_origin
@@ -117,7 +118,10 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
             if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
                 await session.handle_frame(message.data)
             elif message.type == WSMsgType.ERROR:
-                log.info("websocket error from client=%s: %s", session.client.id, ws.exception())
+                error = ws.exception()
+                if getattr(error, "code", None) == WSCloseCode.MESSAGE_TOO_BIG:
+                    LIMIT_HITS.labels("frame_size").inc()
+                log.info("websocket error from client=%s: %s", session.client.id, error)
                 break
             if writer.closed:
                 break
