@@ -28,7 +28,7 @@ from urllib.parse import quote
 
 import orjson
 
-from pushgate.transport.ws_frames import build_frame
+from bench.frames import masked, next_frame
 
 TRANSPORTS = (
     "websocket",
@@ -43,12 +43,6 @@ TRANSPORTS = (
 UNI = ("uni_websocket", "uni_sse", "uni_http_stream")
 MAX_BUFFER = 16 * 1024 * 1024  # a peer that sends more than this without framing is broken
 
-
-def masked(payload: bytes) -> bytes:
-    """A client frame: masked with a zero key, which leaves the payload unchanged."""
-    frame = build_frame(payload)
-    head_len = 2 if frame[1] < 126 else (4 if frame[1] == 126 else 10)
-    return frame[:1] + bytes((frame[1] | 0x80,)) + frame[2:head_len] + b"\0\0\0\0" + payload
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -257,26 +251,8 @@ class WebSocketSubscriber(Subscriber, asyncio.Protocol):
             buffer = buffer[end + 4 :]
             self.transport.write(b"".join(masked(c) for c in self.first))
         pos = 0
-        size = len(buffer)
-        while size - pos >= 2:
-            length = buffer[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                head = 10
-            end = pos + head + length
-            if end > size:
-                break
-            payload = buffer[pos + head : end]
-            opcode = buffer[pos] & 0x0F
-            pos = end
+        while (frame := next_frame(buffer, pos)) is not None:
+            opcode, payload, pos = frame
             if opcode == 0x8:
                 code = int.from_bytes(payload[:2], "big") if len(payload) >= 2 else 0
                 self.stats.disconnects += 1

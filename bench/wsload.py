@@ -20,15 +20,7 @@ from pathlib import Path
 
 import orjson
 
-from pushgate.transport.ws_frames import build_frame
-
-
-def masked(payload: bytes) -> bytes:
-    """A client frame: masked with a zero key, which leaves the payload unchanged."""
-    frame = build_frame(payload)
-    # set the MASK bit on the length byte and insert a zero key after the length
-    head_len = 2 if frame[1] < 126 else (4 if frame[1] == 126 else 10)
-    return frame[:1] + bytes((frame[1] | 0x80,)) + frame[2:head_len] + b"\0\0\0\0" + payload
+from bench.frames import masked, next_frame
 
 
 class Stats:
@@ -113,27 +105,9 @@ class Subscriber(asyncio.Protocol):
             self.transport.write(b"".join(masked(c) for c in self.commands))
         pubs = 0
         pos = 0
-        size = len(buffer)
         last = self.last
-        while size - pos >= 2:
-            length = buffer[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 4], "big")
-                head = 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length = int.from_bytes(buffer[pos + 2 : pos + 10], "big")
-                head = 10
-            end = pos + head + length
-            if end > size:
-                break
-            payload = buffer[pos + head : end]
-            opcode = buffer[pos] & 0x0F
-            pos = end
+        while (frame := next_frame(buffer, pos)) is not None:
+            opcode, payload, pos = frame
             if opcode == 0x8:
                 continue
             if payload.startswith(PUSH):
