@@ -7,7 +7,7 @@ NODE_DEPS := tests/node_modules/.stamp-install
 CHROMIUM := chromium-installed
 CONFIG ?= pushgate.toml
 
-.PHONY: install run screenshots test lint format bench fuzz conformance clean $(CHROMIUM)
+.PHONY: install run screenshots test lint format bench fuzz conformance soak clean $(CHROMIUM)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +64,13 @@ FUZZ_SECONDS ?= 60
 fuzz: $(INSTALLED)
 	$(PY) -m pip install --quiet atheris
 	$(PY) -m fuzz.run --seconds $(FUZZ_SECONDS) $(TARGETS)
+
+# two workers + Redis under connection churn and publishing, SOAK_SECONDS long; not in CI.
+# Writes soak/results/soak.json and rss.png; fails if a connected client lost or doubled one.
+SOAK_SECONDS ?= 600
+soak: $(INSTALLED)
+	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m soak.run --seconds $(SOAK_SECONDS) $(ARGS)
 
 clean:
 	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache

@@ -800,3 +800,18 @@ async def test_a_subscriber_announced_gone_is_left_out_of_presence_refresh(hub):
     assert (await hub.engine.presence("board:p")) == {}
     await hub.announce_presence(sub, present=True)
     assert [info.user for _, info in hub.node_snapshot()["presence"]] == ["alice"]
+
+
+async def test_a_publication_already_covered_by_the_subscribe_reply_is_not_pushed(hub):
+    """With a broker whose broadcast can arrive after the position was read (Redis), the
+    subscribe reply may already cover a publication that is then delivered: skip it."""
+    alice, sink = await connect(hub, "alice")
+    for n in range(3):
+        await publish(hub, "board:late", n)
+    result = await subscribe(alice, "board:late")
+    assert result.offset == 3
+    late = Publication(orjson.dumps({"n": 2}), offset=3, epoch=result.epoch)
+    hub.handle_publication("board:late", late, result.epoch)
+    fresh = Publication(orjson.dumps({"n": 3}), offset=4, epoch=result.epoch)
+    hub.handle_publication("board:late", fresh, result.epoch)
+    assert sink.offsets() == [4]

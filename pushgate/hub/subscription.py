@@ -57,7 +57,10 @@ class Subscription:
 
     def deliver(self, pub: Publication) -> None:
         if self.active:
-            self.client.sink.push_publication(self.channel, pub)
+            # the subscribe reply gave position ``offset``: a publication at or below it
+            # (read from the stream before its broadcast reached this node) is not news
+            if pub.offset > self.offset or not pub.offset:
+                self.client.sink.push_publication(self.channel, pub)
         elif self.pending is not None:
             self.pending.append(pub)
 
