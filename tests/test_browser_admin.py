@@ -54,7 +54,7 @@ async def test_admin_page(make_server, server_config, page, clients):
     await page.fill("#channel-name", "board:admin")
     await page.click("#channel-form button")
     await page.wait_for_function(
-        "document.getElementById('channel-out').textContent.includes('presence')"
+        "document.getElementById('channel-out').textContent.includes('subscribers\":')"
     )
     channel_text = await page.text_content("#channel-out")
     assert (
