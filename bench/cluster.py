@@ -32,7 +32,6 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import aiohttp
 
+from bench.common import serve_command
 from bench.run import (
     API_KEY,
     CONFIG,
@@ -76,20 +76,7 @@ class Cluster:
         self.log_path = config.parent / f"{name}.log"
         self.log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "pushgate",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-                "--workers",
-                str(workers),
-                "--log-level",
-                "warning",
-            ],
+            serve_command(config, self.port, workers),
             cwd=ROOT,
             stdout=self.log,
             stderr=subprocess.STDOUT,

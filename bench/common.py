@@ -186,6 +186,15 @@ def _short(value: float) -> str:
     return f"{value:.2f}"
 
 
+def serve_command(config: Path, port: int, workers: int = 1) -> list[str]:
+    """The command line of a pushgate server for a benchmark or the soak."""
+    command = [sys.executable, "-m", "pushgate", "serve", "--config", str(config)]
+    command += ["--port", str(port), "--log-level", "warning"]
+    if workers > 1:
+        command += ["--workers", str(workers)]
+    return command
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

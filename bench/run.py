@@ -39,7 +39,16 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import RESULTS, ROOT, Progress, baseline_figure, medians, rss_kib, save
+from bench.common import (
+    RESULTS,
+    ROOT,
+    Progress,
+    baseline_figure,
+    medians,
+    rss_kib,
+    save,
+    serve_command,
+)
 from pushgate.auth import mint_connection_token
 
 SECRET = "bench-secret-0123456789abcdef0123456789"
@@ -96,18 +105,7 @@ class Server:
         else:
             config = workdir / "bench.toml"
             config.write_text(CONFIG)
-            command = [
-                sys.executable,
-                "-m",
-                "pushgate",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(self.port),
-                "--log-level",
-                "warning",
-            ]
+            command = serve_command(config, self.port)
         self.process = subprocess.Popen([*pin(0), *command], cwd=ROOT)
 
     @property

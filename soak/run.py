@@ -42,7 +42,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import machine, rss_kib
+from bench.common import machine, rss_kib, serve_command
 from soak.clients import API_KEY, SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -201,20 +201,7 @@ class Server:
         self.log_path = workdir / "pushgate.log"
         self.log = self.log_path.open("wb")
         self.process = None
-        self.command = [
-            sys.executable,
-            "-m",
-            "pushgate",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(self.port),
-            "--workers",
-            str(workers),
-            "--log-level",
-            "warning",
-        ]
+        self.command = serve_command(config, self.port, workers)
 
     async def start(self) -> None:
         self.process = await asyncio.create_subprocess_exec(
