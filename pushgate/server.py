@@ -20,7 +20,7 @@ from pushgate.engine.base import Engine
 from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.hub import Hub
-from pushgate.transport.app_keys import HUB
+from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
 from pushgate.transport.cors import add_cors_headers, cors_middleware
 from pushgate.transport.emulation import (
@@ -39,6 +39,7 @@ from pushgate.transport.uni import (
     uni_websocket_handler,
 )
 from pushgate.transport.websocket import websocket_handler
+from pushgate.transport.ws_connection import OpenSockets
 from pushgate.transport.xmpp_ws import xmpp_websocket_handler
 from pushgate.web import admin
 
@@ -100,6 +101,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         middlewares=[cors_middleware],
     )
     app[HUB] = hub
+    app[OPEN_SOCKETS] = OpenSockets()
     app[SESSIONS] = EmulationSessions()
     polling = app[POLLING] = PollingSessions(config.polling.session_timeout)
     app.on_response_prepare.append(add_cors_headers)
@@ -173,6 +175,8 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         # disconnect everyone first (3001): waiting polling requests answer with it
         await stats.stop()
         await hub.shutdown()
+        # the close frames reach the clients before the loop stops
+        await app[OPEN_SOCKETS].wait_closed(config.server.shutdown_timeout)
         await polling.stop()
         await stomp.stop()
         await xmpp.stop()

@@ -20,16 +20,17 @@ import struct
 import time
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.destinations import Destinations
 from pushgate.protocol.stomp.heartbeat import HeartbeatWheel
 from pushgate.protocol.stomp.session import StompSession, StompSettings, StompWriter
-from pushgate.transport.app_keys import HUB
+from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.origin import origin_allowed, refuse_origin
-from pushgate.transport.websocket import WebSocketWriter
+from pushgate.transport.ws_connection import WebSocketConnection
 from pushgate.transport.ws_frames import build_frame
+from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 if TYPE_CHECKING:
     from pushgate.hub.hub import Hub
@@ -97,8 +98,8 @@ def _ws_header(length: int) -> bytes:
     return struct.pack("!BBQ", 0x81, 127, length)
 
 
-class StompWebSocketWriter(WebSocketWriter):
-    """A WebSocketWriter that takes STOMP frames: one WebSocket text message each."""
+class StompWebSocketWriter(WebSocketConnection):
+    """A WebSocketConnection that takes STOMP frames: one WebSocket text message each."""
 
     __slots__ = ()
 
@@ -106,21 +107,10 @@ class StompWebSocketWriter(WebSocketWriter):
         self.write(build_frame(frame))
 
     def send_parts(self, head: bytes, tail: bytes) -> None:
-        if self.closed:
-            return
-        self._transport.writelines((_ws_header(len(head) + len(tail)), head, tail))
-        self._check_queue()
+        self.writelines((_ws_header(len(head) + len(tail)), head, tail))
 
     def send_heartbeat(self) -> None:
         self.write(_WS_HEARTBEAT)
-
-    def _check_queue(self) -> None:
-        if self._transport.get_write_buffer_size() > self._max_queue:
-            log.warning("slow STOMP client: write queue over %d bytes", self._max_queue)
-            if self._on_slow is not None:
-                self._on_slow()
-            else:
-                self.close(DISCONNECT_SLOW.code, DISCONNECT_SLOW.reason)
 
 
 async def stomp_websocket_handler(request: web.Request) -> web.StreamResponse:
@@ -130,31 +120,19 @@ async def stomp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, config.server.allowed_origins):
         log.info("STOMP websocket refused: origin %s", request.headers.get("Origin"))
         return refuse_origin(request)
-    ws = web.WebSocketResponse(
-        protocols=SUBPROTOCOLS,
-        compress=False,
-        max_msg_size=config.stomp.max_frame_bytes + 4096,
-        autoping=True,
+    response, subprotocol = handshake(request, SUBPROTOCOLS)
+    connection = StompWebSocketWriter(
+        request.app[OPEN_SOCKETS],
+        config.client.queue_max_bytes,
+        config.stomp.max_frame_bytes + 4096,
     )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    writer = StompWebSocketWriter(ws, transport, config.client.queue_max_bytes)
-    session = endpoint.session(writer, "stomp_websocket")
-    if ws.ws_protocol:
+    received = take_over(request, response, connection)
+    if received is None:
+        return Detached()
+    session = endpoint.session(connection, "stomp_websocket")
+    if subprotocol:
         # a client that names its version by subprotocol only
-        session.default_version = ws.ws_protocol[1] + "." + ws.ws_protocol[2]
-    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
-    try:
-        async for message in ws:
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                await session.feed(message.data)
-            elif message.type == WSMsgType.ERROR:
-                log.info("STOMP websocket error client=%s: %s", session.client.id, ws.exception())
-                break
-            if writer.closed:
-                break
-    finally:
-        await session.closed()
-    return ws
+        session.default_version = subprotocol[1] + "." + subprotocol[2]
+    connection.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    connection.start(session.feed, session.closed, received)
+    return Detached()

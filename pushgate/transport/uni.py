@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from pushgate.hub.errors import DISCONNECT_BAD_REQUEST, DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession, parse_position_event_id
-from pushgate.transport.app_keys import HUB
+from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.streaming import StreamWriter, open_stream
-from pushgate.transport.websocket import WebSocketWriter
+from pushgate.transport.ws_connection import WebSocketConnection
+from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 log = logging.getLogger("pushgate.uni")
 
@@ -94,32 +95,34 @@ async def uni_http_stream_handler(request: web.Request) -> web.StreamResponse:
 async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
     hub = request.app[HUB]
     config = hub.config
-    ws = web.WebSocketResponse(compress=False, max_msg_size=config.client.max_frame_bytes)
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    writer = WebSocketWriter(ws, transport, config.client.queue_max_bytes, bidirectional=False)
-    session = CentrifugoSession(hub, writer, "uni_websocket", uni=True)
-    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    response, _ = handshake(request)
+    connection = WebSocketConnection(
+        request.app[OPEN_SOCKETS],
+        config.client.queue_max_bytes,
+        config.client.max_frame_bytes,
+        bidirectional=False,
+    )
+    received = take_over(request, response, connection)
+    if received is None:
+        return Detached()
+    session = CentrifugoSession(hub, connection, "uni_websocket", uni=True)
+    connection.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
     client = session.client
-    try:
-        if "cf_connect" in request.query:
-            try:
-                await session.connect_unidirectional(orjson.loads(request.query["cf_connect"]))
-            except orjson.JSONDecodeError:
-                client.disconnect(DISCONNECT_BAD_REQUEST)
-        async for message in ws:
-            if message.type not in (WSMsgType.TEXT, WSMsgType.BINARY) or writer.closed:
-                break
-            if not client.connected:
-                try:
-                    connect = orjson.loads(message.data)
-                except orjson.JSONDecodeError:
-                    client.disconnect(DISCONNECT_BAD_REQUEST)
-                    break
-                await session.connect_unidirectional(connect)
-            # anything after the connect request is ignored: the client only listens
-    finally:
-        await session.closed()
-    return ws
+
+    async def on_message(data: bytes) -> None:
+        if client.connected:
+            return  # anything after the connect request is ignored: the client only listens
+        try:
+            connect = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            client.disconnect(DISCONNECT_BAD_REQUEST)
+            return
+        await session.connect_unidirectional(connect)
+
+    if "cf_connect" in request.query:
+        try:
+            await session.connect_unidirectional(orjson.loads(request.query["cf_connect"]))
+        except orjson.JSONDecodeError:
+            client.disconnect(DISCONNECT_BAD_REQUEST)
+    connection.start(on_message, session.closed, received)
+    return Detached()

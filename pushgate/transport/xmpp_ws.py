@@ -13,17 +13,18 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.session import Mark, StreamError, XmppSession
 from pushgate.protocol.xmpp.xml import XmlError
-from pushgate.transport.app_keys import HUB
+from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.bosh import XMPP
 from pushgate.transport.origin import origin_allowed, refuse_origin
-from pushgate.transport.websocket import WebSocketWriter
+from pushgate.transport.ws_connection import WebSocketConnection
 from pushgate.transport.ws_frames import build_frame
+from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 if TYPE_CHECKING:
     from pushgate.hub.hub import Hub
@@ -33,7 +34,7 @@ log = logging.getLogger("pushgate.xmpp")
 NORMAL_CLOSE = 1000
 
 
-class XmppWebSocketWriter(WebSocketWriter):
+class XmppWebSocketWriter(WebSocketConnection):
     """StanzaWriter over a WebSocket: one stanza per text message."""
 
     __slots__ = ("positions",)
@@ -52,8 +53,8 @@ class XmppWebSocketWriter(WebSocketWriter):
         if self.closed:
             return
         if condition:
-            WebSocketWriter.write(self, build_frame(st.stream_error(condition, text)))
-        WebSocketWriter.write(self, build_frame(st.WS_CLOSE))
+            WebSocketConnection.write(self, build_frame(st.stream_error(condition, text)))
+        WebSocketConnection.write(self, build_frame(st.WS_CLOSE))
         self.close(NORMAL_CLOSE, condition)
 
 
@@ -64,43 +65,33 @@ async def xmpp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, config.server.allowed_origins):
         log.info("XMPP websocket refused: origin %s", request.headers.get("Origin"))
         return refuse_origin(request)
-    limit = config.xmpp.max_stanza_bytes
-    ws = web.WebSocketResponse(
-        protocols=("xmpp",), compress=False, max_msg_size=limit * 4, autoping=True
+    response, _ = handshake(request, ("xmpp",))
+    writer = XmppWebSocketWriter(
+        request.app[OPEN_SOCKETS], config.client.queue_max_bytes, config.xmpp.max_stanza_bytes * 4
     )
-    await ws.prepare(request)
-    transport = request.transport
-    if transport is None:
-        return ws
-    writer = XmppWebSocketWriter(ws, transport, config.client.queue_max_bytes)
+    received = take_over(request, response, writer)
+    if received is None:
+        return Detached()
     session = XmppSession(hub, writer, "xmpp_websocket", endpoint.settings, endpoint.resume)
     writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
-    try:
-        async for message in ws:
-            if message.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                try:
-                    element = endpoint.parse(message.data)
-                    if element.ns == st.NS_FRAMING and element.name == "open":
-                        session.check_domain(element.get("to"))
-                        writer.write(
-                            build_frame(st.ws_open(endpoint.settings.domain, session.stream_id))
-                        )
-                        session.open_stream()
-                    elif element.ns == st.NS_FRAMING and element.name == "close":
-                        writer.end("")
-                    else:
-                        await session.handle(element)
-                except XmlError as exc:
-                    log.info("XMPP websocket client=%s sent bad XML: %s", session.client.id, exc)
-                    writer.end(exc.condition, str(exc))
-                except StreamError as exc:
-                    log.info("XMPP websocket client=%s: stream error %s", session.client.id, exc)
-                    writer.end(exc.condition, exc.text)
-            elif message.type == WSMsgType.ERROR:
-                log.info("XMPP websocket error client=%s: %s", session.client.id, ws.exception())
-                break
-            if writer.closed:
-                break
-    finally:
-        await session.closed()
-    return ws
+
+    async def on_message(data: bytes) -> None:
+        try:
+            element = endpoint.parse(data)
+            if element.ns == st.NS_FRAMING and element.name == "open":
+                session.check_domain(element.get("to"))
+                writer.write(build_frame(st.ws_open(endpoint.settings.domain, session.stream_id)))
+                session.open_stream()
+            elif element.ns == st.NS_FRAMING and element.name == "close":
+                writer.end("")
+            else:
+                await session.handle(element)
+        except XmlError as exc:
+            log.info("XMPP websocket client=%s sent bad XML: %s", session.client.id, exc)
+            writer.end(exc.condition, str(exc))
+        except StreamError as exc:
+            log.info("XMPP websocket client=%s: stream error %s", session.client.id, exc)
+            writer.end(exc.condition, exc.text)
+
+    writer.start(on_message, session.closed, received)
+    return Detached()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import os
 import struct
 from dataclasses import dataclass
@@ -99,6 +100,11 @@ class RawWebSocket:
             if ":" in line:
                 name, value = line.split(":", 1)
                 ws.headers[name.strip().lower()] = value.strip()
+        if ws.status == 101:
+            # RFC 6455 4.2.2: the accept value proves the server read this handshake
+            digest = hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode())
+            expected = base64.b64encode(digest.digest()).decode()
+            assert ws.headers.get("sec-websocket-accept") == expected, ws.headers
         return ws
 
     def send(self, opcode: int, payload: bytes = b"", **options) -> None:

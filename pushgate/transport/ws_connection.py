@@ -1,0 +1,281 @@
+"""One WebSocket connection after the handshake: a lean asyncio protocol, writer and reader.
+
+Once the handshake is answered (ws_handshake.py), the socket belongs to a
+``WebSocketConnection``: the FrameWriter a dialect session writes to, and the protocol
+the event loop feeds bytes to. Nothing else is kept for the connection's life — no
+aiohttp request, response or handler task — so an idle connection costs this object
+(slots), its parser state and its session.
+
+Writes: pushes are pre-built frames written straight to the transport; a delivery is
+one synchronous ``transport.write``. The transport's write buffer is the bounded
+queue; past ``client.queue_max_bytes`` the connection is closed with the "slow" code.
+
+Reads: ws_parser.FrameParser turns bytes into messages; pings are answered at once,
+a close frame is echoed, a protocol error closes with its code. Messages go to the
+dialect's ``on_message`` coroutine one at a time, in order, from a task that exists
+only while messages are waiting; reading pauses while too many wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from pushgate.hub.errors import DISCONNECT_SLOW
+from pushgate.metrics import LIMIT_HITS
+from pushgate.transport.ws_frames import build_frame, close_frame
+from pushgate.transport.ws_parser import (
+    CLOSE_TOO_BIG,
+    OP_CLOSE,
+    OP_PING,
+    FrameParser,
+    WebSocketProtocolError,
+    parse_close,
+)
+
+log = logging.getLogger("pushgate.websocket")
+
+#: a peer that does not read our close frame is cut after this many seconds
+ABORT_AFTER = 5.0
+#: messages waiting for the session before reading from the socket pauses
+MAX_WAITING = 16
+OP_PONG = 0xA
+CLOSE_NORMAL = 1000
+CLOSE_INTERNAL_ERROR = 1011
+
+
+class OpenSockets:
+    """How many lean WebSocket sockets are open, so shutdown can wait for them to flush."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._none_left: asyncio.Event | None = None
+
+    def opened(self) -> None:
+        self.count += 1
+
+    def closed(self) -> None:
+        self.count -= 1
+        if self.count <= 0 and self._none_left is not None:
+            self._none_left.set()
+
+    async def wait_closed(self, timeout: float) -> None:
+        """Until every socket is closed (their close frames written), or ``timeout``."""
+        if self.count <= 0:
+            return
+        self._none_left = asyncio.Event()
+        try:
+            await asyncio.wait_for(self._none_left.wait(), timeout)
+        except TimeoutError:
+            log.warning("%d websocket(s) still open after %.1fs of shutdown", self.count, timeout)
+        finally:
+            self._none_left = None
+
+
+OnMessage = Callable[[bytes], Awaitable[None]]
+OnClosed = Callable[[], Awaitable[None]]
+
+
+class WebSocketConnection(asyncio.Protocol):
+    """FrameWriter and asyncio protocol of one established WebSocket."""
+
+    __slots__ = (
+        "_closed",
+        "_inbox",
+        "_lost",
+        "_max_queue",
+        "_on_closed",
+        "_on_message",
+        "_on_slow",
+        "_open",
+        "_parser",
+        "_paused",
+        "_task",
+        "_transport",
+        "bidirectional",
+    )
+
+    framing = "ws"
+    close_carries_code = True
+    pings = True
+
+    def __init__(
+        self,
+        open_sockets: OpenSockets,
+        max_queue: int,
+        max_message: int,
+        bidirectional: bool = True,
+    ) -> None:
+        self._open = open_sockets
+        self._transport: asyncio.Transport | None = None
+        self._max_queue = max_queue
+        self._parser: FrameParser | None = FrameParser(max_message)
+        self._closed = False
+        self._lost = False
+        self._paused = False
+        self._on_slow: Callable[[], None] | None = None
+        self._on_message: OnMessage | None = None
+        self._on_closed: OnClosed | None = None
+        self._inbox: deque[bytes] | None = None
+        self._task: asyncio.Task | None = None
+        self.bidirectional = bidirectional
+
+    # --- wiring ----------------------------------------------------------------------
+    def on_slow(self, callback: Callable[[], None]) -> None:
+        self._on_slow = callback
+
+    def start(self, on_message: OnMessage, on_closed: OnClosed, received: bytes = b"") -> None:
+        """Begin feeding messages to the session; ``received`` came with the handshake."""
+        self._on_message = on_message
+        self._on_closed = on_closed
+        if received:
+            self.data_received(received)
+        if self._lost:
+            self._schedule()
+
+    # --- FrameWriter -----------------------------------------------------------------
+    frame = staticmethod(build_frame)
+
+    @property
+    def closed(self) -> bool:
+        transport = self._transport
+        return self._closed or transport is None or transport.is_closing()
+
+    def queued_bytes(self) -> int:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return 0
+        return transport.get_write_buffer_size()
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.write(data)
+        if transport.get_write_buffer_size() > self._max_queue:
+            self._slow()
+
+    def writelines(self, parts: tuple[bytes, ...]) -> None:
+        """One frame given in parts (header, per-recipient head, shared tail)."""
+        if self._closed:
+            return
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        transport.writelines(parts)
+        if transport.get_write_buffer_size() > self._max_queue:
+            self._slow()
+
+    def _slow(self) -> None:
+        log.warning("slow client: write queue over %d bytes", self._max_queue)
+        if self._on_slow is not None:
+            self._on_slow()
+        else:
+            self.close(DISCONNECT_SLOW.code, DISCONNECT_SLOW.reason)
+
+    def close(self, code: int, reason: str) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        # The close frame queues behind what is already buffered; a peer that never
+        # reads would hold the socket open, so it is aborted after a grace period.
+        transport.write(close_frame(code, reason))
+        transport.close()
+        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
+
+    # --- asyncio.Protocol ------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._open.opened()
+
+    def data_received(self, data: bytes) -> None:
+        parser = self._parser
+        if parser is None or self._closed:
+            return
+        try:
+            messages = parser.feed(data)
+        except WebSocketProtocolError as exc:
+            if exc.code == CLOSE_TOO_BIG:
+                LIMIT_HITS.labels("frame_size").inc()
+            log.info("websocket protocol error, closing %d: %s", exc.code, exc.reason)
+            self._parser = None
+            self.close(exc.code, exc.reason)
+            return
+        for opcode, payload in messages:
+            if self._closed:
+                return
+            if opcode == OP_PING:
+                self._transport.write(build_frame(payload, OP_PONG))  # type: ignore[union-attr]
+            elif opcode == OP_CLOSE:
+                self._peer_closed(payload)
+            elif opcode != OP_PONG:
+                self._enqueue(payload)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        self._open.closed()
+        self._parser = None
+        if self._on_closed is not None:
+            self._schedule()
+
+    # --- inside ----------------------------------------------------------------------
+    def _peer_closed(self, payload: bytes) -> None:
+        """Answer the peer's close frame with the same code, then close the socket."""
+        try:
+            code, _reason = parse_close(payload)
+        except WebSocketProtocolError as exc:
+            self.close(exc.code, exc.reason)
+            return
+        self.close(CLOSE_NORMAL if code is None else code, "")
+
+    def _enqueue(self, payload: bytes) -> None:
+        inbox = self._inbox
+        if inbox is None:
+            inbox = self._inbox = deque()
+        inbox.append(payload)
+        if len(inbox) >= MAX_WAITING and not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if self._task is None and self._on_message is not None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        """Hand waiting messages to the session in order; on loss, close the session."""
+        try:
+            while True:
+                inbox = self._inbox
+                if not inbox or self.closed:
+                    break
+                payload = inbox.popleft()
+                if self._paused and len(inbox) < MAX_WAITING // 2:
+                    self._paused = False
+                    if self._transport is not None:
+                        self._transport.resume_reading()
+                try:
+                    await self._on_message(payload)  # type: ignore[misc]
+                except Exception:
+                    log.exception("websocket message handler failed")
+                    self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            self._inbox = None
+        finally:
+            self._task = None
+        if self._lost and self._on_closed is not None:
+            on_closed, self._on_closed = self._on_closed, None
+            self._on_message = None
+            try:
+                await on_closed()
+            except Exception:
+                log.exception("websocket session close failed")
