@@ -75,7 +75,9 @@ class RawWebSocket:
         *,
         protocols: tuple[str, ...] = (),
         extensions: str = "",
+        early: bytes = b"",
     ) -> RawWebSocket:
+        """Open a WebSocket; ``early`` bytes go out with the request, before the 101."""
         host, port = url.removeprefix("http://").split(":")
         reader, writer = await asyncio.open_connection(host, int(port))
         key = base64.b64encode(os.urandom(16)).decode()
@@ -91,7 +93,7 @@ class RawWebSocket:
             lines.append("Sec-WebSocket-Protocol: " + ", ".join(protocols))
         if extensions:
             lines.append("Sec-WebSocket-Extensions: " + extensions)
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + early)
         ws = cls(reader, writer)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
         status_line, *header_lines = head.decode("latin-1").split("\r\n")

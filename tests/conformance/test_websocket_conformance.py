@@ -27,6 +27,7 @@ from tests.conformance.rawws import (
     TEXT,
     RawWebSocket,
     close_payload,
+    encode,
 )
 from tests.conftest import SECRET
 
@@ -310,6 +311,22 @@ async def test_close_reason_with_invalid_utf8_closes_1007(conf_server, endpoint)
     ws = await open_ws(conf_server, endpoint)
     ws.send(CLOSE, close_payload(1000, b"\xff\xfe"))
     assert await ws.close_code() in (1002, 1007)
+    ws.abort()
+
+
+@parametrize
+async def test_frames_sent_with_the_handshake_request_are_read(conf_server, endpoint):
+    """A client that does not wait for the 101 (RFC 6455 says it should): its first
+    message arrives in the same packet as the request and is still handled."""
+    ws = await RawWebSocket.connect(
+        conf_server.url,
+        endpoint.path,
+        protocols=endpoint.protocols,
+        early=encode(TEXT, endpoint.hello),
+    )
+    assert ws.status == 101
+    frame = await ws.recv_until(TEXT)
+    assert frame is not None and endpoint.answer in frame.payload, frame
     ws.abort()
 
 
