@@ -65,9 +65,10 @@ class Recording:
         self.resyncs += 1
         self._note()
 
-    def node_snapshot(self) -> dict:
+    def node_snapshot(self, presence: bool = True) -> dict:
         info = {"uid": self.node_id, "name": self.node_id, "num_clients": len(self.users)}
-        return {"info": info, "users": list(self.users), "presence": list(self.presence)}
+        entries = list(self.presence) if presence else []
+        return {"info": info, "users": list(self.users), "presence": entries}
 
 
 Started = tuple[RedisEngine, Recording]
@@ -336,6 +337,26 @@ async def test_heartbeat_refreshes_presence_of_a_live_node(engines):
         return time.monotonic() - started > 2.0
 
     await wait_until(still_there_after_2s, 4, "presence is refreshed by the heartbeat")
+
+
+async def test_users_and_presence_come_back_after_redis_lost_them(engines, local_redis):
+    """Heartbeats do not rewrite every user and presence entry; but when this node's
+    registry entry is gone (Redis restarted empty), the next beat writes them all."""
+    engine, handler = await engines(presence_ttl=60.0, node_heartbeat=0.1)
+    info = ClientInfo("c1", "alice")
+    handler.users = ["alice"]
+    handler.presence = [("room", info)]
+    await engine.user_connected("alice")
+    await engine.add_presence("room", info, 60.0)
+    keys = [k async for k in local_redis.scan_iter(match=f"{engine.prefix}:*")]
+    await local_redis.delete(*keys)
+    assert await engine.presence("room") == {}
+
+    async def restored() -> bool:
+        online = (await engine.user_status(["alice"]))["alice"][0]
+        return online and await engine.presence("room") == {"c1": info}
+
+    await wait_until(restored, 3, "the next heartbeat restores users and presence")
 
 
 # --- users and nodes ----------------------------------------------------------------

@@ -79,9 +79,9 @@ class EngineHandler(Protocol):
     def handle_resync(self) -> None:
         """The engine's feed was interrupted: publications may have been missed."""
 
-    def node_snapshot(self) -> dict:
+    def node_snapshot(self, presence: bool = True) -> dict:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
-        of this node, for the engine's heartbeat."""
+        of this node, for the engine's heartbeat (``presence`` empty unless asked)."""
 
 
 class Engine(ABC):

@@ -42,7 +42,10 @@ from pushgate.engine.base import (
 log = logging.getLogger("pushgate.engine.redis")
 
 IDEMPOTENCY_TTL = 300
-PRESENCE_REFRESH_EVERY = 3  # heartbeats
+#: a node's users are written again this often (their keys live a day; see _beat)
+USER_REFRESH_SECONDS = 3600.0
+#: dead nodes stay in the registry this long after they expire, for users' last-seen
+DEAD_NODE_KEEP_SECONDS = 3600.0
 MAX_BACKOFF = 5.0
 MAX_CONNECTIONS = 64  # per shard and process
 POOL_TIMEOUT = 10.0  # seconds a command may wait for a free connection
@@ -208,7 +211,8 @@ class RedisEngine(Engine):
         self._node_id = ""
         self.shards: list[Shard] = []
         self._heartbeat: asyncio.Task | None = None
-        self._beats = 0
+        self._next_user_refresh = 0.0
+        self._next_presence_refresh = 0.0
         self._channel_prefix = f"{self.prefix}:ch:".encode()
         self._control = f"{self.prefix}:control"
 
@@ -386,16 +390,22 @@ class RedisEngine(Engine):
         await self.add_presence_many([(channel, info)], ttl)
 
     async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
+        """Add or refresh presence entries: four commands per channel, however many
+        of its members are on this node, pipelined per shard."""
         expires = time.time() + ttl
-        by_shard: dict[Shard, list[tuple[str, ClientInfo]]] = {}
+        by_channel: dict[str, list[ClientInfo]] = {}
         for channel, info in entries:
-            by_shard.setdefault(self.shard(channel), []).append((channel, info))
-        for shard, items in by_shard.items():
+            by_channel.setdefault(channel, []).append(info)
+        by_shard: dict[Shard, list[str]] = {}
+        for channel in by_channel:
+            by_shard.setdefault(self.shard(channel), []).append(channel)
+        for shard, channels in by_shard.items():
             pipe = shard.client.pipeline(transaction=False)
-            for channel, info in items:
+            for channel in channels:
+                infos = by_channel[channel]
                 hash_key, zset_key = self._presence_keys(channel)
-                pipe.hset(hash_key, info.client, orjson.dumps(_info_dict(info)))
-                pipe.zadd(zset_key, {info.client: expires})
+                pipe.hset(hash_key, mapping={i.client: orjson.dumps(_info_dict(i)) for i in infos})
+                pipe.zadd(zset_key, {i.client: expires for i in infos})
                 pipe.expire(hash_key, int(ttl) + 1)
                 pipe.expire(zset_key, int(ttl) + 1)
             await pipe.execute()
@@ -427,7 +437,9 @@ class RedisEngine(Engine):
         await self._mark_users_online([user])
 
     async def _mark_users_online(self, users: list[str]) -> None:
-        expires = time.time() + self.config.node_ttl
+        """Each user's hash gets this node's field; the user is online while this node
+        is alive in the registry, so nothing per user is refreshed on a heartbeat."""
+        now = time.time()
         keep = max(int(self.config.history_meta_ttl), 86400)
         by_shard: dict[Shard, list[str]] = {}
         for user in users:
@@ -435,7 +447,7 @@ class RedisEngine(Engine):
         for shard, items in by_shard.items():
             pipe = shard.client.pipeline(transaction=False)
             for user in items:
-                pipe.hset(self._user_key(user), self._node_id, expires)
+                pipe.hset(self._user_key(user), self._node_id, now)
                 pipe.expire(self._user_key(user), keep)
             await pipe.execute()
 
@@ -447,20 +459,28 @@ class RedisEngine(Engine):
 
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
         now = time.time()
+        node_expires = await self._node_expiries()
         out: dict[str, tuple[bool, float | None]] = {}
         for user in users:
             fields = await self.shard(user).client.hgetall(self._user_key(user))
             seen = fields.pop(b"_seen", None)
-            alive = [float(exp) for exp in fields.values() if float(exp) > now]
-            if alive:
+            if any(node_expires.get(node, 0.0) > now for node in fields):
                 out[user] = (True, now)
-            else:
-                # a node that died leaves its entry: it was online until it expired
-                lapsed = [float(exp) for exp in fields.values()]
-                candidates = [float(seen)] if seen is not None else []
-                candidates += [exp - self.config.node_ttl for exp in lapsed]
-                out[user] = (False, max(candidates) if candidates else None)
+                continue
+            # every node that held the user is gone: online until it stopped beating,
+            # or (once the registry forgot the node) until its last write of the user
+            candidates = [float(seen)] if seen is not None else []
+            for node, written in fields.items():
+                expired = node_expires.get(node)
+                candidates.append(
+                    expired - self.config.node_ttl if expired is not None else float(written)
+                )
+            out[user] = (False, max(candidates) if candidates else None)
         return out
+
+    async def _node_expiries(self) -> dict[bytes, float]:
+        raw = await self.shards[0].client.hgetall(f"{self.prefix}:nodes")
+        return {node: float(orjson.loads(body).get("expires", 0)) for node, body in raw.items()}
 
     # --- cluster ------------------------------------------------------------------
     async def _heartbeat_forever(self) -> None:
@@ -474,18 +494,30 @@ class RedisEngine(Engine):
                 log.exception("heartbeat failed")
 
     async def _beat(self) -> None:
+        """Announce this node. Users and presence are written again only when due
+        (users hourly, presence every third of ``presence_ttl``) or when this node's
+        registry entry was missing (first beat, or Redis lost its data)."""
         handler = self._handler
         if handler is None:
             return
-        snapshot = handler.node_snapshot()
+        now = time.time()
+        presence_due = now >= self._next_presence_refresh
+        snapshot = handler.node_snapshot(presence=presence_due)
         info = dict(snapshot["info"])
-        info["expires"] = time.time() + self.config.node_ttl
-        await self.shards[0].client.hset(f"{self.prefix}:nodes", self._node_id, orjson.dumps(info))
-        if snapshot["users"]:
+        info["expires"] = now + self.config.node_ttl
+        added = await self.shards[0].client.hset(
+            f"{self.prefix}:nodes", self._node_id, orjson.dumps(info)
+        )
+        if added and not presence_due:
+            presence_due = True
+            snapshot = handler.node_snapshot(presence=True)
+        if (added or now >= self._next_user_refresh) and snapshot["users"]:
             await self._mark_users_online(snapshot["users"])
-        self._beats += 1
-        if self._beats % PRESENCE_REFRESH_EVERY == 0 and snapshot["presence"]:
-            await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
+            self._next_user_refresh = now + USER_REFRESH_SECONDS
+        if presence_due:
+            if snapshot["presence"]:
+                await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
+            self._next_presence_refresh = now + self.config.presence_ttl / 3
 
     async def ping(self) -> None:
         for shard in self.shards:
@@ -531,10 +563,11 @@ class RedisEngine(Engine):
         live, dead = [], []
         for node_id, body in raw.items():
             info = orjson.loads(body)
-            if info.pop("expires", 0) > now:
+            expires = info.pop("expires", 0)
+            if expires > now:
                 live.append(info)
-            else:
-                dead.append(node_id)
+            elif expires < now - DEAD_NODE_KEEP_SECONDS:
+                dead.append(node_id)  # kept until then for its users' last-seen time
         if dead:
             await self.shards[0].client.hdel(f"{self.prefix}:nodes", *dead)
         live = [n for n in live if n.get("uid") != this_node["uid"]]

@@ -320,14 +320,22 @@ class Hub:
             if known is None or known.epoch != position.epoch or position.offset > known.offset:
                 self._positions[channel] = position
 
-    def node_snapshot(self) -> dict:
-        presence = [
-            (channel, sub.client.chan_info_for(channel))
-            for channel, subs in self.channels.items()
-            for sub in subs.values()
-            if sub.options.presence and sub.present
-        ]
-        return {"info": self.local_info(), "users": list(self.users), "presence": presence}
+    def node_snapshot(self, presence: bool = True) -> dict:
+        presence_entries = (
+            [
+                (channel, sub.client.chan_info_for(channel))
+                for channel, subs in self.channels.items()
+                for sub in subs.values()
+                if sub.options.presence and sub.present
+            ]
+            if presence
+            else []
+        )
+        return {
+            "info": self.local_info(),
+            "users": list(self.users),
+            "presence": presence_entries,
+        }
 
     def handle_join(self, channel: str, info: ClientInfo) -> None:
         subs = self.channels.get(channel)
