@@ -1,12 +1,18 @@
 """A lean load client for every transport: many subscribers of one channel in one process.
 
-Raw asyncio protocols on uvloop, HTTP/1.1 and WebSocket framing done by hand, so the load
-side costs little next to the server. One process speaks one transport
-(``--transport``): websocket, http_stream and sse (bidirectional emulation: commands go
-through ``POST /emulation``), uni_websocket, uni_sse and uni_http_stream (the channel
-comes from the token's ``channels`` claim), longpoll and poll (pushgate's polling
-protocol: session, rid, ack, commands; a long poll is re-issued as soon as it is
-answered, a short poll after ``--poll-interval``).
+Raw asyncio protocols on uvloop, HTTP/1.1, WebSocket, STOMP and BOSH framing done by
+hand, so the load side costs little next to the server. One process speaks one
+transport (``--transport``): websocket, http_stream and sse (bidirectional emulation:
+commands go through ``POST /emulation``), uni_websocket, uni_sse and uni_http_stream
+(the channel comes from the token's ``channels`` claim), longpoll and poll (pushgate's
+polling protocol: session, rid, ack, commands; a long poll is re-issued as soon as it is
+answered, a short poll after ``--poll-interval``), stomp (STOMP 1.2 over WebSocket at
+``/stomp``: CONNECT with the JWT as ``passcode`` and no heart-beats, SUBSCRIBE to
+``/topic/<channel>``; the offset is the MESSAGE's ``x-pushgate-offset`` header) and
+bosh (XMPP over BOSH at ``/http-bind``: session, SASL PLAIN with the JWT as password,
+restart, bind, session; the channel comes from the token's ``channels`` claim, each
+publication is a headline message whose ``<item id>`` is its offset, and one request is
+kept waiting at a time, hold=1, re-issued with the next rid as soon as it is answered).
 
 Every publication received is checked against the subscriber's last offset (a repeat
 is a duplicate, a jump is a gap) and its latency is taken from the send time ``t`` in
@@ -19,7 +25,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import html
 import os
+import random
+import re
 import resource
 import sys
 import time
@@ -39,10 +48,16 @@ TRANSPORTS = (
     "uni_http_stream",
     "longpoll",
     "poll",
+    "stomp",
+    "bosh",
 )
 UNI = ("uni_websocket", "uni_sse", "uni_http_stream")
+#: transports whose subscription comes from the token's ``channels`` claim
+TOKEN_CHANNELS = (*UNI, "bosh")
+#: transports that cost an HTTP request per delivery batch (or per poll)
+POLLING = ("longpoll", "poll", "bosh")
 MAX_BUFFER = 16 * 1024 * 1024  # a peer that sends more than this without framing is broken
-
+XMPP_DOMAIN = "localhost"  # pushgate's default xmpp.domain
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -212,23 +227,35 @@ def subscribe_command(channel: str) -> bytes:
 class WebSocketSubscriber(Subscriber, asyncio.Protocol):
     """``/connection/websocket`` (connect + subscribe) or ``/connection/uni_websocket``."""
 
-    __slots__ = ("buffer", "first", "handshaken", "path")
+    __slots__ = ("buffer", "first", "handshaken", "path", "subprotocol")
 
-    def __init__(self, stats, ready, index, port, path: str, first: list[bytes], uni: bool):
+    def __init__(
+        self,
+        stats,
+        ready,
+        index,
+        port,
+        path: str,
+        first: list[bytes],
+        uni: bool,
+        subprotocol: str = "",
+    ):
         super().__init__(stats, ready, index, port, uni)
         self.path = path
         self.first = first
+        self.subprotocol = subprotocol
         self.buffer = b""
         self.handshaken = False
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
         key = base64.b64encode(os.urandom(16)).decode()
+        protocol = f"Sec-WebSocket-Protocol: {self.subprotocol}\r\n" if self.subprotocol else ""
         transport.write(
             (
                 f"GET {self.path} HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{protocol}\r\n"
             ).encode()
         )
 
@@ -258,13 +285,92 @@ class WebSocketSubscriber(Subscriber, asyncio.Protocol):
                 self.stats.disconnects += 1
                 self.stats.error(f"#{self.index}: close frame {code} {payload[2:80]!r}")
                 continue
-            if opcode not in (0x1, 0x2):
-                continue
-            # the Centrifugo JSON protocol may put several messages in one frame
-            for raw in payload.split(b"\n"):
-                if raw:
-                    self.message(raw)
+            if opcode in (0x1, 0x2):
+                self.payload(payload)
         self.buffer = buffer[pos:]
+
+    def payload(self, payload: bytes) -> None:
+        # the Centrifugo JSON protocol may put several messages in one frame
+        for raw in payload.split(b"\n"):
+            if raw:
+                self.message(raw)
+
+
+# --- STOMP over WebSocket ---------------------------------------------------------------
+def stomp_escape(value: str) -> str:
+    """A STOMP 1.2 header value (escaped in every frame but CONNECT)."""
+    return value.replace("\\", "\\\\").replace(":", "\\c").replace("\n", "\\n")
+
+
+class StompSubscriber(WebSocketSubscriber):
+    """STOMP 1.2 at ``/stomp`` (subprotocol ``v12.stomp``): CONNECT with the JWT as
+    ``passcode`` and ``heart-beat:0,0``, then SUBSCRIBE with a receipt; ready on the
+    RECEIPT. The server sends each frame as one text message; a MESSAGE carries the
+    publication's offset in ``x-pushgate-offset`` and its data as the JSON body."""
+
+    __slots__ = ()
+
+    def __init__(self, stats, ready, index, port, token: str, channel: str):
+        connect = (
+            f"CONNECT\naccept-version:1.2\nhost:/\nheart-beat:0,0\npasscode:{token}\n\n\0"
+        ).encode()
+        subscribe = (
+            f"SUBSCRIBE\nid:0\ndestination:{stomp_escape('/topic/' + channel)}\nack:auto\n"
+            "receipt:subscribed\n\n\0"
+        ).encode()
+        super().__init__(
+            stats, ready, index, port, "/stomp", [connect, subscribe], False, "v12.stomp"
+        )
+
+    def payload(self, payload: bytes) -> None:
+        pos = 0
+        size = len(payload)
+        while pos < size:
+            if payload[pos] in (0x0A, 0x0D):  # heart-beats and EOLs between frames
+                pos += 1
+                continue
+            end = payload.find(b"\n\n", pos)
+            if end < 0:
+                self.stats.error(f"#{self.index}: STOMP frame without headers end")
+                return
+            lines = payload[pos:end].split(b"\n")
+            command = lines[0].rstrip(b"\r")
+            headers = {}
+            for line in lines[1:]:
+                name, _, value = line.rstrip(b"\r").partition(b":")
+                headers.setdefault(name, value)
+            start = end + 2
+            length = headers.get(b"content-length")
+            if length is not None:
+                stop = start + int(length)
+            else:
+                stop = payload.find(b"\0", start)
+                if stop < 0:
+                    stop = size
+            self.frame(command, headers, payload[start:stop])
+            pos = stop + 1  # past the NUL
+
+    def frame(self, command: bytes, headers: dict[bytes, bytes], body: bytes) -> None:
+        if command == b"MESSAGE":
+            offset = headers.get(b"x-pushgate-offset")
+            if offset is None:
+                self.stats.error(f"#{self.index}: MESSAGE without offset: {headers}")
+                return
+            try:
+                data = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                self.stats.error(f"#{self.index}: MESSAGE body not JSON: {body[:120]!r}")
+                return
+            self.publication({"offset": int(offset), "data": data})
+        elif command == b"RECEIPT":
+            self.set_ready()
+        elif command == b"CONNECTED":
+            self.session = headers.get(b"session", b"").decode()
+        elif command == b"ERROR":
+            self.stats.disconnects += 1
+            self.fail(f"STOMP ERROR {headers.get(b'message', b'')!r}: {body[:200]!r}")
+        else:
+            self.stats.error(f"#{self.index}: unexpected STOMP {command[:20]!r}")
 
 
 # --- long HTTP responses: HTTP streaming and SSE -----------------------------------------
@@ -382,45 +488,21 @@ async def post_emulation(sub: Subscriber, body: bytes) -> None:
         sub.fail(f"/emulation failed: {exc!r}")
 
 
-# --- polling ------------------------------------------------------------------------------
-class PollSubscriber(Subscriber, asyncio.Protocol):
-    """pushgate's polling protocol over one keep-alive connection.
+# --- request/response over one keep-alive connection ------------------------------------
+class HttpSubscriber(Subscriber, asyncio.Protocol):
+    """POSTs one at a time on a keep-alive connection; each answer (``Content-Length``
+    framed) goes to ``answer``."""
 
-    Each request carries ``session`` (after the first), ``rid`` (one more each time),
-    ``ack`` (highest ``seq`` processed) and commands (connect + subscribe on the first).
-    Only messages with ``seq`` above the last processed one are handled.
-    """
+    __slots__ = ("buffer",)
 
-    __slots__ = ("ack", "buffer", "commands", "hold", "interval", "path", "rid", "sent_at")
-
-    def __init__(self, stats, ready, index, port, hold: bool, interval: float, commands):
-        super().__init__(stats, ready, index, port)
-        self.path = b"/connection/longpoll" if hold else b"/connection/poll"
-        self.hold = hold
-        self.interval = interval
-        self.commands = commands
-        self.rid = 0
-        self.ack = 0
+    def __init__(self, stats, ready, index, port, uni: bool = False):
+        super().__init__(stats, ready, index, port, uni)
         self.buffer = b""
 
-    def connection_made(self, transport) -> None:
-        super().connection_made(transport)
-        self.send()
-
-    def send(self) -> None:
-        if self.stopped or self.transport is None or self.transport.is_closing():
-            return
-        self.rid += 1
-        request: dict = {"rid": self.rid, "ack": self.ack}
-        if self.session:
-            request["session"] = self.session
-        if self.commands:
-            request["commands"] = self.commands
-            self.commands = None
-        body = orjson.dumps(request)
+    def post(self, path: bytes, content_type: bytes, body: bytes) -> None:
         self.transport.write(
-            b"POST %b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%b" % (self.path, len(body), body)
+            b"POST %b HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %b\r\n"
+            b"Content-Length: %d\r\n\r\n%b" % (path, content_type, len(body), body)
         )
 
     def data_received(self, data: bytes) -> None:
@@ -436,7 +518,7 @@ class PollSubscriber(Subscriber, asyncio.Protocol):
                 if name.strip() == b"content-length":
                     length = int(value)
             if length < 0:
-                self.fail(f"polling answer without content-length: {head[:200]!r}")
+                self.fail(f"answer without content-length: {head[:200]!r}")
                 self.transport.close()
                 return
             if len(buffer) < end + 4 + length:
@@ -444,11 +526,54 @@ class PollSubscriber(Subscriber, asyncio.Protocol):
             body = buffer[end + 4 : end + 4 + length]
             buffer = buffer[end + 4 + length :]
             if not head.startswith(b"http/1.1 200"):
-                self.fail(f"polling answered {head[:15]!r}: {body[:200]!r}")
+                self.fail(f"answered {head[:15]!r}: {body[:200]!r}")
                 self.transport.close()
                 return
             self.answer(body)
         self.buffer = buffer
+        if len(buffer) > MAX_BUFFER:
+            self.fail("HTTP framing lost")
+            self.transport.close()
+
+    def answer(self, body: bytes) -> None:
+        raise NotImplementedError
+
+
+# --- polling ------------------------------------------------------------------------------
+class PollSubscriber(HttpSubscriber):
+    """pushgate's polling protocol over one keep-alive connection.
+
+    Each request carries ``session`` (after the first), ``rid`` (one more each time),
+    ``ack`` (highest ``seq`` processed) and commands (connect + subscribe on the first).
+    Only messages with ``seq`` above the last processed one are handled.
+    """
+
+    __slots__ = ("ack", "commands", "hold", "interval", "path", "rid")
+
+    def __init__(self, stats, ready, index, port, hold: bool, interval: float, commands):
+        super().__init__(stats, ready, index, port)
+        self.path = b"/connection/longpoll" if hold else b"/connection/poll"
+        self.hold = hold
+        self.interval = interval
+        self.commands = commands
+        self.rid = 0
+        self.ack = 0
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.send()
+
+    def send(self) -> None:
+        if self.stopped or self.transport is None or self.transport.is_closing():
+            return
+        self.rid += 1
+        request: dict = {"rid": self.rid, "ack": self.ack}
+        if self.session:
+            request["session"] = self.session
+        if self.commands:
+            request["commands"] = self.commands
+            self.commands = None
+        self.post(self.path, b"application/json", orjson.dumps(request))
 
     def answer(self, body: bytes) -> None:
         response = orjson.loads(body)
@@ -471,6 +596,134 @@ class PollSubscriber(Subscriber, asyncio.Protocol):
             self.send()  # a long poll is re-issued at once
         else:
             asyncio.get_running_loop().call_later(self.interval, self.send)
+
+
+# --- XMPP over BOSH -------------------------------------------------------------------------
+NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
+BOSH_PATH = b"/http-bind"
+BOSH_TYPE = b"text/xml; charset=utf-8"
+# a publication: <message type="headline"><event><items node=…><item id="<offset>">
+# <json xmlns="urn:xmpp:json:0">…JSON, XML-escaped…</json></item></items></event></message>
+HEADLINE = re.compile(rb'<item id="(\d*)"><json xmlns="urn:xmpp:json:0">([^<]*)</json>')
+SID = re.compile(rb'\ssid="([^"]+)"')
+
+
+def jwt_subject(token: str) -> str:
+    payload = token.split(".")[1]
+    return orjson.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))["sub"]
+
+
+class BoshSubscriber(HttpSubscriber):
+    """XMPP over BOSH at ``/http-bind`` with ``hold=1``: session creation, SASL PLAIN
+    (the JWT as password), stream restart, resource bind, session; then one empty
+    request is kept waiting at all times, the next (rid + 1) sent as soon as the last
+    is answered. Publications of the token's ``channels`` arrive as headline messages
+    (XEP-0060 event, ``<item id>`` = offset, JSON in an XEP-0335 ``<json/>``)."""
+
+    __slots__ = ("rid", "sid", "step", "token", "user")
+
+    STEPS = ("session creation", "SASL", "restart", "bind", "session")
+
+    def __init__(self, stats, ready, index, port, token: str):
+        super().__init__(stats, ready, index, port)
+        self.token = token
+        self.user = jwt_subject(token)
+        self.rid = random.randrange(1 << 20, 1 << 40)
+        self.sid = ""
+        self.step = 0  # index in STEPS; len(STEPS) once publications flow
+
+    def connection_made(self, transport) -> None:
+        super().connection_made(transport)
+        self.send(f' to="{XMPP_DOMAIN}" wait="60" hold="1" ver="1.6" xmpp:version="1.0"', "")
+
+    def send(self, attrs: str = "", inner: str = "") -> None:
+        if self.stopped or self.transport is None or self.transport.is_closing():
+            return
+        sid = f' sid="{self.sid}"' if self.sid else ""
+        body = (
+            f'<body xmlns="{NS_HTTPBIND}" xmlns:xmpp="urn:xmpp:xbosh" rid="{self.rid}"{sid}{attrs}'
+        )
+        body += f">{inner}</body>" if inner else "/>"
+        self.rid += 1
+        self.post(BOSH_PATH, BOSH_TYPE, body.encode())
+
+    def answer(self, body: bytes) -> None:
+        head = body[: body.find(b">") + 1]
+        if b'type="terminate"' in head:
+            self.stats.disconnects += 1
+            self.fail(f"BOSH session terminated: {body[:300]!r}")
+            self.stopped = True  # reported once, not again when the socket closes
+            self.transport.close()
+            return
+        step = self.step
+        if step >= len(self.STEPS):
+            self.headlines(body)
+            self.send()  # hold=1: the next request waits as soon as this one is answered
+            return
+        if step == 0:
+            found = SID.search(head)
+            ok = found is not None and b"<mechanism>PLAIN</mechanism>" in body
+            if ok:
+                self.sid = found.group(1).decode()
+                creds = base64.b64encode(f"\0{self.user}\0{self.token}".encode()).decode()
+                self.send(
+                    "",
+                    '<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">'
+                    f"{creds}</auth>",
+                )
+        elif step == 1:
+            ok = b"<success " in body
+            if ok:
+                self.send(f' to="{XMPP_DOMAIN}" xmpp:restart="true"')
+        elif step == 2:
+            ok = b"<bind " in body
+            if ok:
+                self.send(
+                    "",
+                    '<iq xmlns="jabber:client" type="set" id="b1"><bind '
+                    'xmlns="urn:ietf:params:xml:ns:xmpp-bind"><resource>bench</resource>'
+                    "</bind></iq>",
+                )
+        elif step == 3:
+            ok = b"<jid>" in body
+            if ok:
+                self.send(
+                    "",
+                    '<iq xmlns="jabber:client" type="set" id="s1">'
+                    '<session xmlns="urn:ietf:params:xml:ns:xmpp-session"/></iq>',
+                )
+        else:
+            ok = b'type="result" id="s1"' in body
+            if ok:
+                self.headlines(body)
+                self.set_ready()
+                self.send()
+        if not ok:
+            self.fail(f"BOSH {self.STEPS[step]} failed: {body[:300]!r}")
+            self.stopped = True
+            self.transport.close()
+            return
+        self.step = step + 1
+
+    def headlines(self, body: bytes) -> None:
+        if b"<message " not in body:
+            return
+        found = 0
+        for item_id, text in HEADLINE.findall(body):
+            found += 1
+            if not item_id:
+                self.stats.error(f"#{self.index}: headline without an item id")
+                continue
+            if b"&" in text:
+                text = html.unescape(text.decode()).encode()
+            try:
+                data = orjson.loads(text)
+            except orjson.JSONDecodeError:
+                self.stats.error(f"#{self.index}: headline JSON {text[:120]!r}")
+                continue
+            self.publication({"offset": int(item_id), "data": data})
+        if found != body.count(b"<message "):
+            self.stats.error(f"#{self.index}: unexpected stanza {body[:300]!r}")
 
 
 # --- the process ---------------------------------------------------------------------------
@@ -514,6 +767,10 @@ def make_subscriber(args, stats: Stats, ready, index: int, token: str) -> Subscr
         return PollSubscriber(
             stats, ready, index, port, transport == "longpoll", args.poll_interval, commands
         )
+    if transport == "stomp":
+        return StompSubscriber(stats, ready, index, port, token, channel)
+    if transport == "bosh":
+        return BoshSubscriber(stats, ready, index, port, token)
     raise SystemExit(f"unknown transport {transport!r}")
 
 

@@ -1,27 +1,35 @@
 """Scenario ``transports``: the same publication stream through every transport.
 
 For each transport (websocket, the http_stream and sse emulations, the three
-unidirectional ones, long polling and short polling) a fresh server is started (pinned
-to CPU 0) and one load-client process (bench.transportload, pinned to CPU 1) opens C
-subscribers of the channel ``bench:t``: bidirectional clients subscribe with a command,
-unidirectional ones get the channel from the ``channels`` claim of their token. The API
-then publishes M messages at a steady rate, each carrying its send time; the client
-checks every subscriber's offsets (no loss, no duplicates) and measures publish →
-receive latency. Reported per transport, as medians of R rounds: latency p50 / p99,
-server CPU seconds per 1,000 deliveries, server and client CPU use.
+unidirectional ones, long polling, short polling, STOMP over WebSocket and XMPP over
+BOSH) a fresh server is started (pinned to CPU 0) and one load-client process
+(bench.transportload, pinned to CPU 1) opens C subscribers of the channel ``bench:t``:
+bidirectional clients subscribe with a command (STOMP: SUBSCRIBE ``/topic/bench:t``),
+unidirectional ones and BOSH get the channel from the ``channels`` claim of their token
+(an XMPP client's server-side channels arrive as headline messages). The API then
+publishes M messages at a steady rate, each carrying its send time; the client checks
+every subscriber's offsets (no loss, no duplicates) and measures publish → receive
+latency. Reported per transport, as medians of R rounds: latency p50 / p99, server CPU
+seconds per 1,000 deliveries, server and client CPU use. A loss, a duplicate, an
+incomplete round or a transport that fails fails the scenario (exit status 1).
 
 Choices (all adjustable on the command line of ``python -m bench.run``):
 - 200 subscribers (``--subscribers``) for the push transports; 100 (``--poll-subscribers``)
-  for long and short polling: a long poll costs one HTTP request per delivery, and 200
-  long-pollers at 50 publications/s keep the server's core ~90% busy, which would measure
-  saturation rather than the transport.
+  for long polling, short polling and BOSH: each costs one HTTP request per delivery
+  (batch), and 200 long-pollers at 50 publications/s keep the server's core ~90% busy,
+  which would measure saturation rather than the transport.
 - 100 publications per round (``--messages``) at 50/s (``--rate``), after 10 warm-up
-  publications; 3 rounds (``--rounds``); medians reported. About a minute in all.
+  publications; 3 rounds (``--rounds``); medians reported. About two minutes in all.
 - Short polling asks every 0.5 s (``--poll-interval``, slept after each answer); its
   latency is bounded by that interval (~half of it at p50) and the requests it makes
   while nothing is published are part of its CPU figure, since that is what it costs.
+- STOMP clients ask for no heart-beats (``heart-beat:0,0``); BOSH clients hold one
+  request (``hold=1``, ``wait=60``) and send the next as soon as one is answered.
 - A round ends when every subscriber holds the round's last offset (bounded by a 15 s
   timeout); server CPU is the server process's utime + stime over the round.
+
+Output: bench/results/transports.json, transports.png (latency p50/p99 per transport)
+and transports-2.png (server CPU-s per 1,000 deliveries per transport).
 """
 
 from __future__ import annotations
@@ -38,8 +46,9 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.run import API_KEY, RESULTS, ROOT, SECRET, Server, pin, proc_cpu
-from bench.transportload import TRANSPORTS, UNI
+from bench.common import Progress, save
+from bench.run import API_KEY, FAILURES, ROOT, SECRET, Server, pin, proc_cpu
+from bench.transportload import POLLING, TOKEN_CHANNELS, TRANSPORTS
 from pushgate.auth import mint_connection_token
 
 CHANNEL = "bench:t"
@@ -53,7 +62,7 @@ class TransportClient:
     def __init__(
         self, port: int, transport: str, connections: int, poll_interval: float, workdir: Path
     ) -> None:
-        channels = [CHANNEL] if transport in UNI else None
+        channels = [CHANNEL] if transport in TOKEN_CHANNELS else None
         tokens = workdir / "tokens.txt"
         tokens.write_text(
             "\n".join(
@@ -184,6 +193,30 @@ MEDIAN_KEYS = (
 )
 
 
+def problems(sample: dict) -> list[str]:
+    """What went wrong in one round (nothing, normally)."""
+    out = []
+    if not sample["complete"]:
+        out.append(
+            f"incomplete: {sample['behind']} subscribers behind, "
+            f"{sample['deliveries']}/{sample['expected']} deliveries"
+        )
+    if sample["missing"]:
+        out.append(f"{sample['missing']} missing")
+    if sample["duplicates"]:
+        out.append(f"{sample['duplicates']} duplicates")
+    if sample["disconnects"]:
+        out.append(f"{sample['disconnects']} disconnects")
+    if sample["errors"]:
+        out.append(f"errors {sample['errors']}")
+    return out
+
+
+def fail(transport: str, problem: str) -> None:
+    FAILURES.setdefault("transports", []).append(f"{transport}: {problem}")
+    print(f"  FAILED transports {transport}: {problem}", file=sys.stderr)
+
+
 async def measure(
     session: aiohttp.ClientSession,
     transport: str,
@@ -192,6 +225,7 @@ async def measure(
     rounds: int,
     rate: float,
     poll_interval: float,
+    progress: Progress,
 ) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         server = Server(Path(tmp))
@@ -201,26 +235,25 @@ async def measure(
             client = TransportClient(server.port, transport, connections, poll_interval, Path(tmp))
             ready = await client.read()
             if ready["phase"] != "ready":
-                raise RuntimeError(f"{transport}: load client failed: {ready}")
-            print(f"{transport}: {connections} subscribers ready in {ready['seconds']:.1f}s")
-            await one_round(session, server, client, connections, WARMUP_MESSAGES, rate)
+                raise RuntimeError(f"load client failed: {ready}")
+            progress.show(
+                f"{transport}: {connections} subscribers ready in {ready['seconds']:.1f}s"
+            )
+            warmup = await one_round(session, server, client, connections, WARMUP_MESSAGES, rate)
+            for problem in problems(warmup):
+                fail(transport, f"warm-up: {problem}")
             samples = []
             for r in range(rounds):
                 sample = await one_round(session, server, client, connections, messages, rate)
                 samples.append(sample)
-                print(
-                    f"  round {r + 1}/{rounds}: {sample['deliveries']}/{sample['expected']} "
-                    f"deliveries, p50 {sample['latency_p50_ms']:.1f} ms, "
+                for problem in problems(sample):
+                    fail(transport, f"round {r + 1}: {problem}")
+                progress.step(
+                    f"{transport} round {r + 1}/{rounds}: "
+                    f"{sample['deliveries']}/{sample['expected']} deliveries, "
+                    f"p50 {sample['latency_p50_ms']:.1f} ms, "
                     f"p99 {sample['latency_p99_ms']:.1f} ms, "
-                    f"server {sample['server_cpu_per_1000_deliveries']:.3f} CPU-s/1k "
-                    f"({sample['server_cpu_share']:.0%} of a core), "
-                    f"client {sample['client_cpu_share']:.0%}"
-                    + (
-                        f", missing {sample['missing']} duplicates {sample['duplicates']}"
-                        f" errors {sample['errors']}"
-                        if sample["missing"] or sample["duplicates"] or sample["errors"]
-                        else ""
-                    )
+                    f"{sample['server_cpu_per_1000_deliveries']:.3f} CPU-s/1k"
                 )
             return {
                 "transport": transport,
@@ -246,20 +279,48 @@ async def transports(
     rounds: int,
     rate: float,
     poll_interval: float,
+    progress: Progress,
 ) -> dict:
     results = {}
     async with aiohttp.ClientSession() as session:
-        for name in names:
-            n = poll_connections if name in ("longpoll", "poll") else connections
+        for index, name in enumerate(names):
+            n = poll_connections if name in POLLING else connections
             try:
                 results[name] = await measure(
-                    session, name, n, messages, rounds, rate, poll_interval
+                    session, name, n, messages, rounds, rate, poll_interval, progress
                 )
             except (RuntimeError, AssertionError) as exc:
                 # one transport failing is a finding to report, not a reason to stop
-                print(f"{name}: FAILED: {exc}")
+                fail(name, str(exc))
                 results[name] = {"transport": name, "subscribers": n, "error": str(exc)}
+                # the bar goes on to the next transport whatever rounds were left
+                progress.done = min(progress.total, (index + 1) * rounds)
+                progress.show(f"{name} failed")
     return results
+
+
+def plots(results: dict, rate: float) -> list[dict]:
+    """Bar charts of the transports that ran: latency p50/p99, server CPU per 1k."""
+    ok = {name: r for name, r in results.items() if "error" not in r}
+    labels = [f"{name.replace('_', chr(10))}\n({r['subscribers']})" for name, r in ok.items()]
+    medians = [r["median"] for r in ok.values()]
+    return [
+        {
+            "title": f"publish → receive latency per transport ({rate:g} pub/s; subscribers)",
+            "ylabel": "ms",
+            "labels": labels,
+            "series": {
+                "p50": [m["latency_p50_ms"] for m in medians],
+                "p99": [m["latency_p99_ms"] for m in medians],
+            },
+        },
+        {
+            "title": "server CPU per 1,000 deliveries per transport (subscribers)",
+            "ylabel": "server CPU-s per 1,000 deliveries",
+            "labels": labels,
+            "series": {"pushgate": [m["server_cpu_per_1000_deliveries"] for m in medians]},
+        },
+    ]
 
 
 def table(results: dict) -> str:
@@ -291,6 +352,7 @@ def run(args) -> None:
     settings = {
         "subscribers": args.subscribers,
         "poll_subscribers": args.poll_subscribers,
+        "poll_subscribers_for": list(POLLING),
         "messages_per_round": messages,
         "warmup_messages": WARMUP_MESSAGES,
         "rounds": args.rounds,
@@ -299,6 +361,7 @@ def run(args) -> None:
         "channel": CHANNEL,
     }
     started = time.monotonic()
+    progress = Progress("transports", len(names) * args.rounds)
     results = asyncio.run(
         transports(
             names,
@@ -308,21 +371,18 @@ def run(args) -> None:
             args.rounds,
             args.rate,
             args.poll_interval,
+            progress,
         )
     )
-    out = RESULTS / "transports.json"
-    out.write_text(
-        json.dumps(
-            {
-                "scenario": "transports",
-                "cpu_count": os.cpu_count(),
-                "settings": settings,
-                "results": results,
-            },
-            indent=2,
-        )
+    progress.finish()
+    save(
+        "transports",
+        results,
+        plots(results, args.rate),
+        cpu_count=os.cpu_count(),
+        settings=settings,
     )
-    print(f"wrote {out.relative_to(ROOT)} ({time.monotonic() - started:.0f}s)")
+    print(f"transports: {time.monotonic() - started:.0f}s")
     print(
         f"transports: medians of {args.rounds} rounds of {messages} publications at "
         f"{args.rate:g}/s; CPU-s/1k = server CPU seconds per 1,000 deliveries; "
