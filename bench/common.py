@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+#: where results go; bench.compare points it elsewhere so its runs leave these alone
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or ROOT / "bench" / "results")
 
 #: figures measured earlier in this process (scenario -> results), for same-run ratios
 THIS_RUN: dict[str, dict] = {}
@@ -123,6 +124,11 @@ def _load(scenario: str) -> dict | None:
         return None
 
 
+def shown(path: Path) -> str:
+    """A results path as printed: relative to the checkout when it is inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def save(scenario: str, results: dict, plots: list[dict] | None = None, **extra) -> Path:
     """Write the scenario's JSON and its PNG plots; remember the results for this run."""
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -136,11 +142,11 @@ def save(scenario: str, results: dict, plots: list[dict] | None = None, **extra)
         "results": results,
     }
     out.write_text(json.dumps(body, indent=2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {shown(out)}")
     for index, plot in enumerate(plots or []):
         png = RESULTS / (f"{scenario}.png" if index == 0 else f"{scenario}-{index + 1}.png")
         if draw(plot, png):
-            print(f"wrote {png.relative_to(ROOT)}")
+            print(f"wrote {shown(png)}")
     return out
 
 
@@ -187,8 +193,16 @@ def _short(value: float) -> str:
 
 
 def serve_command(config: Path, port: int, workers: int = 1) -> list[str]:
-    """The command line of a pushgate server for a benchmark or the soak."""
+    """The command line of a pushgate server for a benchmark or the soak.
+
+    With ``BENCH_SERVER_SOURCE`` set to another source checkout (bench.compare does
+    this), the server runs that checkout's pushgate: the same load, another server.
+    """
     command = [sys.executable, "-m", "pushgate", "serve", "--config", str(config)]
+    other = os.environ.get("BENCH_SERVER_SOURCE")
+    if other:
+        # PYTHONSAFEPATH: the working directory does not shadow PYTHONPATH (workers too)
+        command = ["env", f"PYTHONPATH={other}", "PYTHONSAFEPATH=1", *command]
     command += ["--port", str(port), "--log-level", "warning"]
     if workers > 1:
         command += ["--workers", str(workers)]
