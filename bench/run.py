@@ -1,6 +1,6 @@
 """`make bench`: start a server, load it from another process, report figures.
 
-Scenarios (``python -m bench.run [names…]``; all of them when none is named):
+Scenarios (``python -m bench.run [names…]``; all but ``c100k`` when none is named):
 
 - ``baseline``: the Python limit: bench/baseline.py, a raw asyncio server writing one
   pre-built frame to every socket, fanned out to N subscribers by the same load client.
@@ -14,6 +14,8 @@ Scenarios (``python -m bench.run [names…]``; all of them when none is named):
 - ``latency``: publish → receive p50/p99/p999 at 50% of the measured maximum rate.
 - ``api``: publications accepted per second by ``/api/publish`` and ``/api/batch``.
 - ``transports`` (bench/transports.py), ``cluster`` (bench/cluster.py).
+- ``c100k`` (bench/c100k.py): 100k connections, 6 workers + Redis, personal + group
+  publications from several load processes; only when named (~5 minutes).
 
 Every delivery scenario checks that each connection received every publication of
 every channel it is on, in offset order: a loss, duplicate or reordering fails the
@@ -786,6 +788,12 @@ def run_cluster(args) -> None:
     run(args)
 
 
+def run_c100k(args) -> None:
+    from bench.c100k import run  # imports this module: loaded only when asked for
+
+    run(args)
+
+
 SCENARIOS = {
     "baseline": run_baseline,
     "fanout": run_fanout,
@@ -795,7 +803,10 @@ SCENARIOS = {
     "api": run_api,
     "transports": run_transports,
     "cluster": run_cluster,
+    "c100k": run_c100k,
 }
+#: scenarios run only when named (too long for a plain `make bench`)
+ON_REQUEST = {"c100k"}
 
 
 def main() -> None:
@@ -804,7 +815,9 @@ def main() -> None:
         description=__doc__.split("\n\n")[0],
         epilog="scenarios: " + ", ".join(SCENARIOS),
     )
-    parser.add_argument("scenarios", nargs="*", default=list(SCENARIOS))
+    parser.add_argument(
+        "scenarios", nargs="*", default=[s for s in SCENARIOS if s not in ON_REQUEST]
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument(
         "--messages",
@@ -850,6 +863,26 @@ def main() -> None:
     cluster_args.add_argument("--latency-messages", type=int, default=200)
     cluster_args.add_argument("--latency-rate", type=float, default=100.0, help="publications/s")
     cluster_args.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    c100k_args = parser.add_argument_group("c100k (also uses --redis-url)")
+    c100k_args.add_argument("--c100k-connections", type=int, default=100_000)
+    c100k_args.add_argument("--c100k-workers", type=int, default=6)
+    c100k_args.add_argument(
+        "--c100k-load-processes", type=int, default=0, help="default: ≤ 15,000 connections each"
+    )
+    c100k_args.add_argument(
+        "--c100k-duration", type=int, default=30, help="seconds of publishing (10 s cycles)"
+    )
+    c100k_args.add_argument(
+        "--c100k-ramp-rate", type=float, default=2000.0, help="connections per second, in all"
+    )
+    c100k_args.add_argument("--c100k-api-connections", type=int, default=6)
+    c100k_args.add_argument(
+        "--c100k-presence", action="store_true", help="presence on in the bench namespace"
+    )
+    c100k_args.add_argument("--c100k-keep-log", help="copy the server's log to this file")
+    c100k_args.add_argument(
+        "--c100k-users", type=int, default=0, help="distinct users (default: one per connection)"
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios:

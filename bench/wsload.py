@@ -5,6 +5,15 @@ little next to the server. Each connection connects with a token, subscribes to 
 given channels and counts the publication pushes it receives (and their latency,
 when the publication carries a send time). Run as a separate process by bench.run;
 it prints one JSON line per phase on stdout and reads commands from stdin.
+
+Options for many processes against one server (the ``c100k`` scenario; without them
+the behaviour is unchanged): ``--source-address`` binds every connection to that
+loopback address (127.0.0.1 → 127.0.0.1:port alone has ~28k ephemeral ports, so each
+load process takes its own 127.0.0.x); ``--first-index`` offsets the connection index
+used in channel names; ``--rate`` connects at that many connections per second with at
+most ``--max-pending`` in flight and ``--connect-timeout`` per connection, and reports
+failures instead of raising; ``--timeline`` adds deliveries per wall-clock second and
+each latency sample's arrival second to the report.
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import asyncio
 import base64
 import os
 import resource
+import socket
 import sys
 import time
 from pathlib import Path
@@ -33,9 +43,17 @@ class Stats:
         #: publications that arrived out of order, duplicated or after a gap
         self.order_errors = 0
         self.examples: list[str] = []
+        #: --timeline: wall-clock second -> deliveries; arrival second of each latency
+        self.timeline: dict[int, int] | None = None
+        self.latency_seconds: list[int] = []
+        #: connections closed (by the server or the network) after they were ready
+        self.closed = 0
 
     def add(self, count: int) -> None:
         self.pubs += count
+        if self.timeline is not None:
+            second = int(time.time())
+            self.timeline[second] = self.timeline.get(second, 0) + count
         if self.expected and self.pubs >= self.expected:
             self.done.set()
 
@@ -129,7 +147,10 @@ class Subscriber(asyncio.Protocol):
                     if at > 0:
                         stop = payload.find(b"}", at)
                         sent = float(payload[at + 4 : stop].split(b",", 1)[0])
-                        self.stats.latencies.append(time.time() - sent)
+                        now = time.time()
+                        self.stats.latencies.append(now - sent)
+                        if self.stats.timeline is not None:
+                            self.stats.latency_seconds.append(int(now))
             elif payload == b"{}":
                 self.transport.write(masked(b"{}"))
             elif not self.ready.done() and payload.startswith(self.ready_id):
@@ -145,11 +166,88 @@ class Subscriber(asyncio.Protocol):
     def connection_lost(self, exc) -> None:
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"connection lost: {exc}"))
+        elif not self.ready.cancelled() and self.ready.exception() is None:
+            self.stats.closed += 1
 
 
 def cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+
+def commands_for(args, tokens: list[str], i: int) -> list[bytes]:
+    """connect + one subscribe per channel of connection ``i`` (a global index)."""
+    token = tokens[(i - args.first_index) % len(tokens)]
+    commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
+    channels = [
+        c.replace("{i}", str(i)).replace("{g}", str(i // args.group_size)) for c in args.channel
+    ]
+    commands += [
+        orjson.dumps({"id": 2 + n, "subscribe": {"channel": ch}}) for n, ch in enumerate(channels)
+    ]
+    return commands
+
+
+async def open_one(loop, args, proto: Subscriber) -> None:
+    """One connection from ``--source-address`` (its port chosen at connect time)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        if args.source_address:
+            # without it bind() reserves a port per socket whatever the destination
+            sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind((args.source_address, 0))
+        await loop.sock_connect(sock, ("127.0.0.1", args.port))
+        await loop.create_connection(lambda: proto, sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def ramp(loop, args, stats: Stats, tokens: list[str]) -> tuple[list[Subscriber], dict]:
+    """--rate: connect at a bounded rate; connections that fail are reported, not raised."""
+    subscribers: list[Subscriber | None] = [None] * args.connections
+    errors: dict[str, int] = {}
+    pending = asyncio.Semaphore(args.max_pending)
+    started = time.time()
+    tasks = []
+
+    async def one(k: int) -> None:
+        i = args.first_index + k
+        ready = loop.create_future()
+        proto = Subscriber(stats, commands_for(args, tokens, i), ready, i)
+        try:
+            await asyncio.wait_for(open_one(loop, args, proto), args.connect_timeout)
+            await asyncio.wait_for(ready, args.connect_timeout)
+            subscribers[k] = proto
+        except Exception as exc:
+            kind = f"{type(exc).__name__}: {str(exc)[:120]}"
+            errors[kind] = errors.get(kind, 0) + 1
+            if proto.transport is not None:
+                proto.transport.abort()
+        finally:
+            pending.release()
+
+    tick = 0.01
+    for k in range(args.connections):
+        delay = started + k / args.rate - time.time()
+        if delay > tick:
+            await asyncio.sleep(delay)
+        await pending.acquire()
+        tasks.append(asyncio.create_task(one(k)))
+    if tasks:
+        await asyncio.wait(tasks, timeout=args.connect_timeout + 5)
+    for task in tasks:
+        task.cancel()
+    ready_ones = [p for p in subscribers if p is not None]
+    return ready_ones, {
+        "connected": len(ready_ones),
+        "failed": args.connections - len(ready_ones),
+        "errors": errors,
+    }
 
 
 async def main() -> None:
@@ -162,36 +260,49 @@ async def main() -> None:
     )
     parser.add_argument("--group-size", type=int, default=10)
     parser.add_argument("--sample-every", type=int, help="latency of every n-th connection")
+    parser.add_argument("--source-address", help="bind every connection to this local address")
+    parser.add_argument(
+        "--first-index", type=int, default=0, help="index of the first connection ({i}, {g})"
+    )
+    parser.add_argument("--rate", type=float, help="connections started per second")
+    parser.add_argument("--max-pending", type=int, default=1000, help="with --rate")
+    parser.add_argument(
+        "--connect-timeout", type=float, default=60.0, help="with --rate, per connection"
+    )
+    parser.add_argument("--timeline", action="store_true", help="deliveries per second")
     args = parser.parse_args()
     loop = asyncio.get_running_loop()
     stats = Stats()
     stats.sample_every = args.sample_every or max(1, args.connections // 200)
+    if args.timeline:
+        stats.timeline = {}
     tokens = Path(args.tokens).read_text().split()
     subscribers = []
     futures = []
     started = time.time()
+    ramped: dict = {}
+    if args.rate:
+        subscribers, ramped = await ramp(loop, args, stats, tokens)
     batch = 500
-    for start in range(0, args.connections, batch):
+    for start in range(0, 0 if args.rate else args.connections, batch):
         pending = []
-        for i in range(start, min(start + batch, args.connections)):
-            token = tokens[i % len(tokens)]
-            commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
-            channels = [
-                c.replace("{i}", str(i)).replace("{g}", str(i // args.group_size))
-                for c in args.channel
-            ]
-            commands += [
-                orjson.dumps({"id": 2 + n, "subscribe": {"channel": ch}})
-                for n, ch in enumerate(channels)
-            ]
+        for i in range(
+            args.first_index + start, args.first_index + min(start + batch, args.connections)
+        ):
             ready = loop.create_future()
             futures.append(ready)
             pending.append(ready)
-            proto = Subscriber(stats, commands, ready, i)
+            proto = Subscriber(stats, commands_for(args, tokens, i), ready, i)
             subscribers.append(proto)
-            await loop.create_connection(lambda p=proto: p, "127.0.0.1", args.port)
+            if args.source_address:
+                await open_one(loop, args, proto)
+            else:
+                await loop.create_connection(lambda p=proto: p, "127.0.0.1", args.port)
         await asyncio.wait_for(asyncio.gather(*pending), 60)
-    print(orjson.dumps({"phase": "ready", "seconds": time.time() - started}).decode(), flush=True)
+    print(
+        orjson.dumps({"phase": "ready", "seconds": time.time() - started, **ramped}).decode(),
+        flush=True,
+    )
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     while line := await reader.readline():
@@ -202,6 +313,9 @@ async def main() -> None:
             stats.done.clear()
             stats.order_errors = 0
             stats.examples = []
+            if stats.timeline is not None:
+                stats.timeline = {}
+                stats.latency_seconds = []
             for proto in subscribers:
                 proto.count = 0
             cpu0 = cpu_seconds()
@@ -230,6 +344,15 @@ async def main() -> None:
                             sum(1 for c in counts if c != per_connection)
                             if per_connection is not None
                             else None
+                        ),
+                        "closed_connections": stats.closed,
+                        **(
+                            {
+                                "timeline": {str(k): v for k, v in stats.timeline.items()},
+                                "latency_seconds": stats.latency_seconds,
+                            }
+                            if stats.timeline is not None
+                            else {}
                         ),
                     }
                 ).decode(),
