@@ -362,6 +362,44 @@ async def test_users_and_presence_come_back_after_redis_lost_them(engines, local
 # --- users and nodes ----------------------------------------------------------------
 
 
+async def test_thousands_of_users_leaving_at_once_are_all_offline(engines):
+    """Every client of a node leaving in the same moment (a restart, a network cut on
+    the client side): each offline mark reaches Redis (pipelined per loop tick, not
+    queued for a pooled connection each), so none is left online."""
+    engine, _ = await engines()
+    users = [f"u{i}" for i in range(3000)]
+    await asyncio.gather(*(engine.user_connected(u) for u in users))
+    assert all(online for online, _ in (await engine.user_status(users[:50])).values())
+    when = time.time()
+    await asyncio.gather(*(engine.user_disconnected(u, when) for u in users))
+    statuses = await engine.user_status(users)
+    assert [u for u, (online, _) in statuses.items() if online] == []
+    assert all(seen == pytest.approx(when) for _, seen in statuses.values())
+
+
+async def test_publications_issued_together_keep_each_channels_order(engines):
+    engine, handler = await engines()
+    channels = [f"ch{i}" for i in range(20)]
+    for channel in channels:
+        await engine.subscribe(channel)
+
+    # 20 channels x 25 publications issued together, each channel's awaited in order
+    async def publish_in_order(channel: str) -> list[int]:
+        offsets = []
+        for n in range(25):
+            position = await engine.publish(channel, pub(n), history_size=100, history_ttl=60)
+            offsets.append(position.offset)
+        return offsets
+
+    results = await asyncio.gather(*(publish_in_order(c) for c in channels))
+    assert all(offsets == list(range(1, 26)) for offsets in results)
+    history = await engine.history("ch7", since=None, limit=None)
+    assert [p.data for p in history.publications] == [repr(n).encode() for n in range(25)]
+    # and every node subscribed receives each channel's publications in offset order
+    await handler.wait(lambda: len(handler.pubs) == 500)
+    assert all([p.offset for p in handler.of(c)] == list(range(1, 26)) for c in channels)
+
+
 def crash(engine: RedisEngine) -> None:
     """Stop an engine as SIGKILL would: no heartbeat, no PUB/SUB, no goodbye to Redis."""
     assert engine._heartbeat is not None

@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.asyncio.sentinel import Sentinel
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from pushgate.config import EngineConfig
@@ -38,6 +40,7 @@ from pushgate.engine.base import (
     StreamPosition,
     UnrecoverablePosition,
 )
+from pushgate.engine.redis_batch import AutoPipeline
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -112,6 +115,18 @@ class Shard:
         self.publish_script = client.register_script(redis_scripts.PUBLISH)
         self.history_script = client.register_script(redis_scripts.HISTORY)
         self.presence_script = client.register_script(redis_scripts.PRESENCE)
+        #: this tick's commands, sent as one pipeline (redis_batch.py)
+        self.batch = AutoPipeline(client)
+
+    def script(self, script: AsyncScript, keys: list[str], args: list) -> asyncio.Future:
+        """Run a Lua script in this tick's pipeline."""
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.scripts.add(script)
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            return 1
+
+        return self.batch.run(queue)
 
     async def start(self) -> None:
         self.reader = asyncio.create_task(self._read_forever(), name=f"redis-pubsub-{self.name}")
@@ -124,6 +139,7 @@ class Shard:
         if self.pubsub is not None:
             with contextlib.suppress(Exception):
                 await self.pubsub.aclose()
+        await self.batch.close()
         await self.client.aclose()
 
     async def subscribe(self, channel: str) -> None:
@@ -212,6 +228,8 @@ class RedisEngine(Engine):
         self.shards: list[Shard] = []
         self._heartbeat: asyncio.Task | None = None
         self._next_user_refresh = 0.0
+        #: users who left this node while Redis could not be told: user → last seen
+        self._offline_unsaid: dict[str, float] = {}
         self._next_presence_refresh = 0.0
         self._channel_prefix = f"{self.prefix}:ch:".encode()
         self._control = f"{self.prefix}:control"
@@ -311,9 +329,11 @@ class RedisEngine(Engine):
         stream, meta = self._keys(channel)
         idem = f"{self.prefix}:idem:{channel}:{idempotency_key}" if idempotency_key else ""
         keep = history_size > 0 and history_ttl > 0
-        offset, epoch = await self.shard(channel).publish_script(
-            keys=[stream, meta, idem],
-            args=[
+        shard = self.shard(channel)
+        offset, epoch = await shard.script(
+            shard.publish_script,
+            [stream, meta, idem],
+            [
                 encode_publication(pub),
                 history_size if keep else 0,
                 max(1, int(history_ttl + 0.999)),
@@ -329,12 +349,19 @@ class RedisEngine(Engine):
         return StreamPosition(int(offset), epoch)
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
-        body = b"j" + orjson.dumps(_info_dict(info))
-        await self.shard(channel).client.publish(self._pubsub_channel(channel), body)
+        await self._publish_raw(channel, b"j" + orjson.dumps(_info_dict(info)))
 
     async def publish_leave(self, channel: str, info: ClientInfo) -> None:
-        body = b"l" + orjson.dumps(_info_dict(info))
-        await self.shard(channel).client.publish(self._pubsub_channel(channel), body)
+        await self._publish_raw(channel, b"l" + orjson.dumps(_info_dict(info)))
+
+    async def _publish_raw(self, channel: str, body: bytes) -> None:
+        pubsub_channel = self._pubsub_channel(channel)
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.publish(pubsub_channel, body)
+            return 1
+
+        await self.shard(channel).batch.run(queue)
 
     async def publish_control(self, message: dict) -> None:
         await self.shards[0].client.publish(self._control, orjson.dumps(message))
@@ -355,9 +382,11 @@ class RedisEngine(Engine):
         reverse: bool = False,
     ) -> HistoryResult:
         stream, meta = self._keys(channel)
-        top, epoch, first_offset, entries = await self.shard(channel).history_script(
-            keys=[stream, meta],
-            args=[
+        shard = self.shard(channel)
+        top, epoch, first_offset, entries = await shard.script(
+            shard.history_script,
+            [stream, meta],
+            [
                 -1 if since is None else since.offset,
                 -1 if limit is None or limit < 0 else limit,
                 "1" if reverse else "0",
@@ -387,7 +416,18 @@ class RedisEngine(Engine):
         return f"{self.prefix}:presence:{channel}", f"{self.prefix}:presence_exp:{channel}"
 
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
-        await self.add_presence_many([(channel, info)], ttl)
+        hash_key, zset_key = self._presence_keys(channel)
+        body = orjson.dumps(_info_dict(info))
+        expires = time.time() + ttl
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.hset(hash_key, info.client, body)
+            pipe.zadd(zset_key, {info.client: expires})
+            pipe.expire(hash_key, int(ttl) + 1)
+            pipe.expire(zset_key, int(ttl) + 1)
+            return 4
+
+        await self.shard(channel).batch.run(queue)
 
     async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
         """Add or refresh presence entries: four commands per channel, however many
@@ -412,10 +452,13 @@ class RedisEngine(Engine):
 
     async def remove_presence(self, channel: str, client_id: str) -> None:
         hash_key, zset_key = self._presence_keys(channel)
-        pipe = self.shard(channel).client.pipeline(transaction=False)
-        pipe.hdel(hash_key, client_id)
-        pipe.zrem(zset_key, client_id)
-        await pipe.execute()
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.hdel(hash_key, client_id)
+            pipe.zrem(zset_key, client_id)
+            return 2
+
+        await self.shard(channel).batch.run(queue)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         flat = await self.shard(channel).presence_script(
@@ -434,7 +477,17 @@ class RedisEngine(Engine):
         return f"{self.prefix}:user:{user}"
 
     async def user_connected(self, user: str) -> None:
-        await self._mark_users_online([user])
+        self._offline_unsaid.pop(user, None)
+        key = self._user_key(user)
+        now = time.time()
+        keep = max(int(self.config.history_meta_ttl), 86400)
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.hset(key, self._node_id, now)
+            pipe.expire(key, keep)
+            return 2
+
+        await self.shard(user).batch.run(queue)
 
     async def _mark_users_online(self, users: list[str]) -> None:
         """Each user's hash gets this node's field; the user is online while this node
@@ -452,10 +505,20 @@ class RedisEngine(Engine):
             await pipe.execute()
 
     async def user_disconnected(self, user: str, last_seen: float) -> None:
-        pipe = self.shard(user).client.pipeline(transaction=False)
-        pipe.hdel(self._user_key(user), self._node_id)
-        pipe.hset(self._user_key(user), "_seen", last_seen)
-        await pipe.execute()
+        key = self._user_key(user)
+
+        def queue(pipe: Pipeline) -> int:
+            pipe.hdel(key, self._node_id)
+            pipe.hset(key, "_seen", last_seen)
+            return 2
+
+        try:
+            await self.shard(user).batch.run(queue)
+        except (RedisError, OSError):
+            # said again at the next heartbeats until Redis takes it: a user must not
+            # stay online because this node is alive
+            self._offline_unsaid[user] = last_seen
+            raise
 
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
         now = time.time()
@@ -511,6 +574,8 @@ class RedisEngine(Engine):
         if added and not presence_due:
             presence_due = True
             snapshot = handler.node_snapshot(presence=True)
+        if self._offline_unsaid:
+            await self._retry_offline(set(snapshot["users"]))
         if (added or now >= self._next_user_refresh) and snapshot["users"]:
             await self._mark_users_online(snapshot["users"])
             self._next_user_refresh = now + USER_REFRESH_SECONDS
@@ -518,6 +583,17 @@ class RedisEngine(Engine):
             if snapshot["presence"]:
                 await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
             self._next_presence_refresh = now + self.config.presence_ttl / 3
+
+    async def _retry_offline(self, online_here: set[str]) -> None:
+        for user, last_seen in list(self._offline_unsaid.items()):
+            if user in online_here:  # back on this node: nothing to correct
+                del self._offline_unsaid[user]
+                continue
+            try:
+                await self.user_disconnected(user, last_seen)
+            except (RedisError, OSError):
+                return  # Redis still unreachable; the next beat tries again
+            self._offline_unsaid.pop(user, None)
 
     async def ping(self) -> None:
         for shard in self.shards:
