@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import resource
 import socket
@@ -213,6 +214,29 @@ def raise_open_files_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+#: young-generation threshold of the cyclic GC (CPython's default is 700)
+GC_YOUNG_THRESHOLD = 50_000
+
+
+def tune_gc() -> None:
+    """Fewer objects reach the old generation, so full collections are rare.
+
+    A node holds ~50 GC-tracked objects per connection that live for hours. With
+    CPython's defaults, short-lived objects of the publish path (requests, futures,
+    frames in flight) are collected young every 700 allocations, survive that because
+    they are still in use, get promoted, and each 25% growth of promoted objects
+    triggers a full collection that walks every connection's objects: at 17k
+    connections a pause of 0.3 s or more (seen as p99 latency in the c100k benchmark).
+    Collecting the young generation every 50,000 allocations lets those objects die
+    by reference count first. The startup objects (modules, config, app) are frozen:
+    no collection walks them again.
+    """
+    gc.collect()
+    gc.freeze()
+    _, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
 def make_ssl_context(config: Config) -> ssl.SSLContext | None:
     """The server's TLS context from ``server.tls_cert``/``tls_key``, or None (plain)."""
     server = config.server
@@ -233,6 +257,7 @@ def serve(config: Config, sock: socket.socket | None = None) -> None:
     raise_open_files_limit()
     ssl_context = make_ssl_context(config)
     app = create_app(config)
+    tune_gc()
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
     host, port = sock.getsockname()[:2]
