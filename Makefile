@@ -49,8 +49,10 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff format pushgate
 
 # every scenario of bench/run.py (ARGS="fanout --sizes 10000" for a subset); needs .[bench]
+# and gcc for the native load client (bench/wsload.c → bench/.build/wsload-native)
 bench: $(INSTALLED)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) -m bench.native || echo 'bench: no native load client; use ARGS="cluster --cluster-client python"'
 	$(PY) -m bench.run $(ARGS)
 
 # RFC 6455 conformance of every WebSocket endpoint (docs/conformance.md); `make test`

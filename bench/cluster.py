@@ -22,6 +22,14 @@ workers, Redis, the load client and the publishing bench process share them; pin
 the workers would take a core from the load client, pinning the load client
 (``--cluster-pin-client``: to the last CPU) makes it compete with one worker. The output
 and the JSON say what was pinned. About 80 s in all.
+
+Load client: the native one (bench/wsload.c, built by bench/native.py; ~1 µs of CPU per
+delivery here) by default, or bench/wsload.py (``--cluster-client python``, 5-8 µs). With
+two workers on two cores the Python client takes CPU the second worker needs, which
+understates the gain from it. Under load the native client reads the connections not
+sampled for latency twice a second, so the kernel ACKs their frames from its delayed-ACK
+timer, partly on the workers' CPUs: worker CPU per delivery comes out 10-15% higher than
+with the Python client (bench/wsload.c, "Busy mode"). The JSON records the client.
 """
 
 from __future__ import annotations
@@ -233,6 +241,7 @@ async def throughput(
     redis: Redis,
     redis_url: str,
     client_cpu: int | None,
+    native: bool = True,
 ) -> dict:
     prefix = f"pgbench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -245,7 +254,9 @@ async def throughput(
         try:
             async with aiohttp.ClientSession() as session:
                 await cluster.wait_nodes(session, lambda nodes: len(nodes) == workers)
-                client = LoadClient(cluster.port, subscribers, [CHANNEL], Path(tmp), cpu=client_cpu)
+                client = LoadClient(
+                    cluster.port, subscribers, [CHANNEL], Path(tmp), cpu=client_cpu, native=native
+                )
                 ready = await read(client)
                 nodes = await cluster.wait_nodes(
                     session, lambda nodes: sum(n["num_clients"] for n in nodes) == subscribers
@@ -351,6 +362,7 @@ async def across_nodes(
     redis: Redis,
     redis_url: str,
     client_cpu: int | None,
+    native: bool = True,
 ) -> dict:
     prefix = f"pgbench-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
@@ -363,7 +375,9 @@ async def across_nodes(
         try:
             async with aiohttp.ClientSession() as session:
                 await node_a.wait_nodes(session, lambda nodes: len(nodes) == 2)
-                client = LoadClient(node_b.port, subscribers, [CHANNEL], Path(tmp), cpu=client_cpu)
+                client = LoadClient(
+                    node_b.port, subscribers, [CHANNEL], Path(tmp), cpu=client_cpu, native=native
+                )
                 await read(client)
                 print(
                     f"across nodes: {subscribers} subscribers on node B; "
@@ -426,7 +440,10 @@ def run(args) -> None:
     messages = args.messages or 50
     client_cpu = (os.cpu_count() or 1) - 1 if args.cluster_pin_client else None
     pinned = f"load client on CPU {client_cpu}" if client_cpu is not None else "nothing"
-    print(f"cluster: {os.cpu_count()} CPUs; pinned: {pinned}")
+    kind = getattr(args, "cluster_client", "native")
+    native = kind == "native"
+    client_name = "bench/wsload.c (native)" if native else "bench/wsload.py"
+    print(f"cluster: {os.cpu_count()} CPUs; pinned: {pinned}; load client: {client_name}")
     started = time.monotonic()
     by_workers = {}
     for count in workers:
@@ -439,6 +456,7 @@ def run(args) -> None:
                 redis,
                 redis_url,
                 client_cpu,
+                native,
             )
         )
     latency = asyncio.run(
@@ -450,6 +468,7 @@ def run(args) -> None:
             redis,
             redis_url,
             client_cpu,
+            native,
         )
     )
     out = RESULTS / "cluster.json"
@@ -459,6 +478,7 @@ def run(args) -> None:
                 "scenario": "cluster",
                 "cpu_count": os.cpu_count(),
                 "pinned": pinned,
+                "client": kind,
                 "engine": "redis",
                 "throughput": by_workers,
                 "across_nodes": latency,

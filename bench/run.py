@@ -150,7 +150,11 @@ class Server:
 
 
 class LoadClient:
-    """bench/wsload.py in its own process (pinned to ``cpu``): N WebSocket subscribers."""
+    """bench/wsload.py in its own process (pinned to ``cpu``): N WebSocket subscribers.
+
+    ``native=True`` runs bench/wsload.c instead (same flags and output, built on demand
+    by bench/native.py), whose CPU per delivery is a small fraction of the Python one's.
+    """
 
     def __init__(
         self,
@@ -161,17 +165,22 @@ class LoadClient:
         cpu: int | None = 1,
         sample_every: int | None = None,
         group_size: int = 10,
+        native: bool = False,
     ) -> None:
         tokens = workdir / "tokens.txt"
         users = min(connections, 1000)
         tokens.write_text(
             "\n".join(mint_connection_token(SECRET, f"user{i}", ttl=3600) for i in range(users))
         )
+        if native:
+            from bench.native import native_client
+
+            program = [str(native_client())]
+        else:
+            program = [sys.executable, "-m", "bench.wsload"]
         args = [
             *(pin(cpu) if cpu is not None else []),
-            sys.executable,
-            "-m",
-            "bench.wsload",
+            *program,
             "--port",
             str(port),
             "--connections",
@@ -852,6 +861,12 @@ def main() -> None:
     cluster_args.add_argument("--cluster-subscribers", type=int, default=4000)
     cluster_args.add_argument(
         "--cluster-pin-client", action="store_true", help="pin the load client to the last CPU"
+    )
+    cluster_args.add_argument(
+        "--cluster-client",
+        choices=("native", "python"),
+        default="native",
+        help="load client: bench/wsload.c (default) or bench/wsload.py",
     )
     parser.add_argument(
         "--latency-subscribers",

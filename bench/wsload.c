@@ -1,0 +1,1198 @@
+/*
+ * bench/wsload.c: the native twin of bench/wsload.py (its default behaviour).
+ *
+ * Many Centrifugo-protocol WebSocket subscribers in one process, on one epoll loop
+ * with non-blocking sockets; only libc and Linux. Same flags, same stdin commands and
+ * the same JSON lines on stdout as bench/wsload.py, at a fraction of its CPU per
+ * delivery, so the load side stays small next to the server under test (see
+ * bench/native.py, which builds it, and bench/run.py's LoadClient(native=True)).
+ *
+ *   --port P --connections N --tokens FILE --channel C [--channel C …]
+ *   [--group-size G (10)] [--sample-every S (max(1, N / 200))]
+ *
+ * Connection i uses token i % count and subscribes to every --channel with {i} → i and
+ * {g} → i / G. It opens the WebSocket (checking Sec-WebSocket-Accept), sends connect
+ * and the subscribes as masked frames (zero key) and is ready when the reply to the
+ * last command arrives without an error. Connections open in batches of 500, each
+ * waited for up to 60 s; then {"phase":"ready",…} is printed. Publication pushes are
+ * counted per connection, their offsets checked per (connection, channel) to be the
+ * previous + 1, and for every S-th connection the latency now - data.t is kept. The
+ * server's ping ({}) is answered with {}. stdin: {"cmd":"expect",…} and {"cmd":"quit"}.
+ *
+ * Build: gcc -O2 -Wall -Wextra -o bench/.build/wsload-native bench/wsload.c
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <math.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#define READ_SIZE (64 * 1024)
+#define MAX_READS_PER_EVENT 8
+#define MAX_FRAME (64u * 1024 * 1024)
+#define BATCH 500
+#define BATCH_TIMEOUT 60.0
+#define MAX_EVENTS 1024
+#define MAX_EXAMPLES 5
+/* Busy mode: from a RATE_US window with BUSY_RATE frames per second or more, until a
+   LAZY_US interval with fewer. Then (1) the loop naps NAP_US after each pass that found
+   events, so one epoll_wait serves many sockets instead of one wakeup per frame, and
+   (2) the connections not sampled for latency are read once per LAZY_US only (they have
+   an epoll set of their own, otherwise nested in the main one), so one read takes
+   several frames. A wakeup, a read and its ACK cost a few µs whatever they carry: per
+   frame, that was a third of a server worker's cost. The report stays exact: latencies
+   come from the sampled connections, still read at once (≤ NAP_US late), and "at" is
+   the kernel's arrival time of the last publication (SO_TIMESTAMPNS), not when it was
+   read; only the report itself comes up to LAZY_US later. The price is on the server's
+   side: frames left unread are ACKed by the kernel's delayed-ACK timer, on whatever
+   runs on that CPU, often a worker, where a prompt reader pays for its ACKs itself
+   (10-15% more worker CPU per delivery than with bench/wsload.py, on loopback). A light
+   load (the latency scenarios) is read at once, and so is everything after one lazy
+   read found LAZY_MAX_BYTES waiting: big frames could fill the receive window. */
+#define NAP_US 1000
+#define RATE_US 20000
+#define LAZY_US 500000
+#define BUSY_RATE 50000.0
+#define LAZY_MAX_BYTES 32768
+#define STDIN_TAG UINT64_MAX
+#define LAZY_TAG (UINT64_MAX - 1)
+#define NO_OFFSET INT64_MIN
+
+enum { CONNECTING, HANDSHAKE, SUBSCRIBING, READY, CLOSED };
+
+typedef struct {
+    int fd;
+    uint8_t state;
+    uint8_t sampled;
+    uint8_t polled_out; /* EPOLLOUT in the interest set */
+    uint32_t inlen, incap; /* bytes of an incomplete frame, kept between reads */
+    uint32_t outlen, outcap; /* bytes the socket did not take yet */
+    char *in;
+    char *out;
+    char *accept; /* the expected Sec-WebSocket-Accept, until the handshake is done */
+    char **names; /* its channels (shared with the template when it has no {i}/{g}) */
+    int64_t *last; /* per channel: the last offset received, NO_OFFSET before the first */
+    uint64_t count; /* publications since the last expect */
+} Conn;
+
+/* --- options and state --------------------------------------------------------------- */
+
+static int opt_port = 0;
+static long opt_connections = -1;
+static const char *opt_tokens = NULL;
+static char **opt_channels = NULL;
+static int opt_nchannels = 0;
+static long opt_group_size = 10;
+static long opt_sample_every = 0;
+
+static char **tokens = NULL;
+static long ntokens = 0;
+static int *channel_templated = NULL; /* the template has {i} or {g} */
+
+static Conn *conns = NULL;
+static int ep = -1; /* stdin, the lazy set (when not busy), sampled connections */
+static int ep_lazy = -1; /* connections not sampled for latency */
+static char *rbuf = NULL;
+static long ready_in_batch = 0;
+static long closed_after_ready = 0;
+
+static uint64_t pubs = 0;
+static double *latencies = NULL;
+static size_t nlat = 0, latcap = 0;
+static uint64_t order_errors = 0;
+static char *examples[MAX_EXAMPLES];
+static int nexamples = 0;
+
+/* the current expect */
+static int expecting = 0;
+static uint64_t expected = 0, expect_count = 0;
+static int64_t per_connection = -1; /* -1: null */
+static double expect_deadline = 0, cpu0 = 0;
+
+/* stdin */
+static int stdin_polled = 0; /* fd 0 is in the epoll set (until its end) */
+static int stdin_eof = 0;
+static char *sbuf = NULL;
+static size_t slen = 0, scap = 0;
+
+static uint64_t rng[2];
+
+/* busy mode (see BUSY_RATE) */
+static double window_start = 0; /* of the rate window, or the lazy interval */
+static uint64_t frames = 0; /* frames received, all connections */
+static uint64_t window_frames = 0; /* frames at the window's start */
+static int busy = 0;
+static int lazy = 0; /* ep_lazy is read once per window, not nested in ep */
+static int serving = 0; /* all connections ready */
+static int heavy = 0; /* a lazy read found LAZY_MAX_BYTES: no lazy reads any more */
+static double busy_rate = BUSY_RATE; /* 0 with WSLOAD_NATIVE_BUSY=1: always busy (tests) */
+/* the kernel's arrival time of the latest publication read during this expect */
+static double last_arrival = 0;
+
+/* --- small helpers ------------------------------------------------------------------- */
+
+static void die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2)));
+static void die(const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("wsload-native: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void *xmalloc(size_t n) {
+    void *p = malloc(n ? n : 1);
+    if (!p) die("out of memory");
+    return p;
+}
+
+static void *xrealloc(void *p, size_t n) {
+    p = realloc(p, n ? n : 1);
+    if (!p) die("out of memory");
+    return p;
+}
+
+static double now_real(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double now_mono(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static double cpu_seconds(void) {
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return (double)ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + (double)ru.ru_stime.tv_sec +
+           ru.ru_stime.tv_usec * 1e-6;
+}
+
+static uint64_t rand64(void) { /* xorshift128+ */
+    uint64_t s1 = rng[0];
+    const uint64_t s0 = rng[1];
+    rng[0] = s0;
+    s1 ^= s1 << 23;
+    rng[1] = s1 ^ s0 ^ (s1 >> 17) ^ (s0 >> 26);
+    return rng[1] + s0;
+}
+
+/* A growable string for building output. */
+typedef struct {
+    char *p;
+    size_t len, cap;
+} Str;
+
+static void str_reserve(Str *s, size_t extra) {
+    if (s->len + extra + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->len + extra + 1) cap *= 2;
+        s->p = xrealloc(s->p, cap);
+        s->cap = cap;
+    }
+}
+
+static void str_add(Str *s, const char *data, size_t n) {
+    str_reserve(s, n);
+    memcpy(s->p + s->len, data, n);
+    s->len += n;
+    s->p[s->len] = 0;
+}
+
+static void str_cat(Str *s, const char *z) { str_add(s, z, strlen(z)); }
+
+static void str_printf(Str *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void str_printf(Str *s, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(NULL, 0, fmt, ap);
+    va_end(ap);
+    str_reserve(s, (size_t)n);
+    va_start(ap, fmt);
+    vsnprintf(s->p + s->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    s->len += (size_t)n;
+}
+
+/* A JSON string literal of n bytes (UTF-8 passes through). */
+static void str_json(Str *s, const char *z, size_t n) {
+    str_add(s, "\"", 1);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)z[i];
+        if (c == '"' || c == '\\') {
+            char esc[2] = {'\\', (char)c};
+            str_add(s, esc, 2);
+        } else if (c < 0x20) {
+            str_printf(s, "\\u%04x", c);
+        } else {
+            str_add(s, (const char *)&c, 1);
+        }
+    }
+    str_add(s, "\"", 1);
+}
+
+/* A JSON number; JSON has no NaN or infinity. */
+static void str_double(Str *s, double v) {
+    if (isfinite(v))
+        str_printf(s, "%.17g", v);
+    else
+        str_cat(s, "null");
+}
+
+static void emit(Str *s) {
+    str_add(s, "\n", 1);
+    if (fwrite(s->p, 1, s->len, stdout) != s->len || fflush(stdout) != 0) exit(1);
+    s->len = 0;
+}
+
+/* --- SHA-1 and base64, for the Sec-WebSocket-Accept check ----------------------------- */
+
+static uint32_t rol(uint32_t x, int n) { return (x << n) | (x >> (32 - n)); }
+
+static void sha1(const unsigned char *data, size_t len, unsigned char out[20]) {
+    uint32_t h[5] = {0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0};
+    unsigned char block[64];
+    uint64_t bits = (uint64_t)len * 8;
+    size_t total = ((len + 8) / 64 + 1) * 64;
+    for (size_t off = 0; off < total; off += 64) {
+        for (size_t i = 0; i < 64; i++) {
+            size_t k = off + i;
+            if (k < len)
+                block[i] = data[k];
+            else if (k == len)
+                block[i] = 0x80;
+            else if (k >= total - 8)
+                block[i] = (unsigned char)(bits >> (8 * (total - 1 - k)));
+            else
+                block[i] = 0;
+        }
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
+                   (uint32_t)block[4 * i + 2] << 8 | block[4 * i + 3];
+        for (int i = 16; i < 80; i++) w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) {
+                f = (b & c) | (~b & d);
+                k = 0x5A827999;
+            } else if (i < 40) {
+                f = b ^ c ^ d;
+                k = 0x6ED9EBA1;
+            } else if (i < 60) {
+                f = (b & c) | (b & d) | (c & d);
+                k = 0x8F1BBCDC;
+            } else {
+                f = b ^ c ^ d;
+                k = 0xCA62C1D6;
+            }
+            uint32_t t = rol(a, 5) + f + e + k + w[i];
+            e = d;
+            d = c;
+            c = rol(b, 30);
+            b = a;
+            a = t;
+        }
+        h[0] += a;
+        h[1] += b;
+        h[2] += c;
+        h[3] += d;
+        h[4] += e;
+    }
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static void base64(const unsigned char *in, size_t n, char *out) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < n) v |= in[i + 2];
+        out[o++] = alphabet[(v >> 18) & 63];
+        out[o++] = alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? alphabet[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? alphabet[v & 63] : '=';
+    }
+    out[o] = 0;
+}
+
+/* --- connections: output --------------------------------------------------------------- */
+
+static void conn_close(Conn *c);
+
+static void set_events(Conn *c, uint32_t events) {
+    struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(c - conns)};
+    if (epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+        die("epoll_ctl: %s", strerror(errno));
+}
+
+/* Send, keeping what the socket does not take for EPOLLOUT. */
+static void conn_write(Conn *c, const char *data, size_t n) {
+    if (c->state == CLOSED) return;
+    if (c->outlen == 0 && c->state != CONNECTING) {
+        ssize_t sent = send(c->fd, data, n, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+                conn_close(c);
+                return;
+            }
+            sent = 0;
+        }
+        data += sent;
+        n -= (size_t)sent;
+        if (n == 0) return;
+    }
+    if (c->outlen + n > c->outcap) {
+        size_t cap = c->outcap ? c->outcap : 256;
+        while (cap < c->outlen + n) cap *= 2;
+        c->out = xrealloc(c->out, cap);
+        c->outcap = (uint32_t)cap;
+    }
+    memcpy(c->out + c->outlen, data, n);
+    c->outlen += (uint32_t)n;
+    if (!c->polled_out && c->state != CONNECTING) {
+        c->polled_out = 1;
+        set_events(c, EPOLLIN | EPOLLOUT);
+    }
+}
+
+static void conn_flush(Conn *c) {
+    while (c->outlen) {
+        ssize_t sent = send(c->fd, c->out, c->outlen, MSG_NOSIGNAL);
+        if (sent < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            conn_close(c);
+            return;
+        }
+        memmove(c->out, c->out + sent, c->outlen - (size_t)sent);
+        c->outlen -= (uint32_t)sent;
+    }
+    free(c->out);
+    c->out = NULL;
+    c->outcap = 0;
+    if (c->polled_out) {
+        c->polled_out = 0;
+        set_events(c, EPOLLIN);
+    }
+}
+
+/* A masked client frame (zero mask key: the payload goes out unchanged). */
+static void frame_header(Str *s, int opcode, size_t n) {
+    unsigned char h[14];
+    size_t k = 0;
+    h[k++] = (unsigned char)(0x80 | opcode);
+    if (n < 126) {
+        h[k++] = (unsigned char)(0x80 | n);
+    } else if (n < 65536) {
+        h[k++] = 0x80 | 126;
+        h[k++] = (unsigned char)(n >> 8);
+        h[k++] = (unsigned char)n;
+    } else {
+        h[k++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--) h[k++] = (unsigned char)((uint64_t)n >> (8 * i));
+    }
+    memset(h + k, 0, 4);
+    k += 4;
+    str_add(s, (const char *)h, k);
+}
+
+static void masked_frame(Str *s, int opcode, const char *payload, size_t n) {
+    frame_header(s, opcode, n);
+    str_add(s, payload, n);
+}
+
+static Str scratch, scratch2;
+
+static void send_upgrade(Conn *c) {
+    unsigned char key[16], digest[20];
+    char key64[32], accept[32];
+    for (int i = 0; i < 16; i += 8) {
+        uint64_t r = rand64();
+        memcpy(key + i, &r, 8);
+    }
+    base64(key, 16, key64);
+    char joined[64];
+    memcpy(joined, key64, 24);
+    memcpy(joined + 24, "258EAFA5-E914-47DA-95CA-C5AB0DC85B11", 36);
+    sha1((const unsigned char *)joined, 60, digest);
+    base64(digest, 20, accept);
+    c->accept = xmalloc(29);
+    memcpy(c->accept, accept, 29);
+    scratch.len = 0;
+    str_printf(&scratch,
+               "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+               "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
+               key64);
+    c->state = HANDSHAKE;
+    conn_write(c, scratch.p, scratch.len);
+}
+
+static void send_commands(Conn *c) {
+    long i = (long)(c - conns);
+    const char *token = tokens[i % ntokens];
+    scratch.len = 0;
+    scratch2.len = 0;
+    str_cat(&scratch2, "{\"id\":1,\"connect\":{\"token\":");
+    str_json(&scratch2, token, strlen(token));
+    str_cat(&scratch2, "}}");
+    masked_frame(&scratch, 1, scratch2.p, scratch2.len);
+    for (int n = 0; n < opt_nchannels; n++) {
+        scratch2.len = 0;
+        str_printf(&scratch2, "{\"id\":%d,\"subscribe\":{\"channel\":", 2 + n);
+        str_json(&scratch2, c->names[n], strlen(c->names[n]));
+        str_cat(&scratch2, "}}");
+        masked_frame(&scratch, 1, scratch2.p, scratch2.len);
+    }
+    conn_write(c, scratch.p, scratch.len);
+}
+
+/* --- connections: input --------------------------------------------------------------- */
+
+static void not_ready(Conn *c, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 2, 3)));
+static void not_ready(Conn *c, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "wsload-native: connection %ld: ", (long)(c - conns));
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+static void conn_close(Conn *c) {
+    if (c->state == CLOSED) return;
+    int was_ready = c->state == READY;
+    epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_DEL, c->fd, NULL);
+    close(c->fd);
+    c->fd = -1;
+    c->state = CLOSED;
+    free(c->in);
+    free(c->out);
+    free(c->accept);
+    c->in = c->out = c->accept = NULL;
+    c->inlen = c->incap = c->outlen = c->outcap = 0;
+    if (!was_ready) not_ready(c, "connection lost before it was ready");
+    if (++closed_after_ready <= 3)
+        fprintf(stderr, "wsload-native: connection %ld closed after it was ready\n",
+                (long)(c - conns));
+}
+
+static const char *find_back(const char *p, size_t n, const char *needle, size_t k) {
+    if (n < k) return NULL;
+    for (const char *q = p + n - k;; q--) {
+        if (*q == needle[0] && memcmp(q, needle, k) == 0) return q;
+        if (q == p) return NULL;
+    }
+}
+
+static void disorder(Conn *c, const char *channel, size_t chlen, int64_t last, int64_t offset) {
+    order_errors++;
+    if (nexamples < MAX_EXAMPLES) {
+        Str s = {0};
+        str_printf(&s, "conn %ld ", (long)(c - conns));
+        str_add(&s, channel, chlen);
+        str_printf(&s, ": offset %lld after %lld", (long long)offset, (long long)last);
+        examples[nexamples++] = s.p;
+    }
+}
+
+static void add_latency(double v) {
+    if (nlat == latcap) {
+        latcap = latcap ? latcap * 2 : 4096;
+        latencies = xrealloc(latencies, latcap * sizeof(double));
+    }
+    latencies[nlat++] = v;
+}
+
+static const char PUSH[] = "{\"push\":{\"channel\":\"";
+#define PUSH_LEN 20
+
+static void on_publication(Conn *c, const char *p, size_t n, const char *quote) {
+    const char *channel = p + PUSH_LEN;
+    size_t chlen = (size_t)(quote - channel);
+    c->count++;
+    pubs++;
+    const char *at = find_back(p, n, "\"offset\":", 9);
+    if (at && at > p) {
+        const char *q = at + 9, *end = p + n;
+        while (q < end && (*q == ' ')) q++;
+        int neg = 0;
+        if (q < end && *q == '-') {
+            neg = 1;
+            q++;
+        }
+        int64_t offset = 0;
+        const char *digits = q;
+        while (q < end && *q >= '0' && *q <= '9') offset = offset * 10 + (*q++ - '0');
+        if (q > digits) {
+            if (neg) offset = -offset;
+            for (int k = 0; k < opt_nchannels; k++) {
+                const char *name = c->names[k];
+                if (strlen(name) == chlen && memcmp(name, channel, chlen) == 0) {
+                    int64_t previous = c->last[k];
+                    if (previous != NO_OFFSET && offset != previous + 1)
+                        disorder(c, channel, chlen, previous, offset);
+                    c->last[k] = offset;
+                    break;
+                }
+            }
+        }
+    }
+    if (c->sampled) {
+        const char *t = memmem(p, n, "\"t\":", 4);
+        if (t && t > p) {
+            t += 4;
+            char num[64];
+            size_t k = 0, left = (size_t)(p + n - t);
+            while (k < left && k < sizeof num - 1 && t[k] != '}' && t[k] != ',') {
+                num[k] = t[k];
+                k++;
+            }
+            num[k] = 0;
+            char *stop;
+            double sent = strtod(num, &stop);
+            if (stop != num && isfinite(sent)) add_latency(now_real() - sent);
+        }
+    }
+}
+
+static void finish_expect(void);
+
+/* One text message from the server. */
+static void on_message(Conn *c, const char *p, size_t n) {
+    if (n >= PUSH_LEN && memcmp(p, PUSH, PUSH_LEN) == 0) {
+        const char *quote = memchr(p + PUSH_LEN, '"', n - PUSH_LEN);
+        if (!quote || (size_t)(p + n - quote) < 8 || memcmp(quote + 1, ",\"pub\":", 7) != 0)
+            return; /* join, leave, subscribe …: not a publication */
+        on_publication(c, p, n, quote);
+    } else if (n == 2 && p[0] == '{' && p[1] == '}') {
+        static const char pong[] = {(char)0x81, (char)0x82, 0, 0, 0, 0, '{', '}'};
+        conn_write(c, pong, sizeof pong);
+    } else if (c->state == SUBSCRIBING) {
+        char ready_id[32];
+        int k = snprintf(ready_id, sizeof ready_id, "{\"id\":%d,", 1 + opt_nchannels);
+        if (n >= (size_t)k && memcmp(p, ready_id, (size_t)k) == 0) {
+            if (memmem(p, n, "\"error\"", 7))
+                not_ready(c, "%.*s", (int)(n > 400 ? 400 : n), p);
+            c->state = READY;
+            ready_in_batch++;
+        }
+    }
+}
+
+/* Handle the bytes in buf: the handshake response, then complete frames. Returns how
+   many bytes were used (the rest is an incomplete frame), or -1 if c was closed. */
+static long consume(Conn *c, const char *buf, size_t len) {
+    size_t pos = 0;
+    if (c->state == HANDSHAKE) {
+        const char *end = memmem(buf, len, "\r\n\r\n", 4);
+        if (!end) {
+            if (len > 16384) not_ready(c, "handshake response too long");
+            return 0;
+        }
+        size_t head = (size_t)(end - buf);
+        if (head < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0)
+            not_ready(c, "%.*s", (int)(head > 200 ? 200 : head), buf);
+        int ok = 0;
+        for (const char *line = memchr(buf, '\n', head); line && line < end;
+             line = memchr(line + 1, '\n', (size_t)(end - line - 1))) {
+            const char *v = line + 1;
+            if ((size_t)(end - v) > 21 && strncasecmp(v, "Sec-WebSocket-Accept:", 21) == 0) {
+                v += 21;
+                while (v < end && (*v == ' ' || *v == '\t')) v++;
+                ok = (size_t)(end - v) >= 28 && memcmp(v, c->accept, 28) == 0 &&
+                     (v + 28 == end || v[28] == '\r' || v[28] == ' ');
+                break;
+            }
+        }
+        if (!ok) not_ready(c, "missing or wrong Sec-WebSocket-Accept");
+        free(c->accept);
+        c->accept = NULL;
+        pos = head + 4;
+        c->state = SUBSCRIBING;
+        send_commands(c);
+        if (c->state == CLOSED) return -1;
+    }
+    while (len - pos >= 2) {
+        const unsigned char *f = (const unsigned char *)buf + pos;
+        size_t avail = len - pos;
+        uint64_t length = f[1] & 0x7F;
+        size_t head = 2;
+        if (length == 126) {
+            if (avail < 4) break;
+            length = (uint64_t)f[2] << 8 | f[3];
+            head = 4;
+        } else if (length == 127) {
+            if (avail < 10) break;
+            length = 0;
+            for (int i = 2; i < 10; i++) length = length << 8 | f[i];
+            head = 10;
+        }
+        int is_masked = f[1] & 0x80;
+        if (is_masked) head += 4;
+        if (length > MAX_FRAME) {
+            if (c->state != READY) not_ready(c, "frame of %llu bytes", (unsigned long long)length);
+            conn_close(c);
+            return -1;
+        }
+        if (avail < head + length) break;
+        char *payload = (char *)f + head;
+        if (is_masked) { /* servers do not mask; unmask anyway */
+            const unsigned char *key = f + head - 4;
+            for (uint64_t i = 0; i < length; i++) payload[i] ^= (char)key[i & 3];
+        }
+        int opcode = f[0] & 0x0F;
+        pos += head + (size_t)length;
+        frames++;
+        if (opcode == 0x1 || opcode == 0x0 || opcode == 0x2) {
+            on_message(c, payload, (size_t)length);
+            if (c->state == CLOSED) return -1;
+        } else if (opcode == 0x8) { /* close: answer it and end the connection */
+            if (c->state != READY) {
+                unsigned code = length >= 2 ? (unsigned)((unsigned char)payload[0] << 8 |
+                                                         (unsigned char)payload[1])
+                                            : 0;
+                not_ready(c, "closed by the server before it was ready: %u %.*s", code,
+                          (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0),
+                          payload + 2);
+            }
+            scratch.len = 0;
+            masked_frame(&scratch, 0x8, payload, length >= 2 ? 2 : 0);
+            conn_write(c, scratch.p, scratch.len);
+            conn_close(c);
+            return -1;
+        } else if (opcode == 0x9) { /* a WebSocket ping: pong with its payload */
+            scratch.len = 0;
+            masked_frame(&scratch, 0xA, payload, (size_t)length);
+            conn_write(c, scratch.p, scratch.len);
+            if (c->state == CLOSED) return -1;
+        }
+    }
+    return (long)pos;
+}
+
+static void on_readable(Conn *c) {
+    for (int r = 0; r < MAX_READS_PER_EVENT; r++) {
+        struct iovec iov = {.iov_base = rbuf, .iov_len = READ_SIZE};
+        union {
+            char buf[CMSG_SPACE(sizeof(struct timespec))];
+            struct cmsghdr align;
+        } control;
+        struct msghdr msg = {.msg_iov = &iov,
+                             .msg_iovlen = 1,
+                             .msg_control = control.buf,
+                             .msg_controllen = sizeof control.buf};
+        ssize_t n = recvmsg(c->fd, &msg, 0);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+            if (c->state != READY) not_ready(c, "recv: %s", strerror(errno));
+            conn_close(c);
+            return;
+        }
+        if (n == 0) {
+            if (c->state != READY) not_ready(c, "connection lost (EOF)");
+            conn_close(c);
+            return;
+        }
+        const char *buf;
+        size_t len;
+        if (c->inlen) { /* an incomplete frame from before: append */
+            if ((size_t)c->inlen + (size_t)n > c->incap) {
+                size_t cap = c->incap;
+                while (cap < (size_t)c->inlen + (size_t)n) cap *= 2;
+                c->in = xrealloc(c->in, cap);
+                c->incap = (uint32_t)cap;
+            }
+            memcpy(c->in + c->inlen, rbuf, (size_t)n);
+            c->inlen += (uint32_t)n;
+            buf = c->in;
+            len = c->inlen;
+        } else {
+            buf = rbuf;
+            len = (size_t)n;
+        }
+        if (!c->sampled && lazy && n >= LAZY_MAX_BYTES && !heavy) {
+            heavy = 1;
+            fprintf(stderr, "wsload-native: %zd bytes waited on one connection: "
+                            "reading every connection at once from now on\n", n);
+        }
+        uint64_t pubs_before = pubs;
+        long used = consume(c, buf, len);
+        if (pubs != pubs_before && expecting) { /* when the last one it read arrived */
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+            if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+                struct timespec ts;
+                memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+                double arrival = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+                if (arrival > last_arrival) last_arrival = arrival;
+            }
+        }
+        if (used < 0) return;
+        size_t rest = len - (size_t)used;
+        if (rest == 0) {
+            free(c->in);
+            c->in = NULL;
+            c->inlen = c->incap = 0;
+        } else if (buf == c->in) {
+            memmove(c->in, c->in + used, rest);
+            c->inlen = (uint32_t)rest;
+        } else {
+            size_t cap = 1024;
+            while (cap < rest) cap *= 2;
+            c->in = xmalloc(cap);
+            c->incap = (uint32_t)cap;
+            memcpy(c->in, buf + used, rest);
+            c->inlen = (uint32_t)rest;
+        }
+        if (n < READ_SIZE) return;
+    }
+}
+
+static void on_connected(Conn *c) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
+    if (err) not_ready(c, "connect: %s", strerror(err));
+    set_events(c, EPOLLIN);
+    send_upgrade(c);
+}
+
+static void conn_open(long i, const struct sockaddr_in *addr) {
+    Conn *c = &conns[i];
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) die("socket (connection %ld): %s", i, strerror(errno));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one); /* arrival times */
+    c->fd = fd;
+    c->state = CONNECTING;
+    c->sampled = i % opt_sample_every == 0;
+    c->names = xmalloc(sizeof(char *) * (size_t)opt_nchannels);
+    c->last = xmalloc(sizeof(int64_t) * (size_t)opt_nchannels);
+    for (int k = 0; k < opt_nchannels; k++) {
+        c->last[k] = NO_OFFSET;
+        if (!channel_templated[k]) {
+            c->names[k] = opt_channels[k];
+            continue;
+        }
+        Str s = {0};
+        for (const char *t = opt_channels[k]; *t;) {
+            if (strncmp(t, "{i}", 3) == 0) {
+                str_printf(&s, "%ld", i);
+                t += 3;
+            } else if (strncmp(t, "{g}", 3) == 0) {
+                if (opt_group_size <= 0) die("--group-size must be positive");
+                str_printf(&s, "%ld", i / opt_group_size);
+                t += 3;
+            } else {
+                str_add(&s, t, 1);
+                t++;
+            }
+        }
+        c->names[k] = s.p;
+    }
+    int r = connect(fd, (const struct sockaddr *)addr, sizeof *addr);
+    if (r < 0 && errno != EINPROGRESS) die("connect (connection %ld): %s", i, strerror(errno));
+    struct epoll_event ev = {.events = r == 0 ? EPOLLIN : EPOLLOUT, .data.u64 = (uint64_t)i};
+    if (epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_ADD, fd, &ev) < 0)
+        die("epoll_ctl: %s", strerror(errno));
+    if (r == 0) send_upgrade(c);
+}
+
+/* --- stdin commands and the report --------------------------------------------------- */
+
+/* The value after "key": in a one-line JSON object, or NULL. */
+static const char *json_value(const char *line, const char *key) {
+    char quoted[64];
+    snprintf(quoted, sizeof quoted, "\"%s\"", key);
+    const char *p = strstr(line, quoted);
+    if (!p) return NULL;
+    p += strlen(quoted);
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p != ':') return NULL;
+    p++;
+    while (*p == ' ' || *p == '\t') p++;
+    return p;
+}
+
+static void finish_expect(void) {
+    /* complete: when the last publication reached the socket (a lazy read comes later) */
+    double at = pubs >= expected && last_arrival > 0 ? last_arrival : now_real();
+    double cpu = cpu_seconds() - cpu0;
+    uint64_t cmin = UINT64_MAX, cmax = 0, shorts = 0;
+    for (long i = 0; i < opt_connections; i++) {
+        uint64_t k = conns[i].count;
+        if (k < cmin) cmin = k;
+        if (k > cmax) cmax = k;
+        if (per_connection >= 0 && k != (uint64_t)per_connection) shorts++;
+    }
+    if (opt_connections == 0) cmin = 0;
+    Str s = {0};
+    str_printf(&s, "{\"phase\":\"received\",\"complete\":%s,\"received\":%llu,\"at\":",
+               pubs >= expected ? "true" : "false",
+               (unsigned long long)(pubs - (expected - expect_count)));
+    str_double(&s, at);
+    str_cat(&s, ",\"client_cpu\":");
+    str_double(&s, cpu);
+    str_cat(&s, ",\"latencies\":[");
+    for (size_t i = 0; i < nlat; i++) {
+        if (i) str_add(&s, ",", 1);
+        str_printf(&s, "%.9g", latencies[i]);
+    }
+    str_printf(&s, "],\"order_errors\":%llu,\"order_examples\":[",
+               (unsigned long long)order_errors);
+    for (int i = 0; i < nexamples; i++) {
+        if (i) str_add(&s, ",", 1);
+        str_json(&s, examples[i], strlen(examples[i]));
+    }
+    str_printf(&s, "],\"per_connection_min\":%llu,\"per_connection_max\":%llu,",
+               (unsigned long long)cmin, (unsigned long long)cmax);
+    if (per_connection >= 0)
+        str_printf(&s, "\"short_connections\":%llu}", (unsigned long long)shorts);
+    else
+        str_cat(&s, "\"short_connections\":null}");
+    emit(&s);
+    free(s.p);
+    expecting = 0;
+}
+
+static void start_expect(const char *line) {
+    const char *v = json_value(line, "count");
+    expect_count = v ? strtoull(v, NULL, 10) : 0;
+    v = json_value(line, "per_connection");
+    per_connection = (v && *v != 'n') ? strtoll(v, NULL, 10) : -1;
+    v = json_value(line, "timeout");
+    double timeout = (v && *v != 'n') ? strtod(v, NULL) : 120.0;
+    expected = pubs + expect_count;
+    last_arrival = 0;
+    nlat = 0;
+    order_errors = 0;
+    for (int i = 0; i < nexamples; i++) free(examples[i]);
+    nexamples = 0;
+    for (long i = 0; i < opt_connections; i++) conns[i].count = 0;
+    cpu0 = cpu_seconds();
+    expect_deadline = now_mono() + timeout;
+    expecting = 1;
+    Str s = {0};
+    str_cat(&s, "{\"phase\":\"expecting\"}");
+    emit(&s);
+    free(s.p);
+    if (pubs >= expected) finish_expect();
+}
+
+static void quit(int status) {
+    for (long i = 0; i < opt_connections; i++)
+        if (conns[i].state != CLOSED && conns[i].fd >= 0) close(conns[i].fd);
+    exit(status);
+}
+
+/* Run the complete lines read so far, while no expect is waiting. */
+static void run_commands(void) {
+    while (!expecting) {
+        char *nl = memchr(sbuf, '\n', slen);
+        if (!nl && !(stdin_eof && slen)) break;
+        size_t n = nl ? (size_t)(nl - sbuf) : slen;
+        char *line = xmalloc(n + 1);
+        memcpy(line, sbuf, n);
+        line[n] = 0;
+        size_t used = nl ? n + 1 : n;
+        memmove(sbuf, sbuf + used, slen - used);
+        slen -= used;
+        const char *cmd = json_value(line, "cmd");
+        if (cmd && strncmp(cmd, "\"expect\"", 8) == 0)
+            start_expect(line);
+        else if (cmd && strncmp(cmd, "\"quit\"", 6) == 0) {
+            free(line);
+            quit(0);
+        }
+        free(line);
+    }
+    if (!expecting && stdin_eof && slen == 0) quit(0);
+}
+
+static void on_stdin(void) {
+    if (slen + 4096 > scap) {
+        scap = scap ? scap * 2 : 8192;
+        if (scap > (64u << 20)) die("stdin: line too long");
+        sbuf = xrealloc(sbuf, scap);
+    }
+    ssize_t n = read(0, sbuf + slen, scap - slen);
+    if (n < 0) {
+        if (errno == EINTR || errno == EAGAIN) return;
+        stdin_eof = 1;
+    } else if (n == 0) {
+        stdin_eof = 1;
+    } else {
+        slen += (size_t)n;
+    }
+    if (stdin_eof && stdin_polled) {
+        epoll_ctl(ep, EPOLL_CTL_DEL, 0, NULL);
+        stdin_polled = 0;
+    }
+    run_commands();
+}
+
+/* --- the loop ------------------------------------------------------------------------ */
+
+static void drain_lazy(void);
+
+static void on_event(uint64_t tag, uint32_t ev) {
+    if (tag == STDIN_TAG) {
+        on_stdin();
+        return;
+    }
+    Conn *c = &conns[tag];
+    if (c->state == CLOSED) return;
+    if (c->state == CONNECTING) {
+        on_connected(c);
+        return;
+    }
+    if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
+    if (c->state != CLOSED && (ev & EPOLLOUT)) conn_flush(c);
+    if (expecting && pubs >= expected) finish_expect();
+}
+
+/* Every ready connection of the lazy set. */
+static void drain_lazy(void) {
+    static struct epoll_event events[MAX_EVENTS];
+    for (long pass = 0; pass <= opt_connections / MAX_EVENTS + 1; pass++) {
+        int n = epoll_wait(ep_lazy, events, MAX_EVENTS, 0);
+        for (int k = 0; k < n; k++) on_event(events[k].data.u64, events[k].events);
+        if (n < MAX_EVENTS) break;
+    }
+}
+
+static void set_lazy(int on) {
+    if (on == lazy) return;
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = LAZY_TAG};
+    if (epoll_ctl(ep, on ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, ep_lazy, &ev) < 0)
+        die("epoll_ctl(lazy set): %s", strerror(errno));
+    lazy = on;
+}
+
+/* The longest wait that keeps the lazy set's once-per-window read on time. */
+static int window_ms(void) {
+    if (!lazy) return 1000;
+    double left = window_start + LAZY_US * 1e-6 - now_mono();
+    return left <= 0 ? 0 : (int)(left * 1000) + 1;
+}
+
+static void loop_once(int timeout_ms) {
+    static struct epoll_event events[MAX_EVENTS];
+    int wait = window_ms();
+    int n = epoll_wait(ep, events, MAX_EVENTS, timeout_ms < wait ? timeout_ms : wait);
+    if (n < 0) {
+        if (errno == EINTR) return;
+        die("epoll_wait: %s", strerror(errno));
+    }
+    for (int k = 0; k < n; k++) {
+        if (events[k].data.u64 == LAZY_TAG)
+            drain_lazy();
+        else
+            on_event(events[k].data.u64, events[k].events);
+    }
+    double now = now_mono();
+    double span = now - window_start;
+    if (span >= (busy ? LAZY_US : RATE_US) * 1e-6) { /* the lazy set's turn; the rate */
+        if (lazy) drain_lazy();
+        busy = (double)(frames - window_frames) >= busy_rate * span;
+        set_lazy(busy && serving && !heavy);
+        window_frames = frames;
+        window_start = now;
+    }
+    if (busy && n > 0) {
+        struct timespec nap = {0, NAP_US * 1000L};
+        nanosleep(&nap, NULL);
+    }
+}
+
+static int ms_until(double deadline) {
+    double left = deadline - now_mono();
+    if (left <= 0) return 0;
+    if (left > 1.0) return 1000;
+    return (int)(left * 1000) + 1;
+}
+
+static void usage(void) {
+    fprintf(stderr,
+            "usage: wsload-native --port P --connections N --tokens FILE --channel C "
+            "[--channel C ...] [--group-size G] [--sample-every S]\n");
+    exit(2);
+}
+
+static long parse_long(const char *s, const char *flag) {
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end) die("%s: not an integer: %s", flag, s);
+    return v;
+}
+
+static void read_tokens(void) {
+    FILE *f = fopen(opt_tokens, "r");
+    if (!f) die("%s: %s", opt_tokens, strerror(errno));
+    Str all = {0};
+    char chunk[65536];
+    size_t n;
+    while ((n = fread(chunk, 1, sizeof chunk, f)) > 0) str_add(&all, chunk, n);
+    fclose(f);
+    size_t cap = 0;
+    for (char *save = NULL, *t = all.p ? strtok_r(all.p, " \t\r\n\v\f", &save) : NULL; t;
+         t = strtok_r(NULL, " \t\r\n\v\f", &save)) {
+        if ((size_t)ntokens == cap) {
+            cap = cap ? cap * 2 : 1024;
+            tokens = xrealloc(tokens, cap * sizeof(char *));
+        }
+        tokens[ntokens++] = t; /* all.p stays allocated */
+    }
+    if (ntokens == 0) die("%s: no tokens", opt_tokens);
+}
+
+int main(int argc, char **argv) {
+    static const struct option options[] = {
+        {"port", required_argument, NULL, 'p'},
+        {"connections", required_argument, NULL, 'c'},
+        {"tokens", required_argument, NULL, 't'},
+        {"channel", required_argument, NULL, 'C'},
+        {"group-size", required_argument, NULL, 'g'},
+        {"sample-every", required_argument, NULL, 's'},
+        {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    int o;
+    while ((o = getopt_long(argc, argv, "", options, NULL)) != -1) {
+        switch (o) {
+        case 'p': opt_port = (int)parse_long(optarg, "--port"); break;
+        case 'c': opt_connections = parse_long(optarg, "--connections"); break;
+        case 't': opt_tokens = optarg; break;
+        case 'C':
+            opt_channels = xrealloc(opt_channels, sizeof(char *) * (size_t)(opt_nchannels + 1));
+            opt_channels[opt_nchannels++] = optarg;
+            break;
+        case 'g': opt_group_size = parse_long(optarg, "--group-size"); break;
+        case 's': opt_sample_every = parse_long(optarg, "--sample-every"); break;
+        default: usage();
+        }
+    }
+    if (optind != argc || opt_port <= 0 || opt_port > 65535 || opt_connections < 0 ||
+        !opt_tokens || opt_nchannels == 0)
+        usage();
+    if (opt_sample_every <= 0)
+        opt_sample_every = opt_connections / 200 > 1 ? opt_connections / 200 : 1;
+    channel_templated = xmalloc(sizeof(int) * (size_t)opt_nchannels);
+    for (int k = 0; k < opt_nchannels; k++)
+        channel_templated[k] = strstr(opt_channels[k], "{i}") || strstr(opt_channels[k], "{g}");
+
+    signal(SIGPIPE, SIG_IGN);
+    const char *force = getenv("WSLOAD_NATIVE_BUSY");
+    if (force && strcmp(force, "1") == 0) busy_rate = 0;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (rlim_t)opt_connections + 16 > rl.rlim_cur)
+        die("%ld connections need more open files than the limit of %llu", opt_connections,
+            (unsigned long long)rl.rlim_cur);
+    if (getrandom(rng, sizeof rng, 0) != (ssize_t)sizeof rng) {
+        rng[0] = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 32);
+        rng[1] = 0x9E3779B97F4A7C15ull;
+    }
+    rng[0] |= 1;
+    read_tokens();
+    rbuf = xmalloc(READ_SIZE);
+    conns = calloc((size_t)(opt_connections ? opt_connections : 1), sizeof(Conn));
+    if (!conns) die("out of memory");
+    for (long i = 0; i < opt_connections; i++) conns[i].fd = -1;
+    ep = epoll_create1(EPOLL_CLOEXEC);
+    ep_lazy = epoll_create1(EPOLL_CLOEXEC);
+    if (ep < 0 || ep_lazy < 0) die("epoll_create1: %s", strerror(errno));
+    struct epoll_event nested = {.events = EPOLLIN, .data.u64 = LAZY_TAG};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, ep_lazy, &nested) < 0)
+        die("epoll_ctl(lazy set): %s", strerror(errno));
+
+    struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_port)};
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    double started = now_real();
+    for (long start = 0; start < opt_connections; start += BATCH) {
+        long stop = start + BATCH < opt_connections ? start + BATCH : opt_connections;
+        ready_in_batch = 0;
+        for (long i = start; i < stop; i++) conn_open(i, &addr);
+        double deadline = now_mono() + BATCH_TIMEOUT;
+        /* bounded: BATCH_TIMEOUT seconds of epoll_wait at most */
+        while (ready_in_batch < stop - start) {
+            int ms = ms_until(deadline);
+            if (ms == 0)
+                die("connections %ld..%ld: %ld of %ld not ready after %.0f s", start, stop - 1,
+                    (stop - start) - ready_in_batch, stop - start, BATCH_TIMEOUT);
+            loop_once(ms);
+        }
+    }
+    serving = 1;
+    Str s = {0};
+    str_cat(&s, "{\"phase\":\"ready\",\"seconds\":");
+    str_double(&s, now_real() - started);
+    str_cat(&s, "}");
+    emit(&s);
+    free(s.p);
+
+    int fl = fcntl(0, F_GETFL);
+    if (fl >= 0) fcntl(0, F_SETFL, fl | O_NONBLOCK);
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = STDIN_TAG};
+    if (epoll_ctl(ep, EPOLL_CTL_ADD, 0, &ev) == 0) {
+        stdin_polled = 1;
+    } else if (errno != EPERM) {
+        die("epoll_ctl(stdin): %s", strerror(errno));
+    }
+    /* The serving loop: each pass waits at most 1 s; it ends on quit or stdin's end.
+       stdin stays in the epoll set during an expect: lines read then wait in sbuf. */
+    for (;;) {
+        if (expecting && ms_until(expect_deadline) == 0) {
+            if (lazy) drain_lazy(); /* what arrived counts, even unread */
+            if (expecting) finish_expect();
+        }
+        if (!expecting) {
+            run_commands(); /* may start an expect, or quit at stdin's end */
+            if (!expecting && !stdin_polled && !stdin_eof) { /* stdin: a regular file */
+                on_stdin();
+                continue;
+            }
+        }
+        loop_once(expecting ? ms_until(expect_deadline) : 1000);
+    }
+}
