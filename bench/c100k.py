@@ -64,7 +64,7 @@ import aiohttp
 import orjson
 
 from bench.cluster import Cluster, Redis, report_problems
-from bench.common import ROOT, Progress, rss_kib, save
+from bench.common import RESULTS, ROOT, Progress, rss_kib, save, shown
 from bench.run import API_KEY, FAILURES, SECRET, percentile, proc_cpu, verify
 from pushgate.auth import mint_connection_token
 
@@ -698,6 +698,8 @@ async def scenario(args, progress: Progress) -> dict:
 
 
 def run(args) -> None:
+    global CYCLE
+    CYCLE = args.c100k_cycle
     progress = Progress(SCENARIO, 3 + int(args.c100k_duration // CYCLE))
     result = asyncio.run(scenario(args, progress))
     progress.finish()
@@ -721,11 +723,13 @@ def run(args) -> None:
             "hline": TARGET_P99_MS,
         }
     ]
-    save(SCENARIO, {str(result["connections"]): result}, plots)
-    png = ROOT / "bench" / "results" / f"{SCENARIO}-timeline.png"
+    # the shape (10 s) is bench/results/c100k.json; other cycles get their own
+    name = SCENARIO if CYCLE == 10 else f"{SCENARIO}-cycle{CYCLE:g}s"
+    save(name, {str(result["connections"]): result}, plots)
+    png = RESULTS / f"{name}-timeline.png"
     target = 2 * result["ramp"]["connected"] / CYCLE
     if draw_timeline(publish["timeline"], png, target):
-        print(f"wrote {png.relative_to(ROOT)}")
+        print(f"wrote {shown(png)}")
     ramp = result["ramp"]
     cores = publish["cpu_cores_used"]
     held = publish["latency_p99_ms"] <= TARGET_P99_MS

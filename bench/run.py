@@ -888,6 +888,12 @@ def main() -> None:
         "--c100k-duration", type=int, default=30, help="seconds of publishing (10 s cycles)"
     )
     c100k_args.add_argument(
+        "--c100k-cycle",
+        type=float,
+        default=10.0,
+        help="seconds in which every channel gets one publication (the issue's shape: 10)",
+    )
+    c100k_args.add_argument(
         "--c100k-ramp-rate", type=float, default=2000.0, help="connections per second, in all"
     )
     c100k_args.add_argument("--c100k-api-connections", type=int, default=6)
