@@ -848,7 +848,7 @@ def main() -> None:
     api_args.add_argument("--api-seconds", type=float, default=4.0)
     transport_args = parser.add_argument_group("transports")
     transport_args.add_argument(
-        "--transports", default="", help="comma-separated subset (default: all eight)"
+        "--transports", default="", help="comma-separated subset (default: all ten)"
     )
     transport_args.add_argument("--subscribers", type=int, default=200)
     transport_args.add_argument(
