@@ -1,7 +1,9 @@
 """Before/after: the same benchmark against another commit's server, then this one's.
 
 ``python -m bench.compare REF SCENARIO [bench.run options…]``, e.g.
-``python -m bench.compare ed0b26d idle --rounds 1 --idle-sizes 10000``.
+``python -m bench.compare ed0b26d idle --rounds 1 --idle-sizes 10000``;
+``REF..REF2`` compares two commits (the server of REF2 instead of this checkout's), so
+one change can be measured alone.
 
 The source of REF is exported (``git archive``) to a temporary directory; the scenario
 runs first with the server taken from there (``BENCH_SERVER_SOURCE``; not
@@ -39,14 +41,15 @@ HEADLINES = (
 )
 
 
-def export(ref: str, into: Path) -> None:
+def export(ref: str, into: Path, name: str = "src") -> Path:
     archive = subprocess.run(
         ["git", "archive", "--format=tar", ref], cwd=ROOT, capture_output=True, check=True
     ).stdout
-    path = into / "source.tar"
+    path = into / f"{name}.tar"
     path.write_bytes(archive)
     with tarfile.open(path) as tar:
-        tar.extractall(into / "src", filter="data")
+        tar.extractall(into / name, filter="data")
+    return into / name
 
 
 def run(args: list[str], results: Path, server: Path | None) -> int:
@@ -79,16 +82,18 @@ def main() -> int:
         print(__doc__)
         return 2
     ref, scenario_args = sys.argv[1], sys.argv[2:]
+    ref, _, ref_after = ref.partition("..")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        export(ref, work)
+        source_before = export(ref, work, "before-src")
+        source_after = export(ref_after, work, "after-src") if ref_after else None
         before, after = work / "before", work / "after"
         before.mkdir()
         after.mkdir()
         print(f"== before: server of {ref}", flush=True)
-        status = run(scenario_args, before, work / "src")
-        print("== after: server of this checkout", flush=True)
-        status |= run(scenario_args, after, None)
+        status = run(scenario_args, before, source_before)
+        print(f"== after: server of {ref_after or 'this checkout'}", flush=True)
+        status |= run(scenario_args, after, source_after)
         old, new = headlines(before), headlines(after)
         print(f"\n{'figure':<64} {'before':>10} {'after':>10} {'after/before':>12}")
         for key in sorted(old.keys() & new.keys()):
