@@ -47,7 +47,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bench.common import serve_command
+from bench.common import serve_command, shown
 from bench.run import (
     API_KEY,
     CONFIG,
@@ -486,7 +486,7 @@ def run(args) -> None:
             indent=2,
         )
     )
-    print(f"wrote {out.relative_to(ROOT)} ({time.monotonic() - started:.0f}s)")
+    print(f"wrote {shown(out)} ({time.monotonic() - started:.0f}s)")
     for count, result in by_workers.items():
         m = result["median"]
         print(
