@@ -73,7 +73,8 @@ def headlines(results: Path) -> dict[str, float]:
             out[prefix] = float(value)
 
     for path in sorted(results.glob("*.json")):
-        walk(path.stem, json.loads(path.read_text()).get("results", {}))
+        body = json.loads(path.read_text())
+        walk(path.stem, body.get("results", body.get("throughput", {})))
     return out
 
 
