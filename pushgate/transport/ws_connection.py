@@ -150,10 +150,9 @@ class WebSocketConnection(asyncio.Protocol):
         return transport.get_write_buffer_size()
 
     def write(self, data: bytes) -> None:
-        if self._closed:
-            return
+        # the per-delivery path: kept inline (no helper call) on purpose
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if self._closed or transport is None or transport.is_closing():
             return
         transport.write(data)
         if transport.get_write_buffer_size() > self._max_queue:
@@ -161,10 +160,8 @@ class WebSocketConnection(asyncio.Protocol):
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
         """One frame given in parts (header, per-recipient head, shared tail)."""
-        if self._closed:
-            return
         transport = self._transport
-        if transport is None or transport.is_closing():
+        if self._closed or transport is None or transport.is_closing():
             return
         transport.writelines(parts)
         if transport.get_write_buffer_size() > self._max_queue:
