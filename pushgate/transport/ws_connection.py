@@ -30,6 +30,7 @@ from pushgate.transport.ws_parser import (
     CLOSE_TOO_BIG,
     OP_CLOSE,
     OP_PING,
+    OP_PONG,
     FrameParser,
     WebSocketProtocolError,
     parse_close,
@@ -41,7 +42,6 @@ log = logging.getLogger("pushgate.websocket")
 ABORT_AFTER = 5.0
 #: messages waiting for the session before reading from the socket pauses
 MAX_WAITING = 16
-OP_PONG = 0xA
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL_ERROR = 1011
 
