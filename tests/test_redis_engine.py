@@ -472,6 +472,25 @@ async def second_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     server.kill()
 
 
+async def test_a_shard_with_nothing_subscribed_keeps_its_pubsub_connection(
+    engines, second_redis
+):
+    """The second shard has no channel at first: its PUB/SUB reader must stay connected
+    (not end its listen loop, reconnect and report a resync each time), and a subscribe
+    arriving later is confirmed."""
+    engine, handler = await engines("node-a", redis_url=[REDIS_URL, second_redis.url])
+    idle = engine.shards[1]
+    await asyncio.wait_for(idle.connected.wait(), 5)
+    first = idle.pubsub
+    # a stretch of several reader cycles: nothing may happen in it
+    await asyncio.sleep(2.5)
+    assert idle.pubsub is first and handler.resyncs == 0
+    channel = next(c for c in (f"ch{n}" for n in range(64)) if engine.shard(c) is idle)
+    await engine.subscribe(channel)
+    await publish(engine, channel, 1)
+    await handler.wait(lambda: len(handler.of(channel)) == 1)
+
+
 async def test_channels_are_sharded_over_two_redis_servers(
     engines, second_redis, local_redis, redis_prefix
 ):

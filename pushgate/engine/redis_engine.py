@@ -53,6 +53,8 @@ MAX_BACKOFF = 5.0
 MAX_CONNECTIONS = 64  # per shard and process
 POOL_TIMEOUT = 10.0  # seconds a command may wait for a free connection
 SUBSCRIBE_TIMEOUT = 10.0
+#: how long the PUB/SUB reader of a shard with nothing subscribed waits per read
+IDLE_READ_TIMEOUT = 1.0
 
 
 def _info_dict(info: ClientInfo) -> dict:
@@ -180,8 +182,15 @@ class Shard:
                     self.engine.resynced()
                 first = False
                 delay = 0.1
-                async for message in pubsub.listen():
-                    self._on_message(message)
+                while True:
+                    # not pubsub.listen(): it ends at once while nothing is subscribed
+                    # (a shard none of whose channels has local subscribers yet), and
+                    # this loop would reconnect with backoff, racing subscribe()
+                    message = await pubsub.get_message(
+                        timeout=None if pubsub.subscribed else IDLE_READ_TIMEOUT
+                    )
+                    if message is not None:
+                        self._on_message(message)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
