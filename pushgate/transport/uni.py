@@ -119,10 +119,13 @@ async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
             return
         await session.connect_unidirectional(connect)
 
-    if "cf_connect" in request.query:
-        try:
-            await session.connect_unidirectional(orjson.loads(request.query["cf_connect"]))
-        except orjson.JSONDecodeError:
-            client.disconnect(DISCONNECT_BAD_REQUEST)
-    connection.start(on_message, session.closed, received)
+    try:
+        if "cf_connect" in request.query:
+            try:
+                await session.connect_unidirectional(orjson.loads(request.query["cf_connect"]))
+            except orjson.JSONDecodeError:
+                client.disconnect(DISCONNECT_BAD_REQUEST)
+    finally:
+        # also when the connect failed: the connection's loss is what closes the session
+        connection.start(on_message, session.closed, received)
     return Detached()
