@@ -1,50 +1,45 @@
-"""Automatic pipelining: Redis commands issued in one loop tick travel as one pipeline.
+"""Automatic pipelining: Redis commands issued in one loop tick travel in one write.
 
 Every API publication, subscribe position read, presence change and user online or
-offline mark is one or two Redis commands. Sent one by one, each borrows a pooled
-connection and waits for its own round trip (with redis-py that is ~200 µs of Python
-per command); a burst of thousands — an ``/api/batch``, a reconnect storm, every
-client of a node leaving at once — then queues for the pool. Here callers queue their
-commands and await a future; once per loop tick the queue is sent as non-transactional
-pipelines of at most ``max_batch`` commands, each on one pooled connection.
+offline mark is one or two Redis commands. Sent one by one through a connection pool,
+each waits for its own round trip; a burst of thousands — an ``/api/batch``, a
+reconnect storm, every client of a node leaving at once — then queues for the pool.
+Here callers hand over their commands and await a future; once per loop tick the
+commands queued so far are written on the shard's one command connection
+(``resp.RespConnection``), whose replies come back in the same order.
 
-Order: commands of one pipeline run in order; a caller that awaits a command before
-issuing the next keeps its order, as without batching. Lua scripts are loaded by the
-pipeline (``SCRIPT EXISTS``/``LOAD``) before it runs, so ``NOSCRIPT`` cannot happen.
+Order: commands run in the order they were handed over, across ticks too (one
+connection). A lost connection fails the commands in flight (their callers see a
+``redis.exceptions.ConnectionError``); the next tick connects again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
+from pushgate.engine.resp import Command, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
 
-#: queues commands on a pipeline; returns how many it queued
-Queue = Callable[[Pipeline], int]
-
-
 class AutoPipeline:
-    """One per Redis client: ``await batch.run(queue)`` → the queued commands' results."""
+    """One per shard: ``await batch.run(command, …)`` → the reply (one command) or the
+    list of replies (several). An error reply fails the future."""
 
-    def __init__(self, client: Redis, max_batch: int = 1000) -> None:
-        self._client = client
-        self._max_batch = max_batch
-        self._waiting: list[tuple[Queue, asyncio.Future]] = []
+    def __init__(self, connect: Callable[[], Awaitable[RespConnection]]) -> None:
+        self._connect = connect
+        self._connection: RespConnection | None = None
+        self._connecting: asyncio.Task | None = None
+        self._waiting: list[tuple[asyncio.Future, list[Command]]] = []
         self._scheduled = False
-        self._sending: set[asyncio.Task] = set()
+        self._closed = False
 
-    def run(self, queue: Queue) -> asyncio.Future:
-        """Queue commands for this tick's pipeline; the future gets their results: one
-        value for one command, a list for several. A Redis error fails the future."""
+    def run(self, *commands: Command) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._waiting.append((queue, future))
+        self._waiting.append((future, list(commands)))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush)
@@ -52,41 +47,43 @@ class AutoPipeline:
 
     def _flush(self) -> None:
         self._scheduled = False
-        waiting, self._waiting = self._waiting, []
-        for start in range(0, len(waiting), self._max_batch):
-            task = asyncio.ensure_future(self._send(waiting[start : start + self._max_batch]))
-            self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+        connection = self._connection
+        if connection is not None and connection.is_open:
+            waiting, self._waiting = self._waiting, []
+            connection.send(waiting)
+        elif self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._reconnect())
 
-    async def _send(self, items: list[tuple[Queue, asyncio.Future]]) -> None:
-        pipe = self._client.pipeline(transaction=False)
-        counts = [queue(pipe) for queue, _ in items]
+    async def _reconnect(self) -> None:
         try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        except BaseException as exc:  # connection lost, pool timeout, cancelled
-            for _, future in items:
-                if not future.done():
-                    future.set_exception(
-                        exc if isinstance(exc, Exception) else ConnectionError("cancelled")
-                    )
-            if not isinstance(exc, Exception):
-                raise
-            return
-        at = 0
-        for (_, future), count in zip(items, counts, strict=True):
-            mine = results[at : at + count]
-            at += count
-            if future.done():
-                continue
-            failed = next((r for r in mine if isinstance(r, Exception)), None)
-            if failed is not None:
-                future.set_exception(failed)
-            else:
-                future.set_result(mine[0] if count == 1 else mine)
-
-    async def close(self) -> None:
-        """Wait for pipelines on their way (a moment; they fail if Redis is gone)."""
+            if self._closed:
+                raise ConnectionError("redis engine closed")
+            self._connection = await self._connect()
+        except Exception as exc:
+            log.warning("redis: command connection failed: %s", exc)
+            self._fail_waiting(exc)
+        finally:
+            self._connecting = None
         if self._waiting:
             self._flush()
-        if self._sending:
-            await asyncio.wait(list(self._sending), timeout=2.0)
+
+    def _fail_waiting(self, error: Exception) -> None:
+        waiting, self._waiting = self._waiting, []
+        for future, _ in waiting:
+            if not future.done():
+                future.set_exception(error)
+
+    async def close(self) -> None:
+        """Let commands on their way finish (a moment; they fail if Redis is gone)."""
+        self._closed = True
+        if self._waiting and self._connection is not None:
+            self._flush()
+        if self._connecting is not None:
+            await asyncio.wait([self._connecting], timeout=2.0)
+        connection = self._connection
+        if connection is not None:
+            if connection.is_open:
+                # replies come in order: once this one is in, so are all before it
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(connection.call("PING"), 2.0)
+            connection.close()

@@ -16,21 +16,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import secrets
 import time
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import hiredis
 import orjson
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
-from redis.commands.core import AsyncScript
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pushgate.config import EngineConfig
-from pushgate.engine import redis_scripts
+from pushgate.engine import redis_scripts, resp
 from pushgate.engine.base import (
     ClientInfo,
     Engine,
@@ -41,6 +45,7 @@ from pushgate.engine.base import (
     UnrecoverablePosition,
 )
 from pushgate.engine.redis_batch import AutoPipeline
+from pushgate.engine.resp import Address, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -53,8 +58,21 @@ MAX_BACKOFF = 5.0
 MAX_CONNECTIONS = 64  # per shard and process
 POOL_TIMEOUT = 10.0  # seconds a command may wait for a free connection
 SUBSCRIBE_TIMEOUT = 10.0
-#: how long the PUB/SUB reader of a shard with nothing subscribed waits per read
-IDLE_READ_TIMEOUT = 1.0
+#: a PUB/SUB connection idle this long is pinged; three times this long, it is dropped
+HEALTH_CHECK_INTERVAL = 5.0
+#: channels per SUBSCRIBE command when (re)subscribing everything
+SUBSCRIBE_CHUNK = 1000
+
+
+def _sha(script: str) -> str:
+    return hashlib.sha1(script.encode()).hexdigest()
+
+
+def _fixed(address: Address) -> Callable[[], Awaitable[Address]]:
+    async def where() -> Address:
+        return address
+
+    return where
 
 
 def _info_dict(info: ClientInfo) -> dict:
@@ -102,33 +120,42 @@ def decode_publication(body: bytes, offset: int, epoch: str) -> Publication:
 
 
 class Shard:
-    """One Redis server (or Sentinel-managed master) and this node's PUB/SUB on it."""
+    """One Redis server (or Sentinel-managed master): this node's command connection
+    and PUB/SUB connection to it (resp.py), and a redis-py client for the rest."""
 
-    def __init__(self, engine: RedisEngine, client: aioredis.Redis, name: str) -> None:
+    def __init__(
+        self,
+        engine: RedisEngine,
+        client: aioredis.Redis,
+        name: str,
+        address: Callable[[], Awaitable[Address]],
+    ) -> None:
         self.engine = engine
         self.client = client
         self.name = name
+        self.address = address
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
-        self.pubsub: aioredis.client.PubSub | None = None
+        self.pubsub: RespConnection | None = None
         #: set while ``pubsub`` is connected and subscribed to what was wanted
         self.connected = asyncio.Event()
         self.confirmations: dict[bytes, list[asyncio.Future]] = {}
         self.reader: asyncio.Task | None = None
-        self.publish_script = client.register_script(redis_scripts.PUBLISH)
-        self.history_script = client.register_script(redis_scripts.HISTORY)
+        self.publish_sha = _sha(redis_scripts.PUBLISH)
+        self.history_sha = _sha(redis_scripts.HISTORY)
+        self.scripts = {
+            self.publish_sha: redis_scripts.PUBLISH.encode(),
+            self.history_sha: redis_scripts.HISTORY.encode(),
+        }
         self.presence_script = client.register_script(redis_scripts.PRESENCE)
-        #: this tick's commands, sent as one pipeline (redis_batch.py)
-        self.batch = AutoPipeline(client)
+        #: this tick's commands, written together on the command connection
+        self.batch = AutoPipeline(self._open_commands)
 
-    def script(self, script: AsyncScript, keys: list[str], args: list) -> asyncio.Future:
-        """Run a Lua script in this tick's pipeline."""
+    async def _open_commands(self) -> RespConnection:
+        return await resp.connect(await self.address(), scripts=self.scripts)
 
-        def queue(pipe: Pipeline) -> int:
-            pipe.scripts.add(script)
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
-            return 1
-
-        return self.batch.run(queue)
+    def script(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+        """Run one of ``self.scripts`` with this tick's commands."""
+        return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
     async def start(self) -> None:
         self.reader = asyncio.create_task(self._read_forever(), name=f"redis-pubsub-{self.name}")
@@ -139,8 +166,7 @@ class Shard:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.reader
         if self.pubsub is not None:
-            with contextlib.suppress(Exception):
-                await self.pubsub.aclose()
+            self.pubsub.close()
         await self.batch.close()
         await self.client.aclose()
 
@@ -151,12 +177,12 @@ class Shard:
             # wait for it and subscribe here; a subscription is only done once confirmed
             await asyncio.wait_for(self.connected.wait(), SUBSCRIBE_TIMEOUT)
         pubsub = self.pubsub
-        if pubsub is None:
+        if pubsub is None or not pubsub.is_open:
             raise ConnectionError("redis connection lost")
         key = channel.encode()
         confirmed = asyncio.get_running_loop().create_future()
         self.confirmations.setdefault(key, []).append(confirmed)
-        await pubsub.subscribe(channel)
+        pubsub.write("SUBSCRIBE", channel)
         # publications are only received once Redis has confirmed the subscription;
         # history must not be read before that or one could fall in between
         await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
@@ -164,38 +190,34 @@ class Shard:
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         if self.pubsub is not None:
-            with contextlib.suppress(RedisError, OSError):
-                await self.pubsub.unsubscribe(channel)
+            self.pubsub.write("UNSUBSCRIBE", channel)
 
     async def _read_forever(self) -> None:
         delay = 0.1
         first = True
         while True:
             try:
-                pubsub = self.client.pubsub(ignore_subscribe_messages=False)
+                connection = await resp.connect(await self.address())
+                connection.listen(self._on_push)
                 wanted = sorted(self.channels)
-                await pubsub.subscribe(*wanted) if wanted else await pubsub.ping()
-                self.pubsub = pubsub
+                for at in range(0, len(wanted), SUBSCRIBE_CHUNK):
+                    connection.write("SUBSCRIBE", *wanted[at : at + SUBSCRIBE_CHUNK])
+                self.pubsub = connection
                 self.connected.set()
                 if not first:
                     log.warning("redis %s: PUB/SUB connection is back", self.name)
                     self.engine.resynced()
                 first = False
                 delay = 0.1
-                while True:
-                    # not pubsub.listen(): it ends at once while nothing is subscribed
-                    # (a shard none of whose channels has local subscribers yet), and
-                    # this loop would reconnect with backoff, racing subscribe()
-                    message = await pubsub.get_message(
-                        timeout=None if pubsub.subscribed else IDLE_READ_TIMEOUT
-                    )
-                    if message is not None:
-                        self._on_message(message)
+                await self._watch(connection)
+                raise RedisConnectionError("closed by the server or unanswered pings")
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("redis %s: PUB/SUB connection lost (%s); retrying", self.name, exc)
             finally:
+                if self.pubsub is not None:
+                    self.pubsub.close()
                 self.pubsub = None
                 self.connected.clear()
                 for waiters in self.confirmations.values():
@@ -206,23 +228,38 @@ class Shard:
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF, delay * 2)
 
-    def _on_message(self, message: dict) -> None:
-        kind = message["type"]
-        if kind == "subscribe":
-            waiters = self.confirmations.get(message["channel"])
+    async def _watch(self, connection: RespConnection) -> None:
+        """Return when the connection is lost, or when Redis stops answering pings."""
+        while True:
+            await asyncio.wait([connection.closed], timeout=HEALTH_CHECK_INTERVAL)
+            if connection.closed.done():
+                return
+            idle = time.monotonic() - connection.last_received
+            if idle > 3 * HEALTH_CHECK_INTERVAL:
+                connection.abort()
+                return
+            if idle >= HEALTH_CHECK_INTERVAL:
+                connection.write("PING")
+
+    def _on_push(self, reply: Any) -> None:
+        if type(reply) is not list or len(reply) < 2:
+            if isinstance(reply, hiredis.ReplyError):
+                log.warning("redis %s: PUB/SUB error: %s", self.name, reply)
+            return
+        kind = reply[0]
+        if kind == b"message":
+            try:
+                self.engine.dispatch(reply[1], reply[2])
+            except Exception:
+                log.exception("redis %s: bad message on %r", self.name, reply[1])
+        elif kind == b"subscribe":
+            waiters = self.confirmations.get(reply[1])
             if waiters:
                 waiter = waiters.pop(0)
                 if not waiters:
-                    del self.confirmations[message["channel"]]
+                    del self.confirmations[reply[1]]
                 if not waiter.done():
                     waiter.set_result(None)
-            return
-        if kind != "message":
-            return
-        try:
-            self.engine.dispatch(message["channel"], message["data"])
-        except Exception:
-            log.exception("redis %s: bad message on %r", self.name, message["channel"])
 
 
 class RedisEngine(Engine):
@@ -257,34 +294,47 @@ class RedisEngine(Engine):
         return f"{self.prefix}:stream:{channel}", f"{self.prefix}:meta:{channel}"
 
     # --- lifecycle ----------------------------------------------------------------
-    def _clients(self) -> list[tuple[aioredis.Redis, str]]:
-        options = {"health_check_interval": 10, "socket_keepalive": True}
+    def _clients(
+        self,
+    ) -> list[tuple[aioredis.Redis, str, Callable[[], Awaitable[Address]]]]:
+        """Per shard: a redis-py client, a name, and where its server is (asked again
+        on each reconnect: with Sentinel the master may have moved)."""
+        # a pooled connection Redis closed (restart, timeout) is retried on a new one
+        options = {
+            "health_check_interval": 10,
+            "socket_keepalive": True,
+            "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
+        }
         if self.config.redis_sentinels:
             hosts = []
             for item in self.config.redis_sentinels:
                 host, _, port = item.rpartition(":")
                 hosts.append((host, int(port)))
             sentinel = Sentinel(hosts, socket_timeout=5)
-            master = sentinel.master_for(self.config.redis_sentinel_master, **options)
-            return [(master, f"sentinel:{self.config.redis_sentinel_master}")]
-        # a burst of publishes waits for a free connection instead of failing with
+            name = self.config.redis_sentinel_master
+            master = sentinel.master_for(name, **options)
+
+            async def master_address() -> Address:
+                host, port = await sentinel.discover_master(name)
+                return Address(host=host, port=int(port))
+
+            return [(master, f"sentinel:{name}", master_address)]
+        # a burst of commands waits for a free connection instead of failing with
         # "Too many connections" (the default pool refuses beyond its size)
-        return [
-            (
-                aioredis.Redis.from_pool(
-                    aioredis.BlockingConnectionPool.from_url(
-                        url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT, **options
-                    )
-                ),
-                url,
+        shards = []
+        for url in self.config.redis_url:
+            client = aioredis.Redis.from_pool(
+                aioredis.BlockingConnectionPool.from_url(
+                    url, max_connections=MAX_CONNECTIONS, timeout=POOL_TIMEOUT, **options
+                )
             )
-            for url in self.config.redis_url
-        ]
+            shards.append((client, url, _fixed(Address.from_url(url))))
+        return shards
 
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler
         self._node_id = node_id
-        self.shards = [Shard(self, client, name) for client, name in self._clients()]
+        self.shards = [Shard(self, *shard) for shard in self._clients()]
         await self.shards[0].client.ping()  # fail at start, not at the first publish
         self.shards[0].channels.add(self._control)
         for shard in self.shards:
@@ -340,7 +390,7 @@ class RedisEngine(Engine):
         keep = history_size > 0 and history_ttl > 0
         shard = self.shard(channel)
         offset, epoch = await shard.script(
-            shard.publish_script,
+            shard.publish_sha,
             [stream, meta, idem],
             [
                 encode_publication(pub),
@@ -364,13 +414,7 @@ class RedisEngine(Engine):
         await self._publish_raw(channel, b"l" + orjson.dumps(_info_dict(info)))
 
     async def _publish_raw(self, channel: str, body: bytes) -> None:
-        pubsub_channel = self._pubsub_channel(channel)
-
-        def queue(pipe: Pipeline) -> int:
-            pipe.publish(pubsub_channel, body)
-            return 1
-
-        await self.shard(channel).batch.run(queue)
+        await self.shard(channel).batch.run(("PUBLISH", self._pubsub_channel(channel), body))
 
     async def publish_control(self, message: dict) -> None:
         await self.shards[0].client.publish(self._control, orjson.dumps(message))
@@ -393,7 +437,7 @@ class RedisEngine(Engine):
         stream, meta = self._keys(channel)
         shard = self.shard(channel)
         top, epoch, first_offset, entries = await shard.script(
-            shard.history_script,
+            shard.history_sha,
             [stream, meta],
             [
                 -1 if since is None else since.offset,
@@ -428,15 +472,12 @@ class RedisEngine(Engine):
         hash_key, zset_key = self._presence_keys(channel)
         body = orjson.dumps(_info_dict(info))
         expires = time.time() + ttl
-
-        def queue(pipe: Pipeline) -> int:
-            pipe.hset(hash_key, info.client, body)
-            pipe.zadd(zset_key, {info.client: expires})
-            pipe.expire(hash_key, int(ttl) + 1)
-            pipe.expire(zset_key, int(ttl) + 1)
-            return 4
-
-        await self.shard(channel).batch.run(queue)
+        await self.shard(channel).batch.run(
+            ("HSET", hash_key, info.client, body),
+            ("ZADD", zset_key, expires, info.client),
+            ("EXPIRE", hash_key, int(ttl) + 1),
+            ("EXPIRE", zset_key, int(ttl) + 1),
+        )
 
     async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
         """Add or refresh presence entries: four commands per channel, however many
@@ -461,13 +502,9 @@ class RedisEngine(Engine):
 
     async def remove_presence(self, channel: str, client_id: str) -> None:
         hash_key, zset_key = self._presence_keys(channel)
-
-        def queue(pipe: Pipeline) -> int:
-            pipe.hdel(hash_key, client_id)
-            pipe.zrem(zset_key, client_id)
-            return 2
-
-        await self.shard(channel).batch.run(queue)
+        await self.shard(channel).batch.run(
+            ("HDEL", hash_key, client_id), ("ZREM", zset_key, client_id)
+        )
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         flat = await self.shard(channel).presence_script(
@@ -490,13 +527,7 @@ class RedisEngine(Engine):
         key = self._user_key(user)
         now = time.time()
         keep = max(int(self.config.history_meta_ttl), 86400)
-
-        def queue(pipe: Pipeline) -> int:
-            pipe.hset(key, self._node_id, now)
-            pipe.expire(key, keep)
-            return 2
-
-        await self.shard(user).batch.run(queue)
+        await self.shard(user).batch.run(("HSET", key, self._node_id, now), ("EXPIRE", key, keep))
 
     async def _mark_users_online(self, users: list[str]) -> None:
         """Each user's hash gets this node's field; the user is online while this node
@@ -515,14 +546,10 @@ class RedisEngine(Engine):
 
     async def user_disconnected(self, user: str, last_seen: float) -> None:
         key = self._user_key(user)
-
-        def queue(pipe: Pipeline) -> int:
-            pipe.hdel(key, self._node_id)
-            pipe.hset(key, "_seen", last_seen)
-            return 2
-
         try:
-            await self.shard(user).batch.run(queue)
+            await self.shard(user).batch.run(
+                ("HDEL", key, self._node_id), ("HSET", key, "_seen", last_seen)
+            )
         except (RedisError, OSError):
             # said again at the next heartbeats until Redis takes it: a user must not
             # stay online because this node is alive
