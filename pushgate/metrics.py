@@ -2,9 +2,10 @@
 
 Counters and histograms are module-level (one process, one set); what describes the
 node's current state — connections by transport and dialect, subscriptions, channels,
-users online, queued bytes — is read from the hub when Prometheus scrapes, so the hot
-path pays nothing for it. Deliveries are counted once per publication (its number of
-local subscribers), never per write.
+users online, queued bytes — and the per-publication counts (publications, deliveries)
+are read from the hub when Prometheus scrapes, so the hot path pays nothing for them.
+Deliveries are counted once per publication (its number of local subscribers), never
+per write.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 
 if TYPE_CHECKING:
@@ -40,10 +41,6 @@ API_DURATION = Histogram(
     "Server API call latency, by method.",
     ["method"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
-)
-PUBLICATIONS = Counter("pushgate_publications_total", "Publications accepted by this node.")
-DELIVERIES = Counter(
-    "pushgate_deliveries_total", "Publications written to subscribers of this node."
 )
 RECOVERIES = Counter(
     "pushgate_recoveries_total", "Subscriptions that asked to recover, by outcome.", ["outcome"]
@@ -92,6 +89,18 @@ class HubCollector(Collector):
         for (transport, dialect), count in sorted(tally.items()):
             connections.add_metric([transport, dialect], count)
         yield connections
+        # counted by the hub as plain integers: the publish and delivery paths pay no
+        # lock for them
+        yield CounterMetricFamily(
+            "pushgate_publications",
+            "Publications accepted by this node.",
+            value=hub.published,
+        )
+        yield CounterMetricFamily(
+            "pushgate_deliveries",
+            "Publications written to subscribers of this node.",
+            value=hub.delivered,
+        )
         yield GaugeMetricFamily(
             "pushgate_subscriptions",
             "Channel subscriptions on this node.",

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import logging
 import secrets
 import time
@@ -279,6 +280,13 @@ class RedisEngine(Engine):
         self._next_presence_refresh = 0.0
         self._channel_prefix = f"{self.prefix}:ch:".encode()
         self._control = f"{self.prefix}:control"
+        # epochs for streams a publish or history read creates: sent with every call
+        # (the script uses it only if the stream is new), so made without a system call
+        self._epoch_seed = secrets.token_urlsafe(6)
+        self._epochs = itertools.count()
+
+    def _new_epoch(self) -> str:
+        return f"{self._epoch_seed}{next(self._epochs):x}"
 
     # --- keys ---------------------------------------------------------------------
     def shard(self, name: str) -> Shard:
@@ -398,7 +406,7 @@ class RedisEngine(Engine):
                 max(1, int(history_ttl + 0.999)),
                 max(1, int(self.config.history_meta_ttl)),
                 self._pubsub_channel(channel),
-                secrets.token_urlsafe(6),
+                self._new_epoch(),
                 IDEMPOTENCY_TTL,
             ],
         )
@@ -443,7 +451,7 @@ class RedisEngine(Engine):
                 -1 if since is None else since.offset,
                 -1 if limit is None or limit < 0 else limit,
                 "1" if reverse else "0",
-                secrets.token_urlsafe(6),
+                self._new_epoch(),
                 max(1, int(self.config.history_meta_ttl)),
             ],
         )

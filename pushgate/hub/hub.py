@@ -271,7 +271,6 @@ class Hub:
                 return
         for sub in subs.values():
             sub.deliver(pub)
-        metrics.DELIVERIES.inc(len(subs))
         self.delivered += len(subs)
 
     def _resubscribe_all(self, channel: str) -> None:
@@ -521,7 +520,6 @@ class Hub:
         options = self.rules.options(channel)
         pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
         keep = has_history(options) and not skip_history
-        metrics.PUBLICATIONS.inc()
         self.published += 1
         return await self.engine.publish(
             channel,
