@@ -42,12 +42,12 @@ from pushgate.hub.errors import (
     HubError,
 )
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
+from pushgate.hub.sink import CLOSED_SINK, ClientSink
 from pushgate.hub.subscription import Subscription
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
     from pushgate.hub.hub import Hub
-    from pushgate.hub.sink import ClientSink
 
 log = logging.getLogger("pushgate.client")
 
@@ -113,7 +113,7 @@ class Client:
 
     def __init__(self, hub: Hub, sink: ClientSink, transport: str) -> None:
         self.hub = hub
-        self.sink = sink
+        self.sink: ClientSink = sink
         self.transport = transport
         self.id = str(uuid.uuid4())
         self.session = uuid.uuid4().hex
@@ -538,11 +538,17 @@ class Client:
         if self.closed:
             return
         self.closed = True
-        self.hub.forget_pending(self)
-        for sub in list(self.subs.values()):
-            await self._drop(sub, announce=True)
-        if self.connected:
-            await self.hub.unregister(self)
+        try:
+            self.hub.forget_pending(self)
+            for sub in list(self.subs.values()):
+                await self._drop(sub, announce=True)
+            if self.connected:
+                await self.hub.unregister(self)
+        finally:
+            # The dialect session holds this client and the client its session: letting
+            # go of the session here frees the pair by reference count, not by the
+            # cyclic GC (whose full collections walk every connection of the node).
+            self.sink = CLOSED_SINK
 
 
 def has_history(options: ChannelOptions) -> bool:

@@ -37,3 +37,46 @@ class ClientSink(Protocol):
 
     def close(self, disconnect: Disconnect) -> None:
         """Close the connection; the transport then reports it closed to the hub."""
+
+
+class ClosedSink:
+    """The sink of a client whose connection is gone: every push goes nowhere.
+
+    A closed client lets go of its dialect session (which holds the client in turn),
+    so the pair is freed by reference counting rather than left to the cyclic GC.
+    """
+
+    __slots__ = ()
+
+    wants_pong = False
+    dialect = "closed"
+
+    def push_publication(self, channel: str, pub: Publication) -> None:
+        pass
+
+    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        pass
+
+    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+        pass
+
+    def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
+        pass
+
+    def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        pass
+
+    def push_message(self, data: bytes) -> None:
+        pass
+
+    def push_refresh(self, expires: bool, ttl: int) -> None:
+        pass
+
+    def send_ping(self) -> None:
+        pass
+
+    def close(self, disconnect: Disconnect) -> None:
+        pass
+
+
+CLOSED_SINK = ClosedSink()
