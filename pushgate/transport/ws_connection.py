@@ -222,6 +222,9 @@ class WebSocketConnection(asyncio.Protocol):
         self._lost = True
         self._open.closed()
         self._parser = None
+        # the transport let go of this protocol; letting go of it in turn leaves no
+        # cycle for the GC (writes after this are dropped: ``closed`` is true)
+        self._transport = None
         if self._on_closed is not None:
             self._schedule()
 
@@ -270,8 +273,10 @@ class WebSocketConnection(asyncio.Protocol):
         finally:
             self._task = None
         if self._lost and self._on_closed is not None:
+            # the session's callbacks hold the session, which holds this connection
             on_closed, self._on_closed = self._on_closed, None
             self._on_message = None
+            self._on_slow = None
             try:
                 await on_closed()
             except Exception:
