@@ -85,6 +85,8 @@ class Hub:
         #: publications accepted and deliveries written by this node (admin page rates)
         self.published = 0
         self.delivered = 0
+        #: connections registered since the node started (gc_freeze.py)
+        self.registered = 0
         #: set when the node stops taking work (shutdown): /ready answers 503
         self.draining = False
         #: node-addressed control messages a transport handles (op → handler)
@@ -147,6 +149,7 @@ class Hub:
     async def register(self, client: Client) -> None:
         self._pending.pop(client, None)
         self.clients[client.id] = client
+        self.registered += 1
         client.ping_slot = self._ticks % len(self._wheel)
         self._wheel[client.ping_slot].add(client)
         self.schedule_expiry(client)
