@@ -170,3 +170,38 @@ async def test_get_user_status_through_cent(server, cent):
 
     result = await cent.get_user_status(GetUserStatusRequest(users=["nobody"]))
     assert [(s.user, s.online) for s in result.statuses] == [("nobody", 0)]
+
+
+async def test_a_parallel_batch_answers_each_command_in_its_place(server):
+    await parallel_batch(server)
+
+
+async def test_a_parallel_batch_with_the_redis_engine(make_server, redis_config):
+    await parallel_batch(await make_server(redis_config()))
+
+
+async def parallel_batch(server) -> None:
+    commands = [
+        {"publish": {"channel": "board:p", "data": {"n": 1}}},
+        {"publish": {"channel": "nope:1", "data": {}}},  # no namespace allows it
+        {"publish": {"channel": "board:p"}},  # no data
+        {"presence_stats": {"channel": "board:p"}},
+        {"publish": {"channel": "board:p", "data": {"n": 2}}},
+        {"history": {"channel": "board:p", "limit": 10}},
+    ]
+    reply = await server.api("batch", {"commands": commands, "parallel": True})
+    replies = reply["replies"]
+    assert [next(iter(r)) for r in replies] == [
+        "publish",
+        "error",
+        "error",
+        "presence_stats",
+        "publish",
+        "history",
+    ]
+    assert [replies[1]["error"]["code"], replies[2]["error"]["code"]] == [102, 107]
+    first, second = replies[0]["publish"], replies[4]["publish"]
+    assert (first["offset"], second["offset"]) == (1, 2)  # in the order given
+    assert first["epoch"] == second["epoch"] != ""
+    history = await server.api("history", {"channel": "board:p", "limit": 10})
+    assert [p["data"] for p in history["result"]["publications"]] == [{"n": 1}, {"n": 2}]

@@ -62,16 +62,23 @@ def _publication(pub) -> dict:
     return out
 
 
-async def publish(hub: Hub, params: dict) -> dict:
-    channel = require_str(params, "channel")
-    position_ = await hub.publish(
-        channel,
+def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
+    """A publish command started now (HubError at once for bad parameters)."""
+    return hub.publish_soon(
+        require_str(params, "channel"),
         _data(params),
         tags=str_dict(params, "tags"),
         skip_history=optional_bool(params, "skip_history"),
         idempotency_key=optional_str(params, "idempotency_key"),
     )
+
+
+def published(position_: StreamPosition) -> dict:
     return {"offset": position_.offset, "epoch": position_.epoch}
+
+
+async def publish(hub: Hub, params: dict) -> dict:
+    return published(await publish_soon(hub, params))
 
 
 async def broadcast(hub: Hub, params: dict) -> dict:

@@ -103,6 +103,29 @@ class MemoryEngine(Engine):
         history_ttl: float,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        return self._publish(channel, pub, history_size, history_ttl, idempotency_key)
+
+    def publish_soon(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[StreamPosition]:
+        done: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
+        done.set_result(self._publish(channel, pub, history_size, history_ttl, idempotency_key))
+        return done
+
+    def _publish(
+        self,
+        channel: str,
+        pub: Publication,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None,
+    ) -> StreamPosition:
         now = time.monotonic()
         if idempotency_key:
             self._forget_old_keys(now)

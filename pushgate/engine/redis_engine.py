@@ -393,11 +393,28 @@ class RedisEngine(Engine):
         history_ttl: float,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        return await self.publish_soon(
+            channel,
+            pub,
+            history_size=history_size,
+            history_ttl=history_ttl,
+            idempotency_key=idempotency_key,
+        )
+
+    def publish_soon(
+        self,
+        channel: str,
+        pub: Publication,
+        *,
+        history_size: int,
+        history_ttl: float,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[StreamPosition]:
         stream, meta = self._keys(channel)
         idem = f"{self.prefix}:idem:{channel}:{idempotency_key}" if idempotency_key else ""
         keep = history_size > 0 and history_ttl > 0
         shard = self.shard(channel)
-        offset, epoch = await shard.script(
+        reply = shard.script(
             shard.publish_sha,
             [stream, meta, idem],
             [
@@ -410,10 +427,25 @@ class RedisEngine(Engine):
                 IDEMPOTENCY_TTL,
             ],
         )
-        epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
-        pub.offset = int(offset)
-        pub.epoch = epoch
-        return StreamPosition(int(offset), epoch)
+        position: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
+
+        def published(reply: asyncio.Future) -> None:
+            if position.done():
+                return
+            if reply.cancelled():
+                position.cancel()
+                return
+            error = reply.exception()
+            if error is not None:
+                position.set_exception(error)
+                return
+            offset, epoch = reply.result()
+            pub.offset = int(offset)
+            pub.epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
+            position.set_result(StreamPosition(pub.offset, pub.epoch))
+
+        reply.add_done_callback(published)
+        return position
 
     async def publish_join(self, channel: str, info: ClientInfo) -> None:
         await self._publish_raw(channel, b"j" + orjson.dumps(_info_dict(info)))

@@ -520,11 +520,32 @@ class Hub:
         skip_history: bool = False,
         idempotency_key: str | None = None,
     ) -> StreamPosition:
+        return await self.publish_soon(
+            channel,
+            data,
+            info=info,
+            tags=tags,
+            skip_history=skip_history,
+            idempotency_key=idempotency_key,
+        )
+
+    def publish_soon(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str | None = None,
+    ) -> asyncio.Future[StreamPosition]:
+        """``publish`` started now (HubError at once for a channel no rule allows);
+        the new position as a future."""
         options = self.rules.options(channel)
         pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
         keep = has_history(options) and not skip_history
         self.published += 1
-        return await self.engine.publish(
+        return self.engine.publish_soon(
             channel,
             pub,
             history_size=options.history_size if keep else 0,
