@@ -24,6 +24,7 @@ from pushgate.engine.resp import Command, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
 
+
 class AutoPipeline:
     """One per shard: ``await batch.run(command, …)`` → the reply (one command) or the
     list of replies (several). An error reply fails the future."""
