@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -73,7 +74,7 @@ async def _stream(request: web.Request, framing: str, connect_frame: bytes) -> w
     writer = StreamWriter(transport, framing, hub.config.client.queue_max_bytes, bidirectional=True)
     name = "sse" if framing == "sse" else "http_stream"
     session = CentrifugoSession(hub, writer, name)
-    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     sessions = request.app[SESSIONS]
     connection = EmulatedConnection(session)
     sessions.by_id[session.client.session] = connection

@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -209,7 +210,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
         outbox = Outbox(hub.config.client.queue_max_bytes)
         transport = "longpoll" if hold else "poll"
         centrifugo = CentrifugoSession(hub, outbox, transport)
-        outbox.on_slow(lambda: centrifugo.client.disconnect(DISCONNECT_SLOW))
+        outbox.on_slow(partial(centrifugo.client.disconnect, DISCONNECT_SLOW))
         session = PollingSession(centrifugo, outbox)
         session.last_rid = rid
         session_id = centrifugo.client.session

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from functools import partial
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.codec import HEARTBEAT
@@ -94,7 +95,7 @@ class StompTcpListener:
         config = self.endpoint.hub.config
         out = StompTcpWriter(transport, config.client.queue_max_bytes)  # type: ignore[arg-type]
         session = self.endpoint.session(out, "stomp_tcp")
-        out.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+        out.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
         try:
             while not out.closed:
                 data = await reader.read(READ_SIZE)

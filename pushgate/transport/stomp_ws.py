@@ -18,6 +18,7 @@ import contextlib
 import logging
 import struct
 import time
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -133,6 +134,6 @@ async def stomp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if subprotocol:
         # a client that names its version by subprotocol only
         session.default_version = subprotocol[1] + "." + subprotocol[2]
-    connection.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     connection.start(session.feed, session.closed, received)
     return Detached()

@@ -9,6 +9,7 @@ pushes of its server-side subscriptions, unwrapped, as Centrifugo sends them.
 from __future__ import annotations
 
 import logging
+from functools import partial
 
 import orjson
 from aiohttp import web
@@ -69,7 +70,7 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str):
         transport, framing, hub.config.client.queue_max_bytes, bidirectional=False
     )
     session = CentrifugoSession(hub, writer, transport_name, uni=True)
-    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     try:
         await session.connect_unidirectional(connect)
         if writer.closed:
@@ -106,7 +107,7 @@ async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = CentrifugoSession(hub, connection, "uni_websocket", uni=True)
-    connection.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     client = session.client
 
     async def on_message(data: bytes) -> None:

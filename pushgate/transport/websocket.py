@@ -9,6 +9,7 @@ asyncio transport: a delivery is one synchronous ``transport.write`` and no awai
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -44,6 +45,6 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = CentrifugoSession(hub, connection, "websocket")
-    connection.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     connection.start(session.handle_frame, session.closed, received)
     return Detached()

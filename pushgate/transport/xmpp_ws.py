@@ -11,6 +11,7 @@ XMPP WebSocket recipient.
 from __future__ import annotations
 
 import logging
+from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -73,7 +74,7 @@ async def xmpp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = XmppSession(hub, writer, "xmpp_websocket", endpoint.settings, endpoint.resume)
-    writer.on_slow(lambda: session.client.disconnect(DISCONNECT_SLOW))
+    writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
 
     async def on_message(data: bytes) -> None:
         try:
