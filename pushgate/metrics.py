@@ -10,7 +10,9 @@ per write.
 
 from __future__ import annotations
 
+import itertools
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,8 +24,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
+from prometheus_client.utils import floatToGoString
 
 if TYPE_CHECKING:
     from pushgate.hub.hub import Hub
@@ -65,6 +68,47 @@ ENGINE_DURATION = Histogram(
 ENGINE_ERRORS = Counter(
     "pushgate_engine_errors_total", "Engine operations that failed, by operation.", ["operation"]
 )
+
+
+class GcPauses(Collector):
+    """``pushgate_gc_pause_seconds{generation}``: how long the cyclic GC stopped the loop.
+
+    Fed from a ``gc.callbacks`` callback (server.watch_gc), that is from inside a
+    collection, which may start at any allocation — also one made while a
+    prometheus_client metric holds its (non-reentrant) lock. So it is not a
+    ``Histogram``: the callback only adds to plain lists, and the histogram is built
+    from them when Prometheus scrapes (what prometheus_client's own GC collector does,
+    client_python#363/#371).
+    """
+
+    BUCKETS = (1e-4, 5e-4, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+    GENERATIONS = 3
+
+    def __init__(self) -> None:
+        # per generation: how many pauses fell in each bucket (the last one: above all)
+        self.counts = [[0] * (len(self.BUCKETS) + 1) for _ in range(self.GENERATIONS)]
+        self.sums = [0.0] * self.GENERATIONS
+
+    def observe(self, generation: int, seconds: float) -> None:
+        self.counts[generation][bisect_left(self.BUCKETS, seconds)] += 1
+        self.sums[generation] += seconds
+
+    def collect(self) -> Iterator[Any]:
+        family = HistogramMetricFamily(
+            "pushgate_gc_pause_seconds",
+            "Pauses of the cyclic garbage collector, by generation collected.",
+            labels=["generation"],
+        )
+        bounds = [*(floatToGoString(b) for b in self.BUCKETS), "+Inf"]
+        for generation in range(self.GENERATIONS):
+            counts, total = self.counts[generation][:], self.sums[generation]
+            cumulative = list(itertools.accumulate(counts))
+            family.add_metric([str(generation)], list(zip(bounds, cumulative, strict=True)), total)
+        yield family
+
+
+GC_PAUSES = GcPauses()
+REGISTRY.register(GC_PAUSES)
 
 
 class HubCollector(Collector):

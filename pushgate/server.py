@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import resource
 import socket
 import ssl
+import time
 from pathlib import Path
 
 from aiohttp import web
@@ -237,6 +239,61 @@ def tune_gc() -> None:
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
+#: a full collection (generation 2) longer than this is logged at WARNING
+SLOW_FULL_COLLECTION = 0.1
+
+
+class GcPauseTimer:
+    """A ``gc.callbacks`` callback: each collection's pause into ``pushgate_gc_pause_seconds``.
+
+    It runs inside the collection, so it does little: time, count, and for a slow full
+    collection a warning that is logged from the event loop just after (not from
+    inside the collection, which may have begun in the middle of writing a log line).
+    """
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = 0.0
+
+    def __call__(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self.started = time.perf_counter()
+            return
+        if not self.started:
+            return
+        seconds = time.perf_counter() - self.started
+        self.started = 0.0
+        generation = info["generation"]
+        metrics.GC_PAUSES.observe(generation, seconds)
+        if generation == 2 and seconds > SLOW_FULL_COLLECTION:
+            warn_soon(
+                "full garbage collection paused the node %.3f s (%d objects collected)",
+                seconds,
+                info["collected"],
+            )
+
+
+def warn_soon(message: str, *args: object) -> None:
+    """A warning logged by the running event loop's next iteration (now without one)."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        log.warning(message, *args)
+    else:
+        loop.call_soon(functools.partial(log.warning, message, *args))
+
+
+def watch_gc() -> GcPauseTimer:
+    """Time every collection of this process from now on (once, however often called)."""
+    for callback in gc.callbacks:
+        if isinstance(callback, GcPauseTimer):
+            return callback
+    timer = GcPauseTimer()
+    gc.callbacks.append(timer)
+    return timer
+
+
 def make_ssl_context(config: Config) -> ssl.SSLContext | None:
     """The server's TLS context from ``server.tls_cert``/``tls_key``, or None (plain)."""
     server = config.server
@@ -258,6 +315,7 @@ def serve(config: Config, sock: socket.socket | None = None) -> None:
     ssl_context = make_ssl_context(config)
     app = create_app(config)
     tune_gc()
+    watch_gc()
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
     host, port = sock.getsockname()[:2]

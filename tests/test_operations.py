@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 
 import aiohttp
 import orjson
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from pushgate import server as pushgate_server
 from tests.centrifuge_helpers import RedisProcess
 
 
@@ -75,6 +79,49 @@ async def test_disconnects_are_counted_by_code(server):
         - value(before, "pushgate_disconnects_total", **code)
         == 1
     )
+
+
+@pytest.fixture
+def gc_timer():
+    timer = pushgate_server.watch_gc()
+    yield timer
+    gc.callbacks.remove(timer)
+
+
+async def test_gc_pauses_are_a_histogram_by_generation(server, gc_timer):
+    before = await scrape(server)
+    gc.collect(0)
+    gc.collect()
+    after = await scrape(server)
+
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    for generation in ("0", "2"):
+        assert grew("pushgate_gc_pause_seconds_count", generation=generation) >= 1
+        assert grew("pushgate_gc_pause_seconds_sum", generation=generation) > 0
+        assert value(after, "pushgate_gc_pause_seconds_count", generation=generation) == value(
+            after, "pushgate_gc_pause_seconds_bucket", generation=generation, le="+Inf"
+        )
+    assert ("pushgate_gc_pause_seconds_count", (("generation", "1"),)) in after
+
+
+async def test_a_slow_full_collection_is_logged(gc_timer, monkeypatch, caplog):
+    caplog.set_level(logging.WARNING, logger="pushgate.server")
+    gc.collect(0)  # not a full collection: never logged
+    monkeypatch.setattr(pushgate_server, "SLOW_FULL_COLLECTION", 0.0)
+    gc.collect()
+
+    def logged() -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.name == "pushgate.server"]
+
+    async with asyncio.timeout(5):
+        while not logged():  # logged from the loop, after the collection
+            await asyncio.sleep(0.01)
+    [record] = logged()
+    assert record.levelno == logging.WARNING
+    assert record.getMessage().startswith("full garbage collection paused the node ")
+    assert "objects collected" in record.getMessage()
 
 
 async def test_health_and_ready(server):
