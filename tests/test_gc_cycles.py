@@ -148,7 +148,7 @@ class Ports:
     stomp: int
 
 
-def token(user: str, **claims: object) -> str:
+def make_token(user: str, **claims: object) -> str:
     return mint_connection_token(SECRET, user, ttl=3600, **claims)
 
 
@@ -158,8 +158,10 @@ def centrifugo_reply(reply_id: int) -> Callable[[bytes], bool]:
     )
 
 
-async def centrifugo(ports: Ports, user: str) -> RawWebSocket:
-    ws = await RawWebSocket.open(ports.http, "/connection/websocket")
+async def centrifugo(url: str, token: Callable[..., str], user: str) -> RawWebSocket:
+    """``user`` connected to the server at ``url`` and subscribed to two channels
+    (also used by tests/test_gc_freeze.py)."""
+    ws = await RawWebSocket.open(int(url.rsplit(":", 1)[1]), "/connection/websocket")
     ws.send(orjson.dumps({"id": 1, "connect": {"token": token(user)}}))
     await ws.receive_until(centrifugo_reply(1))
     for command_id, channel in ((2, "board:gc"), (3, "nohistory:gc")):
@@ -168,9 +170,13 @@ async def centrifugo(ports: Ports, user: str) -> RawWebSocket:
     return ws
 
 
+async def centrifugo_websocket(ports: Ports, user: str) -> RawWebSocket:
+    return await centrifugo(f"http://{HOST}:{ports.http}", make_token, user)
+
+
 def connect_request(user: str, command: bool = False) -> str:
     """A connect whose token subscribes to two channels (server-side subscriptions)."""
-    request = {"token": token(user, channels=["board:gc", "notifications:gc"])}
+    request = {"token": make_token(user, channels=["board:gc", "notifications:gc"])}
     return orjson.dumps({"id": 1, "connect": request} if command else request).decode()
 
 
@@ -183,7 +189,7 @@ async def uni(ports: Ports, user: str) -> RawWebSocket:
 
 async def stomp(ports: Ports, user: str) -> RawWebSocket:
     ws = await RawWebSocket.open(ports.http, "/stomp", "v12.stomp")
-    ws.send(f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{token(user)}\n\n\x00")
+    ws.send(f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{make_token(user)}\n\n\x00")
     await ws.receive_until(lambda payload: payload.startswith(b"CONNECTED"))
     for receipt, channel in ((1, "board:gc"), (2, "nohistory:gc")):
         ws.send(f"SUBSCRIBE\nid:{receipt}\ndestination:/topic/{channel}\nreceipt:{receipt}\n\n\x00")
@@ -197,7 +203,7 @@ async def xmpp(ports: Ports, user: str) -> RawWebSocket:
     ws = await RawWebSocket.open(ports.http, "/xmpp-websocket", "xmpp")
     ws.send(OPEN_XMPP)
     await ws.receive_until(lambda payload: b"mechanisms" in payload)
-    credentials = base64.b64encode(f"\0{user}\0{token(user)}".encode()).decode()
+    credentials = base64.b64encode(f"\0{user}\0{make_token(user)}".encode()).decode()
     ws.send(
         f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
     )
@@ -235,7 +241,8 @@ async def uni_sse(ports: Ports, user: str) -> RawSocket:
 
 async def stomp_tcp(ports: Ports, user: str) -> RawSocket:
     raw = await RawSocket.connect(
-        ports.stomp, f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{token(user)}\n\n\x00".encode()
+        ports.stomp,
+        f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{make_token(user)}\n\n\x00".encode(),
     )
     await raw.read_until(b"CONNECTED")
     for receipt, channel in ((1, "board:gc"), (2, "nohistory:gc")):
@@ -247,7 +254,7 @@ async def stomp_tcp(ports: Ports, user: str) -> RawSocket:
 
 
 DIALECTS: dict[str, Callable[[Ports, str], Awaitable[RawSocket]]] = {
-    "centrifugo": centrifugo,
+    "centrifugo": centrifugo_websocket,
     "uni": uni,
     "stomp": stomp,
     "xmpp": xmpp,
