@@ -212,6 +212,11 @@ class ServerConfig:
         "", "PEM certificate (chain) file: serve HTTPS and WSS (empty = plain HTTP; needs tls_key)."
     )
     tls_key: str = _opt("", "PEM private key file of tls_cert.")
+    gc_freeze: bool = _opt(
+        True,
+        "Freeze connections' long-lived objects out of full garbage collections as "
+        "connections open; thaw and collect once when they halve.",
+    )
 
 
 @dataclass(slots=True)

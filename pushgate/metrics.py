@@ -11,6 +11,7 @@ per write.
 from __future__ import annotations
 
 import itertools
+import gc
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
@@ -160,6 +161,11 @@ class HubCollector(Collector):
             "pushgate_write_queue_bytes",
             "Bytes waiting in connections' write queues.",
             value=queued,
+        )
+        yield GaugeMetricFamily(
+            "pushgate_gc_frozen_objects",
+            "Objects frozen out of garbage collections (server.gc_freeze).",
+            value=gc.get_freeze_count(),
         )
         yield GaugeMetricFamily(
             "pushgate_uptime_seconds",

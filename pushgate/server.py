@@ -22,6 +22,7 @@ from pushgate.config import Config, ConfigError
 from pushgate.engine.base import Engine
 from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
+from pushgate.gc_freeze import Freezer
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
@@ -308,6 +309,25 @@ def make_ssl_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
+def freeze_as_connections_open(app: web.Application) -> None:
+    """Run the node's GC freeze policy (gc_freeze.py) while the app runs. Only for a
+    served node: an app made in a test process must not freeze that process's objects."""
+    hub: Hub = app[HUB]
+    freezer = Freezer(lambda: len(hub.clients), lambda: hub.registered)
+    task: asyncio.Task | None = None
+
+    async def start(app: web.Application) -> None:
+        nonlocal task
+        task = asyncio.create_task(freezer.run(), name="gc-freeze")
+
+    async def stop(app: web.Application) -> None:
+        if task is not None:
+            task.cancel()
+
+    app.on_startup.append(start)
+    app.on_shutdown.append(stop)
+
+
 def serve(config: Config, sock: socket.socket | None = None) -> None:
     """Run one node until interrupted (SIGTERM/SIGINT: graceful shutdown)."""
     install_uvloop()
@@ -316,6 +336,8 @@ def serve(config: Config, sock: socket.socket | None = None) -> None:
     app = create_app(config)
     tune_gc()
     watch_gc()
+    if config.server.gc_freeze:
+        freeze_as_connections_open(app)
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
     host, port = sock.getsockname()[:2]

@@ -10,10 +10,12 @@ import weakref
 from collections.abc import Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from pushgate.gc_freeze import Freezer
-from tests.conftest import make_config, start_server
+from tests.centrifuge_helpers import NodeProcess, wait_until
+from tests.conftest import BASE_CONFIG, make_config, start_server
 from tests.test_gc_cycles import EXTRA_CONFIG, centrifugo, make_token, run, wait_for
 
 
@@ -121,3 +123,44 @@ def test_frozen_connections_are_freed_when_they_close_without_a_collection(tmp_p
     assert all(ref() is None for ref in clients)
     # each connection's objects left the permanent generation with it
     assert frozen - after >= 100 * 20, (frozen, after)
+
+
+def frozen_objects(metrics_text: str) -> float:
+    for line in metrics_text.splitlines():
+        if line.startswith("pushgate_gc_frozen_objects "):
+            return float(line.split()[1])
+    raise AssertionError("no pushgate_gc_frozen_objects in /metrics")
+
+
+async def test_a_served_node_freezes_its_connections_and_lets_them_go(tmp_path) -> None:
+    """``pushgate serve``: 300 connections are frozen within seconds of opening (the
+    policy runs every second; 256 opened is the least growth), and leave the frozen
+    set again when they close."""
+    (tmp_path / "pushgate.toml").write_text(BASE_CONFIG)
+    node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
+    await node.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def frozen() -> float:
+                async with http.get(f"{node.url}/metrics") as response:
+                    return frozen_objects(await response.text())
+
+            at_start = await frozen()
+            sockets = [await centrifugo(node.url, make_token, f"f{i}") for i in range(300)]
+            grown = at_start + 300 * 20
+
+            async def all_frozen() -> bool:
+                return await frozen() >= grown
+
+            await wait_until(all_frozen, 10, "the connections' objects are frozen")
+            peak = await frozen()
+            await asyncio.gather(*(ws.close() for ws in sockets))
+
+            async def let_go() -> bool:
+                # most of it: the node keeps a little per user by design (last seen)
+                return await frozen() <= peak - 0.75 * (peak - at_start)
+
+            await wait_until(let_go, 10, "closed connections leave the frozen set")
+    finally:
+        node.kill()
