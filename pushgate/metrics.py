@@ -10,8 +10,8 @@ per write.
 
 from __future__ import annotations
 
-import itertools
 import gc
+import itertools
 import time
 from bisect import bisect_left
 from collections import Counter as Tally
