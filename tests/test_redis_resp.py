@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 import time
 from collections.abc import AsyncIterator
 
@@ -48,6 +49,11 @@ def test_addresses_from_urls() -> None:
     )
     tls = Address.from_url("rediss://user:pw@cache.example/0")
     assert (tls.tls, tls.username, tls.password, tls.port) == (True, "user", "pw", 6379)
+    context = tls.tls_context()
+    assert context is not None and context.verify_mode == ssl.CERT_REQUIRED
+    unverified = Address.from_url("rediss://cache.example/0?ssl_cert_reqs=none").tls_context()
+    assert unverified is not None and unverified.verify_mode == ssl.CERT_NONE
+    assert Address.from_url("redis://cache.example/0").tls_context() is None
     unix = Address.from_url("unix:///run/redis.sock?db=3")
     assert (unix.path, unix.db) == ("/run/redis.sock", 3)
 

@@ -53,6 +53,9 @@ class Address:
     username: str | None = None
     password: str | None = None
     db: int = 0
+    #: rediss:// only: ``?ssl_cert_reqs=none`` skips verification, ``?ssl_ca_certs=`` a CA file
+    tls_verify: bool = True
+    tls_ca_file: str | None = None
 
     @classmethod
     def from_url(cls, url: str) -> Address:
@@ -66,7 +69,18 @@ class Address:
             username=options.get("username"),
             password=options.get("password"),
             db=int(options.get("db") or 0),
+            tls_verify=str(options.get("ssl_cert_reqs", "required")).lower() != "none",
+            tls_ca_file=options.get("ssl_ca_certs"),
         )
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        if not self.tls:
+            return None
+        context = ssl.create_default_context(cafile=self.tls_ca_file)
+        if not self.tls_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        return context
 
 
 class _Group:
@@ -274,7 +288,7 @@ async def connect(
         if address.path:
             opening = loop.create_unix_connection(factory, address.path)
         else:
-            context = ssl.create_default_context() if address.tls else None
+            context = address.tls_context()
             opening = loop.create_connection(factory, address.host, address.port, ssl=context)
         _, connection = await asyncio.wait_for(opening, connect_timeout)
     except TimeoutError:
