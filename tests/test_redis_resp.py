@@ -177,3 +177,25 @@ async def test_pubsub_messages_and_confirmations_reach_the_listener(
     assert got[1:] == [[b"message", channel, f"m{n}".encode()] for n in range(3)]
     connection.close()
     await asyncio.wait_for(connection.closed, 2)
+
+
+async def test_a_slow_answer_after_a_quiet_spell_is_not_a_timeout() -> None:
+    """The time limit runs from when a command is sent (or the last reply), not from
+    the last reply before a quiet spell."""
+
+    async def slow_pong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while await reader.readuntil(b"PING\r\n"):
+            await asyncio.sleep(0.3)  # the server takes its time to answer
+            writer.write(b"+PONG\r\n")
+
+    server = await asyncio.start_server(slow_pong, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        connection = await resp.connect(Address(port=port), command_timeout=0.5)
+        assert await asyncio.wait_for(connection.call("PING"), 5) == b"PONG"
+        await asyncio.sleep(1.0)  # quiet: longer than the time limit
+        assert await asyncio.wait_for(connection.call("PING"), 5) == b"PONG"
+        assert connection.is_open
+        connection.close()
+    finally:
+        server.close()

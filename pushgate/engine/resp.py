@@ -127,6 +127,8 @@ class RespConnection(asyncio.Protocol):
         self._command_timeout = command_timeout
         self._watchdog: asyncio.TimerHandle | None = None
         self.last_received = time.monotonic()
+        #: when a reply last arrived, or the first command after a quiet spell was sent
+        self._progress = self.last_received
         self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
 
     # --- asyncio.Protocol ------------------------------------------------------------
@@ -134,7 +136,7 @@ class RespConnection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        self.last_received = time.monotonic()
+        self.last_received = self._progress = time.monotonic()
         reader = self._reader
         reader.feed(data)
         try:
@@ -173,6 +175,8 @@ class RespConnection(asyncio.Protocol):
             return
         pack = hiredis.pack_command
         waiting = self._waiting
+        if not waiting:
+            self._progress = time.monotonic()
         chunks = []
         for future, group in commands:
             if len(group) == 1:
@@ -263,7 +267,7 @@ class RespConnection(asyncio.Protocol):
         self._watchdog = None
         if not self._waiting:
             return
-        if time.monotonic() - self.last_received > self._command_timeout:
+        if time.monotonic() - self._progress > self._command_timeout:
             self._fail(RedisTimeoutError(f"redis did not answer for {self._command_timeout:g} s"))
             if self.transport is not None:
                 self.transport.abort()
