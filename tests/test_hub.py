@@ -640,25 +640,42 @@ async def test_disconnect_of_a_closed_client_does_nothing(hub):
 
 
 # --- the shared timer -----------------------------------------------------------------
+def advance(hub: Hub, seconds: float) -> None:
+    """Run the hub's timer for ``seconds`` of ticks."""
+    for _ in range(round(seconds / hub_module.TICK)):
+        hub.tick()
+
+
 async def test_ping_after_ping_interval_ticks(hub):
     _, sink = await connect(hub)
-    for _ in range(24):
-        hub.tick()
+    advance(hub, 25 - hub_module.TICK)
     assert sink.kinds("ping") == []
     hub.tick()  # 25 s = client.ping_interval
     assert sink.kinds("ping") == [("ping",)]
-    for _ in range(25):
-        hub.tick()
+    advance(hub, 25)
     assert len(sink.kinds("ping")) == 2
+    assert hub.ping_seconds == 25
+
+
+async def test_pings_are_spread_over_the_interval(hub):
+    sinks = []
+    for n in range(50):
+        sinks.append((await connect(hub, f"spread{n}"))[1])
+        hub.tick()  # connections arrive over 5 s: they land on 50 different slots
+    pinged_per_tick = []
+    for _ in range(round(25 / hub_module.TICK)):
+        before = sum(len(sink.kinds("ping")) for sink in sinks)
+        hub.tick()
+        pinged_per_tick.append(sum(len(sink.kinds("ping")) for sink in sinks) - before)
+    assert sum(pinged_per_tick) == 50
+    assert max(pinged_per_tick) == 1
 
 
 async def test_no_pong_within_pong_timeout_closes_with_3012(hub):
     _client, sink = await connect(hub)
-    for _ in range(25):
-        hub.tick()
+    advance(hub, 25)
     assert sink.kinds("ping")
-    for _ in range(7):
-        hub.tick()
+    advance(hub, 8 - hub_module.TICK)
     assert sink.closed_with == []
     hub.tick()  # 8 s = client.pong_timeout
     assert [d.code for d in sink.closed_with] == [3012]
@@ -666,10 +683,9 @@ async def test_no_pong_within_pong_timeout_closes_with_3012(hub):
 
 async def test_a_pong_in_time_keeps_the_connection(hub):
     client, sink = await connect(hub)
-    for _ in range(30):
-        hub.tick()
+    advance(hub, 30)
     client.pong()
-    for _ in range(60):
+    for _ in range(round(60 / hub_module.TICK)):
         hub.tick()
         if sink.kinds("ping") and client.awaiting_pong:
             client.pong()
@@ -679,8 +695,7 @@ async def test_a_pong_in_time_keeps_the_connection(hub):
 
 async def test_no_pong_expected_from_a_one_way_transport(hub):
     _, sink = await connect(hub, wants_pong=False)
-    for _ in range(60):
-        hub.tick()
+    advance(hub, 60)
     assert len(sink.kinds("ping")) == 2
     assert sink.closed_with == []
 
@@ -688,8 +703,7 @@ async def test_no_pong_expected_from_a_one_way_transport(hub):
 async def test_closed_client_gets_no_ping(hub):
     client, sink = await connect(hub)
     await client.closed_by_transport()
-    for _ in range(30):
-        hub.tick()
+    advance(hub, 30)
     assert sink.events == []
 
 

@@ -65,10 +65,10 @@ class Recording:
         self.resyncs += 1
         self._note()
 
-    def node_snapshot(self, presence: bool = True) -> dict:
+    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
         info = {"uid": self.node_id, "name": self.node_id, "num_clients": len(self.users)}
         entries = list(self.presence) if presence else []
-        return {"info": info, "users": list(self.users), "presence": entries}
+        return {"info": info, "users": list(self.users) if users else [], "presence": entries}
 
 
 Started = tuple[RedisEngine, Recording]

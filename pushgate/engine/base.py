@@ -80,9 +80,10 @@ class EngineHandler(Protocol):
     def handle_resync(self) -> None:
         """The engine's feed was interrupted: publications may have been missed."""
 
-    def node_snapshot(self, presence: bool = True) -> dict:
+    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
-        of this node, for the engine's heartbeat (``presence`` empty unless asked)."""
+        of this node, for the engine's heartbeat (``presence`` and ``users`` empty
+        unless asked: a node with many connections should not list them every beat)."""
 
 
 class Engine(ABC):

@@ -640,19 +640,21 @@ class RedisEngine(Engine):
         if handler is None:
             return
         now = time.time()
-        presence_due = now >= self._next_presence_refresh
-        snapshot = handler.node_snapshot(presence=presence_due)
-        info = dict(snapshot["info"])
+        info = dict(handler.node_snapshot(presence=False, users=False)["info"])
         info["expires"] = now + self.config.node_ttl
         added = await self.shards[0].client.hset(
             f"{self.prefix}:nodes", self._node_id, orjson.dumps(info)
         )
-        if added and not presence_due:
-            presence_due = True
-            snapshot = handler.node_snapshot(presence=True)
+        presence_due = added or now >= self._next_presence_refresh
+        users_due = added or now >= self._next_user_refresh
+        if not (presence_due or users_due or self._offline_unsaid):
+            return  # the usual beat: one command, nothing listed
+        snapshot = handler.node_snapshot(
+            presence=presence_due, users=users_due or bool(self._offline_unsaid)
+        )
         if self._offline_unsaid:
             await self._retry_offline(set(snapshot["users"]))
-        if (added or now >= self._next_user_refresh) and snapshot["users"]:
+        if users_due and snapshot["users"]:
             await self._mark_users_online(snapshot["users"])
             self._next_user_refresh = now + USER_REFRESH_SECONDS
         if presence_due:

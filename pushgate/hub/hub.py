@@ -56,7 +56,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.hub")
 
-TICK = 1.0
+#: the ping wheel's step: each connection is pinged on one slot of ping_interval / TICK,
+#: so a node's pings (and the pongs they bring back) come in small groups ten times a
+#: second rather than one large burst per second
+TICK = 0.1
 
 
 class Hub:
@@ -101,7 +104,7 @@ class Hub:
     @property
     def ping_seconds(self) -> int:
         """The ping interval as the timer keeps it (whole ticks), told to clients."""
-        return math.ceil(self._wheel_size * TICK)
+        return math.ceil(round(self._wheel_size * TICK, 6))
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
@@ -322,7 +325,7 @@ class Hub:
             if known is None or known.epoch != position.epoch or position.offset > known.offset:
                 self._positions[channel] = position
 
-    def node_snapshot(self, presence: bool = True) -> dict:
+    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
         presence_entries = (
             [
                 (channel, sub.client.chan_info_for(channel))
@@ -335,7 +338,7 @@ class Hub:
         )
         return {
             "info": self.local_info(),
-            "users": list(self.users),
+            "users": list(self.users) if users else [],
             "presence": presence_entries,
         }
 
@@ -457,7 +460,7 @@ class Hub:
                 log.exception("hub tick failed")
 
     def tick(self) -> None:
-        """Once a second: pings, pong deadlines, token expiry."""
+        """Every TICK: pings, pong deadlines, token expiry."""
         self._ticks += 1
         size = len(self._wheel)
         pong_ticks = math.ceil(self.config.client.pong_timeout / TICK)
