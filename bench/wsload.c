@@ -1,23 +1,44 @@
 /*
- * bench/wsload.c: the native twin of bench/wsload.py (its default behaviour).
+ * bench/wsload.c: the native twin of bench/wsload.py.
  *
  * Many Centrifugo-protocol WebSocket subscribers in one process, on one epoll loop
  * with non-blocking sockets; only libc and Linux. Same flags, same stdin commands and
  * the same JSON lines on stdout as bench/wsload.py, at a fraction of its CPU per
  * delivery, so the load side stays small next to the server under test (see
- * bench/native.py, which builds it, and bench/run.py's LoadClient(native=True)).
+ * bench/native.py, which builds it, bench/run.py's LoadClient(native=True) and
+ * bench/c100k.py's --c100k-native).
  *
  *   --port P --connections N --tokens FILE --channel C [--channel C …]
  *   [--group-size G (10)] [--sample-every S (max(1, N / 200))]
+ *   [--source-address A] [--first-index F (0)] [--rate R [--max-pending M (1000)]
+ *   [--connect-timeout T (60)]] [--timeline] [--eager]
  *
- * Connection i uses token i % count and subscribes to every --channel with {i} → i and
- * {g} → i / G. It opens the WebSocket (checking Sec-WebSocket-Accept), sends connect
- * and the subscribes as masked frames (zero key) and is ready when the reply to the
- * last command arrives without an error. Connections open in batches of 500, each
- * waited for up to 60 s; then {"phase":"ready",…} is printed. Publication pushes are
+ * Connection k of this process has the index i = F + k: it uses token k % count and
+ * subscribes to every --channel with {i} → i and {g} → i / G; it is sampled for latency
+ * when i % S == 0, and order examples name it by i. It opens the WebSocket (checking
+ * Sec-WebSocket-Accept), sends connect and the subscribes as masked frames (zero key)
+ * and is ready when the reply to the last command arrives without an error. Without
+ * --rate, connections open in batches of 500, each waited for up to 60 s, and any
+ * failure ends the process; then {"phase":"ready",…} is printed. Publication pushes are
  * counted per connection, their offsets checked per (connection, channel) to be the
  * previous + 1, and for every S-th connection the latency now - data.t is kept. The
- * server's ping ({}) is answered with {}. stdin: {"cmd":"expect",…} and {"cmd":"quit"}.
+ * server's ping ({}) is answered with {}. stdin: {"cmd":"expect",…} and {"cmd":"quit"};
+ * the report counts the connections closed after they were ready (closed_connections).
+ *
+ * The options of bench/wsload.py for many processes against one server (c100k), with
+ * its meaning: --source-address binds every socket to A (IP_BIND_ADDRESS_NO_PORT: the
+ * port is chosen at connect time) before it connects. --rate starts R connections per
+ * second with at most M handshakes in flight; each gets T seconds to connect and then T
+ * seconds to be ready, and the ramp waits T + 5 s at most after the last start. A
+ * connection that fails then is closed and counted, not fatal: the ready line adds
+ * "connected", "failed" and "errors" (kind → count, kinds named as wsload.py names
+ * them: "TimeoutError: ", "ConnectionRefusedError: [Errno 111] Connect call failed
+ * ('127.0.0.1', P)", "RuntimeError: connection lost: None", …), and the report counts
+ * only the connections that were ready. --timeline adds to the report "timeline"
+ * (wall-clock second → publications received in it, from the kernel's arrival time of
+ * each read) and "latency_seconds" (the second of each latency sample, in the order of
+ * "latencies"). --eager (no wsload.py twin: it always reads at once) turns busy mode's
+ * lazy reads off, below: every connection is read as soon as data arrives.
  *
  * Build: gcc -O2 -Wall -Wextra -o bench/.build/wsload-native bench/wsload.c
  */
@@ -65,7 +86,11 @@
    runs on that CPU, often a worker, where a prompt reader pays for its ACKs itself
    (10-15% more worker CPU per delivery than with bench/wsload.py, on loopback). A light
    load (the latency scenarios) is read at once, and so is everything after one lazy
-   read found LAZY_MAX_BYTES waiting: big frames could fill the receive window. */
+   read found LAZY_MAX_BYTES waiting: big frames could fill the receive window.
+   --eager turns (2) off for good: every connection is in the main epoll set and read as
+   soon as data arrives, like bench/wsload.py does, so the server's ACKs stay where a
+   prompt reader puts them (c100k measures the server's capacity, not the client's).
+   The naps of (1) remain: a frame waits ≤ NAP_US, far below the delayed-ACK timer. */
 #define NAP_US 1000
 #define RATE_US 20000
 #define LAZY_US 500000
@@ -74,8 +99,18 @@
 #define STDIN_TAG UINT64_MAX
 #define LAZY_TAG (UINT64_MAX - 1)
 #define NO_OFFSET INT64_MIN
+/* --rate: connections due within RAMP_TICK are started now (wsload.py's tick) */
+#define RAMP_TICK 0.01
+/* --rate: the ramp waits this long after the last start (wsload.py: T + 5 s) */
+#define RAMP_GRACE 5.0
+#define MAX_KINDS 64 /* distinct error kinds kept; the rest are counted together */
+#define KIND_MESSAGE 120 /* wsload.py: str(exc)[:120] */
+#ifndef IP_BIND_ADDRESS_NO_PORT
+#define IP_BIND_ADDRESS_NO_PORT 24
+#endif
 
-enum { CONNECTING, HANDSHAKE, SUBSCRIBING, READY, CLOSED };
+/* CLOSED: after it was ready (by the server or the network); FAILED: before (--rate) */
+enum { CONNECTING, HANDSHAKE, SUBSCRIBING, READY, CLOSED, FAILED };
 
 typedef struct {
     int fd;
@@ -90,6 +125,7 @@ typedef struct {
     char **names; /* its channels (shared with the template when it has no {i}/{g}) */
     int64_t *last; /* per channel: the last offset received, NO_OFFSET before the first */
     uint64_t count; /* publications since the last expect */
+    double deadline; /* --rate: to connect, then to be ready (monotonic) */
 } Conn;
 
 /* --- options and state --------------------------------------------------------------- */
@@ -101,6 +137,15 @@ static char **opt_channels = NULL;
 static int opt_nchannels = 0;
 static long opt_group_size = 10;
 static long opt_sample_every = 0;
+static const char *opt_source = NULL;
+static long opt_first_index = 0;
+static double opt_rate = 0; /* 0: batches of BATCH, and any failure is fatal */
+static long opt_max_pending = 1000;
+static double opt_connect_timeout = 60.0;
+static int opt_timeline = 0;
+static int opt_eager = 0;
+static int debug = 0; /* WSLOAD_NATIVE_DEBUG=1: busy mode's switches on stderr */
+static struct sockaddr_in source_addr;
 
 static char **tokens = NULL;
 static long ntokens = 0;
@@ -111,11 +156,22 @@ static int ep = -1; /* stdin, the lazy set (when not busy), sampled connections 
 static int ep_lazy = -1; /* connections not sampled for latency */
 static char *rbuf = NULL;
 static long ready_in_batch = 0;
+static long ready_total = 0;
 static long closed_after_ready = 0;
+
+/* --rate: why connections failed (kind → count), as wsload.py names them */
+static char *kinds[MAX_KINDS];
+static long kind_counts[MAX_KINDS];
+static int nkinds = 0;
 
 static uint64_t pubs = 0;
 static double *latencies = NULL;
+static int64_t *latency_seconds = NULL; /* --timeline: the second of each latency */
 static size_t nlat = 0, latcap = 0;
+/* --timeline: wall-clock second → publications received, in the order first seen */
+static int64_t *tl_second = NULL;
+static uint64_t *tl_count = NULL;
+static size_t ntl = 0, tlcap = 0;
 static uint64_t order_errors = 0;
 static char *examples[MAX_EXAMPLES];
 static int nexamples = 0;
@@ -348,22 +404,28 @@ static void base64(const unsigned char *in, size_t n, char *out) {
 
 /* --- connections: output --------------------------------------------------------------- */
 
-static void conn_close(Conn *c);
+static void conn_lost(Conn *c, int err);
+
+/* Its index: in channel names, latency sampling and messages (--first-index + k). */
+static long conn_index(const Conn *c) { return opt_first_index + (long)(c - conns); }
+
+/* Its epoll set: the lazy one for connections not sampled, unless --eager. */
+static int conn_ep(const Conn *c) { return c->sampled || opt_eager ? ep : ep_lazy; }
 
 static void set_events(Conn *c, uint32_t events) {
     struct epoll_event ev = {.events = events, .data.u64 = (uint64_t)(c - conns)};
-    if (epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_MOD, c->fd, &ev) < 0)
+    if (epoll_ctl(conn_ep(c), EPOLL_CTL_MOD, c->fd, &ev) < 0)
         die("epoll_ctl: %s", strerror(errno));
 }
 
 /* Send, keeping what the socket does not take for EPOLLOUT. */
 static void conn_write(Conn *c, const char *data, size_t n) {
-    if (c->state == CLOSED) return;
+    if (c->state >= CLOSED) return;
     if (c->outlen == 0 && c->state != CONNECTING) {
         ssize_t sent = send(c->fd, data, n, MSG_NOSIGNAL);
         if (sent < 0) {
             if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-                conn_close(c);
+                conn_lost(c, errno);
                 return;
             }
             sent = 0;
@@ -392,7 +454,7 @@ static void conn_flush(Conn *c) {
         if (sent < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            conn_close(c);
+            conn_lost(c, errno);
             return;
         }
         memmove(c->out, c->out + sent, c->outlen - (size_t)sent);
@@ -480,34 +542,98 @@ static void send_commands(Conn *c) {
 
 /* --- connections: input --------------------------------------------------------------- */
 
-static void not_ready(Conn *c, const char *fmt, ...)
-    __attribute__((noreturn, format(printf, 2, 3)));
-static void not_ready(Conn *c, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    fprintf(stderr, "wsload-native: connection %ld: ", (long)(c - conns));
-    vfprintf(stderr, fmt, ap);
-    fputc('\n', stderr);
-    va_end(ap);
-    exit(1);
+/* Python's name for the OSError of this errno (wsload.py reports it by that name). */
+static const char *oserror_name(int err) {
+    switch (err) {
+    case ECONNREFUSED: return "ConnectionRefusedError";
+    case ECONNRESET: return "ConnectionResetError";
+    case ECONNABORTED: return "ConnectionAbortedError";
+    case EPIPE:
+    case ESHUTDOWN: return "BrokenPipeError";
+    case ETIMEDOUT: return "TimeoutError";
+    case EAGAIN:
+    case EALREADY:
+    case EINPROGRESS: return "BlockingIOError";
+    case EINTR: return "InterruptedError";
+    case EACCES:
+    case EPERM: return "PermissionError";
+    default: return "OSError";
+    }
 }
 
-static void conn_close(Conn *c) {
-    if (c->state == CLOSED) return;
-    int was_ready = c->state == READY;
-    epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_DEL, c->fd, NULL);
-    close(c->fd);
-    c->fd = -1;
-    c->state = CLOSED;
+static void count_error(const char *kind) {
+    for (int k = 0; k < nkinds; k++)
+        if (strcmp(kinds[k], kind) == 0) {
+            kind_counts[k]++;
+            return;
+        }
+    if (nkinds == MAX_KINDS) { /* the last slot takes every further kind */
+        if (strcmp(kinds[MAX_KINDS - 1], "other errors") != 0) {
+            free(kinds[MAX_KINDS - 1]);
+            kinds[MAX_KINDS - 1] = strdup("other errors");
+        }
+        kind_counts[MAX_KINDS - 1]++;
+        return;
+    }
+    kinds[nkinds] = strdup(kind);
+    if (!kinds[nkinds]) die("out of memory");
+    kind_counts[nkinds++] = 1;
+}
+
+/* Close its socket and free its buffers; it ends in state (CLOSED or FAILED). */
+static void conn_discard(Conn *c, int state) {
+    if (c->fd >= 0) {
+        epoll_ctl(conn_ep(c), EPOLL_CTL_DEL, c->fd, NULL); /* ENOENT before it was added */
+        close(c->fd);
+        c->fd = -1;
+    }
+    c->state = (uint8_t)state;
+    c->polled_out = 0;
     free(c->in);
     free(c->out);
     free(c->accept);
     c->in = c->out = c->accept = NULL;
     c->inlen = c->incap = c->outlen = c->outcap = 0;
-    if (!was_ready) not_ready(c, "connection lost before it was ready");
+}
+
+/* The connection could not be made ready: "<type>: <message>" as wsload.py's kind. With
+   --rate it is closed and counted; without, the process ends (wsload.py raises). */
+static void conn_fail(Conn *c, const char *type, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_fail(Conn *c, const char *type, const char *fmt, ...) {
+    if (c->state >= CLOSED) return;
+    char message[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(message, sizeof message, fmt, ap);
+    va_end(ap);
+    if (opt_rate <= 0) {
+        fprintf(stderr, "wsload-native: connection %ld: %s: %s\n", conn_index(c), type, message);
+        exit(1);
+    }
+    message[KIND_MESSAGE] = 0; /* the buffer is longer */
+    for (char *m = message; *m; m++) /* a JSON key (str_json escapes controls): ASCII */
+        if ((unsigned char)*m >= 0x80) *m = '?';
+    char kind[sizeof message + 64];
+    snprintf(kind, sizeof kind, "%s: %s", type, message);
+    count_error(kind);
+    conn_discard(c, FAILED);
+}
+
+/* The connection ended (err: its errno, 0 at the peer's EOF or close). */
+static void conn_lost(Conn *c, int err) {
+    if (c->state >= CLOSED) return;
+    if (c->state != READY) {
+        if (err)
+            conn_fail(c, "RuntimeError", "connection lost: [Errno %d] %s", err, strerror(err));
+        else
+            conn_fail(c, "RuntimeError", "connection lost: None");
+        return;
+    }
+    conn_discard(c, CLOSED);
     if (++closed_after_ready <= 3)
         fprintf(stderr, "wsload-native: connection %ld closed after it was ready\n",
-                (long)(c - conns));
+                conn_index(c));
 }
 
 static const char *find_back(const char *p, size_t n, const char *needle, size_t k) {
@@ -522,19 +648,45 @@ static void disorder(Conn *c, const char *channel, size_t chlen, int64_t last, i
     order_errors++;
     if (nexamples < MAX_EXAMPLES) {
         Str s = {0};
-        str_printf(&s, "conn %ld ", (long)(c - conns));
+        str_printf(&s, "conn %ld ", conn_index(c));
         str_add(&s, channel, chlen);
         str_printf(&s, ": offset %lld after %lld", (long long)offset, (long long)last);
         examples[nexamples++] = s.p;
     }
 }
 
-static void add_latency(double v) {
+/* The whole second of a wall-clock time, as Python's int(t) for t > 0 (no libm). */
+static int64_t second_of(double t) {
+    int64_t s = (int64_t)t;
+    return (double)s > t ? s - 1 : s;
+}
+
+/* A latency sample taken at now (wall clock). */
+static void add_latency(double v, double now) {
     if (nlat == latcap) {
         latcap = latcap ? latcap * 2 : 4096;
         latencies = xrealloc(latencies, latcap * sizeof(double));
+        if (opt_timeline) latency_seconds = xrealloc(latency_seconds, latcap * sizeof(int64_t));
     }
+    if (opt_timeline) latency_seconds[nlat] = second_of(now);
     latencies[nlat++] = v;
+}
+
+/* --timeline: n publications received at when (wall clock). */
+static void timeline_add(double when, uint64_t n) {
+    int64_t second = second_of(when);
+    for (size_t k = ntl; k-- > 0;) /* the latest seconds come last */
+        if (tl_second[k] == second) {
+            tl_count[k] += n;
+            return;
+        }
+    if (ntl == tlcap) {
+        tlcap = tlcap ? tlcap * 2 : 256;
+        tl_second = xrealloc(tl_second, tlcap * sizeof(int64_t));
+        tl_count = xrealloc(tl_count, tlcap * sizeof(uint64_t));
+    }
+    tl_second[ntl] = second;
+    tl_count[ntl++] = n;
 }
 
 static const char PUSH[] = "{\"push\":{\"channel\":\"";
@@ -584,7 +736,10 @@ static void on_publication(Conn *c, const char *p, size_t n, const char *quote) 
             num[k] = 0;
             char *stop;
             double sent = strtod(num, &stop);
-            if (stop != num && isfinite(sent)) add_latency(now_real() - sent);
+            if (stop != num && isfinite(sent)) {
+                double now = now_real();
+                add_latency(now - sent, now);
+            }
         }
     }
 }
@@ -605,10 +760,13 @@ static void on_message(Conn *c, const char *p, size_t n) {
         char ready_id[32];
         int k = snprintf(ready_id, sizeof ready_id, "{\"id\":%d,", 1 + opt_nchannels);
         if (n >= (size_t)k && memcmp(p, ready_id, (size_t)k) == 0) {
-            if (memmem(p, n, "\"error\"", 7))
-                not_ready(c, "%.*s", (int)(n > 400 ? 400 : n), p);
+            if (memmem(p, n, "\"error\"", 7)) {
+                conn_fail(c, "RuntimeError", "%.*s", (int)(n > 400 ? 400 : n), p);
+                return;
+            }
             c->state = READY;
             ready_in_batch++;
+            ready_total++;
         }
     }
 }
@@ -620,12 +778,15 @@ static long consume(Conn *c, const char *buf, size_t len) {
     if (c->state == HANDSHAKE) {
         const char *end = memmem(buf, len, "\r\n\r\n", 4);
         if (!end) {
-            if (len > 16384) not_ready(c, "handshake response too long");
-            return 0;
+            if (len <= 16384) return 0;
+            conn_fail(c, "RuntimeError", "handshake response too long");
+            return -1;
         }
         size_t head = (size_t)(end - buf);
-        if (head < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0)
-            not_ready(c, "%.*s", (int)(head > 200 ? 200 : head), buf);
+        if (head < 12 || memcmp(buf, "HTTP/1.1 101", 12) != 0) {
+            conn_fail(c, "RuntimeError", "%.*s", (int)(len > 200 ? 200 : len), buf);
+            return -1;
+        }
         int ok = 0;
         for (const char *line = memchr(buf, '\n', head); line && line < end;
              line = memchr(line + 1, '\n', (size_t)(end - line - 1))) {
@@ -638,13 +799,16 @@ static long consume(Conn *c, const char *buf, size_t len) {
                 break;
             }
         }
-        if (!ok) not_ready(c, "missing or wrong Sec-WebSocket-Accept");
+        if (!ok) {
+            conn_fail(c, "RuntimeError", "missing or wrong Sec-WebSocket-Accept");
+            return -1;
+        }
         free(c->accept);
         c->accept = NULL;
         pos = head + 4;
         c->state = SUBSCRIBING;
         send_commands(c);
-        if (c->state == CLOSED) return -1;
+        if (c->state >= CLOSED) return -1;
     }
     while (len - pos >= 2) {
         const unsigned char *f = (const unsigned char *)buf + pos;
@@ -664,8 +828,10 @@ static long consume(Conn *c, const char *buf, size_t len) {
         int is_masked = f[1] & 0x80;
         if (is_masked) head += 4;
         if (length > MAX_FRAME) {
-            if (c->state != READY) not_ready(c, "frame of %llu bytes", (unsigned long long)length);
-            conn_close(c);
+            if (c->state != READY)
+                conn_fail(c, "RuntimeError", "frame of %llu bytes", (unsigned long long)length);
+            else
+                conn_lost(c, 0);
             return -1;
         }
         if (avail < head + length) break;
@@ -679,26 +845,27 @@ static long consume(Conn *c, const char *buf, size_t len) {
         frames++;
         if (opcode == 0x1 || opcode == 0x0 || opcode == 0x2) {
             on_message(c, payload, (size_t)length);
-            if (c->state == CLOSED) return -1;
+            if (c->state >= CLOSED) return -1;
         } else if (opcode == 0x8) { /* close: answer it and end the connection */
             if (c->state != READY) {
                 unsigned code = length >= 2 ? (unsigned)((unsigned char)payload[0] << 8 |
                                                          (unsigned char)payload[1])
                                             : 0;
-                not_ready(c, "closed by the server before it was ready: %u %.*s", code,
-                          (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0),
+                conn_fail(c, "RuntimeError", "closed by the server before it was ready: %u %.*s",
+                          code, (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0),
                           payload + 2);
+                return -1;
             }
             scratch.len = 0;
             masked_frame(&scratch, 0x8, payload, length >= 2 ? 2 : 0);
             conn_write(c, scratch.p, scratch.len);
-            conn_close(c);
+            conn_lost(c, 0);
             return -1;
         } else if (opcode == 0x9) { /* a WebSocket ping: pong with its payload */
             scratch.len = 0;
             masked_frame(&scratch, 0xA, payload, (size_t)length);
             conn_write(c, scratch.p, scratch.len);
-            if (c->state == CLOSED) return -1;
+            if (c->state >= CLOSED) return -1;
         }
     }
     return (long)pos;
@@ -719,13 +886,11 @@ static void on_readable(Conn *c) {
         if (n < 0) {
             if (errno == EINTR) continue;
             if (errno == EAGAIN || errno == EWOULDBLOCK) return;
-            if (c->state != READY) not_ready(c, "recv: %s", strerror(errno));
-            conn_close(c);
+            conn_lost(c, errno);
             return;
         }
         if (n == 0) {
-            if (c->state != READY) not_ready(c, "connection lost (EOF)");
-            conn_close(c);
+            conn_lost(c, 0);
             return;
         }
         const char *buf;
@@ -752,14 +917,16 @@ static void on_readable(Conn *c) {
         }
         uint64_t pubs_before = pubs;
         long used = consume(c, buf, len);
-        if (pubs != pubs_before && expecting) { /* when the last one it read arrived */
+        if (pubs != pubs_before) { /* when the last one it read arrived */
+            double arrival = 0;
             struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
             if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
                 struct timespec ts;
                 memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-                double arrival = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-                if (arrival > last_arrival) last_arrival = arrival;
+                arrival = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+                if (expecting && arrival > last_arrival) last_arrival = arrival;
             }
+            if (opt_timeline) timeline_add(arrival > 0 ? arrival : now_real(), pubs - pubs_before);
         }
         if (used < 0) return;
         size_t rest = len - (size_t)used;
@@ -786,36 +953,37 @@ static void on_connected(Conn *c) {
     int err = 0;
     socklen_t len = sizeof err;
     if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0) err = errno;
-    if (err) not_ready(c, "connect: %s", strerror(err));
+    if (err) {
+        conn_fail(c, oserror_name(err), "[Errno %d] Connect call failed ('127.0.0.1', %d)", err,
+                  opt_port);
+        return;
+    }
+    c->deadline = now_mono() + opt_connect_timeout; /* now to be ready */
     set_events(c, EPOLLIN);
     send_upgrade(c);
 }
 
-static void conn_open(long i, const struct sockaddr_in *addr) {
-    Conn *c = &conns[i];
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) die("socket (connection %ld): %s", i, strerror(errno));
-    int one = 1;
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one); /* arrival times */
-    c->fd = fd;
+/* Open connection k (its index: --first-index + k). */
+static void conn_open(long k, const struct sockaddr_in *addr) {
+    Conn *c = &conns[k];
+    long i = opt_first_index + k;
     c->state = CONNECTING;
     c->sampled = i % opt_sample_every == 0;
+    c->deadline = now_mono() + opt_connect_timeout; /* to connect */
     c->names = xmalloc(sizeof(char *) * (size_t)opt_nchannels);
     c->last = xmalloc(sizeof(int64_t) * (size_t)opt_nchannels);
-    for (int k = 0; k < opt_nchannels; k++) {
-        c->last[k] = NO_OFFSET;
-        if (!channel_templated[k]) {
-            c->names[k] = opt_channels[k];
+    for (int n = 0; n < opt_nchannels; n++) {
+        c->last[n] = NO_OFFSET;
+        if (!channel_templated[n]) {
+            c->names[n] = opt_channels[n];
             continue;
         }
         Str s = {0};
-        for (const char *t = opt_channels[k]; *t;) {
+        for (const char *t = opt_channels[n]; *t;) {
             if (strncmp(t, "{i}", 3) == 0) {
                 str_printf(&s, "%ld", i);
                 t += 3;
             } else if (strncmp(t, "{g}", 3) == 0) {
-                if (opt_group_size <= 0) die("--group-size must be positive");
                 str_printf(&s, "%ld", i / opt_group_size);
                 t += 3;
             } else {
@@ -823,14 +991,39 @@ static void conn_open(long i, const struct sockaddr_in *addr) {
                 t++;
             }
         }
-        c->names[k] = s.p;
+        c->names[n] = s.p;
+    }
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        int err = errno;
+        conn_fail(c, oserror_name(err), "[Errno %d] %s", err, strerror(err));
+        return;
+    }
+    c->fd = fd;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    setsockopt(fd, SOL_SOCKET, SO_TIMESTAMPNS, &one, sizeof one); /* arrival times */
+    if (opt_source) {
+        /* without it bind() reserves a port per socket whatever the destination */
+        setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+        if (bind(fd, (const struct sockaddr *)&source_addr, sizeof source_addr) < 0) {
+            int err = errno;
+            conn_fail(c, oserror_name(err), "[Errno %d] %s", err, strerror(err));
+            return;
+        }
     }
     int r = connect(fd, (const struct sockaddr *)addr, sizeof *addr);
-    if (r < 0 && errno != EINPROGRESS) die("connect (connection %ld): %s", i, strerror(errno));
-    struct epoll_event ev = {.events = r == 0 ? EPOLLIN : EPOLLOUT, .data.u64 = (uint64_t)i};
-    if (epoll_ctl(c->sampled ? ep : ep_lazy, EPOLL_CTL_ADD, fd, &ev) < 0)
-        die("epoll_ctl: %s", strerror(errno));
-    if (r == 0) send_upgrade(c);
+    if (r < 0 && errno != EINPROGRESS) {
+        int err = errno;
+        conn_fail(c, oserror_name(err), "[Errno %d] %s", err, strerror(err));
+        return;
+    }
+    struct epoll_event ev = {.events = r == 0 ? EPOLLIN : EPOLLOUT, .data.u64 = (uint64_t)k};
+    if (epoll_ctl(conn_ep(c), EPOLL_CTL_ADD, fd, &ev) < 0) die("epoll_ctl: %s", strerror(errno));
+    if (r == 0) {
+        c->deadline = now_mono() + opt_connect_timeout;
+        send_upgrade(c);
+    }
 }
 
 /* --- stdin commands and the report --------------------------------------------------- */
@@ -855,12 +1048,13 @@ static void finish_expect(void) {
     double cpu = cpu_seconds() - cpu0;
     uint64_t cmin = UINT64_MAX, cmax = 0, shorts = 0;
     for (long i = 0; i < opt_connections; i++) {
+        if (conns[i].state == FAILED) continue; /* --rate: never ready, not counted */
         uint64_t k = conns[i].count;
         if (k < cmin) cmin = k;
         if (k > cmax) cmax = k;
         if (per_connection >= 0 && k != (uint64_t)per_connection) shorts++;
     }
-    if (opt_connections == 0) cmin = 0;
+    if (cmin == UINT64_MAX) cmin = 0; /* no connection */
     Str s = {0};
     str_printf(&s, "{\"phase\":\"received\",\"complete\":%s,\"received\":%llu,\"at\":",
                pubs >= expected ? "true" : "false",
@@ -882,9 +1076,21 @@ static void finish_expect(void) {
     str_printf(&s, "],\"per_connection_min\":%llu,\"per_connection_max\":%llu,",
                (unsigned long long)cmin, (unsigned long long)cmax);
     if (per_connection >= 0)
-        str_printf(&s, "\"short_connections\":%llu}", (unsigned long long)shorts);
+        str_printf(&s, "\"short_connections\":%llu", (unsigned long long)shorts);
     else
-        str_cat(&s, "\"short_connections\":null}");
+        str_cat(&s, "\"short_connections\":null");
+    str_printf(&s, ",\"closed_connections\":%ld", closed_after_ready);
+    if (opt_timeline) {
+        str_cat(&s, ",\"timeline\":{");
+        for (size_t k = 0; k < ntl; k++)
+            str_printf(&s, "%s\"%lld\":%llu", k ? "," : "", (long long)tl_second[k],
+                       (unsigned long long)tl_count[k]);
+        str_cat(&s, "},\"latency_seconds\":[");
+        for (size_t k = 0; k < nlat; k++)
+            str_printf(&s, "%s%lld", k ? "," : "", (long long)latency_seconds[k]);
+        str_cat(&s, "]");
+    }
+    str_cat(&s, "}");
     emit(&s);
     free(s.p);
     expecting = 0;
@@ -900,6 +1106,7 @@ static void start_expect(const char *line) {
     expected = pubs + expect_count;
     last_arrival = 0;
     nlat = 0;
+    ntl = 0;
     order_errors = 0;
     for (int i = 0; i < nexamples; i++) free(examples[i]);
     nexamples = 0;
@@ -916,7 +1123,7 @@ static void start_expect(const char *line) {
 
 static void quit(int status) {
     for (long i = 0; i < opt_connections; i++)
-        if (conns[i].state != CLOSED && conns[i].fd >= 0) close(conns[i].fd);
+        if (conns[i].fd >= 0) close(conns[i].fd);
     exit(status);
 }
 
@@ -976,13 +1183,13 @@ static void on_event(uint64_t tag, uint32_t ev) {
         return;
     }
     Conn *c = &conns[tag];
-    if (c->state == CLOSED) return;
+    if (c->state >= CLOSED) return;
     if (c->state == CONNECTING) {
         on_connected(c);
         return;
     }
     if (ev & (EPOLLIN | EPOLLERR | EPOLLHUP)) on_readable(c);
-    if (c->state != CLOSED && (ev & EPOLLOUT)) conn_flush(c);
+    if (c->state < CLOSED && (ev & EPOLLOUT)) conn_flush(c);
     if (expecting && pubs >= expected) finish_expect();
 }
 
@@ -1002,6 +1209,7 @@ static void set_lazy(int on) {
     if (epoll_ctl(ep, on ? EPOLL_CTL_DEL : EPOLL_CTL_ADD, ep_lazy, &ev) < 0)
         die("epoll_ctl(lazy set): %s", strerror(errno));
     lazy = on;
+    if (debug) fprintf(stderr, "wsload-native: lazy reads %s\n", on ? "on" : "off");
 }
 
 /* The longest wait that keeps the lazy set's once-per-window read on time. */
@@ -1030,7 +1238,7 @@ static void loop_once(int timeout_ms) {
     if (span >= (busy ? LAZY_US : RATE_US) * 1e-6) { /* the lazy set's turn; the rate */
         if (lazy) drain_lazy();
         busy = (double)(frames - window_frames) >= busy_rate * span;
-        set_lazy(busy && serving && !heavy);
+        set_lazy(busy && serving && !heavy && !opt_eager);
         window_frames = frames;
         window_start = now;
     }
@@ -1047,10 +1255,52 @@ static int ms_until(double deadline) {
     return (int)(left * 1000) + 1;
 }
 
+/* --rate: start R connections per second, at most M in flight, each given T seconds to
+   connect and T more to be ready; failures are counted (wsload.py's ramp). Bounded: it
+   ends T + RAMP_GRACE seconds after the last start at the latest. */
+static void ramp(const struct sockaddr_in *addr) {
+    long *inflight = xmalloc(sizeof(long) * (size_t)opt_max_pending);
+    long ninflight = 0, next = 0;
+    double started = now_mono();
+    double end = 0; /* once every connection is started: when the wait for them ends */
+    for (;;) {
+        double now = now_mono();
+        while (next < opt_connections && ninflight < opt_max_pending &&
+               started + (double)next / opt_rate - now <= RAMP_TICK) {
+            conn_open(next, addr);
+            if (conns[next].state < CLOSED) inflight[ninflight++] = next;
+            if (++next == opt_connections) end = now_mono() + opt_connect_timeout + RAMP_GRACE;
+        }
+        now = now_mono();
+        long kept = 0;
+        for (long k = 0; k < ninflight; k++) {
+            Conn *c = &conns[inflight[k]];
+            if (c->state >= READY) continue; /* ready, or failed */
+            if (now >= c->deadline || (end > 0 && now >= end)) {
+                conn_fail(c, "TimeoutError", "%s", "");
+                continue;
+            }
+            inflight[kept++] = inflight[k];
+        }
+        ninflight = kept;
+        if (next == opt_connections && ninflight == 0) break;
+        double wake = now + 0.1; /* deadlines are checked at least every 100 ms */
+        if (next < opt_connections && ninflight < opt_max_pending) {
+            double due = started + (double)next / opt_rate - RAMP_TICK;
+            if (due < wake) wake = due;
+        }
+        if (end > 0 && end < wake) wake = end;
+        loop_once(ms_until(wake));
+    }
+    free(inflight);
+}
+
 static void usage(void) {
     fprintf(stderr,
             "usage: wsload-native --port P --connections N --tokens FILE --channel C "
-            "[--channel C ...] [--group-size G] [--sample-every S]\n");
+            "[--channel C ...] [--group-size G] [--sample-every S] [--source-address A] "
+            "[--first-index F] [--rate R] [--max-pending M] [--connect-timeout T] "
+            "[--timeline] [--eager]\n");
     exit(2);
 }
 
@@ -1059,6 +1309,14 @@ static long parse_long(const char *s, const char *flag) {
     errno = 0;
     long v = strtol(s, &end, 10);
     if (errno || end == s || *end) die("%s: not an integer: %s", flag, s);
+    return v;
+}
+
+static double parse_double(const char *s, const char *flag) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v)) die("%s: not a number: %s", flag, s);
     return v;
 }
 
@@ -1090,6 +1348,13 @@ int main(int argc, char **argv) {
         {"channel", required_argument, NULL, 'C'},
         {"group-size", required_argument, NULL, 'g'},
         {"sample-every", required_argument, NULL, 's'},
+        {"source-address", required_argument, NULL, 'a'},
+        {"first-index", required_argument, NULL, 'f'},
+        {"rate", required_argument, NULL, 'r'},
+        {"max-pending", required_argument, NULL, 'm'},
+        {"connect-timeout", required_argument, NULL, 'T'},
+        {"timeline", no_argument, NULL, 'l'},
+        {"eager", no_argument, NULL, 'e'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1105,12 +1370,29 @@ int main(int argc, char **argv) {
             break;
         case 'g': opt_group_size = parse_long(optarg, "--group-size"); break;
         case 's': opt_sample_every = parse_long(optarg, "--sample-every"); break;
+        case 'a': opt_source = optarg; break;
+        case 'f': opt_first_index = parse_long(optarg, "--first-index"); break;
+        case 'r': opt_rate = parse_double(optarg, "--rate"); break;
+        case 'm': opt_max_pending = parse_long(optarg, "--max-pending"); break;
+        case 'T': opt_connect_timeout = parse_double(optarg, "--connect-timeout"); break;
+        case 'l': opt_timeline = 1; break;
+        case 'e': opt_eager = 1; break;
         default: usage();
         }
     }
     if (optind != argc || opt_port <= 0 || opt_port > 65535 || opt_connections < 0 ||
         !opt_tokens || opt_nchannels == 0)
         usage();
+    if (opt_group_size <= 0) die("--group-size must be positive");
+    if (opt_first_index < 0) die("--first-index must not be negative");
+    if (opt_rate < 0) die("--rate must not be negative");
+    if (opt_max_pending <= 0) die("--max-pending must be positive");
+    if (opt_connect_timeout <= 0) die("--connect-timeout must be positive");
+    if (opt_source) {
+        source_addr.sin_family = AF_INET;
+        if (inet_pton(AF_INET, opt_source, &source_addr.sin_addr) != 1)
+            die("--source-address: not an IPv4 address: %s", opt_source);
+    }
     if (opt_sample_every <= 0)
         opt_sample_every = opt_connections / 200 > 1 ? opt_connections / 200 : 1;
     channel_templated = xmalloc(sizeof(int) * (size_t)opt_nchannels);
@@ -1120,6 +1402,8 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     const char *force = getenv("WSLOAD_NATIVE_BUSY");
     if (force && strcmp(force, "1") == 0) busy_rate = 0;
+    const char *verbose = getenv("WSLOAD_NATIVE_DEBUG");
+    debug = verbose && strcmp(verbose, "1") == 0;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
@@ -1149,7 +1433,8 @@ int main(int argc, char **argv) {
     struct sockaddr_in addr = {.sin_family = AF_INET, .sin_port = htons((uint16_t)opt_port)};
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     double started = now_real();
-    for (long start = 0; start < opt_connections; start += BATCH) {
+    if (opt_rate > 0) ramp(&addr);
+    for (long start = 0; start < (opt_rate > 0 ? 0 : opt_connections); start += BATCH) {
         long stop = start + BATCH < opt_connections ? start + BATCH : opt_connections;
         ready_in_batch = 0;
         for (long i = start; i < stop; i++) conn_open(i, &addr);
@@ -1167,6 +1452,16 @@ int main(int argc, char **argv) {
     Str s = {0};
     str_cat(&s, "{\"phase\":\"ready\",\"seconds\":");
     str_double(&s, now_real() - started);
+    if (opt_rate > 0) {
+        str_printf(&s, ",\"connected\":%ld,\"failed\":%ld,\"errors\":{", ready_total,
+                   opt_connections - ready_total);
+        for (int k = 0; k < nkinds; k++) {
+            if (k) str_add(&s, ",", 1);
+            str_json(&s, kinds[k], strlen(kinds[k]));
+            str_printf(&s, ":%ld", kind_counts[k]);
+        }
+        str_cat(&s, "}");
+    }
     str_cat(&s, "}");
     emit(&s);
     free(s.p);
