@@ -904,6 +904,12 @@ def main() -> None:
     c100k_args.add_argument(
         "--c100k-users", type=int, default=0, help="distinct users (default: one per connection)"
     )
+    c100k_args.add_argument(
+        "--c100k-native",
+        action="store_true",
+        help="load processes run bench/wsload.c (built with gcc, reading eagerly) "
+        "instead of bench/wsload.py: less load-side CPU",
+    )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios:
