@@ -764,6 +764,42 @@ async def test_sub_refresh_then_expiry_unsubscribes(hub, clock):
     assert "private:1" not in alice.subs
 
 
+async def test_closed_connections_leave_nothing_in_the_expiry_heap(hub, clock):
+    """A token's expiry is scheduled for the token's lifetime (a day, often); connections
+    that closed long before must not keep their entries until then (the soak's growth:
+    ~240 bytes per churned connection). Live connections still expire on time."""
+    alice, alice_sink = await connect(hub, "alice", ttl=60)
+    await subscribe(alice, "private:alice", token=sub_token("alice", "private:alice", ttl=60))
+    refreshed, refreshed_sink = await connect(hub, "refreshed", ttl=600)
+    for ttl in range(20, 25):  # each refresh schedules again; the earlier entries are moot
+        await refreshed.refresh(token("refreshed", ttl=ttl))
+    churned = 3 * hub_module.EXPIRY_COMPACT_MIN
+    for n in range(churned):  # each with a channel of its own, half with a token for it
+        client, _ = await connect(hub, f"user-{n}", ttl=24 * 3600)
+        if n % 2:
+            channel = f"private:own-{n}"
+            await subscribe(client, channel, token=sub_token(f"user-{n}", channel, ttl=3600))
+        await client.closed_by_transport()
+    assert len(hub.clients) == 2
+    assert len(hub._expiry) <= hub_module.EXPIRY_COMPACT_MIN, (
+        f"{len(hub._expiry)} expiry entries after {churned} connections closed"
+    )
+    clock[0] = 22
+    hub.tick()
+    assert refreshed_sink.closed_with == []
+    clock[0] = 25
+    hub.tick()
+    assert [d.code for d in refreshed_sink.closed_with] == [3005]
+    assert alice_sink.closed_with == []
+    clock[0] = 61
+    hub.tick()
+    await settle()
+    assert alice_sink.kinds("unsubscribe") == [
+        ("unsubscribe", "private:alice", 2501, "subscription expired")
+    ]
+    assert [d.code for d in alice_sink.closed_with] == [3005]
+
+
 # --- gaps -----------------------------------------------------------------------------
 async def test_offset_gap_sends_unsubscribe_2500_and_drops_the_subscription(hub):
     alice, sink = await connect(hub)

@@ -60,6 +60,10 @@ log = logging.getLogger("pushgate.hub")
 #: so a node's pings (and the pongs they bring back) come in small groups ten times a
 #: second rather than one large burst per second
 TICK = 0.1
+#: the expiry heap is compacted (entries of closed connections, left subscriptions and
+#: superseded tokens dropped) when it reaches twice its size after the last compaction,
+#: and never below this many entries
+EXPIRY_COMPACT_MIN = 1024
 
 
 class Hub:
@@ -80,6 +84,7 @@ class Hub:
         self._wheel: list[set[Client]] = [set() for _ in range(self._wheel_size)]
         self._ticks = 0
         self._expiry: list[tuple[float, int, str, str]] = []
+        self._expiry_compact_at = EXPIRY_COMPACT_MIN
         self._seq = itertools.count()
         self._tasks: set[asyncio.Task] = set()
         self._ticker: asyncio.Task | None = None
@@ -441,12 +446,43 @@ class Hub:
     def schedule_expiry(self, client: Client) -> None:
         if client.expires_at:
             when = client.expires_at + self.config.client.expired_grace
-            heapq.heappush(self._expiry, (when, next(self._seq), client.id, ""))
+            self._push_expiry((when, next(self._seq), client.id, ""))
 
     def schedule_sub_expiry(self, sub: Subscription) -> None:
         if sub.expires_at:
             when = sub.expires_at + self.config.client.expired_grace
-            heapq.heappush(self._expiry, (when, next(self._seq), sub.client.id, sub.channel))
+            self._push_expiry((when, next(self._seq), sub.client.id, sub.channel))
+
+    def _push_expiry(self, entry: tuple[float, int, str, str]) -> None:
+        # An entry stays until its time comes, and tokens often live a day: without
+        # compaction, every connection closed before its token expired would be kept
+        # that long (~240 bytes each: the entry and the client's id).
+        if len(self._expiry) >= self._expiry_compact_at:
+            self._compact_expiry()
+        heapq.heappush(self._expiry, entry)
+
+    def _compact_expiry(self) -> None:
+        """Keep only the entries ``_expire`` would act on: one per registered connection
+        and subscription whose token expires (at the time it now expires). Amortised
+        O(1) per entry: the heap has doubled since the last compaction."""
+        grace = self.config.client.expired_grace
+        clients = self.clients
+        kept = []
+        for entry in self._expiry:
+            when, _, client_id, channel = entry
+            client = clients.get(client_id)
+            if client is None or client.closed:
+                continue
+            if not channel:
+                if client.expires_at and client.expires_at + grace == when:
+                    kept.append(entry)
+                continue
+            sub = client.subs.get(channel)
+            if sub is not None and sub.expires_at and sub.expires_at + grace == when:
+                kept.append(entry)
+        heapq.heapify(kept)
+        self._expiry[:] = kept  # in place: the same list as any loop popping from it
+        self._expiry_compact_at = max(EXPIRY_COMPACT_MIN, 2 * len(kept))
 
     async def _run_ticker(self) -> None:
         loop = asyncio.get_running_loop()
