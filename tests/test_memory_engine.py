@@ -350,3 +350,31 @@ async def test_idle_stream_meta_is_forgotten_after_meta_ttl_but_not_before():
     engine.sweep(now + 200)
     again = await engine.history("c", limit=0)
     assert again.position.epoch != first.position.epoch and again.position.offset == 0
+
+
+async def test_last_seen_is_forgotten_after_a_day_but_not_before():
+    """Every user ever seen used to stay in memory for the process's lifetime."""
+    from pushgate.engine.memory import LAST_SEEN_KEEP
+    from pushgate.engine.memory import MemoryEngine as Engine
+
+    engine = Engine(history_meta_ttl=100.0)  # shorter than a day: a day it is
+    wall = time.time()
+    await engine.user_disconnected("old", wall - 100)
+    for n in range(1000):
+        await engine.user_disconnected(f"churned-{n}", wall - 50)
+    await engine.user_disconnected("recent", wall - 10)
+    await engine.user_connected("old")  # back, and gone again: last seen now
+    await engine.user_disconnected("old", wall)
+    engine.sweep(time.monotonic(), wall + LAST_SEEN_KEEP - 60)
+    assert len(engine._last_seen) == 1002
+    engine.sweep(time.monotonic(), wall + LAST_SEEN_KEEP - 20)
+    assert set(engine._last_seen) == {"old", "recent"}
+    assert await engine.user_status(["old", "recent"]) == {
+        "old": (False, wall),
+        "recent": (False, wall - 10),
+    }
+    engine.sweep(time.monotonic(), wall + LAST_SEEN_KEEP)
+    assert await engine.user_status(["old", "recent"]) == {
+        "old": (False, None),
+        "recent": (False, None),
+    }

@@ -27,6 +27,8 @@ from pushgate.engine.base import (
 
 IDEMPOTENCY_WINDOW = 300.0
 SWEEP_EVERY = 60.0
+#: a user's last-seen time is kept at least this long (the redis engine's user key too)
+LAST_SEEN_KEEP = 86400.0
 
 
 def new_epoch() -> str:
@@ -79,12 +81,25 @@ class MemoryEngine(Engine):
             await asyncio.sleep(SWEEP_EVERY)
             self.sweep(time.monotonic())
 
-    def sweep(self, now: float) -> None:
-        """Forget streams idle past their history and meta TTL: memory stays bounded."""
+    def sweep(self, now: float, wall: float | None = None) -> None:
+        """Forget streams idle past their history and meta TTL, and users last seen
+        longer ago than the meta TTL (a day at least): memory stays bounded."""
         for channel in [
             ch for ch, st in self._streams.items() if st.expires_at + self._meta_ttl <= now
         ]:
             del self._streams[channel]
+        # oldest first (user_disconnected moves a user to the end): stop at the first
+        # one still kept
+        forget_before = (time.time() if wall is None else wall) - max(
+            self._meta_ttl, LAST_SEEN_KEEP
+        )
+        gone = []
+        for user, seen in self._last_seen.items():
+            if seen > forget_before:
+                break
+            gone.append(user)
+        for user in gone:
+            del self._last_seen[user]
 
     def _stream(self, channel: str, now: float) -> _Stream:
         stream = self._streams.get(channel)
@@ -234,6 +249,7 @@ class MemoryEngine(Engine):
 
     async def user_disconnected(self, user: str, last_seen: float) -> None:
         self._users_online.discard(user)
+        self._last_seen.pop(user, None)  # to the end: the dict stays oldest first
         self._last_seen[user] = last_seen
 
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
