@@ -44,9 +44,9 @@ recovery works), presence off (``--c100k-presence`` turns it on: 200k presence e
 refreshed in Redis by every node's heartbeat). Only run when named: the ramp alone takes
 minutes. ``--c100k-keep-log FILE`` keeps the server's log.
 
-``--c100k-native`` runs the native twin bench/wsload.c (built by bench/native.py, with
-gcc) in the load processes instead of bench/wsload.py: same flags, same reports, less
-CPU, so the load competes less with the server under test. It runs with ``--eager``:
+The load processes run the native twin bench/wsload.c (built by bench/native.py, with
+gcc; ``--c100k-client python`` runs bench/wsload.py instead): same flags, same reports,
+half the CPU, so the load competes less with the server under test. It runs with ``--eager``:
 every connection is read as soon as data arrives, like wsload.py (not busy mode's lazy
 reads, which would shift ACK work onto the server's side). What it saves is the
 interpreter's share; the kernel's share of each prompt read (the recv and the ACK it
@@ -516,7 +516,7 @@ async def scenario(args, progress: Progress) -> dict:
     if len(parts) > 250:
         raise SystemExit("at most 250 load processes (127.0.0.2 .. 127.0.0.251)")
     native = None
-    if args.c100k_native:
+    if args.c100k_client == "native":
         from bench.native import native_client
 
         native = await asyncio.to_thread(native_client)  # gcc, when out of date

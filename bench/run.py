@@ -905,10 +905,11 @@ def main() -> None:
         "--c100k-users", type=int, default=0, help="distinct users (default: one per connection)"
     )
     c100k_args.add_argument(
-        "--c100k-native",
-        action="store_true",
-        help="load processes run bench/wsload.c (built with gcc, reading eagerly) "
-        "instead of bench/wsload.py: less load-side CPU",
+        "--c100k-client",
+        choices=("native", "python"),
+        default="native",
+        help="load processes: bench/wsload.c (default; built with gcc, reading eagerly) "
+        "or bench/wsload.py (half the speed: more of the 2 cores go to the load)",
     )
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@
  * the same JSON lines on stdout as bench/wsload.py, at a fraction of its CPU per
  * delivery, so the load side stays small next to the server under test (see
  * bench/native.py, which builds it, bench/run.py's LoadClient(native=True) and
- * bench/c100k.py's --c100k-native).
+ * bench/c100k.py, whose default load client it is).
  *
  *   --port P --connections N --tokens FILE --channel C [--channel C …]
  *   [--group-size G (10)] [--sample-every S (max(1, N / 200))]
