@@ -528,3 +528,28 @@ async def test_channels_are_sharded_over_two_redis_servers(
     assert on_second == {ch for ch, shard in expected.items() if shard == 1}
     # node A listens on each server only for the channels that live there
     assert [count for _, count in numsub] == [expected[ch] for ch in channels]
+
+
+async def test_a_killed_pubsub_connection_resubscribes_everything_before_the_resync(
+    engines, local_redis
+):
+    """Redis drops the node's PUB/SUB connection: the node reconnects, resubscribes
+    every channel (300, confirmed by Redis before the hub is told) and tells the hub to
+    check what it missed; whatever is published from then on reaches the node."""
+    engine, handler = await engines()
+    channels = [f"rs{n}" for n in range(300)]
+    for channel in channels:
+        await engine.subscribe(channel)
+    shard = engine.shards[0]
+    lost = shard.pubsub
+    assert lost is not None and lost.transport is not None
+    port = lost.transport.get_extra_info("sockname")[1]
+    assert await local_redis.client_kill(f"127.0.0.1:{port}")
+    await handler.wait(lambda: handler.resyncs == 1, timeout=10)
+    assert shard.pubsub is not None and shard.pubsub is not lost
+    # the moment the hub hears of the resync, every channel is live again
+    for channel in channels:
+        await publish(engine, channel, "after")
+    await handler.wait(lambda: all(handler.of(c) for c in channels), timeout=10)
+    numsub = await local_redis.pubsub_numsub(*(engine._pubsub_channel(c) for c in channels))
+    assert all(count == 1 for _, count in numsub)

@@ -197,12 +197,23 @@ class Shard:
         delay = 0.1
         first = True
         while True:
+            connection: RespConnection | None = None
             try:
                 connection = await resp.connect(await self.address())
                 connection.listen(self._on_push)
                 wanted = sorted(self.channels)
+                # confirmed before anyone is told the feed is back: a publication made
+                # after the hub's resync check must reach this node
+                loop = asyncio.get_running_loop()
+                confirmed = []
+                for channel in wanted:
+                    waiter = loop.create_future()
+                    self.confirmations.setdefault(channel.encode(), []).append(waiter)
+                    confirmed.append(waiter)
                 for at in range(0, len(wanted), SUBSCRIBE_CHUNK):
                     connection.write("SUBSCRIBE", *wanted[at : at + SUBSCRIBE_CHUNK])
+                if confirmed:
+                    await self._confirmed(connection, confirmed)
                 self.pubsub = connection
                 self.connected.set()
                 if not first:
@@ -217,8 +228,8 @@ class Shard:
             except (RedisError, OSError) as exc:
                 log.warning("redis %s: PUB/SUB connection lost (%s); retrying", self.name, exc)
             finally:
-                if self.pubsub is not None:
-                    self.pubsub.close()
+                if connection is not None:
+                    connection.close()
                 self.pubsub = None
                 self.connected.clear()
                 for waiters in self.confirmations.values():
@@ -228,6 +239,20 @@ class Shard:
                 self.confirmations.clear()
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF, delay * 2)
+
+    async def _confirmed(self, connection: RespConnection, waiters: list) -> None:
+        """Wait until Redis confirmed every subscription, or fail (connection lost, or
+        no confirmation within SUBSCRIBE_TIMEOUT)."""
+        every = asyncio.gather(*waiters)
+        done, _ = await asyncio.wait(
+            [every, connection.closed],
+            timeout=SUBSCRIBE_TIMEOUT,
+            return_when=asyncio.FIRST_COMPLETED,
+        )
+        if every not in done:
+            every.cancel()
+            raise RedisConnectionError("subscriptions not confirmed")
+        every.result()
 
     async def _watch(self, connection: RespConnection) -> None:
         """Return when the connection is lost, or when Redis stops answering pings."""
