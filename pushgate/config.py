@@ -213,9 +213,9 @@ class ServerConfig:
     )
     tls_key: str = _opt("", "PEM private key file of tls_cert.")
     gc_freeze: bool = _opt(
-        True,
+        False,
         "Freeze connections' long-lived objects out of full garbage collections as "
-        "connections open; thaw and collect once when they halve.",
+        "connections open; thaw and collect once when they halve (see docs/performance.md).",
     )
 
 

@@ -133,10 +133,12 @@ def frozen_objects(metrics_text: str) -> float:
 
 
 async def test_a_served_node_freezes_its_connections_and_lets_them_go(tmp_path) -> None:
-    """``pushgate serve``: 300 connections are frozen within seconds of opening (the
-    policy runs every second; 256 opened is the least growth), and leave the frozen
-    set again when they close."""
-    (tmp_path / "pushgate.toml").write_text(BASE_CONFIG)
+    """``pushgate serve`` with ``server.gc_freeze = true``: 300 connections are frozen
+    within seconds of opening (the policy runs every second; 256 opened is the least
+    growth), and leave the frozen set again when they close."""
+    (tmp_path / "pushgate.toml").write_text(
+        BASE_CONFIG.replace("[api]", "[server]\ngc_freeze = true\n[api]", 1)
+    )
     node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
     await node.start()
     try:
@@ -162,5 +164,34 @@ async def test_a_served_node_freezes_its_connections_and_lets_them_go(tmp_path) 
                 return await frozen() <= peak - 0.75 * (peak - at_start)
 
             await wait_until(let_go, 10, "closed connections leave the frozen set")
+    finally:
+        node.kill()
+
+
+async def test_by_default_a_served_node_does_not_freeze_its_connections(tmp_path) -> None:
+    (tmp_path / "pushgate.toml").write_text(BASE_CONFIG)
+    node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
+    await node.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def frozen() -> float:
+                async with http.get(f"{node.url}/metrics") as response:
+                    return frozen_objects(await response.text())
+
+            at_start = await frozen()  # the startup objects (server.tune_gc)
+            sockets = [await centrifugo(node.url, make_token, f"d{i}") for i in range(300)]
+
+            async def counted() -> bool:
+                async with http.get(f"{node.url}/metrics") as response:
+                    text = await response.text()
+                line = 'pushgate_connections{dialect="centrifugo",transport="websocket"} 300.0'
+                return line in text
+
+            await wait_until(counted, 10, "the 300 connections are counted")
+            # a freeze would have happened within a second of the 256th connection
+            await asyncio.sleep(1.5)
+            assert await frozen() == at_start
+            await asyncio.gather(*(ws.close() for ws in sockets))
     finally:
         node.kill()
