@@ -125,73 +125,73 @@ def test_frozen_connections_are_freed_when_they_close_without_a_collection(tmp_p
     assert frozen - after >= 100 * 20, (frozen, after)
 
 
-def frozen_objects(metrics_text: str) -> float:
-    for line in metrics_text.splitlines():
-        if line.startswith("pushgate_gc_frozen_objects "):
-            return float(line.split()[1])
-    raise AssertionError("no pushgate_gc_frozen_objects in /metrics")
+class ServedNode:
+    """``pushgate serve`` with the test configuration (plus ``extra`` TOML) and an HTTP
+    session to read its /metrics."""
+
+    def __init__(self, tmp_path: Path, extra: str = "") -> None:
+        (tmp_path / "pushgate.toml").write_text(BASE_CONFIG + extra)
+        self.node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
+        self.http: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> ServedNode:
+        await self.node.start()
+        self.http = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.http is not None:
+            await self.http.close()
+        self.node.kill()
+
+    async def metrics(self) -> str:
+        assert self.http is not None
+        async with self.http.get(f"{self.node.url}/metrics") as response:
+            return await response.text()
+
+    async def frozen(self) -> float:
+        for line in (await self.metrics()).splitlines():
+            if line.startswith("pushgate_gc_frozen_objects "):
+                return float(line.split()[1])
+        raise AssertionError("no pushgate_gc_frozen_objects in /metrics")
+
+    async def connect(self, count: int) -> list:
+        return [await centrifugo(self.node.url, make_token, f"u{i}") for i in range(count)]
 
 
 async def test_a_served_node_freezes_its_connections_and_lets_them_go(tmp_path) -> None:
     """``pushgate serve`` with ``server.gc_freeze = true``: 300 connections are frozen
     within seconds of opening (the policy runs every second; 256 opened is the least
     growth), and leave the frozen set again when they close."""
-    (tmp_path / "pushgate.toml").write_text(
-        BASE_CONFIG.replace("[api]", "[server]\ngc_freeze = true\n[api]", 1)
-    )
-    node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
-    await node.start()
-    try:
-        async with aiohttp.ClientSession() as http:
+    async with ServedNode(tmp_path, "[server]\ngc_freeze = true\n") as served:
+        at_start = await served.frozen()
+        sockets = await served.connect(300)
 
-            async def frozen() -> float:
-                async with http.get(f"{node.url}/metrics") as response:
-                    return frozen_objects(await response.text())
+        async def all_frozen() -> bool:
+            return await served.frozen() >= at_start + 300 * 20
 
-            at_start = await frozen()
-            sockets = [await centrifugo(node.url, make_token, f"f{i}") for i in range(300)]
-            grown = at_start + 300 * 20
+        await wait_until(all_frozen, 10, "the connections' objects are frozen")
+        peak = await served.frozen()
+        await asyncio.gather(*(ws.close() for ws in sockets))
 
-            async def all_frozen() -> bool:
-                return await frozen() >= grown
+        async def let_go() -> bool:
+            # most of it: the node keeps a little per user by design (last seen)
+            return await served.frozen() <= peak - 0.75 * (peak - at_start)
 
-            await wait_until(all_frozen, 10, "the connections' objects are frozen")
-            peak = await frozen()
-            await asyncio.gather(*(ws.close() for ws in sockets))
-
-            async def let_go() -> bool:
-                # most of it: the node keeps a little per user by design (last seen)
-                return await frozen() <= peak - 0.75 * (peak - at_start)
-
-            await wait_until(let_go, 10, "closed connections leave the frozen set")
-    finally:
-        node.kill()
+        await wait_until(let_go, 10, "closed connections leave the frozen set")
 
 
 async def test_by_default_a_served_node_does_not_freeze_its_connections(tmp_path) -> None:
-    (tmp_path / "pushgate.toml").write_text(BASE_CONFIG)
-    node = NodeProcess(tmp_path / "pushgate.toml", tmp_path / "node.log")
-    await node.start()
-    try:
-        async with aiohttp.ClientSession() as http:
+    async with ServedNode(tmp_path) as served:
+        at_start = await served.frozen()  # the startup objects (server.tune_gc)
+        sockets = await served.connect(300)
 
-            async def frozen() -> float:
-                async with http.get(f"{node.url}/metrics") as response:
-                    return frozen_objects(await response.text())
+        async def counted() -> bool:
+            line = 'pushgate_connections{dialect="centrifugo",transport="websocket"} 300.0'
+            return line in await served.metrics()
 
-            at_start = await frozen()  # the startup objects (server.tune_gc)
-            sockets = [await centrifugo(node.url, make_token, f"d{i}") for i in range(300)]
-
-            async def counted() -> bool:
-                async with http.get(f"{node.url}/metrics") as response:
-                    text = await response.text()
-                line = 'pushgate_connections{dialect="centrifugo",transport="websocket"} 300.0'
-                return line in text
-
-            await wait_until(counted, 10, "the 300 connections are counted")
-            # a freeze would have happened within a second of the 256th connection
-            await asyncio.sleep(1.5)
-            assert await frozen() == at_start
-            await asyncio.gather(*(ws.close() for ws in sockets))
-    finally:
-        node.kill()
+        await wait_until(counted, 10, "the 300 connections are counted")
+        # a freeze would have happened within a second of the 256th connection
+        await asyncio.sleep(1.5)
+        assert await served.frozen() == at_start
+        await asyncio.gather(*(ws.close() for ws in sockets))
