@@ -17,10 +17,7 @@ set aside.
 from __future__ import annotations
 
 import asyncio
-import base64
 import gc
-import os
-import struct
 import time
 import types
 import weakref
@@ -29,10 +26,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
-from urllib.parse import quote
 
-import orjson
 import pytest
 import uvloop
 from aiohttp import web
@@ -40,11 +34,11 @@ from aiohttp import web
 from pushgate.auth import mint_connection_token
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import OPEN_SOCKETS
+from tests import raw_clients
 from tests.conftest import SECRET, free_port, make_config, start_server
+from tests.raw_clients import HOST, WAIT, RawSocket, RawWebSocket
 
 CONNECTIONS = 50
-HOST = "127.0.0.1"
-WAIT = 10.0
 DOMAIN = "pushgate.test"
 EXTRA_CONFIG = f"""
 [[namespace]]
@@ -53,92 +47,6 @@ allow_subscribe_for_client = true
 [xmpp]
 domain = "{DOMAIN}"
 """
-NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind"
-OPEN_XMPP = f"<open xmlns='urn:ietf:params:xml:ns:xmpp-framing' to='{DOMAIN}' version='1.0'/>"
-
-
-class RawSocket:
-    """A client on plain asyncio streams: it makes no garbage of its own."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        self.reader = reader
-        self.writer = writer
-
-    @classmethod
-    async def connect(cls, port: int, request: bytes = b"") -> Self:
-        reader, writer = await asyncio.open_connection(HOST, port)
-        writer.write(request)
-        return cls(reader, writer)
-
-    async def read_until(self, needle: bytes) -> bytes:
-        data = b""
-        async with asyncio.timeout(WAIT):
-            while needle not in data:
-                more = await self.reader.read(65536)
-                assert more, f"closed before {needle!r} came: {data[-200:]!r}"
-                data += more
-        return data
-
-    async def closed(self) -> None:
-        """Read what comes until the server closes the socket."""
-        async with asyncio.timeout(WAIT):
-            while await self.reader.read(65536):
-                pass
-        self.writer.close()
-
-    def abort(self) -> None:
-        self.writer.transport.abort()
-
-
-class RawWebSocket(RawSocket):
-    @classmethod
-    async def open(cls, port: int, path: str, protocol: str = "") -> RawWebSocket:
-        key = base64.b64encode(os.urandom(16)).decode()
-        extra = f"Sec-WebSocket-Protocol: {protocol}\r\n" if protocol else ""
-        request = (
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}\r\nUpgrade: websocket\r\n"
-            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\n"
-            f"Sec-WebSocket-Version: 13\r\n{extra}\r\n"
-        )
-        ws = await cls.connect(port, request.encode())
-        head = await ws.reader.readuntil(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101"), head
-        return ws
-
-    def send(self, data: str | bytes, opcode: int = 1) -> None:
-        payload = data.encode() if isinstance(data, str) else data
-        mask = os.urandom(4)
-        size = len(payload)
-        if size < 126:
-            head = struct.pack("!BB", 0x80 | opcode, 0x80 | size)
-        else:
-            head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, size)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.writer.write(head + mask + masked)
-
-    async def receive(self) -> bytes:
-        """The next text or binary message's payload."""
-        while True:
-            first, second = await self.reader.readexactly(2)
-            size = second & 0x7F
-            if size == 126:
-                (size,) = struct.unpack("!H", await self.reader.readexactly(2))
-            elif size == 127:
-                (size,) = struct.unpack("!Q", await self.reader.readexactly(8))
-            payload = await self.reader.readexactly(size)
-            if first & 0x0F in (1, 2):
-                return payload
-
-    async def receive_until(self, found: Callable[[bytes], bool]) -> bytes:
-        async with asyncio.timeout(WAIT):
-            while not found(payload := await self.receive()):
-                pass
-        return payload
-
-    async def close(self) -> None:
-        """Send a close frame and read what comes until the server closes the socket."""
-        self.send(struct.pack("!H", 1000), opcode=8)
-        await self.closed()
 
 
 # --- one connection per dialect: connect, subscribe to two channels ----------------------
@@ -152,105 +60,51 @@ def make_token(user: str, **claims: object) -> str:
     return mint_connection_token(SECRET, user, ttl=3600, **claims)
 
 
-def centrifugo_reply(reply_id: int) -> Callable[[bytes], bool]:
-    return lambda payload: any(
-        orjson.loads(line).get("id") == reply_id for line in payload.split(b"\n") if line
-    )
-
-
 async def centrifugo(url: str, token: Callable[..., str], user: str) -> RawWebSocket:
     """``user`` connected to the server at ``url`` and subscribed to two channels
     (also used by tests/test_gc_freeze.py)."""
-    ws = await RawWebSocket.open(int(url.rsplit(":", 1)[1]), "/connection/websocket")
-    ws.send(orjson.dumps({"id": 1, "connect": {"token": token(user)}}))
-    await ws.receive_until(centrifugo_reply(1))
-    for command_id, channel in ((2, "board:gc"), (3, "nohistory:gc")):
-        ws.send(orjson.dumps({"id": command_id, "subscribe": {"channel": channel}}))
-        await ws.receive_until(centrifugo_reply(command_id))
-    return ws
+    port = int(url.rsplit(":", 1)[1])
+    return await raw_clients.centrifugo_websocket(port, token(user), ("board:gc", "nohistory:gc"))
 
 
 async def centrifugo_websocket(ports: Ports, user: str) -> RawWebSocket:
     return await centrifugo(f"http://{HOST}:{ports.http}", make_token, user)
 
 
-def connect_request(user: str, command: bool = False) -> str:
-    """A connect whose token subscribes to two channels (server-side subscriptions)."""
-    request = {"token": make_token(user, channels=["board:gc", "notifications:gc"])}
-    return orjson.dumps({"id": 1, "connect": request} if command else request).decode()
+def server_side(user: str) -> str:
+    """A token whose ``channels`` claim subscribes to two channels (server-side)."""
+    return make_token(user, channels=["board:gc", "notifications:gc"])
 
 
 async def uni(ports: Ports, user: str) -> RawWebSocket:
-    path = "/connection/uni_websocket?cf_connect=" + quote(connect_request(user))
-    ws = await RawWebSocket.open(ports.http, path)
-    await ws.receive_until(lambda payload: b'"connect"' in payload)
-    return ws
+    return await raw_clients.uni_websocket(ports.http, server_side(user))
 
 
 async def stomp(ports: Ports, user: str) -> RawWebSocket:
-    ws = await RawWebSocket.open(ports.http, "/stomp", "v12.stomp")
-    ws.send(f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{make_token(user)}\n\n\x00")
-    await ws.receive_until(lambda payload: payload.startswith(b"CONNECTED"))
-    for receipt, channel in ((1, "board:gc"), (2, "nohistory:gc")):
-        ws.send(f"SUBSCRIBE\nid:{receipt}\ndestination:/topic/{channel}\nreceipt:{receipt}\n\n\x00")
-        await ws.receive_until(
-            lambda p, r=receipt: p.startswith(f"RECEIPT\nreceipt-id:{r}".encode())
-        )
-    return ws
+    channels = ("board:gc", "nohistory:gc")
+    return await raw_clients.stomp_websocket(ports.http, make_token(user), channels)
 
 
 async def xmpp(ports: Ports, user: str) -> RawWebSocket:
-    ws = await RawWebSocket.open(ports.http, "/xmpp-websocket", "xmpp")
-    ws.send(OPEN_XMPP)
-    await ws.receive_until(lambda payload: b"mechanisms" in payload)
-    credentials = base64.b64encode(f"\0{user}\0{make_token(user)}".encode()).decode()
-    ws.send(
-        f"<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{credentials}</auth>"
-    )
-    await ws.receive_until(lambda payload: payload.startswith(b"<success"))
-    ws.send(OPEN_XMPP)
-    await ws.receive_until(lambda payload: b"bind" in payload)
-    ws.send(f"<iq xmlns='jabber:client' type='set' id='b'><bind xmlns='{NS_BIND}'/></iq>")
-    await ws.receive_until(lambda payload: b"<jid>" in payload)
-    for room in ("gc1", "gc2"):
-        ws.send(f"<presence xmlns='jabber:client' to='{room}@conference.{DOMAIN}/{user}'/>")
-        await ws.receive_until(lambda payload, r=room: f"{r}@conference".encode() in payload)
-    return ws
-
-
-async def stream(port: int, method: str, path: str, body: str = "") -> RawSocket:
-    request = f"{method} {path} HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {len(body)}\r\n"
-    raw = await RawSocket.connect(port, f"{request}\r\n{body}".encode())
-    await raw.read_until(b'"connect"')
-    return raw
+    token = make_token(user)
+    return await raw_clients.xmpp_websocket(ports.http, user, token, DOMAIN, ("gc1", "gc2"))
 
 
 async def sse(ports: Ports, user: str) -> RawSocket:
-    query = quote(connect_request(user, command=True))
-    return await stream(ports.http, "GET", f"/connection/sse?cf_connect={query}")
+    return await raw_clients.sse(ports.http, server_side(user))
 
 
 async def http_stream(ports: Ports, user: str) -> RawSocket:
-    return await stream(ports.http, "POST", "/connection/http_stream", connect_request(user, True))
+    return await raw_clients.http_stream(ports.http, server_side(user))
 
 
 async def uni_sse(ports: Ports, user: str) -> RawSocket:
-    query = quote(connect_request(user))
-    return await stream(ports.http, "GET", f"/connection/uni_sse?cf_connect={query}")
+    return await raw_clients.uni_sse(ports.http, server_side(user))
 
 
 async def stomp_tcp(ports: Ports, user: str) -> RawSocket:
-    raw = await RawSocket.connect(
-        ports.stomp,
-        f"CONNECT\naccept-version:1.2\nhost:/\npasscode:{make_token(user)}\n\n\x00".encode(),
-    )
-    await raw.read_until(b"CONNECTED")
-    for receipt, channel in ((1, "board:gc"), (2, "nohistory:gc")):
-        raw.writer.write(
-            f"SUBSCRIBE\nid:{receipt}\ndestination:/topic/{channel}\nreceipt:{receipt}\n\n\x00".encode()
-        )
-        await raw.read_until(f"receipt-id:{receipt}".encode())
-    return raw
+    channels = ("board:gc", "nohistory:gc")
+    return await raw_clients.stomp_tcp(ports.stomp, make_token(user), channels)
 
 
 DIALECTS: dict[str, Callable[[Ports, str], Awaitable[RawSocket]]] = {

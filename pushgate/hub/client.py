@@ -97,6 +97,7 @@ class Client:
         "_rate_strikes",
         "awaiting_pong",
         "closed",
+        "closing",
         "conn_info",
         "connected",
         "expires_at",
@@ -122,6 +123,8 @@ class Client:
         self.conn_info: bytes | None = None
         self.connected = False
         self.closed = False
+        #: disconnect has begun: the sink is closing and the hub forgets the client soon
+        self.closing = False
         self.expires_at = 0.0
         self.awaiting_pong = False
         self.ping_slot = -1  # the hub's ping wheel bucket
@@ -514,9 +517,15 @@ class Client:
         self.awaiting_pong = False
 
     def disconnect(self, disconnect: Disconnect) -> None:
-        """Close this connection and leave its channels and user session."""
-        if self.closed:
+        """Close this connection and leave its channels and user session, once.
+
+        Closing writes a last message (a disconnect push or an ERROR frame) through
+        the same writer whose full queue may be what called this: a second call while
+        the first is under way does nothing, so a slow client is dropped exactly once.
+        """
+        if self.closed or self.closing:
             return
+        self.closing = True
         log.info(
             "disconnect: %s",
             disconnect.reason,

@@ -35,6 +35,7 @@ from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
     DISCONNECT_INSUFFICIENT_STATE,
     DISCONNECT_NO_PONG,
+    DISCONNECT_SERVER_ERROR,
     DISCONNECT_SHUTDOWN,
     DISCONNECT_SLOW,
     DISCONNECT_STALE,
@@ -281,8 +282,20 @@ class Hub:
                 self._resubscribe_all(channel)
                 return
         for sub in subs.values():
-            sub.deliver(pub)
+            try:
+                sub.deliver(pub)
+            except Exception:
+                # one broken connection must not cost the channel's other subscribers
+                # their copy: it is dropped, and the loop goes on
+                self._delivery_failed(sub.client, channel)
         self.delivered += len(subs)
+
+    def _delivery_failed(self, client: Client, channel: str) -> None:
+        log.exception("delivery to client=%s in %s failed; disconnecting it", client.id, channel)
+        try:
+            client.disconnect(DISCONNECT_SERVER_ERROR)
+        except Exception:
+            log.exception("cannot disconnect client=%s", client.id)
 
     def _resubscribe_all(self, channel: str) -> None:
         """Subscribers may have missed publications: make them recover.
@@ -354,7 +367,10 @@ class Hub:
         cache: dict = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
-                sub.client.sink.push_join(channel, info, cache)
+                try:
+                    sub.client.sink.push_join(channel, info, cache)
+                except Exception:
+                    self._delivery_failed(sub.client, channel)
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         subs = self.channels.get(channel)
@@ -363,7 +379,10 @@ class Hub:
         cache: dict = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
-                sub.client.sink.push_leave(channel, info, cache)
+                try:
+                    sub.client.sink.push_leave(channel, info, cache)
+                except Exception:
+                    self._delivery_failed(sub.client, channel)
 
     def handle_control(self, message: dict) -> None:
         """An order for users' connections, sent through the engine to every node; or a

@@ -77,8 +77,10 @@ class Outbox:
         self._size += len(data)
         self.wake()
         if self._size > self.max_bytes and self._on_slow is not None:
+            # reported once: closing writes the disconnect push through here again
+            on_slow, self._on_slow = self._on_slow, None
             log.warning("slow polling client: outbox over %d bytes", self.max_bytes)
-            self._on_slow()
+            on_slow()
 
     def close(self, code: int, reason: str) -> None:
         if not self.closed:

@@ -54,8 +54,9 @@ class StompTcpWriter:
     def _check_queue(self) -> None:
         if self._transport.get_write_buffer_size() > self._max_queue:
             log.warning("slow STOMP client: write queue over %d bytes", self._max_queue)
-            if self._on_slow is not None:
-                self._on_slow()
+            on_slow, self._on_slow = self._on_slow, None  # reported once
+            if on_slow is not None:
+                on_slow()
             else:
                 self.close(DISCONNECT_SLOW.code, DISCONNECT_SLOW.reason)
 

@@ -110,8 +110,11 @@ class StreamWriter:
             return
         transport.write(data)
         if transport.get_write_buffer_size() > self._max_queue and self._on_slow is not None:
+            # reported once: the callback closes the stream, and its last message
+            # (the disconnect push) comes back through this very write
+            on_slow, self._on_slow = self._on_slow, None
             log.warning("slow client: write queue over %d bytes", self._max_queue)
-            self._on_slow()
+            on_slow()
 
     def close(self, code: int, reason: str) -> None:
         if self._held is not None:

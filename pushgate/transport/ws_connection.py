@@ -169,8 +169,9 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _slow(self) -> None:
         log.warning("slow client: write queue over %d bytes", self._max_queue)
-        if self._on_slow is not None:
-            self._on_slow()
+        on_slow, self._on_slow = self._on_slow, None  # reported once
+        if on_slow is not None:
+            on_slow()
         else:
             self.close(DISCONNECT_SLOW.code, DISCONNECT_SLOW.reason)
 
