@@ -118,15 +118,18 @@ DIALECTS: dict[str, Callable[[Ports, str], Awaitable[RawSocket]]] = {
     "stomp_tcp": stomp_tcp,
 }
 WEBSOCKETS = ("centrifugo", "uni", "stomp", "xmpp")
-# A stream whose client went away is noticed at its next write (a ping, up to
-# client.ping_interval later): streams are closed by the server only.
+# A stream has no close of its own: the server ends it, or the client drops the socket.
 CASES = [
     *(
         (dialect, how)
         for dialect in WEBSOCKETS
         for how in ("client-close", "server-disconnect", "abort")
     ),
-    *((dialect, "server-disconnect") for dialect in ("sse", "http_stream", "uni_sse")),
+    *(
+        (dialect, how)
+        for dialect in ("sse", "http_stream", "uni_sse")
+        for how in ("server-disconnect", "abort")
+    ),
     ("stomp_tcp", "server-disconnect"),
     ("stomp_tcp", "abort"),
 ]

@@ -487,6 +487,12 @@
       this._pong = false;
       this._pingMs = 0;
       this._timers = {};
+      // A page going away (tab closed, navigation) ends its session at once: a polling
+      // session would otherwise stay until its timeout, the user shown online meanwhile.
+      // A page kept in the back-forward cache reconnects when it is shown again.
+      if (typeof addEventListener === 'function') {
+        addEventListener('pagehide', () => { if (this.state === 'connected') this._lost(0, 'page hidden'); });
+      }
     }
 
     // --- public API ---

@@ -5,7 +5,8 @@ cache and inactivity rules are ``protocol.xmpp.bosh.BoshState``'s; this module r
 and bounds the HTTP bodies, parses them with the hardened XML codec, runs the payloads
 through the session's ``XmppSession`` in rid order (one at a time per session), parks
 each HTTP request on a future until the state machine answers its rid, and sweeps
-sessions whose client went away for longer than ``inactivity``.
+sessions whose client went away for longer than ``inactivity``; a held request whose
+connection is lost with no other request following at once ends its session then.
 
 ``XmppEndpoint`` is what every XMPP transport shares: settings, the resume store and
 the BOSH sessions with their sweeper.
@@ -50,6 +51,7 @@ from pushgate.protocol.xmpp.session import (
 from pushgate.protocol.xmpp.stanzas import stream_error
 from pushgate.protocol.xmpp.xml import Element, XmlError, parse
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.connection_loss import LOST_GRACE, held_until
 from pushgate.transport.origin import origin_allowed
 
 if TYPE_CHECKING:
@@ -209,7 +211,21 @@ class BoshConnection:
         self.deliver(self.state.flush())
         await self.session.closed()
 
-    async def request(self, rid: int, body: Element) -> bytes:
+    def lost(self) -> None:
+        """A held request's client went away: unless another request comes within
+        LOST_GRACE (a client retrying it), the page is gone and the session ends now
+        rather than after ``inactivity`` (its presence with it)."""
+        idle_since = self.state.idle_since
+        asyncio.get_running_loop().call_later(LOST_GRACE, self._end_if_quiet, idle_since)
+
+    def _end_if_quiet(self, idle_since: float) -> None:
+        state = self.state
+        quiet = not state.in_flight and not state.parked and state.idle_since == idle_since
+        if quiet and not self.finished:
+            log.info("BOSH session %s: its client went away", state.sid)
+            self.endpoint.hub.spawn(self.finish())
+
+    async def request(self, rid: int, body: Element, http: web.Request) -> bytes:
         state = self.state
         empty = not body.children and RESTART not in body.attrs and body.get("type") != "terminate"
         ack_text = body.get("ack")
@@ -230,6 +246,7 @@ class BoshConnection:
             if old is not None and not old.done():
                 old.set_result(None)  # the older copy of this request is dead anyway
         self.waiters[rid] = waiter
+        gone = False
         try:
             async with self.lock:
                 self.busy = True
@@ -240,8 +257,7 @@ class BoshConnection:
                     self.busy = False
                 self.deliver(state.flush())
             if not waiter.done():
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(waiter), state.wait)
+                gone = await held_until(http, waiter, state.wait)
             if not waiter.done():
                 self.deliver(state.expire(rid))
             answer = waiter.result() if waiter.done() else None
@@ -252,6 +268,8 @@ class BoshConnection:
             state.finished(time.monotonic())
             if state.terminated is not None and not state.parked:
                 await self.finish()
+            elif gone:
+                self.lost()
 
     async def _process(self, rid: int, payload: Element) -> None:
         state = self.state
@@ -360,7 +378,7 @@ async def bosh_handler(request: web.Request) -> web.Response:
     conn = endpoint.sessions.get(sid)
     if conn is None:
         return answer(terminate_body(ITEM_NOT_FOUND))
-    return answer(await conn.request(rid, body))
+    return answer(await conn.request(rid, body, request))
 
 
 def _number(text: str, default: float) -> float:

@@ -20,6 +20,7 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.connection_loss import watch_loss
 from pushgate.transport.limits import too_large
 from pushgate.transport.streaming import StreamWriter, open_stream
 
@@ -78,15 +79,19 @@ async def _stream(request: web.Request, framing: str, connect_frame: bytes) -> w
     sessions = request.app[SESSIONS]
     connection = EmulatedConnection(session)
     sessions.by_id[session.client.session] = connection
+    unwatch = None
     try:
         response = await open_stream(
             request, "text/event-stream" if framing == "sse" else "application/json"
         )
+        unwatch = watch_loss(request, writer.lost)
         writer.start()
         async with connection.lock:
             await session.handle_frame(connect_frame)
         await writer.wait_closed()
     finally:
+        if unwatch is not None:
+            unwatch()
         sessions.by_id.pop(session.client.session, None)
         await session.closed()
     return response

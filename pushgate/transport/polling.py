@@ -6,8 +6,9 @@ outgoing message gets a sequence number and stays in an outbox until a request
 acknowledges it, so a lost response is sent again; request ids make a repeated request
 safe (its commands do not run twice). A long-poll request waits up to ``polling.hold``
 for messages; a short-poll request answers at once. A session no request has touched
-for ``polling.session_timeout`` is closed like a dropped connection. See
-docs/transports.md for the wire format.
+for ``polling.session_timeout`` is closed like a dropped connection, and so is one whose
+held request lost its connection with no other request following within a moment (a
+closed tab: connection_loss.py). See docs/transports.md for the wire format.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
+from pushgate.transport.connection_loss import LOST_GRACE, held_until
 from pushgate.transport.limits import too_large
 
 log = logging.getLogger("pushgate.polling")
@@ -100,14 +102,13 @@ class Outbox:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
-    async def wait(self, timeout: float) -> None:
-        """Until a message arrives, the session closes, another request comes, or timeout."""
+    async def wait(self, request: web.Request, timeout: float) -> bool:
+        """Until a message arrives, the session closes, another request comes, the
+        client goes away (then True), or timeout."""
         self.wake()  # an older waiting request answers now
         waiter = self._waiter = asyncio.get_running_loop().create_future()
         try:
-            await asyncio.wait_for(waiter, timeout)
-        except TimeoutError:
-            pass
+            return await held_until(request, waiter, timeout)
         finally:
             if self._waiter is waiter:
                 self._waiter = None
@@ -131,6 +132,7 @@ class PollingSessions:
         self.by_id: dict[str, PollingSession] = {}
         self.session_timeout = session_timeout
         self._sweeper: asyncio.Task | None = None
+        self._ending: set[asyncio.Task] = set()
 
     def start(self) -> None:
         self._sweeper = asyncio.create_task(self._sweep_forever())
@@ -149,6 +151,21 @@ class PollingSessions:
                 if session.outbox._waiter is None:  # not while a request is held
                     log.info("polling session %s expired", session.centrifugo.client.session)
                     await self.end(session)
+
+    def lost(self, session: PollingSession) -> None:
+        """A held request's client went away: unless another request of the session
+        comes within LOST_GRACE, the page is gone and the session ends now rather than
+        at its timeout (its user leaves presence at once, as on WebSocket)."""
+        seen = session.last_request
+        asyncio.get_running_loop().call_later(LOST_GRACE, self._end_if_quiet, session, seen)
+
+    def _end_if_quiet(self, session: PollingSession, seen: float) -> None:
+        quiet = session.last_request == seen and session.outbox._waiter is None
+        if quiet and self.by_id.get(session.centrifugo.client.session) is session:
+            log.info("polling session %s: its client went away", session.centrifugo.client.session)
+            task = asyncio.ensure_future(self.end(session))
+            self._ending.add(task)
+            task.add_done_callback(self._ending.discard)
 
     async def end(self, session: PollingSession) -> None:
         self.by_id.pop(session.centrifugo.client.session, None)
@@ -242,7 +259,9 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
         session.last_rid = rid
     pending = outbox.after(ack)
     if not pending and hold and not outbox.closed:
-        await outbox.wait(hub.config.polling.hold)
+        if await outbox.wait(request, hub.config.polling.hold):
+            sessions.lost(session)
+            return _answer(session_id, [])  # nobody is there to read it
         pending = outbox.after(ack)
     session.last_request = time.monotonic()
     return _answer(session_id, pending)

@@ -128,6 +128,11 @@ class StreamWriter:
             # a peer that never reads would hold the response open for ever
             asyncio.get_running_loop().call_later(ABORT_AFTER, self._transport.abort)
 
+    def lost(self) -> None:
+        """The peer went away (connection_loss.watch_loss): the handler may end now."""
+        if not self._done.done():
+            self._done.set_result(None)
+
     async def wait_closed(self) -> None:
         await self._done
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_BAD_REQUEST, DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession, parse_position_event_id
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
+from pushgate.transport.connection_loss import watch_loss
 from pushgate.transport.streaming import StreamWriter, open_stream
 from pushgate.transport.ws_connection import WebSocketConnection
 from pushgate.transport.ws_handshake import Detached, handshake, take_over
@@ -71,6 +72,7 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str):
     )
     session = CentrifugoSession(hub, writer, transport_name, uni=True)
     writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
+    unwatch = None
     try:
         await session.connect_unidirectional(connect)
         if writer.closed:
@@ -78,9 +80,12 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str):
             # stops a browser EventSource from reconnecting with the same bad token
             return web.json_response({"error": "connection refused", "code": 3500}, status=401)
         response = await open_stream(request, CONTENT_TYPES[framing])
+        unwatch = watch_loss(request, writer.lost)
         writer.start()
         await writer.wait_closed()
     finally:
+        if unwatch is not None:
+            unwatch()
         await session.closed()
     return response
 
