@@ -136,6 +136,36 @@ async def test_bad_bodies_get_a_json_error_not_a_500(server, body, status, code)
     assert reply["error"]["message"].startswith("bad request")
 
 
+NESTED = "[" * 1000 + "]" * 1000
+
+
+@pytest.mark.parametrize(
+    ("method", "body"),
+    [
+        ("publish", '{"channel": "board:deep", "data": DEEP}'),
+        ("broadcast", '{"channels": ["board:deep"], "data": DEEP}'),
+        ("send", '{"user": "alice", "data": DEEP}'),
+        ("subscribe", '{"user": "alice", "channel": "board:deep", "info": DEEP}'),
+        ("batch", '{"commands": [{"publish": {"channel": "board:deep", "data": DEEP}}]}'),
+    ],
+)
+async def test_deeply_nested_data_is_a_bad_request_not_an_internal_error(
+    server, caplog, method, body
+):
+    async with server.session.post(
+        f"{server.api_url}/{method}",
+        data=body.replace("DEEP", NESTED).encode(),
+        headers={"X-API-Key": API_KEY, "Content-Type": "application/json"},
+    ) as response:
+        assert response.status == 200
+        reply = await response.json()
+    error = reply["replies"][0]["error"] if method == "batch" else reply["error"]
+    assert error["code"] == 107, reply
+    assert "cannot be encoded" in error["message"]
+    assert not [r for r in caplog.records if r.exc_info], "no traceback is logged"
+    await server.publish("board:deep", {"still": "serving"})
+
+
 async def test_unknown_method_is_404_with_code_104(server):
     reply = await server.api("fly", {})
     assert reply["_status"] == 404 and reply["error"]["code"] == 104

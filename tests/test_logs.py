@@ -65,3 +65,62 @@ def test_serve_logs_json_without_secrets(tmp_path):
         proc.terminate()
         rest = proc.communicate(timeout=15)[1]
     assert "s3cr3t" not in first + rest and "k3y" not in first + rest
+
+
+FORGED = "x\n2026-01-01 00:00:00,000 WARNING pushgate.admin: FORGED\r\u2028y"
+
+
+def forged_record(**extra) -> logging.LogRecord:
+    rec = logging.LogRecord(
+        "pushgate.api", logging.INFO, __file__, 1, "API %s refused", (FORGED,), None
+    )
+    for key, value in extra.items():
+        setattr(rec, key, value)
+    return rec
+
+
+def test_no_format_lets_a_client_string_forge_a_line():
+    for formatter in (TextFormatter(), LogfmtFormatter(), JsonFormatter()):
+        line = formatter.format(forged_record(user=FORGED))
+        assert line.splitlines() == [line], (type(formatter).__name__, line)
+        assert "\u2028" not in line and "\r" not in line
+    text = TextFormatter().format(forged_record())
+    assert "API x\\n2026-01-01" in text  # written as an escape, still readable
+    entry = json.loads(JsonFormatter().format(forged_record()))
+    assert entry["message"] == f"API {FORGED} refused"  # JSON keeps the exact text
+
+
+def test_tracebacks_still_span_lines():
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        rec = logging.LogRecord(
+            "pushgate", logging.ERROR, __file__, 1, "failed", (), sys.exc_info()
+        )
+    assert "Traceback" in TextFormatter().format(rec).splitlines()[1]
+
+
+async def test_an_api_method_name_cannot_forge_a_log_line(server):
+    import io
+
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(TextFormatter())
+    logger = logging.getLogger("pushgate")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    try:
+        forged = "x%0A2026-01-01 00:00:00,000 WARNING pushgate.admin: FORGED"
+        async with server.session.post(server.api_url + "/" + forged, json={}) as response:
+            assert response.status in (401, 404)
+        async with server.session.post(
+            server.api_url + "/" + forged, json={}, headers={"X-API-Key": "wrong"}
+        ) as response:
+            assert response.status == 401
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+    lines = out.getvalue().splitlines()
+    assert lines, "the refused calls are logged"
+    assert not any(line.startswith("2026-01-01") for line in lines), lines

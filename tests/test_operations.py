@@ -179,3 +179,31 @@ def test_grafana_dashboard_only_uses_metrics_that_exist():
         and name.removesuffix("_total") not in exported
     }
     assert not unknown, unknown
+
+
+async def test_client_chosen_names_never_become_metric_labels(server):
+    """An attacker's command names must not grow /metrics (20,000 names once made it
+    79 MiB and a scrape took a second of the event loop)."""
+    before = await scrape(server)
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str(orjson.dumps({"id": 1, "connect": {"token": server.token("m")}}).decode())
+    await ws.receive(timeout=5)
+    names = [f"bogus_{n}" for n in range(300)]
+    frame = "\n".join(
+        orjson.dumps({"id": n + 2, name: {}}).decode() for n, name in enumerate(names)
+    )
+    await ws.send_str(frame)
+    errors = 0
+    async with asyncio.timeout(5):
+        while errors < len(names):
+            message = await ws.receive()
+            errors += message.data.count('"code":104')
+    await server.session.post(server.api_url + "/bogus_api_method", json={})
+    after = await scrape(server)
+    labels = {dict(labels).get("method") for _, labels in after}
+    assert not any(str(label).startswith("bogus") for label in labels)
+    unknown = {"method": "unknown", "result": "error"}
+    assert value(after, "pushgate_commands_total", **unknown) - value(
+        before, "pushgate_commands_total", **unknown
+    ) == len(names)
+    await ws.close()

@@ -14,8 +14,10 @@ import orjson
 
 from pushgate.api.params import (
     bad_request,
+    json_bytes,
     optional_bool,
     optional_int,
+    optional_json_text,
     optional_str,
     position,
     require_str,
@@ -31,7 +33,7 @@ from pushgate.hub.errors import (
     Disconnect,
     HubError,
 )
-from pushgate.hub.hub import Hub, dumps_info
+from pushgate.hub.hub import Hub
 
 Method = Callable[[Hub, dict], Awaitable[dict]]
 
@@ -41,7 +43,7 @@ def _data(params: dict) -> bytes:
         raise bad_request("b64data is for binary clients; this server speaks JSON, use data")
     if "data" not in params:
         raise bad_request("data is required")
-    return orjson.dumps(params["data"])
+    return json_bytes(params["data"], "data")
 
 
 def _info(info: ClientInfo) -> dict:
@@ -112,8 +114,8 @@ async def subscribe(hub: Hub, params: dict) -> dict:
             "channel": channel,
             "client": optional_str(params, "client"),
             "session": optional_str(params, "session"),
-            "info": dumps_info(params.get("info")),
-            "data": dumps_info(params.get("data")),
+            "info": optional_json_text(params, "info"),
+            "data": optional_json_text(params, "data"),
             "recover_since": {"offset": since[0], "epoch": since[1]} if since else None,
         }
     )

@@ -4,11 +4,28 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
 from pushgate.hub.errors import HubError
 
 
 def bad_request(message: str) -> HubError:
     return HubError(107, f"bad request: {message}")
+
+
+def json_bytes(value: object, name: str) -> bytes:
+    """``value`` as JSON; error 107 for what cannot be encoded (nested deeper than
+    orjson's 254 levels: the body parsed, but its data cannot travel on)."""
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise bad_request(f"{name} cannot be encoded: {exc}") from None
+
+
+def optional_json_text(params: dict, key: str) -> str | None:
+    """An optional JSON value of ``params`` as text for a control message, or None."""
+    value = params.get(key)
+    return None if value is None else json_bytes(value, key).decode()
 
 
 def require_str(params: dict, key: str) -> str:

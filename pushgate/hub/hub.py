@@ -24,8 +24,6 @@ from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pushgate import __version__, metrics
 from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
 from pushgate.hub.channels import ChannelRules
@@ -558,7 +556,8 @@ class Hub:
     # --- counters -----------------------------------------------------------------
     def count_disconnect(self, code: int) -> None:
         self.disconnects[code] += 1
-        metrics.DISCONNECTS.labels(str(code)).inc()
+        # Centrifugo's range (the server API refuses others): a bounded label set
+        metrics.DISCONNECTS.labels(str(code) if 3000 <= code <= 4999 else "other").inc()
         if code == DISCONNECT_SLOW.code:
             metrics.SLOW_DROPS.inc()
 
@@ -714,8 +713,3 @@ class Hub:
 
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
         return await self.engine.user_status(users)
-
-
-def dumps_info(value: object) -> str | None:
-    """JSON text of an API ``info``/``data`` value for a control message, or None."""
-    return None if value is None else orjson.dumps(value).decode()

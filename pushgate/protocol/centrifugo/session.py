@@ -28,6 +28,7 @@ from pushgate.hub.errors import (
 from pushgate.metrics import COMMANDS
 from pushgate.protocol.centrifugo import replies
 from pushgate.protocol.centrifugo.commands import (
+    METHODS,
     ChannelRequest,
     Command,
     ConnectRequest,
@@ -131,18 +132,20 @@ class CentrifugoSession:
             log.info("command %s before connect from %s", command.method, client.id)
             client.disconnect(DISCONNECT_BAD_REQUEST)
             return
+        # a metric label is never a client-chosen string: unknown methods are one label
+        label = command.method if command.method in METHODS else "unknown"
         try:
             client.check_command_rate()
             await self._dispatch(command)
-            COMMANDS.labels(command.method, "ok").inc()
+            COMMANDS.labels(label, "ok").inc()
         except HubError as error:
-            COMMANDS.labels(command.method, "error").inc()
+            COMMANDS.labels(label, "error").inc()
             self._write(replies.error_reply(command.id, error))
         except DisconnectError as exc:
-            COMMANDS.labels(command.method, "disconnect").inc()
+            COMMANDS.labels(label, "disconnect").inc()
             client.disconnect(exc.disconnect)
         except Exception:
-            COMMANDS.labels(command.method, "internal_error").inc()
+            COMMANDS.labels(label, "internal_error").inc()
             log.exception("command %s failed for client=%s", command.method, client.id)
             if command.method == "connect":
                 client.disconnect(DISCONNECT_SERVER_ERROR)
