@@ -155,7 +155,10 @@ class ChannelOptions:
         False, "Any authenticated client may ask for channel history."
     )
     allow_user_limited_channels: bool = _opt(
-        True, "Channels with the user boundary ('#alice') may be joined by the users listed."
+        False,
+        "Channels with the user boundary ('#alice') may be joined, without a subscription "
+        "token, by the users they list (off: such a channel is like any other of the "
+        "namespace).",
     )
 
 
@@ -192,8 +195,8 @@ class ServerConfig:
     allowed_origins: list[str] = field(
         default_factory=list,
         metadata=_meta(
-            "Browser origins allowed to connect, exact like 'https://app.example.com' or '*' "
-            "(empty = any).",
+            "Browser origins allowed to connect besides the server's own, exact like "
+            "'https://app.example.com', or '*' for any (empty = same-origin pages only).",
             item_check=_check_origin,
         ),
     )
@@ -317,13 +320,13 @@ class ClientConfig:
         lo=0,
     )
     commands_per_second: int = _opt(
-        0,
-        "Commands one connection may send per second on average, a token bucket (0 = "
-        "off); past it a command gets error 111.",
+        100,
+        "Commands (and pongs) one connection may send per second on average, a token "
+        "bucket (0 = off); past it a command gets error 111.",
         lo=0,
     )
     commands_burst: int = _opt(
-        50,
+        200,
         "Commands a connection may send at once before commands_per_second applies "
         "(the bucket size); 10 refusals in a row disconnect with 3013.",
         lo=1,

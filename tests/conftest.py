@@ -50,17 +50,20 @@ allow_subscribe_for_client = true
 allow_publish_for_subscriber = true
 allow_presence_for_subscriber = true
 allow_history_for_subscriber = true
+allow_user_limited_channels = true
 [[namespace]]
 name = "private"
 presence = true
 history_size = 10
 history_ttl = "60s"
 force_recovery = true
+allow_user_limited_channels = true
 [[namespace]]
 name = "notifications"
 history_size = 100
 history_ttl = "600s"
 force_recovery = true
+allow_user_limited_channels = true
 [[namespace]]
 name = "nohistory"
 allow_subscribe_for_client = true

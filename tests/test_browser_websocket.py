@@ -1,7 +1,8 @@
 """centrifuge-js in a real browser (Debian's chromium via Playwright) over WebSocket.
 
-The page is served from another origin than the pushgate server (``pages``); a
-WebSocket needs no CORS, so this works with the default (empty) ``allowed_origins``.
+The page is served from another origin than the pushgate server (``pages``): a
+WebSocket needs no CORS, but the default (empty) ``allowed_origins`` admits same-origin
+pages only, so the page's origin is listed.
 """
 
 from __future__ import annotations
@@ -37,7 +38,10 @@ def client_page(ws_url: str, token: str, channel: str) -> str:
     return html_page(consts + CLIENT_SCRIPT)
 
 
-async def test_websocket_publications_recovered_across_a_server_cut(server, pages, page):
+async def test_websocket_publications_recovered_across_a_server_cut(
+    make_server, server_config, pages, page
+):
+    server = await make_server(server_config(f"[server]\nallowed_origins = [{js(pages.origin)}]\n"))
     user = "browser-ws"
     pages.add("/ws.html", client_page(server.ws_url, server.token(user), "board:1"))
     await page.goto(pages.url("/ws.html"))

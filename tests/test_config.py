@@ -80,7 +80,7 @@ def test_example_toml_loads(tmp_path: Path) -> None:
         allow_history_for_subscriber=True,
     )
     assert board.allow_publish_for_client is False
-    assert board.allow_user_limited_channels is True
+    assert board.allow_user_limited_channels is False  # opt-in per namespace
 
 
 def test_namespace_lookup_and_channel_options(tmp_path: Path) -> None:
@@ -179,9 +179,10 @@ def test_env_bool_true_spellings(value: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["false", "False", "0", "no", "OFF"])
-def test_env_bool_false_spellings(value: str) -> None:
+def test_env_bool_false_spellings(tmp_path: Path, value: str) -> None:
+    path = write(tmp_path, "[channel]\nallow_user_limited_channels = true\n")
     env = {"PUSHGATE_CHANNEL_ALLOW_USER_LIMITED_CHANNELS": value}
-    assert load_config(env=env).channel.allow_user_limited_channels is False
+    assert load_config(path, env=env).channel.allow_user_limited_channels is False
 
 
 # --------------------------------------------------------------------------- refusals

@@ -53,6 +53,9 @@ log = logging.getLogger("pushgate.client")
 
 #: commands refused in a row by the rate limit before the connection is closed (3013)
 RATE_STRIKES = 10
+#: connect commands one connection may send (each refused with an error reply, e.g. an
+#: expired token) before it is closed: what a connection can cost before it is one
+CONNECT_ATTEMPTS = 3
 
 
 def count_limit(limit: str) -> None:
@@ -93,6 +96,7 @@ class Client:
     __slots__ = (
         "__weakref__",
         "_cmd_bucket",
+        "_connect_attempts",
         "_pub_bucket",
         "_rate_strikes",
         "awaiting_pong",
@@ -141,6 +145,7 @@ class Client:
             else None
         )
         self._rate_strikes = 0
+        self._connect_attempts = 0
 
     def __repr__(self) -> str:
         return f"<Client {self.id} user={self.user!r} transport={self.transport}>"
@@ -165,6 +170,11 @@ class Client:
         """Authenticate and register; raises HubError or DisconnectError."""
         hub = self.hub
         if self.connected:
+            raise DisconnectError(DISCONNECT_BAD_REQUEST)
+        self._connect_attempts += 1
+        if self._connect_attempts > CONNECT_ATTEMPTS:
+            log.info("client=%s: too many connect attempts", self.id)
+            count_limit("connect_attempts")
             raise DisconnectError(DISCONNECT_BAD_REQUEST)
         claims = None
         if token:

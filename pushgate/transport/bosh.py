@@ -52,7 +52,7 @@ from pushgate.protocol.xmpp.stanzas import stream_error
 from pushgate.protocol.xmpp.xml import Element, XmlError, parse
 from pushgate.transport.app_keys import HUB
 from pushgate.transport.connection_loss import LOST_GRACE, held_until
-from pushgate.transport.origin import origin_allowed
+from pushgate.transport.origin import cors_headers, origin_allowed
 
 if TYPE_CHECKING:
     from pushgate.hub.hub import Hub
@@ -311,22 +311,11 @@ async def _read_body(request: web.Request, limit: int) -> bytes | None:
     return b"".join(chunks)
 
 
-def _cors_headers(request: web.Request, allowed: list[str]) -> dict[str, str]:
-    origin = request.headers.get("Origin")
-    if not origin or not origin_allowed(request, allowed):
-        return {}
-    return {
-        "Access-Control-Allow-Origin": origin,
-        "Access-Control-Allow-Credentials": "true",
-        "Vary": "Origin",
-    }
-
-
 async def bosh_preflight(request: web.Request) -> web.Response:
     allowed = request.app[HUB].config.server.allowed_origins
-    headers = _cors_headers(request, allowed)
-    if not headers:
+    if not origin_allowed(request, allowed):
         return web.Response(status=403, text="origin not allowed")
+    headers = cors_headers(request, allowed)
     headers.update(
         {
             "Access-Control-Allow-Methods": "GET, POST, OPTIONS",
@@ -346,7 +335,7 @@ async def bosh_handler(request: web.Request) -> web.Response:
     if not origin_allowed(request, allowed):
         log.info("BOSH refused: origin %s", request.headers.get("Origin"))
         return web.Response(status=403, text="origin not allowed")
-    headers = _cors_headers(request, allowed)
+    headers = cors_headers(request, allowed)
     headers["Cache-Control"] = "no-store"
 
     def answer(data: bytes) -> web.Response:

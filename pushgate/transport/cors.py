@@ -2,15 +2,20 @@
 
 A middleware refuses requests whose ``Origin`` is not allowed (403) and answers CORS
 preflights; a response-prepare hook adds the CORS headers to every answer, streams and
-WebSocket handshakes included (their headers go out before a handler returns).
+WebSocket handshakes included (their headers go out before a handler returns). What is
+allowed and which headers an answer gets: origin.py.
 """
 
 from __future__ import annotations
 
+import logging
+
 from aiohttp import web
 
 from pushgate.transport.app_keys import HUB
-from pushgate.transport.origin import origin_allowed
+from pushgate.transport.origin import cors_headers, origin_allowed, refuse_origin
+
+log = logging.getLogger("pushgate.cors")
 
 BROWSER_PATHS = ("/connection/", "/emulation", "/static/")
 
@@ -25,9 +30,8 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
         return await handler(request)
     allowed = request.config_dict[HUB].config.server.allowed_origins
     if not origin_allowed(request, allowed):
-        return web.json_response(
-            {"error": f"origin {request.headers.get('Origin')!r} is not allowed"}, status=403
-        )
+        log.info("refused: origin %r on %s", request.headers.get("Origin"), request.path)
+        return refuse_origin(request)
     if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
         requested = request.headers.get("Access-Control-Request-Headers", "Content-Type")
         return web.Response(
@@ -42,11 +46,8 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
 
 
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
-    origin = request.headers.get("Origin")
-    if not origin or not _browser_facing(request):
+    if not request.headers.get("Origin") or not _browser_facing(request):
         return
     # config_dict also finds the hub from inside a mounted sub-application
-    if origin_allowed(request, request.config_dict[HUB].config.server.allowed_origins):
-        response.headers["Access-Control-Allow-Origin"] = origin
-        response.headers["Access-Control-Allow-Credentials"] = "true"
-        response.headers["Vary"] = "Origin"
+    allowed = request.config_dict[HUB].config.server.allowed_origins
+    response.headers.update(cors_headers(request, allowed))

@@ -42,6 +42,8 @@ log = logging.getLogger("pushgate.websocket")
 ABORT_AFTER = 5.0
 #: messages waiting for the session before reading from the socket pauses
 MAX_WAITING = 16
+#: pings answered one by one per read from the socket; more get one pong for the latest
+PONGS_PER_READ = 16
 CLOSE_NORMAL = 1000
 CLOSE_INTERNAL_ERROR = 1011
 
@@ -206,15 +208,25 @@ class WebSocketConnection(asyncio.Protocol):
             self._parser = None
             self.close(exc.code, exc.reason)
             return
+        pings = 0
+        latest = None
         for opcode, payload in messages:
             if self._closed:
                 return
             if opcode == OP_PING:
-                self._transport.write(build_frame(payload, OP_PONG))  # type: ignore[union-attr]
+                pings += 1
+                if pings <= PONGS_PER_READ:
+                    self._transport.write(build_frame(payload, OP_PONG))  # type: ignore[union-attr]
+                else:
+                    latest = payload
             elif opcode == OP_CLOSE:
                 self._peer_closed(payload)
             elif opcode != OP_PONG:
                 self._enqueue(payload)
+        if latest is not None and not self._closed:
+            # past a few, one pong answers the latest of the pings read at once (RFC 6455
+            # 5.5.3 allows it): a ping flood costs its parsing, not a write each
+            self._transport.write(build_frame(latest, OP_PONG))  # type: ignore[union-attr]
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost follows
@@ -270,6 +282,10 @@ class WebSocketConnection(asyncio.Protocol):
                 except Exception:
                     log.exception("websocket message handler failed")
                     self.close(CLOSE_INTERNAL_ERROR, "internal error")
+                # let other connections' work run between two messages of this one: a
+                # handler that never waits would otherwise keep the loop for the whole
+                # inbox (a pipelined flood stalled everyone else for seconds)
+                await asyncio.sleep(0)
             self._inbox = None
         finally:
             self._task = None

@@ -126,6 +126,14 @@ class CentrifugoSession:
     async def handle_command(self, command: Command) -> None:
         client = self.client
         if command.is_pong:
+            # pongs spend the command rate too: a flood of them is a flood
+            try:
+                client.check_command_rate()
+            except HubError:
+                return  # no reply to a pong; the refusal counts towards disconnecting
+            except DisconnectError as exc:
+                client.disconnect(exc.disconnect)
+                return
             client.pong()
             return
         if not client.connected and command.method != "connect":
