@@ -399,6 +399,21 @@ class StompConfig:
         lo=0,
     )
     max_frame_bytes: int = _opt(65536, "Largest accepted incoming STOMP frame (bytes).", lo=64)
+    max_transactions: int = _opt(
+        4,
+        "Transactions one connection may hold open at once (BEGIN without COMMIT or ABORT; "
+        "0 = unlimited).",
+        lo=0,
+    )
+    max_transaction_frames: int = _opt(
+        1000, "SEND, ACK and NACK frames one transaction may hold (0 = unlimited).", lo=0
+    )
+    max_transaction_bytes: int = _opt(
+        1048576,
+        "Publication data (and channel names) one transaction may hold until COMMIT, in "
+        "bytes (0 = unlimited).",
+        lo=0,
+    )
     exchanges: list[str] = field(
         default_factory=list,
         metadata=_meta(

@@ -466,11 +466,15 @@ class Client:
             return
         raise ERROR_PERMISSION_DENIED
 
-    async def publish(self, channel: str, data: bytes) -> StreamPosition:
+    def check_publish(self, channel: str) -> None:
+        """Raise the error ``publish`` would for the channel's rules (not for the rate)."""
         options = self._options(channel)
         self._check_allowed(
             channel, options.allow_publish_for_subscriber, options.allow_publish_for_client
         )
+
+    async def publish(self, channel: str, data: bytes) -> StreamPosition:
+        self.check_publish(channel)
         if self._pub_bucket is not None and not self._pub_bucket.take():
             count_limit("publications_per_second")
             raise ERROR_TOO_MANY_REQUESTS

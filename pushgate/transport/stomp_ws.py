@@ -27,6 +27,7 @@ from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.destinations import Destinations
 from pushgate.protocol.stomp.heartbeat import HeartbeatWheel
 from pushgate.protocol.stomp.session import StompSession, StompSettings, StompWriter
+from pushgate.protocol.stomp.transactions import TransactionLimits
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.origin import origin_allowed, refuse_origin
 from pushgate.transport.ws_connection import WebSocketConnection
@@ -54,6 +55,11 @@ class StompEndpoint:
             heartbeat_receive_ms=config.stomp.heartbeat_receive,
             max_frame_bytes=config.stomp.max_frame_bytes,
             server=f"pushgate/{hub.version}",
+            transactions=TransactionLimits(
+                max_open=config.stomp.max_transactions,
+                max_frames=config.stomp.max_transaction_frames,
+                max_bytes=config.stomp.max_transaction_bytes,
+            ),
         )
         self.destinations = Destinations(
             config.stomp.exchanges,

@@ -10,6 +10,11 @@ Encode once: a MESSAGE frame is ``MESSAGE\\n`` + the per-subscription headers
 part (``message-id``, ``content-type``, ``content-length``, the stream position, the
 body; built once per publication and kept in ``Publication.cache``). A delivery writes
 those two ready-made byte strings side by side: nothing is encoded per subscriber.
+
+Bounded: every subscription id counts against ``client.max_subscriptions`` (ids sharing
+a channel too), subscribing and unsubscribing an id is O(1) (a channel's ids are a dict),
+and transactions are bounded in number, frames and bytes (``transactions.py``); a SEND
+in a transaction is checked when it arrives, not at COMMIT.
 """
 
 from __future__ import annotations
@@ -18,15 +23,16 @@ import itertools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from pushgate.hub.client import DisconnectError
+from pushgate.hub.client import DisconnectError, count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_NO_PONG,
+    ERROR_LIMIT_EXCEEDED,
     Disconnect,
     HubError,
 )
@@ -40,12 +46,18 @@ from pushgate.protocol.stomp.codec import (
     parse_heartbeat,
 )
 from pushgate.protocol.stomp.destinations import DestinationError, Destinations
+from pushgate.protocol.stomp.transactions import (
+    TransactionLimit,
+    TransactionLimits,
+    Transactions,
+)
 
 if TYPE_CHECKING:
     from pushgate.engine.base import ClientInfo, Publication
     from pushgate.hub.hub import Hub
     from pushgate.hub.results import SubscribeResult
     from pushgate.protocol.stomp.heartbeat import HeartbeatWheel
+    from pushgate.protocol.stomp.transactions import Transaction
 
 log = logging.getLogger("pushgate.stomp")
 
@@ -88,6 +100,7 @@ class StompSettings:
     heartbeat_receive_ms: int = 10000
     max_frame_bytes: int = 65536
     server: str = "pushgate"
+    transactions: TransactionLimits = field(default_factory=TransactionLimits)
 
 
 class StompFailure(Exception):
@@ -163,6 +176,7 @@ class StompSession:
         "routes",
         "send_every",
         "settings",
+        "standins",
         "subs",
         "transactions",
         "version",
@@ -194,9 +208,13 @@ class StompSession:
         self.default_version = "1.0"
         #: STOMP subscription id → subscription
         self.subs: dict[str, _Sub] = {}
-        #: channel → the STOMP subscriptions it delivers to (several ids may share one)
-        self.routes: dict[str, list[_Sub]] = {}
-        self.transactions: dict[str, list[Frame]] = {}
+        #: channel → its STOMP subscriptions by id, in subscription order (several ids
+        #: may share one channel); a dict, so adding or removing an id is O(1)
+        self.routes: dict[str, dict[str, _Sub]] = {}
+        #: channel → the stand-in subscription of a server-side subscription no id names
+        self.standins: dict[str, _Sub] = {}
+        #: made at the first BEGIN
+        self.transactions: Transactions | None = None
         self.hb_slot: int | None = None
         self.send_every = 0.0
         self.recv_every = 0.0
@@ -231,6 +249,10 @@ class StompSession:
             await self._dispatch(frame)
         except StompFailure as failure:
             self._fail(failure.message, failure.detail, frame.get("receipt"), failure.headers)
+        except TransactionLimit as limit:
+            log.info("client=%s user=%s: %s", client.id, client.user, limit.detail)
+            count_limit("stomp_transaction")
+            self._fail(limit.message, limit.detail, frame.get("receipt"))
         except DestinationError as exc:
             self._fail(exc.message, receipt=frame.get("receipt"))
         except HubError as error:
@@ -252,10 +274,7 @@ class StompSession:
             return
         transaction = frame.get("transaction")
         if transaction and command in ("SEND", "ACK", "NACK"):
-            pending = self.transactions.get(transaction)
-            if pending is None:
-                raise StompFailure("unknown transaction", transaction)
-            pending.append(frame)
+            self._hold(frame)
             self._receipt(frame)
             return
         if command == "SEND":
@@ -269,17 +288,40 @@ class StompSession:
             self._ack(frame)
         elif command == "BEGIN":
             name = _required(frame, "transaction")
-            if name in self.transactions:
+            transactions = self.transactions
+            if transactions is None:
+                transactions = self.transactions = Transactions(self.settings.transactions)
+            if name in transactions:
                 raise StompFailure("transaction already started", name)
-            self.transactions[name] = []
+            transactions.begin(name)
         elif command == "COMMIT":
-            for pending in self.transactions.pop(_known_tx(self, frame), []):
-                pending.headers.pop("transaction", None)
-                pending.headers.pop("receipt", None)
-                await self._dispatch(pending)
+            for channel, data in self._transaction(frame, pop=True).sends:
+                await self.client.publish(channel, data)
         elif command == "ABORT":
-            self.transactions.pop(_known_tx(self, frame))
+            self._transaction(frame, pop=True)
         self._receipt(frame)
+
+    def _transaction(self, frame: Frame, *, pop: bool = False) -> Transaction:
+        """The open transaction ``frame`` names; StompFailure if there is none."""
+        name = _required(frame, "transaction")
+        transactions = self.transactions
+        found = None
+        if transactions is not None:
+            found = transactions.pop(name) if pop else transactions.get(name)
+        if found is None:
+            raise StompFailure("unknown transaction", name)
+        return found
+
+    def _hold(self, frame: Frame) -> None:
+        """A SEND, ACK or NACK inside a transaction: checked now, applied at COMMIT."""
+        transaction = self._transaction(frame)
+        if frame.command == "SEND":
+            channel, data = self._publication(frame)
+            self.client.check_publish(channel)
+            transaction.add_send(channel, data)
+        else:
+            self._ack(frame)
+            transaction.add_frame()
 
     async def _connect(self, frame: Frame) -> None:
         client = self.client
@@ -322,12 +364,17 @@ class StompSession:
             self.wheel.schedule(self, self._next_due(now))
 
     async def _send(self, frame: Frame) -> None:
+        channel, data = self._publication(frame)
+        await self.client.publish(channel, data)
+
+    def _publication(self, frame: Frame) -> tuple[str, bytes]:
+        """The channel and data a SEND publishes (its destination and body checked)."""
         destination = _required(frame, "destination")
         channel = self.destinations.channel_for(destination, self.client.user)
         data = json_body(frame.body, frame.get("content-type"))
         if data is None:
             raise StompFailure("body must be JSON or UTF-8 text")
-        await self.client.publish(channel, data)
+        return channel, data
 
     async def _subscribe(self, frame: Frame) -> None:
         client = self.client
@@ -350,11 +397,16 @@ class StompSession:
             offset = int(offset_text)
         sub = _Sub(sub_id, destination, channel, ack != "auto", self.version)
         route = self.routes.get(channel)
-        if route is not None:
-            # the connection already receives this channel: one more id shares it
-            # (replacing the stand-in of a server-side subscription)
-            route[:] = [s for s in route if self.subs.get(s.id) is s]
-            route.append(sub)
+        server_side = route is None and channel in client.subs
+        if not server_side:
+            self._check_room()
+        if route is not None or server_side:
+            # the connection already receives this channel: one more id shares it, or
+            # the first id takes the place of a server-side subscription's stand-in
+            if route is None:
+                self.standins.pop(channel, None)
+                route = self.routes[channel] = {}
+            route[sub_id] = sub
             self.subs[sub_id] = sub
             self._receipt(frame)
             return
@@ -366,7 +418,8 @@ class StompSession:
             epoch=epoch,
         )
         self.subs[sub_id] = sub
-        self.routes[channel] = [sub]
+        self.routes[channel] = {sub_id: sub}
+        self.standins.pop(channel, None)
         extra = {}
         if since:
             extra["x-pushgate-recovered"] = "true" if result.recovered else "false"
@@ -379,6 +432,18 @@ class StompSession:
         if since and not result.recovered:
             self._unrecovered(sub, result)
         client.activate(hub_sub)
+
+    def _check_room(self) -> None:
+        """Room for one more subscription id: every id counts against
+        ``client.max_subscriptions``, as does a server-side subscription no id names."""
+        client = self.client
+        limit = client.hub.config.client.max_subscriptions
+        # each channel with ids is one hub subscription; the ids beyond its first add
+        held = len(client.subs) + len(self.subs) - len(self.routes)
+        if limit and held >= limit:
+            log.info("client=%s user=%s: %d STOMP subscriptions", client.id, client.user, held)
+            count_limit("subscriptions")
+            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
 
     def _unrecovered(self, sub: _Sub, result: SubscribeResult) -> None:
         """Tell a subscriber that asked to recover that it could not: a MESSAGE with no
@@ -401,7 +466,7 @@ class StompSession:
         route = self.routes.get(sub.channel)
         if route is None:
             return
-        route.remove(sub)
+        route.pop(sub_id, None)
         if not route:
             del self.routes[sub.channel]
             await self.client.unsubscribe(sub.channel)
@@ -482,16 +547,19 @@ class StompSession:
 
     def push_publication(self, channel: str, pub: Publication) -> None:
         route = self.routes.get(channel)
-        if route is None:
-            # a server-side subscription (token ``channels`` claim or the server API):
-            # delivered with the subscription id ``/topic/<channel>``; stomp.js hands
-            # such messages to ``onUnhandledMessage``
+        if route is not None:
+            for sub in route.values():
+                self._deliver(sub, pub)
+            return
+        # a server-side subscription (token ``channels`` claim or the server API):
+        # delivered with the subscription id ``/topic/<channel>``; stomp.js hands such
+        # messages to ``onUnhandledMessage``
+        standin = self.standins.get(channel)
+        if standin is None:
             destination = f"/topic/{channel}"
-            route = self.routes[channel] = [
-                _Sub(destination, destination, channel, False, self.version)
-            ]
-        for sub in route:
-            self._deliver(sub, pub)
+            standin = _Sub(destination, destination, channel, False, self.version)
+            self.standins[channel] = standin
+        self._deliver(standin, pub)
 
     def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
         """STOMP has no frame for presence changes."""
@@ -504,9 +572,9 @@ class StompSession:
         subscription id ``/topic/<channel>`` (see push_publication)."""
 
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
-        route = self.routes.pop(channel, None) or []
-        for sub in route:
-            self.subs.pop(sub.id, None)
+        self.standins.pop(channel, None)
+        for sub_id in self.routes.pop(channel, None) or ():
+            self.subs.pop(sub_id, None)
         if code >= 2500:
             # the subscriber may have missed publications: it must resubscribe with
             # ``x-pushgate-since``, and STOMP can only ask for that by closing
@@ -542,13 +610,6 @@ def _required(frame: Frame, name: str) -> str:
     if not value:
         raise StompFailure("missing header", f"{frame.command} needs a {name} header")
     return value
-
-
-def _known_tx(session: StompSession, frame: Frame) -> str:
-    name = _required(frame, "transaction")
-    if name not in session.transactions:
-        raise StompFailure("unknown transaction", name)
-    return name
 
 
 def _bearer(value: str) -> str:
