@@ -398,8 +398,12 @@ class Hub:
             for client in clients:
                 self._server_refresh(client, message)
         elif op == "message":
+            data = message["data"].encode()
+            # an XMPP chat names the dialects it may reach (xmpp.chat_to_other_dialects)
+            dialects = message.get("dialects")
             for client in clients:
-                client.sink.push_message(message["data"].encode())
+                if dialects is None or client.sink.dialect in dialects:
+                    client.sink.push_message(data)
         else:
             log.warning("unknown control message %r", op)
 
@@ -600,6 +604,15 @@ class Hub:
         if limit and len(clients) > limit:
             raise ERROR_LIMIT_EXCEEDED.with_message(f"limit exceeded: presence larger than {limit}")
         return clients
+
+    async def user_presence(self, channel: str, user: str) -> list[ClientInfo]:
+        """``user``'s connections present in ``channel``, cluster-wide; none where the
+        channel keeps no presence. For the node's own checks (XMPP contacts): no size
+        limit, as nothing of it goes to a client."""
+        if not user or not self.rules.options(channel).presence:
+            return []
+        clients = await self.engine.presence(channel)
+        return [info for info in clients.values() if info.user == user]
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         if not self.rules.options(channel).presence:
