@@ -12,8 +12,7 @@ import pytest
 
 from pushgate.metrics import LIMIT_HITS
 from tests.centrifuge_helpers import clients_fixture, subscribed  # noqa: F401
-from tests.test_centrifuge_js import NODE, TESTS
-from tests.test_centrifuge_js import js as js_fixture  # noqa: F401
+from tests.test_centrifuge_js import NODE, TESTS, JsClient
 from tests.xmpp_helpers import DOMAIN, Bosh, chat_from, error_of, message
 
 MUC = f"conference.{DOMAIN}"
@@ -44,17 +43,30 @@ def presence_from(jid: str, ptype: str = ""):
     return lambda s: s.name == "presence" and s.get("from") == jid and s.get("type") == ptype
 
 
-async def online(server, user: str, channels: list[str], resource: str = "r1") -> Bosh:
-    """A logged-in XMPP user who sent initial presence."""
+async def online(
+    server, user: str, channels: list[str], resource: str = "r1", available: bool = True
+) -> Bosh:
+    """A logged-in XMPP user who sent initial presence (unless not ``available``: then
+    the session has seen no contact online, and its chats are checked in presence)."""
     client = Bosh(server)
     await client.login(server.token(user, channels=channels), user, resource)
-    await client.available()
+    if available:
+        await client.available()
     return client
 
 
 @pytest.fixture
 async def xserver(make_server, server_config):
     return await make_server(server_config(CONFIG))
+
+
+@pytest.fixture
+async def web_app():
+    """A centrifuge-js client in Node: what the user's web app runs."""
+    client = JsClient("web-app")
+    await client.start()
+    yield client
+    await client.close()
 
 
 async def test_chat_goes_only_to_online_contacts(xserver, caplog):
@@ -77,6 +89,10 @@ async def test_chat_goes_only_to_online_contacts(xserver, caplog):
     await bob.wait_for(chat_from(f"alice@{DOMAIN}/r1", "hi bob"))
     # (mallory's message was sent before bob's: had it been delivered, it would be here)
     assert not alice.received(lambda s: s.find_text("body") == "buy now")
+    # a teammate whose client has not sent presence (nor seen anyone online) too
+    carol = await online(xserver, "carol", ["team:7"], available=False)
+    await carol.send(message(f"bob@{DOMAIN}", "hi from carol"))
+    await bob.wait_for(chat_from(f"carol@{DOMAIN}/r1", "hi from carol"))
 
     # a full JID of a resource bob does not have: a chat goes to his bare JID, a
     # normal message is not delivered (RFC 6121 §8.5.3.2.1)
@@ -165,10 +181,12 @@ async def test_room_nick_is_the_user_name_for_every_reader(xserver, clients):
     reason="needs node and tests/node_modules (make tests/node_modules/.stamp-install)",
 )
 @pytest.mark.parametrize("forward", [False, True], ids=["default", "chat_to_other_dialects"])
-async def test_chat_reaches_the_web_app_only_when_allowed(make_server, server_config, js, forward):
+async def test_chat_reaches_the_web_app_only_when_allowed(
+    make_server, server_config, web_app, forward
+):
     option = "chat_to_other_dialects = true\n" if forward else ""  # off by default
     server = await make_server(server_config(CONFIG + option))
-    web = await js("bob-web")
+    web = web_app
     await web.connect(server.ws_url, token=server.token("bob", channels=["team:7"]))
     alice = await online(server, "alice", ["team:7"])
     alice_jid = f"alice@{DOMAIN}/r1"
@@ -222,9 +240,15 @@ async def test_contacts_are_checked_across_nodes(redis_config, make_server):
     await bob.send(message(f"alice@{DOMAIN}", "back"))
     await alice.wait_for(chat_from(f"bob@{DOMAIN}/r1", "back"))
     assert not alice.received(lambda s: s.find_text("body") == "buy now")
+    # a sender who has seen no contact online: the check reads node B's presence
+    dave = await online(node_a, "dave", ["team:7"], available=False)
+    await dave.send(message(f"bob@{DOMAIN}", "from dave"))
+    await bob.wait_for(chat_from(f"dave@{DOMAIN}/r1", "from dave"))
 
     # bob leaves node B: node A knows he is offline
     await bob.send('<presence xmlns="jabber:client" type="unavailable"/>', type="terminate")
     await alice.wait_for(presence_from(f"bob@{DOMAIN}/r1", "unavailable"))
     await alice.send(message(f"bob@{DOMAIN}", "gone?", id_="m2"))
     assert error_of(await alice.wait_for(with_id("m2"))) == ("cancel", "service-unavailable")
+    await dave.send(message(f"bob@{DOMAIN}", "gone?", id_="m3"))
+    assert error_of(await dave.wait_for(with_id("m3"))) == ("cancel", "service-unavailable")

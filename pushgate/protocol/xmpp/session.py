@@ -33,6 +33,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -63,6 +64,8 @@ log = logging.getLogger("pushgate.xmpp")
 DIALECT = "xmpp"
 #: users whose last positions the resume store keeps at most
 RESUME_MAX_USERS = 100_000
+#: a join's parsed contact presence, shared by every XMPP recipient of the event
+CONTACT_KEY = (DIALECT, "contact")
 
 Mark = tuple[str, int, str]
 
@@ -123,6 +126,9 @@ class XmppSettings:
 
     def is_contacts_channel(self, channel: str) -> bool:
         return bool(self.contacts_prefix) and channel.startswith(self.contacts_prefix)
+
+    def contacts_channels(self, channels: Iterable[str]) -> list[str]:
+        return [channel for channel in channels if self.is_contacts_channel(channel)]
 
     def room_of(self, channel: str) -> str | None:
         if self.rooms_prefix and channel.startswith(self.rooms_prefix):
@@ -456,16 +462,22 @@ class XmppSession:
     def _contact_joined(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
         if info.client == self.client.id or not info.user:
             return
+        parsed = cache.get(CONTACT_KEY) if cache is not None else None
+        if parsed is None:
+            parsed = self._contact_presence(info)
+            if cache is not None:
+                cache[CONTACT_KEY] = parsed
+        jid, show, status, resource = parsed
         key = (*self._key, "available")
         data = cache.get(key) if cache is not None else None
-        jid, show, status = self._contact_presence(info)
         if data is None:
             data = self.writer.frame(st.presence(jid, show=show, status=status))
             if cache is not None:
                 cache[key] = data
         seen = self._contacts.get(info.client)
         if seen is None:
-            self._contacts[info.client] = [{channel}, data, jid]
+            # channels, presence bytes, JID, user, XMPP resource (None: another protocol)
+            self._contacts[info.client] = [{channel}, data, jid, info.user, resource]
         else:
             seen[0].add(channel)
             if seen[1] == data:
@@ -489,18 +501,21 @@ class XmppSession:
                 cache[key] = data
         self.writer.write(data)
 
-    def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str]:
-        resource, show, status = info.client, "", ""
+    def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str, str | None]:
+        """A contact's JID, show and status, and its XMPP resource (None for a
+        connection of another protocol, whose JID's resource is its client id)."""
+        xmpp, show, status = None, "", ""
         if info.chan_info:
             try:
                 extra = orjson.loads(info.chan_info)
             except orjson.JSONDecodeError:
                 extra = None
             if isinstance(extra, dict) and isinstance(extra.get("xmpp"), str):
-                resource = extra["xmpp"] or resource
+                xmpp = extra["xmpp"]
                 show = extra.get("show") if extra.get("show") in st.SHOW_VALUES else ""
                 status = extra.get("status") if isinstance(extra.get("status"), str) else ""
-        return f"{info.user}@{self.settings.domain}/{resource}", show or "", status or ""
+        jid = f"{info.user}@{self.settings.domain}/{xmpp or info.client}"
+        return jid, show or "", status or "", xmpp
 
     # --- rooms --------------------------------------------------------------------
     def _room_channel(self, room: str) -> str | None:
@@ -630,26 +645,21 @@ class XmppSession:
         user, resource = jid.local, jid.resource
         to_other_dialects = self.settings.chat_to_other_dialects
         if user != self.client.user:
-            channels = [c for c in self.client.subs if self.settings.is_contacts_channel(c)]
-            try:
-                present = await present_contact(self.hub, channels, user)
-            except Exception as exc:
-                log.warning("XMPP %s: cannot check the contacts of a chat: %s", self.jid, exc)
-                self._send(
-                    st.stanza_error(
-                        "message", msg_id, "internal-server-error", "wait", from_=jid.bare
+            # the recipient's connections: each one's XMPP resource, None for another
+            # protocol's; first from the contacts seen online here, else from presence
+            targets = self._known_contact(user)
+            if not self._deliverable(targets, mtype, resource):
+                try:
+                    targets = await self._present_contact(user)
+                except Exception as exc:
+                    log.warning("XMPP %s: cannot check the contacts of a chat: %s", self.jid, exc)
+                    self._send(
+                        st.stanza_error(
+                            "message", msg_id, "internal-server-error", "wait", from_=jid.bare
+                        )
                     )
-                )
-                return
-            resources = {r for r in map(xmpp_resource, present) if r is not None}
-            if resource and resource not in resources:
-                # no such resource online: a chat goes as if sent to the bare JID, a
-                # normal message is not delivered (RFC 6121 §8.5.3.2.1)
-                if mtype == "chat":
-                    resource = ""
-                else:
-                    present, resources = [], set()
-            if not (present if to_other_dialects else resources):
+                    return
+            if not self._deliverable(targets, mtype, resource):
                 # a non-contact and an offline contact get the same answer (RFC 6121
                 # §8.5.2.2.1, no offline storage), which tells nothing of who exists
                 log.info(
@@ -662,6 +672,10 @@ class XmppSession:
                     st.stanza_error("message", msg_id, "service-unavailable", from_=str(jid))
                 )
                 return
+            if resource and resource not in targets:
+                # no such resource online: a chat goes as if sent to the bare JID (RFC
+                # 6121 §8.5.3.2.1; a normal message was not deliverable)
+                resource = ""
         order: dict = {
             "op": "message",
             "user": user,
@@ -670,6 +684,30 @@ class XmppSession:
         if resource or not to_other_dialects:
             order["dialects"] = [DIALECT]
         await self.hub.control(order)
+
+    def _deliverable(self, targets: list[str | None], mtype: str, resource: str) -> bool:
+        """Whether a message reaches at least one of the recipient's ``targets``."""
+        if resource and resource not in targets and mtype != "chat":
+            return False  # a normal message to a resource not online (RFC 6121 §8.5.3.2.1)
+        if self.settings.chat_to_other_dialects:
+            return bool(targets)
+        return any(target is not None for target in targets)
+
+    def _known_contact(self, user: str) -> list[str | None]:
+        """``user``'s connections among the contacts this session has seen online
+        (cluster-wide joins and leaves of the contacts channels): no lookup. Trusted only
+        while every contacts channel of the session sends joins and leaves."""
+        subs = self.client.subs
+        for channel in self.settings.contacts_channels(subs):
+            if not subs[channel].join_leave:
+                return []
+        return [seen[4] for seen in self._contacts.values() if seen[3] == user]
+
+    async def _present_contact(self, user: str) -> list[str | None]:
+        """``user``'s connections present in the session's contacts channels, read from
+        the engine's presence (every node)."""
+        channels = self.settings.contacts_channels(self.client.subs)
+        return [xmpp_resource(info) for info in await present_contact(self.hub, channels, user)]
 
     async def _groupchat(self, jid: Jid, body: str, msg_id: str) -> None:
         room_jid = jid.bare
@@ -738,7 +776,7 @@ class XmppSession:
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
         if self.settings.is_contacts_channel(channel):
             # no more joins and leaves from there: contacts seen only there are gone
-            for client_id, (channels, _, jid) in list(self._contacts.items()):
+            for client_id, (channels, _, jid, _, _) in list(self._contacts.items()):
                 channels.discard(channel)
                 if not channels:
                     del self._contacts[client_id]
