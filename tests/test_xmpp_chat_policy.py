@@ -89,10 +89,13 @@ async def test_chat_goes_only_to_online_contacts(xserver, caplog):
     await bob.wait_for(chat_from(f"alice@{DOMAIN}/r1", "hi bob"))
     # (mallory's message was sent before bob's: had it been delivered, it would be here)
     assert not alice.received(lambda s: s.find_text("body") == "buy now")
-    # a teammate whose client has not sent presence (nor seen anyone online) too
+    # teammates whose clients have not sent presence (nor seen anyone online) too
     carol = await online(xserver, "carol", ["team:7"], available=False)
     await carol.send(message(f"bob@{DOMAIN}", "hi from carol"))
     await bob.wait_for(chat_from(f"carol@{DOMAIN}/r1", "hi from carol"))
+    erin = await online(xserver, "erin", ["team:7"], available=False)
+    await carol.send(message(f"erin@{DOMAIN}", "hi erin"))
+    await erin.wait_for(chat_from(f"carol@{DOMAIN}/r1", "hi erin"))
 
     # a full JID of a resource bob does not have: a chat goes to his bare JID, a
     # normal message is not delivered (RFC 6121 §8.5.3.2.1)

@@ -238,6 +238,13 @@ class Hub:
             else:
                 await self.engine.publish_leave(channel, info)
 
+    async def refresh_presence(self, sub: Subscription) -> None:
+        """Rewrite a present subscriber's presence entry after its ``chan_info`` changed,
+        without a join (XMPP learns the resource after login subscribed the channels)."""
+        if sub.options.presence and sub.present and sub.client.subs.get(sub.channel) is sub:
+            info = sub.client.chan_info_for(sub.channel)
+            await self.engine.add_presence(sub.channel, info, self.config.engine.presence_ttl)
+
     async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)

@@ -359,7 +359,7 @@ class XmppSession:
             return
         key = (payload.ns, payload.name, iq_type)
         if key == (st.NS_BIND, "bind", "set"):
-            self._bind(iq_id, payload)
+            await self._bind(iq_id, payload)
         elif self.phase != Phase.BOUND:
             self._send(st.stanza_error("iq", iq_id, "not-authorized", "auth"))
         elif key in ((st.NS_SESSION, "session", "set"), (st.NS_PING, "ping", "get")):
@@ -369,7 +369,7 @@ class XmppSession:
         else:
             self._send(st.stanza_error("iq", iq_id, "service-unavailable"))
 
-    def _bind(self, iq_id: str, bind: Element) -> None:
+    async def _bind(self, iq_id: str, bind: Element) -> None:
         if self.phase != Phase.BIND:
             self._send(st.stanza_error("iq", iq_id, "not-allowed"))
             return
@@ -378,11 +378,17 @@ class XmppSession:
             resource = uuid.uuid4().hex[:12]
         self.resource = resource
         self.jid = f"{self.client.user}@{self.settings.domain}/{resource}"
-        self.phase = Phase.BOUND
         client = self.client
-        for channel, sub in client.subs.items():
+        for channel, sub in list(client.subs.items()):
             if self.settings.is_contacts_channel(channel):
+                # the presence entry, written at login, learns the resource: a contact's
+                # chat check reads it (chat.py)
                 sub.chan_info = self._presence_info()
+                try:
+                    await self.hub.refresh_presence(sub)
+                except Exception as exc:
+                    log.warning("cannot refresh %s presence in %s: %s", self.jid, channel, exc)
+        self.phase = Phase.BOUND
         self._send(st.bind_result(iq_id, self.jid))
         recovered, self._recovered = self._recovered, []
         for channel, pubs in recovered:
