@@ -1,8 +1,9 @@
 """Who an XMPP user may chat with, how fast, and what a chat carries to the recipient.
 
-* Contacts: a chat goes only to a user present (cluster-wide presence, through the
-  engine) in one of the sender's channels of the contacts namespace. An offline contact
-  and a non-contact are told apart by nothing: both get ``service-unavailable``.
+* Contacts: a chat goes only to a user present in one of the sender's channels of the
+  contacts namespace: one the session has seen join (no lookup), else one found in the
+  engine's presence of those channels (every node). An offline contact and a
+  non-contact are told apart by nothing: both get ``service-unavailable``.
 * Rate: a token bucket per connection (``xmpp.chat_per_second``, ``xmpp.chat_burst``)
   over chat and groupchat; ``STRIKES`` refusals in a row are a flood that ends the stream.
 * The payload names the sender from the session (full JID and user), never from
