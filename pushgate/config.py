@@ -472,8 +472,8 @@ class XmppConfig:
     contacts_namespace: str = _opt(
         "team",
         "Users sharing a channel of this namespace (from the JWT channels claim) are "
-        "contacts and see each other's presence; it needs presence and join_leave "
-        "(empty = no contacts).",
+        "contacts: they see each other's presence, and chat goes only to contacts; it "
+        "needs presence and join_leave (empty = no contacts).",
     )
     rooms_namespace: str = _opt(
         "room",
@@ -518,6 +518,25 @@ class XmppConfig:
         "How long the last positions an XMPP user was handed are kept, so a login after "
         "the session is gone resumes from channel history (duration; 0 = off).",
         lo=0,
+    )
+    chat_per_second: int = _opt(
+        5,
+        "Chat and groupchat messages one XMPP connection may send per second on average, "
+        "a token bucket (0 = off); past it a message gets the stanza error "
+        "resource-constraint.",
+        lo=0,
+    )
+    chat_burst: int = _opt(
+        20,
+        "Chat and groupchat messages an XMPP connection may send at once before "
+        "chat_per_second applies (the bucket size); 10 refusals in a row end the stream "
+        "(policy-violation).",
+        lo=1,
+    )
+    chat_to_other_dialects: bool = _opt(
+        False,
+        "Also deliver an XMPP chat to the recipient's connections of other protocols, as a "
+        "message push carrying the authenticated sender (off = XMPP connections only).",
     )
 
 

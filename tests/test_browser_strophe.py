@@ -1,7 +1,8 @@
 """strophe.js 5 (npm ``strophe.js``) in chromium against pushgate, over BOSH and over
 WebSocket, as a page built for ejabberd would use it: log in with a JWT as the SASL
-PLAIN password, see a teammate come online and go offline, chat both ways, and receive
-the backend's publications in order as headline messages with XEP-0060 items.
+PLAIN password, see a teammate come online and go offline, chat both ways (while a user
+sharing no team gets service-unavailable), and receive the backend's publications in
+order as headline messages with XEP-0060 items.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ window.login = (who, token, resource) => {
       const item = items.getElementsByTagName("item")[0];
       report("headline", {who, node: items.getAttribute("node"), id: item.getAttribute("id"),
                           data: JSON.parse(text(item, "json"))});
+    } else if (mtype === "error") {
+      const error = m.getElementsByTagName("error")[0];
+      const condition = error.firstElementChild ? error.firstElementChild.localName : null;
+      report("message_error", {who, from: m.getAttribute("from"),
+                               etype: error.getAttribute("type"), condition});
     } else {
       report("message", {who, from: m.getAttribute("from"), mtype, body: text(m, "body")});
     }
@@ -111,6 +117,19 @@ async def test_strophe_login_presence_chat_and_headlines(
     await page.evaluate(f"window.say('alice', 'bob@{DOMAIN}', 'hello bob')")
     got = await page.wait_for_report("message", where=lambda e: e["who"] == "bob")
     assert (got["from"], got["mtype"], got["body"]) == (f"alice@{DOMAIN}/web", "chat", "hello bob")
+    # someone outside alice's team cannot reach her
+    mallory_token = server.token("mallory", channels=["team:9"])
+    await page.evaluate(f"window.login('mallory', {js(mallory_token)}, 'web')")
+    await page.wait_for_report(
+        "status", where=lambda e: e["who"] == "mallory" and e["status"] == "CONNECTED"
+    )
+    await page.evaluate(f"window.say('mallory', 'alice@{DOMAIN}', 'buy now')")
+    refused = await page.wait_for_report("message_error", where=lambda e: e["who"] == "mallory")
+    assert (refused["from"], refused["etype"], refused["condition"]) == (
+        f"alice@{DOMAIN}",
+        "cancel",
+        "service-unavailable",
+    )
     await page.evaluate(f"window.say('bob', 'alice@{DOMAIN}', 'hi alice <3')")
     got = await page.wait_for_report("message", where=lambda e: e["who"] == "alice")
     assert (got["from"], got["body"]) == (f"bob@{DOMAIN}/phone", "hi alice <3")

@@ -127,7 +127,7 @@ async def longpoll(server: Server, how: str) -> Drop:
 
 async def bosh(server: Server, how: str) -> Drop:
     """A BOSH session whose held request's connection drops."""
-    from tests.test_bosh import Bosh
+    from tests.xmpp_helpers import Bosh
 
     client = Bosh(server)
     await client.create(to=DOMAIN)

@@ -237,6 +237,13 @@ class Hub:
             else:
                 await self.engine.publish_leave(channel, info)
 
+    async def refresh_presence(self, sub: Subscription) -> None:
+        """Rewrite a present subscriber's presence entry after its ``chan_info`` changed,
+        without a join (XMPP learns the resource after login subscribed the channels)."""
+        if sub.options.presence and sub.present and sub.client.subs.get(sub.channel) is sub:
+            info = sub.client.chan_info_for(sub.channel)
+            await self.engine.add_presence(sub.channel, info, self.config.engine.presence_ttl)
+
     async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)
@@ -415,8 +422,12 @@ class Hub:
             for client in clients:
                 self._server_refresh(client, message)
         elif op == "message":
+            data = message["data"].encode()
+            # an XMPP chat names the dialects it may reach (xmpp.chat_to_other_dialects)
+            dialects = message.get("dialects")
             for client in clients:
-                client.sink.push_message(message["data"].encode())
+                if dialects is None or client.sink.dialect in dialects:
+                    client.sink.push_message(data)
         else:
             log.warning("unknown control message %r", op)
 
@@ -618,6 +629,15 @@ class Hub:
         if limit and len(clients) > limit:
             raise ERROR_LIMIT_EXCEEDED.with_message(f"limit exceeded: presence larger than {limit}")
         return clients
+
+    async def user_presence(self, channel: str, user: str) -> list[ClientInfo]:
+        """``user``'s connections present in ``channel``, cluster-wide; none where the
+        channel keeps no presence. For the node's own checks (XMPP contacts): no size
+        limit, as nothing of it goes to a client."""
+        if not user or not self.rules.options(channel).presence:
+            return []
+        clients = await self.engine.presence(channel)
+        return [info for info in clients.values() if info.user == user]
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         if not self.rules.options(channel).presence:

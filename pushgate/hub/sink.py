@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 class ClientSink(Protocol):
     #: the sink expects pongs to its pings (bidirectional transports)
     wants_pong: bool
+    #: the wire protocol (``centrifugo``, ``stomp``, ``xmpp``): a direct message may be
+    #: addressed to some dialects only
+    dialect: str
 
     def push_publication(self, channel: str, pub: Publication) -> None: ...
 

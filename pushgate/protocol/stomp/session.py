@@ -186,6 +186,7 @@ class StompSession:
 
     #: STOMP has its own heart-beats: the hub's pings are not answered
     wants_pong = False
+    dialect = DIALECT
 
     def __init__(
         self,

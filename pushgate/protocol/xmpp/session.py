@@ -15,8 +15,12 @@ top-level elements and gives it a ``StanzaWriter``. What the stanzas mean on the
   ``chan_info`` there is ``{"xmpp": resource, "show": …, "status": …}``; a join is an
   available presence (or a change of show), a leave an unavailable one.
 * ``<message type='chat'>`` to ``user@domain`` is a hub ``message`` order for that user
-  (every resource, on every node; non-XMPP connections get the JSON as a message push);
-  ``type='groupchat'`` to ``room@<muc domain>`` publishes to channel ``<rooms>:<room>``.
+  (every resource, on every node), allowed only to a contact present somewhere in the
+  cluster (``chat.py``); it reaches the user's XMPP connections, and those of other
+  protocols (as a message push) only with ``xmpp.chat_to_other_dialects``.
+  ``type='groupchat'`` to ``room@<muc domain>`` publishes to channel ``<rooms>:<room>``;
+  a room nick is always the user's own name, and what others see comes from the
+  publication's authenticated publisher, never from its data.
 * Anything else is answered with ``service-unavailable`` (iq) or ignored (presence
   subscriptions: the roster is implied by the channels).
 """
@@ -29,6 +33,7 @@ import logging
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -38,6 +43,13 @@ from pushgate.auth import TokenError
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.protocol.xmpp import stanzas as st
+from pushgate.protocol.xmpp.chat import (
+    ChatRate,
+    Verdict,
+    chat_payload,
+    present_contact,
+    xmpp_resource,
+)
 from pushgate.protocol.xmpp.stanzas import Jid
 from pushgate.protocol.xmpp.xml import Element
 
@@ -52,6 +64,8 @@ log = logging.getLogger("pushgate.xmpp")
 DIALECT = "xmpp"
 #: users whose last positions the resume store keeps at most
 RESUME_MAX_USERS = 100_000
+#: a join's parsed contact presence, shared by every XMPP recipient of the event
+CONTACT_KEY = (DIALECT, "contact")
 
 Mark = tuple[str, int, str]
 
@@ -91,6 +105,9 @@ class XmppSettings:
     contacts_prefix: str
     rooms_prefix: str
     boundary: str
+    chat_per_second: int = 0
+    chat_burst: int = 1
+    chat_to_other_dialects: bool = False
 
     @classmethod
     def from_config(cls, config: Config) -> XmppSettings:
@@ -102,10 +119,16 @@ class XmppSettings:
             contacts_prefix=f"{x.contacts_namespace}{boundary}" if x.contacts_namespace else "",
             rooms_prefix=f"{x.rooms_namespace}{boundary}" if x.rooms_namespace else "",
             boundary=boundary,
+            chat_per_second=x.chat_per_second,
+            chat_burst=x.chat_burst,
+            chat_to_other_dialects=x.chat_to_other_dialects,
         )
 
     def is_contacts_channel(self, channel: str) -> bool:
         return bool(self.contacts_prefix) and channel.startswith(self.contacts_prefix)
+
+    def contacts_channels(self, channels: Iterable[str]) -> list[str]:
+        return [channel for channel in channels if self.is_contacts_channel(channel)]
 
     def room_of(self, channel: str) -> str | None:
         if self.rooms_prefix and channel.startswith(self.rooms_prefix):
@@ -171,7 +194,10 @@ def disconnect_condition(disconnect: Disconnect) -> str:
 
 
 class XmppSession:
+    dialect = DIALECT
+
     __slots__ = (
+        "_chat_rate",
         "_contacts",
         "_key",
         "_recovered",
@@ -218,6 +244,7 @@ class XmppSession:
         #: joined rooms: channel → nick
         self.rooms: dict[str, str] = {}
         self._recovered: list[tuple[str, list[Publication]]] = []
+        self._chat_rate = ChatRate(settings.chat_per_second, settings.chat_burst)
 
     # --- stream -------------------------------------------------------------------
     def check_domain(self, to: str) -> None:
@@ -332,7 +359,7 @@ class XmppSession:
             return
         key = (payload.ns, payload.name, iq_type)
         if key == (st.NS_BIND, "bind", "set"):
-            self._bind(iq_id, payload)
+            await self._bind(iq_id, payload)
         elif self.phase != Phase.BOUND:
             self._send(st.stanza_error("iq", iq_id, "not-authorized", "auth"))
         elif key in ((st.NS_SESSION, "session", "set"), (st.NS_PING, "ping", "get")):
@@ -342,7 +369,7 @@ class XmppSession:
         else:
             self._send(st.stanza_error("iq", iq_id, "service-unavailable"))
 
-    def _bind(self, iq_id: str, bind: Element) -> None:
+    async def _bind(self, iq_id: str, bind: Element) -> None:
         if self.phase != Phase.BIND:
             self._send(st.stanza_error("iq", iq_id, "not-allowed"))
             return
@@ -351,11 +378,17 @@ class XmppSession:
             resource = uuid.uuid4().hex[:12]
         self.resource = resource
         self.jid = f"{self.client.user}@{self.settings.domain}/{resource}"
-        self.phase = Phase.BOUND
         client = self.client
-        for channel, sub in client.subs.items():
+        for channel, sub in list(client.subs.items()):
             if self.settings.is_contacts_channel(channel):
+                # the presence entry, written at login, learns the resource: a contact's
+                # chat check reads it (chat.py)
                 sub.chan_info = self._presence_info()
+                try:
+                    await self.hub.refresh_presence(sub)
+                except Exception as exc:
+                    log.warning("cannot refresh %s presence in %s: %s", self.jid, channel, exc)
+        self.phase = Phase.BOUND
         self._send(st.bind_result(iq_id, self.jid))
         recovered, self._recovered = self._recovered, []
         for channel, pubs in recovered:
@@ -435,16 +468,22 @@ class XmppSession:
     def _contact_joined(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
         if info.client == self.client.id or not info.user:
             return
+        parsed = cache.get(CONTACT_KEY) if cache is not None else None
+        if parsed is None:
+            parsed = self._contact_presence(info)
+            if cache is not None:
+                cache[CONTACT_KEY] = parsed
+        jid, show, status, resource = parsed
         key = (*self._key, "available")
         data = cache.get(key) if cache is not None else None
-        jid, show, status = self._contact_presence(info)
         if data is None:
             data = self.writer.frame(st.presence(jid, show=show, status=status))
             if cache is not None:
                 cache[key] = data
         seen = self._contacts.get(info.client)
         if seen is None:
-            self._contacts[info.client] = [{channel}, data, jid]
+            # channels, presence bytes, JID, user, XMPP resource (None: another protocol)
+            self._contacts[info.client] = [{channel}, data, jid, info.user, resource]
         else:
             seen[0].add(channel)
             if seen[1] == data:
@@ -468,18 +507,21 @@ class XmppSession:
                 cache[key] = data
         self.writer.write(data)
 
-    def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str]:
-        resource, show, status = info.client, "", ""
+    def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str, str | None]:
+        """A contact's JID, show and status, and its XMPP resource (None for a
+        connection of another protocol, whose JID's resource is its client id)."""
+        xmpp, show, status = None, "", ""
         if info.chan_info:
             try:
                 extra = orjson.loads(info.chan_info)
             except orjson.JSONDecodeError:
                 extra = None
             if isinstance(extra, dict) and isinstance(extra.get("xmpp"), str):
-                resource = extra["xmpp"] or resource
+                xmpp = extra["xmpp"]
                 show = extra.get("show") if extra.get("show") in st.SHOW_VALUES else ""
                 status = extra.get("status") if isinstance(extra.get("status"), str) else ""
-        return f"{info.user}@{self.settings.domain}/{resource}", show or "", status or ""
+        jid = f"{info.user}@{self.settings.domain}/{xmpp or info.client}"
+        return jid, show or "", status or "", xmpp
 
     # --- rooms --------------------------------------------------------------------
     def _room_channel(self, room: str) -> str | None:
@@ -488,9 +530,13 @@ class XmppSession:
         return self.settings.rooms_prefix + room
 
     async def _room_presence(self, presence: Element, jid: Jid) -> None:
+        """Enter or leave a room. The nick is the user's name whatever the client asked
+        for (XEP-0045 roomnicks locked down, as Prosody's enforce_registered_nickname):
+        entering with another nick gets status 210 (nick assigned by the service), a
+        change of nick while in the room ``not-acceptable``."""
         channel = self._room_channel(jid.local)
         room_jid = f"{jid.local}@{self.settings.muc_domain}"
-        nick = jid.resource or self.client.user
+        nick = self.client.user
         if channel is None:
             self._send(st.stanza_error("presence", "", "item-not-found", from_=room_jid))
             return
@@ -499,7 +545,25 @@ class XmppSession:
             await self.client.unsubscribe(channel)
             self._send(st.presence(f"{room_jid}/{nick}", type_="unavailable"))
             return
-        if presence.get("type") or channel in self.rooms:
+        if presence.get("type"):
+            return
+        if channel in self.rooms:
+            if jid.resource and jid.resource != nick:
+                log.info(
+                    "XMPP %s: nick change to %r in %s refused: the nick is the user name",
+                    self.jid,
+                    jid.resource,
+                    room_jid,
+                )
+                self._send(
+                    st.stanza_error(
+                        "presence",
+                        presence.get("id"),
+                        "not-acceptable",
+                        from_=f"{room_jid}/{jid.resource}",
+                        text=f"your nick in this room is {nick}",
+                    )
+                )
             return
         try:
             if channel not in self.client.subs:
@@ -520,9 +584,18 @@ class XmppSession:
             )
             return
         self.rooms[channel] = nick
+        codes = '<status code="110"/>'
+        if jid.resource and jid.resource != nick:
+            log.info(
+                "XMPP %s: entered %s as %r, not as the nick %r it asked for",
+                self.jid,
+                room_jid,
+                nick,
+                jid.resource,
+            )
+            codes += '<status code="210"/>'
         extra = (
-            f'<x xmlns="{st.NS_MUC_USER}"><item affiliation="none" role="participant"/>'
-            '<status code="110"/></x>'
+            f'<x xmlns="{st.NS_MUC_USER}"><item affiliation="none" role="participant"/>{codes}</x>'
         )
         self._send(st.presence(f"{room_jid}/{nick}", extra=extra))
         if sub is not None:
@@ -539,23 +612,108 @@ class XmppSession:
             return
         if body is None or mtype in ("error", "headline"):
             return  # chat states, receipts…: nothing to carry them to
+        if not self._chat_allowed_now(str(jid), msg_id):
+            return
         if mtype == "groupchat":
             await self._groupchat(jid, body, msg_id)
             return
         if jid.domain != self.settings.domain or not jid.local:
             self._send(st.stanza_error("message", msg_id, "service-unavailable", from_=str(jid)))
             return
-        data = {"xmpp": "chat", "type": mtype, "from": self.jid, "body": body}
-        if msg_id:
-            data["id"] = msg_id
-        thread = message.find_text("thread")
-        if thread:
-            data["thread"] = thread
-        if jid.resource:
-            data["resource"] = jid.resource
-        await self.hub.control(
-            {"op": "message", "user": jid.local, "data": orjson.dumps(data).decode()}
+        await self._chat(jid, mtype, body, msg_id, message.find_text("thread") or "")
+
+    def _chat_allowed_now(self, to: str, msg_id: str) -> bool:
+        """Spend a token of the chat bucket: ``resource-constraint`` without one, and
+        the stream's end when the refusals go on (a flood)."""
+        verdict = self._chat_rate.take()
+        if verdict is Verdict.SEND:
+            return True
+        if verdict is Verdict.FLOOD:
+            log.info("XMPP %s keeps sending messages past the chat rate: stream ended", self.jid)
+            raise StreamError("policy-violation", "too many messages")
+        if self._chat_rate.strikes == 1:
+            log.info("XMPP %s: message refused, over the chat rate", self.jid)
+        self._send(
+            st.stanza_error(
+                "message",
+                msg_id,
+                "resource-constraint",
+                "wait",
+                from_=to,
+                text="too many messages: slow down",
+            )
         )
+        return False
+
+    async def _chat(self, jid: Jid, mtype: str, body: str, msg_id: str, thread: str) -> None:
+        """A chat to ``user@domain[/resource]``: only to a contact who is online, with
+        the sender the session's own JID."""
+        user, resource = jid.local, jid.resource
+        to_other_dialects = self.settings.chat_to_other_dialects
+        if user != self.client.user:
+            # the recipient's connections: each one's XMPP resource, None for another
+            # protocol's; first from the contacts seen online here, else from presence
+            targets = self._known_contact(user)
+            if not self._deliverable(targets, mtype, resource):
+                try:
+                    targets = await self._present_contact(user)
+                except Exception as exc:
+                    log.warning("XMPP %s: cannot check the contacts of a chat: %s", self.jid, exc)
+                    self._send(
+                        st.stanza_error(
+                            "message", msg_id, "internal-server-error", "wait", from_=jid.bare
+                        )
+                    )
+                    return
+            if not self._deliverable(targets, mtype, resource):
+                # a non-contact and an offline contact get the same answer (RFC 6121
+                # §8.5.2.2.1, no offline storage), which tells nothing of who exists
+                log.info(
+                    "XMPP %s: chat to %s refused: no connection of theirs in a contacts "
+                    "channel shared with the sender (not a contact, or offline)",
+                    self.jid,
+                    jid,
+                )
+                self._send(
+                    st.stanza_error("message", msg_id, "service-unavailable", from_=str(jid))
+                )
+                return
+            if resource and resource not in targets:
+                # no such resource online: a chat goes as if sent to the bare JID (RFC
+                # 6121 §8.5.3.2.1; a normal message was not deliverable)
+                resource = ""
+        order: dict = {
+            "op": "message",
+            "user": user,
+            "data": chat_payload(self.jid, self.client.user, mtype, body, msg_id, thread, resource),
+        }
+        if resource or not to_other_dialects:
+            order["dialects"] = [DIALECT]
+        await self.hub.control(order)
+
+    def _deliverable(self, targets: list[str | None], mtype: str, resource: str) -> bool:
+        """Whether a message reaches at least one of the recipient's ``targets``."""
+        if resource and resource not in targets and mtype != "chat":
+            return False  # a normal message to a resource not online (RFC 6121 §8.5.3.2.1)
+        if self.settings.chat_to_other_dialects:
+            return bool(targets)
+        return any(target is not None for target in targets)
+
+    def _known_contact(self, user: str) -> list[str | None]:
+        """``user``'s connections among the contacts this session has seen online
+        (cluster-wide joins and leaves of the contacts channels): no lookup. Trusted only
+        while every contacts channel of the session sends joins and leaves."""
+        subs = self.client.subs
+        for channel in self.settings.contacts_channels(subs):
+            if not subs[channel].join_leave:
+                return []
+        return [seen[4] for seen in self._contacts.values() if seen[3] == user]
+
+    async def _present_contact(self, user: str) -> list[str | None]:
+        """``user``'s connections present in the session's contacts channels, read from
+        the engine's presence (every node)."""
+        channels = self.settings.contacts_channels(self.client.subs)
+        return [xmpp_resource(info) for info in await present_contact(self.hub, channels, user)]
 
     async def _groupchat(self, jid: Jid, body: str, msg_id: str) -> None:
         room_jid = jid.bare
@@ -563,8 +721,10 @@ class XmppSession:
         if channel is None:
             self._send(st.stanza_error("message", msg_id, "item-not-found", from_=room_jid))
             return
-        nick = self.rooms.get(channel) or self.client.user
-        data = orjson.dumps({"body": body, "from": self.client.user, "nick": nick})
+        user = self.client.user
+        # the publication's info names the publisher for every dialect; "from" and
+        # "nick" stay in the data for readers of it, and are always the user's name
+        data = orjson.dumps({"body": body, "from": user, "nick": user})
         try:
             await self.client.publish(channel, data)
         except HubError as error:
@@ -594,13 +754,17 @@ class XmppSession:
             except orjson.JSONDecodeError:
                 value = None
             if isinstance(value, dict) and isinstance(value.get("body"), str):
-                nick = value.get("nick") or value.get("from") or (pub.info and pub.info.user)
-                return st.chat_message(
-                    f"{room}@{settings.muc_domain}/{nick or 'server'}",
-                    value["body"],
-                    type_="groupchat",
-                    msg_id=str(pub.offset) if pub.offset else "",
-                )
+                # the occupant is who published, as authenticated; never the data's
+                # "nick" or "from", which any publisher may write. The server API's
+                # publications (no publisher) come from the room itself.
+                room_jid = f"{room}@{settings.muc_domain}"
+                if pub.info is None or pub.info.user:
+                    return st.chat_message(
+                        f"{room_jid}/{pub.info.user}" if pub.info else room_jid,
+                        value["body"],
+                        type_="groupchat",
+                        msg_id=str(pub.offset) if pub.offset else "",
+                    )
         item_id = str(pub.offset) if pub.offset else ""
         return st.headline(settings.domain, channel, item_id, pub.data.decode())
 
@@ -618,7 +782,7 @@ class XmppSession:
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
         if self.settings.is_contacts_channel(channel):
             # no more joins and leaves from there: contacts seen only there are gone
-            for client_id, (channels, _, jid) in list(self._contacts.items()):
+            for client_id, (channels, _, jid, _, _) in list(self._contacts.items()):
                 channels.discard(channel)
                 if not channels:
                     del self._contacts[client_id]
