@@ -21,8 +21,8 @@ from pushgate.hub.errors import DISCONNECT_SLOW
 from tests import raw_clients
 from tests.centrifuge_helpers import Recorder, subscribed
 from tests.conftest import Server, free_port
-from tests.xmpp_helpers import Bosh
 from tests.test_transports import connect_command
+from tests.xmpp_helpers import Bosh
 
 CHANNEL = "board:slow"
 QUEUE = 65536
