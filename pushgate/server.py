@@ -121,11 +121,10 @@ def arrived_internally(request: web.Request) -> bool:
 async def internal_only_middleware(request: web.Request, handler) -> web.StreamResponse:
     """With an internal listener, the operator's paths are not found on the public one.
     The matched route decides (not the raw path): no spelling of a URL gets around it."""
-    if request.config_dict[HUB].config.server.internal_port:
-        resource = request.match_info.route.resource
-        canonical = resource.canonical if resource is not None else request.path
-        if canonical.startswith(INTERNAL_PATHS) and not arrived_internally(request):
-            raise web.HTTPNotFound()
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    if canonical.startswith(INTERNAL_PATHS) and not arrived_internally(request):
+        raise web.HTTPNotFound()
     return await handler(request)
 
 
@@ -133,7 +132,11 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     hub = Hub(config, MeasuredEngine(engine or make_engine(config)), TokenVerifier(config.token))
     app = web.Application(
         client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024),
-        middlewares=[internal_only_middleware, cors_middleware],
+        # no internal listener, no middleware: nothing more per request than before
+        middlewares=[
+            *([internal_only_middleware] if config.server.internal_port else []),
+            cors_middleware,
+        ],
     )
     app[HUB] = hub
     app[OPEN_SOCKETS] = OpenSockets()
