@@ -10,8 +10,8 @@
 - ``server.internal_port``: the operator's paths answer 404 on the public port and are
   served on the internal one, in process and with ``pushgate serve --workers 2``;
 - a user named like the admin page's identity, holding a valid token from the configured
-  secret (centrifuge-python), cannot subscribe to, publish into or read the admin
-  channel, and no token the backend can mint opens it.
+  secret (centrifuge-python, and over STOMP), cannot subscribe to, publish into or read
+  the admin channel, and no token the backend can mint opens it.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from pushgate.server import create_app, make_ssl_context
 from pushgate.web.admin import ADMIN_CHANNEL, ADMIN_USER, COOKIE
 from tests.centrifuge_helpers import Recorder, clients_fixture, wait_until  # noqa: F401
 from tests.conftest import API_KEY, BASE_CONFIG, REDIS_URL, SECRET, free_port
+from tests.stomp_client import RawStomp
 from tests.test_process_lifecycle import self_signed
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -481,3 +482,17 @@ async def test_an_internal_looking_token_from_the_shared_secret_is_refused(
         assert gone.code == 3500  # invalid token
     finally:
         await client.disconnect()
+
+
+async def test_nor_over_stomp(make_server, server_config):
+    server = await make_server(server_config(ADMIN))
+    for command in ("SUBSCRIBE", "SEND"):
+        client = await RawStomp.websocket(server.url.replace("http", "ws") + "/stomp")
+        try:
+            await client.connect(server.token(ADMIN_USER, channels=[ADMIN_CHANNEL]))
+            headers = {"id": "1", "destination": f"/topic/{ADMIN_CHANNEL}", "receipt": "r"}
+            await client.send(command, headers, b"{}")
+            error = await client.expect("ERROR")
+            assert error.headers["message"] == "permission denied", command
+        finally:
+            await client.close()
