@@ -220,9 +220,9 @@ class Engine(ABC):
     async def kv_delete(self, key: str) -> None: ...
 
     @abstractmethod
-    async def kv_incr(self, key: str, ttl: float) -> int:
-        """Add 1 to the counter at ``key`` (a missing one is 0), make it expire ``ttl``
-        seconds from now, and return the new count; atomic across nodes."""
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        """Add ``amount`` to the counter at ``key`` (a missing one is 0), make it expire
+        ``ttl`` seconds from now, and return the new count; atomic across nodes."""
 
     # --- cluster ------------------------------------------------------------------
     async def ping(self) -> None:  # noqa: B027 - nothing to reach for an in-process engine

@@ -284,9 +284,9 @@ class MemoryEngine(Engine):
     async def kv_delete(self, key: str) -> None:
         self._kv.pop(key, None)
 
-    async def kv_incr(self, key: str, ttl: float) -> int:
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
         entry = self._kv_live(key)
-        count = (int(entry[0]) if entry is not None else 0) + 1
+        count = (int(entry[0]) if entry is not None else 0) + amount
         self._kv[key] = (str(count).encode(), time.monotonic() + ttl)
         return count
 

@@ -713,9 +713,9 @@ class RedisEngine(Engine):
     async def kv_delete(self, key: str) -> None:
         await self.shards[0].client.delete(self._kv_key(key))
 
-    async def kv_incr(self, key: str, ttl: float) -> int:
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
         pipe = self.shards[0].client.pipeline(transaction=True)
-        pipe.incr(self._kv_key(key))
+        pipe.incrby(self._kv_key(key), amount)
         pipe.pexpire(self._kv_key(key), max(1, int(ttl * 1000)))
         count, _ = await pipe.execute()
         return int(count)

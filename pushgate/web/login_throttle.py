@@ -4,11 +4,13 @@ Each login attempt that reaches the password check is counted first, per remote 
 (an IPv6 address by its /64, which one machine usually holds whole) and for all
 addresses together; counts are forgotten ``admin.login_window`` after the last attempt.
 Past ``admin.login_attempts`` (``login_attempts_global`` overall), an attempt must
-first claim a lock of 1 s, then 2, 4, … up to ``admin.login_max_backoff``; while a lock
-stands every login of that address (or every login) is refused with its remaining time
-without looking at the password. Claiming is an engine "set if absent", so parallel
-requests cannot slip through together, and the state is the engine's: the same for
-every worker and node. A successful login clears its address (not the global count).
+first claim a turn: a lock of 1 s, then 2, 4, … up to ``admin.login_max_backoff`` (the
+length set by the turns taken so far, not by how many requests raced for one); while a
+lock stands every login of that address (or every login) is refused with its remaining
+time without looking at the password. Claiming is an engine "set if absent", so
+parallel requests cannot slip through together, and the state is the engine's: the same
+for every worker and node. A successful login clears its address and is taken back from the
+global count, so the logins of operators never add up to a back-off.
 """
 
 from __future__ import annotations
@@ -56,22 +58,32 @@ class LoginThrottle:
             if wait:
                 return wait
         for scope, free in scopes:
-            count = await self.engine.kv_incr(f"{KEY_PREFIX}tries:{scope}", config.login_window)
-            if count <= free:
-                continue
-            delay = min(config.login_max_backoff, 2.0 ** min(count - free - 1, MAX_DOUBLINGS))
-            until = time.time() + delay
-            claimed = await self.engine.kv_set(
-                f"{KEY_PREFIX}lock:{scope}", repr(until).encode(), delay, only_new=True
-            )
-            if not claimed:  # a parallel attempt took this turn
-                return await self._locked(scope) or 1
+            tries = await self.engine.kv_incr(f"{KEY_PREFIX}tries:{scope}", config.login_window)
+            if tries > free and not await self._take_turn(scope):
+                return await self._locked(scope) or 1  # a parallel attempt took this turn
         return 0
 
+    async def _take_turn(self, scope: str) -> bool:
+        """Past the free attempts: claim the next turn, which holds off the attempt after
+        it 1 s, 2 s, 4 s, … (the n-th turn 2**(n-1) s, at most login_max_backoff)."""
+        config = self.config
+        turns = int(await self.engine.kv_get(f"{KEY_PREFIX}turns:{scope}") or 0)
+        delay = min(config.login_max_backoff, 2.0 ** min(turns, MAX_DOUBLINGS))
+        until = time.time() + delay
+        claimed = await self.engine.kv_set(
+            f"{KEY_PREFIX}lock:{scope}", repr(until).encode(), delay, only_new=True
+        )
+        if claimed:
+            await self.engine.kv_incr(f"{KEY_PREFIX}turns:{scope}", config.login_window)
+        return claimed
+
     async def succeeded(self, remote: str | None) -> None:
+        """A right password: its address starts afresh, and the attempt is taken back
+        from the global count (only failures may add up there)."""
         scope = address_scope(remote)
-        await self.engine.kv_delete(f"{KEY_PREFIX}tries:{scope}")
-        await self.engine.kv_delete(f"{KEY_PREFIX}lock:{scope}")
+        for kind in ("tries", "turns", "lock"):
+            await self.engine.kv_delete(f"{KEY_PREFIX}{kind}:{scope}")
+        await self.engine.kv_incr(f"{KEY_PREFIX}tries:{GLOBAL}", self.config.login_window, -1)
 
     async def _locked(self, scope: str) -> int:
         value = await self.engine.kv_get(f"{KEY_PREFIX}lock:{scope}")
