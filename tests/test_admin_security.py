@@ -35,6 +35,7 @@ from centrifuge import Client, ReplyError
 
 from pushgate.auth import mint_connection_token
 from pushgate.config import Config, load_config
+from pushgate.hub import internal
 from pushgate.metrics import LIMIT_HITS
 from pushgate.server import create_app, make_ssl_context
 from pushgate.web.admin import ADMIN_CHANNEL, ADMIN_USER, COOKIE
@@ -508,3 +509,50 @@ async def test_nor_over_stomp(make_server, server_config):
             assert error.headers["message"] == "permission denied", command
         finally:
             await client.close()
+
+
+async def test_the_pages_connection_refreshes_only_with_internal_tokens(make_server, server_config):
+    server = await make_server(server_config(ADMIN))
+    engine = server.hub.engine
+    asked: list[str] = []
+
+    async def internal_token() -> str:
+        asked.append("internal")
+        return await internal.mint(engine, ADMIN_USER, [ADMIN_CHANNEL], ttl=2)
+
+    events = Recorder()
+    page = Client(
+        server.ws_url, token=await internal_token(), get_token=internal_token, events=events
+    )
+    try:
+        await page.connect()
+        await events.wait_for("connected")
+
+        # two refreshes with internal tokens: still connected, still subscribed
+        async def refreshed_twice() -> bool:  # the refreshes come with the tokens' expiry
+            return len(asked) >= 3
+
+        await wait_until(refreshed_twice, 10, "two token refreshes")
+        seen = len(events.of("publication"))
+        await events.wait_for("publication", lambda _: len(events.of("publication")) > seen)
+        assert events.of("disconnected") == []
+        assert [c for c in events.of("connecting") if c.code] == []  # no reconnect
+    finally:
+        await page.disconnect()
+
+    async def ordinary_token() -> str:  # right user, right secret, but not internal
+        return server.token(ADMIN_USER, ttl=3600)
+
+    events = Recorder()
+    page = Client(
+        server.ws_url,
+        token=await internal.mint(engine, ADMIN_USER, [ADMIN_CHANNEL], ttl=2),
+        get_token=ordinary_token,
+        events=events,
+    )
+    try:
+        await page.connect()
+        gone = await events.wait_for("disconnected", timeout=10)
+        assert gone.code == 3500  # invalid token
+    finally:
+        await page.disconnect()
