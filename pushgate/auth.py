@@ -27,13 +27,17 @@ from jwt.utils import base64url_decode
 from pushgate.config import ConfigError, TokenConfig
 
 __all__ = [
+    "INTERNAL_KID",
     "ConnectionClaims",
+    "InternalToken",
     "SubscriptionClaims",
     "TokenError",
     "TokenExpired",
     "TokenVerifier",
     "mint_connection_token",
+    "mint_internal_token",
     "mint_subscription_token",
+    "verify_internal_token",
 ]
 
 log = logging.getLogger("pushgate.auth")
@@ -43,6 +47,9 @@ RSA_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
 ECDSA_ALGORITHMS = ("ES256", "ES384", "ES512")
 _MIN_HMAC_BYTES = 32
 _PEM_MARKER = "-----BEGIN"
+#: the ``kid`` header of internal connection tokens: the server mints them with a key of
+#: its own (never one of ``[token]``'s), for connections it authorizes itself
+INTERNAL_KID = "pushgate-internal"
 
 
 class TokenError(Exception):
@@ -51,6 +58,11 @@ class TokenError(Exception):
 
 class TokenExpired(TokenError):
     """The token's ``exp`` has passed; the client should refresh it."""
+
+
+class InternalToken(TokenError):
+    """An internal token (``kid`` = INTERNAL_KID): only ``verify_internal_token`` with
+    the server's own key may accept it, never the ``[token]`` keys."""
 
 
 @dataclass(slots=True)
@@ -64,6 +76,8 @@ class ConnectionClaims:
     subs: dict[str, dict[str, Any]] = field(default_factory=dict)
     meta: dict[str, Any] | None = None
     expire_at: int | None = None
+    #: minted by this server for a connection of its own (the admin page)
+    internal: bool = False
 
 
 @dataclass(slots=True)
@@ -135,19 +149,9 @@ class TokenVerifier:
         return list(self._keys)
 
     def verify_connection(self, token: str) -> ConnectionClaims:
-        """Verify a connection token; a missing ``sub`` means the anonymous user ""."""
-        claims = self._decode(token)
-        if claims.get("channel"):
-            raise TokenError("subscription token used as connection token")
-        return ConnectionClaims(
-            user=_user(claims),
-            exp=_optional_int(claims, "exp"),
-            info=_info(claims),
-            channels=_channels(claims),
-            subs=_subs(claims),
-            meta=_meta(claims),
-            expire_at=_optional_int(claims, "expire_at"),
-        )
+        """Verify a connection token; a missing ``sub`` means the anonymous user "".
+        An internal token raises InternalToken (see ``verify_internal_token``)."""
+        return _connection_claims(self._decode(token))
 
     def verify_subscription(self, token: str, channel: str) -> SubscriptionClaims:
         """Verify a subscription token; its ``channel`` claim must equal ``channel``."""
@@ -166,6 +170,8 @@ class TokenVerifier:
         """Check the signature and the registered claims; return the payload."""
         header_b64, payload_b64, signature = _split(token)
         header = _json_part(header_b64)
+        if header.get("kid") == INTERNAL_KID:
+            raise InternalToken("internal token")
         if "crit" in header:
             raise TokenError("unsupported critical header")
         alg = header.get("alg")
@@ -191,6 +197,41 @@ class TokenVerifier:
             raise TokenError("invalid audience")
         if self._issuer and claims.get("iss") != self._issuer:
             raise TokenError("invalid issuer")
+
+
+def _connection_claims(claims: dict[str, Any], internal: bool = False) -> ConnectionClaims:
+    if claims.get("channel"):
+        raise TokenError("subscription token used as connection token")
+    return ConnectionClaims(
+        user=_user(claims),
+        exp=_optional_int(claims, "exp"),
+        info=_info(claims),
+        channels=_channels(claims),
+        subs=_subs(claims),
+        meta=_meta(claims),
+        expire_at=_optional_int(claims, "expire_at"),
+        internal=internal,
+    )
+
+
+def verify_internal_token(token: str, key: bytes) -> ConnectionClaims:
+    """Verify an internal connection token (HS256, ``kid`` INTERNAL_KID) with the
+    server's own ``key``; its claims are marked ``internal``."""
+    header_b64, payload_b64, signature = _split(token)
+    header = _json_part(header_b64)
+    if header.get("kid") != INTERNAL_KID or header.get("alg") != "HS256" or "crit" in header:
+        raise TokenError("not an internal token")
+    algorithm = get_default_algorithms()["HS256"]
+    signing_input = f"{header_b64}.{payload_b64}".encode()
+    if not _signature_ok(algorithm, algorithm.prepare_key(key), signing_input, signature):
+        raise TokenError("invalid signature")
+    claims = _json_part(payload_b64)
+    exp = _number_claim(claims, "exp")
+    if exp is None:
+        raise TokenError("internal token without exp")
+    if exp <= time.time():
+        raise TokenExpired("token expired")
+    return _connection_claims(claims, internal=True)
 
 
 # --------------------------------------------------------------------------- key loading
@@ -336,6 +377,14 @@ def mint_connection_token(
     if channels:
         claims["channels"] = list(channels)
     return _mint(secret, claims, ttl, algorithm, extra)
+
+
+def mint_internal_token(key: bytes, user: str, ttl: float, channels: list[str]) -> str:
+    """An internal connection token (see ``verify_internal_token``) for ``user`` with
+    server-side subscriptions to ``channels``; the server's own ``key`` signs it."""
+    claims: dict[str, Any] = {"sub": user, "channels": list(channels)}
+    claims["exp"] = int(time.time() + ttl)
+    return jwt.encode(claims, key, algorithm="HS256", headers={"kid": INTERNAL_KID})
 
 
 def mint_subscription_token(

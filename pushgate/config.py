@@ -22,6 +22,7 @@ from pushgate.durations import parse_duration
 __all__ = [
     "ENV_ALLOWLIST",
     "ENV_PREFIX",
+    "RESERVED_CHANNEL_PREFIX",
     "SECTIONS",
     "AdminConfig",
     "AmqpConfig",
@@ -48,6 +49,9 @@ ENV_PREFIX = "PUSHGATE_"
 #: PUSHGATE_* variables that are not options but are still allowed in the environment.
 ENV_ALLOWLIST = frozenset({"PUSHGATE_CONFIG"})
 CONFIG_PATH_ENV = "PUSHGATE_CONFIG"
+#: channels whose names begin with this are the server's own (the admin page's stats):
+#: no client, API call or configured namespace may use them
+RESERVED_CHANNEL_PREFIX = "__pushgate"
 
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s?#]+")
@@ -220,6 +224,14 @@ class ServerConfig:
         "Freeze connections' long-lived objects out of full garbage collections as "
         "connections open; thaw and collect once when they halve (see docs/performance.md).",
     )
+    internal_port: int = _opt(
+        0,
+        "Port of a second listener, on internal_host, that alone serves /api, /admin, "
+        "/metrics and /ready (they answer 404 on port); 0 = off: everything on port.",
+        lo=0,
+        hi=65535,
+    )
+    internal_host: str = _opt("127.0.0.1", "Address of the internal listener (internal_port).")
 
 
 @dataclass(slots=True)
@@ -545,7 +557,31 @@ class AdminConfig:
     """``[admin]``: the admin web page at ``/admin``."""
 
     password: str = _opt("", "Password of the admin page (empty = the page is off).", secret=True)
-    session_ttl: float = _opt(43200.0, "How long an admin login lasts (duration).", lo=60)
+    session_ttl: float = _opt(
+        43200.0,
+        "How long an admin login lasts (duration); logging out ends it at once.",
+        lo=60,
+    )
+    login_attempts: int = _opt(
+        5,
+        "Failed logins one address may make before each further attempt has to wait "
+        "(1 s, then doubling up to login_max_backoff); refused attempts get 429.",
+        lo=1,
+    )
+    login_attempts_global: int = _opt(
+        20,
+        "Failed logins from all addresses together before the same back-off applies to "
+        "every login (an attacker rotating addresses).",
+        lo=1,
+    )
+    login_max_backoff: float = _opt(
+        300.0, "Longest wait between two login attempts once backing off (duration).", lo=1
+    )
+    login_window: float = _opt(
+        900.0,
+        "Failed logins are forgotten after this long without a login attempt (duration).",
+        lo=1,
+    )
     stats_interval: float = _opt(
         2.0, "How often each node publishes its live numbers to the admin page (duration).", lo=0.2
     )
@@ -848,6 +884,10 @@ def _build_namespace(
         msg = f"invalid namespace name {name!r} (only letters, digits, '_', '-', '.')"
         builder.errors.append(name_origin.error(msg))
         return None
+    if name.startswith(RESERVED_CHANNEL_PREFIX):
+        msg = f"namespace names beginning with {RESERVED_CHANNEL_PREFIX!r} are reserved"
+        builder.errors.append(name_origin.error(msg))
+        return None
     namespace = NamespaceConfig(**kwargs)  # type: ignore[arg-type]
     if not ok:
         builder.failed.add(f"namespace[{index}]")
@@ -901,6 +941,7 @@ def _validate(cfg: Config, builder: _Builder) -> None:
     """Checks that span several keys; skipped where a key involved was already invalid."""
     _check_client(cfg.client, builder)
     _check_tls(cfg.server, builder)
+    _check_internal_listener(cfg.server, builder)
     _check_engine(cfg.engine, builder)
     _check_token(cfg.token, builder)
     _check_naming(cfg.channel, builder)
@@ -932,6 +973,16 @@ def _check_tls(server: ServerConfig, builder: _Builder) -> None:
     for key, path in (("server.tls_cert", server.tls_cert), ("server.tls_key", server.tls_key)):
         if path and not os.path.isfile(path):
             _complain(builder, key, f"no such file {path!r}")
+
+
+def _check_internal_listener(server: ServerConfig, builder: _Builder) -> None:
+    if server.internal_port and server.internal_port == server.port:
+        _complain(
+            builder,
+            "server.internal_port",
+            "must differ from server.port (the public listener)",
+            "server.port",
+        )
 
 
 def _check_client(client: ClientConfig, builder: _Builder) -> None:

@@ -1,4 +1,11 @@
-"""Assembles the aiohttp application: hub, engine, transports, API; and runs it."""
+"""Assembles the aiohttp application: hub, engine, transports, API; and runs it.
+
+With ``server.internal_port`` set, one application listens on two sockets: the public
+one (``server.port``) and the internal one (``server.internal_host``, default
+127.0.0.1). The internal one serves everything; on the public one the operator's paths —
+``/api``, ``/admin``, ``/metrics``, ``/ready`` — answer 404 as if they did not exist.
+``/health`` (liveness, says nothing) stays on both.
+"""
 
 from __future__ import annotations
 
@@ -57,6 +64,9 @@ AMQP = web.AppKey("amqp", object)
 #: pending connections the kernel may queue: bursts of reconnects must not be dropped
 BACKLOG = 4096
 
+#: served only on the internal listener when there is one (route paths beginning so)
+INTERNAL_PATHS = ("/api/", "/admin", "/metrics", "/ready")
+
 
 def make_engine(config: Config) -> Engine:
     if config.engine.type == "memory":
@@ -98,11 +108,35 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
+def arrived_internally(request: web.Request) -> bool:
+    """True when the request came in on the internal listener (server.internal_port)."""
+    transport = request.transport
+    sockname = transport.get_extra_info("sockname") if transport is not None else None
+    if not isinstance(sockname, tuple) or len(sockname) < 2:
+        return False
+    return sockname[1] == request.config_dict[HUB].config.server.internal_port
+
+
+@web.middleware
+async def internal_only_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """With an internal listener, the operator's paths are not found on the public one.
+    The matched route decides (not the raw path): no spelling of a URL gets around it."""
+    resource = request.match_info.route.resource
+    canonical = resource.canonical if resource is not None else request.path
+    if canonical.startswith(INTERNAL_PATHS) and not arrived_internally(request):
+        raise web.HTTPNotFound()
+    return await handler(request)
+
+
 def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     hub = Hub(config, MeasuredEngine(engine or make_engine(config)), TokenVerifier(config.token))
     app = web.Application(
         client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024),
-        middlewares=[cors_middleware],
+        # no internal listener, no middleware: nothing more per request than before
+        middlewares=[
+            *([internal_only_middleware] if config.server.internal_port else []),
+            cors_middleware,
+        ],
     )
     app[HUB] = hub
     app[OPEN_SOCKETS] = OpenSockets()
@@ -328,8 +362,11 @@ def freeze_as_connections_open(app: web.Application) -> None:
     app.on_shutdown.append(stop)
 
 
-def serve(config: Config, sock: socket.socket | None = None) -> None:
-    """Run one node until interrupted (SIGTERM/SIGINT: graceful shutdown)."""
+def serve(
+    config: Config, sock: socket.socket | None = None, internal: socket.socket | None = None
+) -> None:
+    """Run one node until interrupted (SIGTERM/SIGINT: graceful shutdown). ``sock`` and
+    ``internal`` are the listening sockets when the caller bound them (workers)."""
     install_uvloop()
     raise_open_files_limit()
     ssl_context = make_ssl_context(config)
@@ -340,11 +377,21 @@ def serve(config: Config, sock: socket.socket | None = None) -> None:
         freeze_as_connections_open(app)
     if sock is None:
         sock = bind_socket(config.server.host, config.server.port)
+    if internal is None and config.server.internal_port:
+        internal = bind_socket(config.server.internal_host, config.server.internal_port)
+    scheme = "https" if ssl_context else "http"
     host, port = sock.getsockname()[:2]
-    log.info("listening on %s://%s:%d", "https" if ssl_context else "http", host, port)
+    log.info("listening on %s://%s:%d", scheme, host, port)
+    sockets = [sock]
+    if internal is not None:
+        sockets.append(internal)
+        host, port = internal.getsockname()[:2]
+        log.info(
+            "internal listener on %s://%s:%d (/api, /admin, /metrics, /ready)", scheme, host, port
+        )
     web.run_app(
         app,
-        sock=sock,
+        sock=sockets,
         ssl_context=ssl_context,
         backlog=BACKLOG,
         shutdown_timeout=config.server.shutdown_timeout,

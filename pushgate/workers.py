@@ -19,7 +19,9 @@ The parent (the supervisor) serves nothing. It
 - reserves the port first: it binds (without listening) a ``SO_REUSEPORT`` socket to
   host:port, so "address in use" is reported once, before any worker starts, and
   ``port = 0`` becomes one concrete port that every worker then binds. A bound socket
-  that does not listen is never given connections;
+  that does not listen is never given connections. The internal listener
+  (``server.internal_port``, when set) is reserved the same way, and every worker binds
+  its own ``SO_REUSEPORT`` socket on it too;
 - starts each worker in a process group of its own, so a terminal's Ctrl-C reaches
   only the parent, and a worker asks the kernel for SIGTERM should the parent die
   (``PR_SET_PDEATHSIG``), so no worker outlives a killed supervisor;
@@ -123,7 +125,11 @@ def run_worker(config: Config, index: int, parent_pid: int) -> None:
         # the node registry and logs must tell the workers apart
         config.server.name = f"{config.server.name}-{index}"
     sock = bind_socket(config.server.host, config.server.port, reuse_port=True)
-    serve(config, sock)
+    internal = None
+    if config.server.internal_port:
+        server = config.server
+        internal = bind_socket(server.internal_host, server.internal_port, reuse_port=True)
+    serve(config, sock, internal)
 
 
 @dataclass
@@ -276,12 +282,19 @@ class Supervisor:
 def supervise(config: Config, count: int, worker_args: list[str]) -> int:
     """Run ``count`` workers of ``pushgate serve <worker_args>`` on the configured port."""
     host, port = config.server.host, config.server.port
-    try:
-        reserved = reserve_port(host, port)
-    except OSError as exc:
-        print(f"pushgate: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr)
-        return 1
-    port = reserved.getsockname()[1]
+    listeners = [(host, port)]
+    if config.server.internal_port:
+        listeners.append((config.server.internal_host, config.server.internal_port))
+    held: list[socket.socket] = []
+    for where, at in listeners:
+        try:
+            held.append(reserve_port(where, at))
+        except OSError as exc:
+            print(f"pushgate: cannot listen on {where}:{at}: {exc.strerror}", file=sys.stderr)
+            for sock in held:
+                sock.close()
+            return 1
+    port = held[0].getsockname()[1]
 
     def command(index: int, parent_pid: int) -> list[str]:
         return [
@@ -304,4 +317,5 @@ def supervise(config: Config, count: int, worker_args: list[str]) -> int:
     try:
         return Supervisor(command, count, shutdown_timeout=config.server.shutdown_timeout).run()
     finally:
-        reserved.close()
+        for sock in held:
+            sock.close()

@@ -13,13 +13,17 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from pushgate.auth import (
+    INTERNAL_KID,
     ConnectionClaims,
+    InternalToken,
     SubscriptionClaims,
     TokenError,
     TokenExpired,
     TokenVerifier,
     mint_connection_token,
+    mint_internal_token,
     mint_subscription_token,
+    verify_internal_token,
 )
 from pushgate.config import ConfigError, TokenConfig
 
@@ -323,3 +327,26 @@ def test_audience_and_issuer_checked() -> None:
 def test_audience_and_issuer_ignored_when_not_configured(hmac_verifier: TokenVerifier) -> None:
     token = mint_connection_token(SECRET, "a", aud="anything", iss="anyone")
     assert hmac_verifier.verify_connection(token).user == "a"
+
+
+def test_internal_tokens_need_the_servers_own_key() -> None:
+    key = b"k" * 32
+    token = mint_internal_token(key, "pushgate-admin", 60, ["__pushgate:admin"])
+    claims = verify_internal_token(token, key)
+    assert claims.internal and claims.channels == ["__pushgate:admin"]
+    verifier = TokenVerifier(TokenConfig(hmac_secret=SECRET))
+    with pytest.raises(InternalToken):  # never by the [token] keys
+        verifier.verify_connection(token)
+    assert not verifier.verify_connection(mint_connection_token(SECRET, "pushgate-admin")).internal
+    headers = {"kid": INTERNAL_KID}
+    forged = jwt.encode({"sub": "x", "exp": time.time() + 60}, SECRET, "HS256", headers=headers)
+    no_exp = jwt.encode({"sub": "x"}, key, "HS256", headers=headers)
+    expired = jwt.encode({"sub": "x", "exp": time.time() - 1}, key, "HS256", headers=headers)
+    plain = jwt.encode({"sub": "x", "exp": time.time() + 60}, key, "HS256")
+    for bad in (forged, no_exp, plain):
+        with pytest.raises(TokenError):
+            verify_internal_token(bad, key)
+    with pytest.raises(TokenExpired):
+        verify_internal_token(expired, key)
+    with pytest.raises(InternalToken):  # a subscription token with that kid too
+        verifier.verify_subscription(forged, "x")

@@ -1,4 +1,4 @@
-"""The admin page in chromium: login, live numbers, lookups, disconnect, publish."""
+"""The admin page in chromium: login, live numbers, lookups, disconnect, publish, logout."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ async def test_admin_page(make_server, server_config, page, clients):
     await page.goto(server.url + "/admin")
     await page.fill("input[name=password]", "wrong")
     await page.click("button")
-    assert "Wrong password" in await page.content()
+    await page.wait_for_selector("#error:has-text('Wrong password')")
     await page.fill("input[name=password]", "admin-pass")
     await page.click("button")
     await page.wait_for_selector("#t-nodes")
@@ -78,3 +78,13 @@ async def test_admin_page(make_server, server_config, page, clients):
     await page.wait_for_function(
         "document.getElementById('user-out').textContent.includes('was disconnected')"
     )
+
+    # logging out ends the session on the server: the page shows the login again and
+    # the cookie the browser held no longer opens anything
+    cookie = next(c for c in await page.context.cookies() if c["name"] == "pushgate_admin")
+    await page.click("#logout")
+    await page.wait_for_selector("input[name=password]")
+    async with server.session.get(
+        server.url + "/admin/api/overview", cookies={"pushgate_admin": cookie["value"]}
+    ) as response:
+        assert response.status == 401

@@ -255,6 +255,14 @@ def test_unknown_override() -> None:
             "token.rsa_public_key: neither PEM text nor an existing file",
         ),
         ('[[namespace]]\nname = "bad name"\n', "namespace[0].name: invalid namespace name"),
+        (
+            '[[namespace]]\nname = "__pushgate"\n',
+            "namespace[0].name: namespace names beginning with '__pushgate' are reserved",
+        ),
+        (
+            "[server]\ninternal_port = 8000\n",
+            "server.internal_port: must differ from server.port",
+        ),
         ("[[namespace]]\npresence = true\n", "namespace[0].name: required"),
         (
             '[[namespace]]\nname = "a"\n[[namespace]]\nname = "a"\n',

@@ -204,6 +204,26 @@ class Engine(ABC):
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
         """user → (online anywhere, last seen time or None if never seen)."""
 
+    # --- small shared values ------------------------------------------------------
+    # What every node of the cluster must agree on beyond channels: admin sessions,
+    # login throttling, the internal token key. Few keys, small values, rare calls.
+    @abstractmethod
+    async def kv_get(self, key: str) -> bytes | None:
+        """The value stored at ``key``, or None (never set, expired or deleted)."""
+
+    @abstractmethod
+    async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
+        """Store ``value`` for ``ttl`` seconds (0 = no expiry); with ``only_new``, only if
+        ``key`` holds nothing. True when stored."""
+
+    @abstractmethod
+    async def kv_delete(self, key: str) -> None: ...
+
+    @abstractmethod
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        """Add ``amount`` to the counter at ``key`` (a missing one is 0), make it expire
+        ``ttl`` seconds from now, and return the new count; atomic across nodes."""
+
     # --- cluster ------------------------------------------------------------------
     async def ping(self) -> None:  # noqa: B027 - nothing to reach for an in-process engine
         """Raise if the engine's backing service cannot be reached."""

@@ -64,6 +64,8 @@ class MemoryEngine(Engine):
         self._presence: dict[str, dict[str, ClientInfo]] = {}
         self._users_online: set[str] = set()
         self._last_seen: dict[str, float] = {}
+        #: small shared values: key → (value, monotonic expiry or 0 = none)
+        self._kv: dict[str, tuple[bytes, float]] = {}
 
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler
@@ -100,6 +102,8 @@ class MemoryEngine(Engine):
             gone.append(user)
         for user in gone:
             del self._last_seen[user]
+        for key in [k for k, (_, expires) in self._kv.items() if 0 < expires <= now]:
+            del self._kv[key]
 
     def _stream(self, channel: str, now: float) -> _Stream:
         stream = self._streams.get(channel)
@@ -258,6 +262,33 @@ class MemoryEngine(Engine):
             user: (True, now) if user in self._users_online else (False, self._last_seen.get(user))
             for user in users
         }
+
+    # --- small shared values ------------------------------------------------------
+    def _kv_live(self, key: str) -> tuple[bytes, float] | None:
+        entry = self._kv.get(key)
+        if entry is not None and 0 < entry[1] <= time.monotonic():
+            del self._kv[key]
+            return None
+        return entry
+
+    async def kv_get(self, key: str) -> bytes | None:
+        entry = self._kv_live(key)
+        return None if entry is None else entry[0]
+
+    async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
+        if only_new and self._kv_live(key) is not None:
+            return False
+        self._kv[key] = (value, time.monotonic() + ttl if ttl > 0 else 0.0)
+        return True
+
+    async def kv_delete(self, key: str) -> None:
+        self._kv.pop(key, None)
+
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        entry = self._kv_live(key)
+        count = (int(entry[0]) if entry is not None else 0) + amount
+        self._kv[key] = (str(count).encode(), time.monotonic() + ttl)
+        return count
 
     # --- cluster ------------------------------------------------------------------
     async def nodes(self, this_node: dict) -> list[dict]:

@@ -698,6 +698,28 @@ class RedisEngine(Engine):
                 return  # Redis still unreachable; the next beat tries again
             self._offline_unsaid.pop(user, None)
 
+    # --- small shared values (on the first shard, like the node registry) ----------
+    def _kv_key(self, key: str) -> str:
+        return f"{self.prefix}:kv:{key}"
+
+    async def kv_get(self, key: str) -> bytes | None:
+        return await self.shards[0].client.get(self._kv_key(key))
+
+    async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
+        expiry = max(1, int(ttl * 1000)) if ttl > 0 else None
+        stored = await self.shards[0].client.set(self._kv_key(key), value, px=expiry, nx=only_new)
+        return bool(stored)
+
+    async def kv_delete(self, key: str) -> None:
+        await self.shards[0].client.delete(self._kv_key(key))
+
+    async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        pipe = self.shards[0].client.pipeline(transaction=True)
+        pipe.incrby(self._kv_key(key), amount)
+        pipe.pexpire(self._kv_key(key), max(1, int(ttl * 1000)))
+        count, _ = await pipe.execute()
+        return int(count)
+
     async def ping(self) -> None:
         for shard in self.shards:
             await asyncio.wait_for(shard.client.ping(), 2.0)

@@ -4,14 +4,35 @@ A channel is ``namespace:name``; the namespace's options (or the top-level defau
 a name without one) say who may subscribe, publish, read presence and history, and
 whether the channel keeps a stream. ``#`` marks a user-limited channel: the users
 after it, separated by ``,``, are the only ones who may join (``personal:#alice``).
+Channels beginning with ``__pushgate`` are reserved for the server itself (the admin
+page's live numbers): every client command and API call on one is refused, whatever the
+user or token; only internal connections and the server's own publications reach them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pushgate.config import ChannelConfig, ChannelOptions, NamespaceConfig
-from pushgate.hub.errors import ERROR_LIMIT_EXCEEDED, ERROR_UNKNOWN_CHANNEL, HubError
+from pushgate.config import (
+    RESERVED_CHANNEL_PREFIX,
+    ChannelConfig,
+    ChannelOptions,
+    NamespaceConfig,
+)
+from pushgate.hub.errors import (
+    ERROR_LIMIT_EXCEEDED,
+    ERROR_PERMISSION_DENIED,
+    ERROR_UNKNOWN_CHANNEL,
+    HubError,
+)
+
+#: the options of reserved channels: no history, no presence, nothing for clients
+RESERVED_OPTIONS = ChannelOptions(allow_user_limited_channels=False)
+
+
+def is_reserved(channel: str) -> bool:
+    """True for the server's own channels (``__pushgate…``)."""
+    return channel.startswith(RESERVED_CHANNEL_PREFIX)
 
 
 @dataclass(slots=True, frozen=True)
@@ -30,9 +51,14 @@ class ChannelRules:
         head, sep, _ = channel.partition(boundary)
         return head if sep else ""
 
-    def options(self, channel: str) -> ChannelOptions:
-        """The options that apply to ``channel``; HubError 102 for an unknown namespace."""
+    def options(self, channel: str, *, internal: bool = False) -> ChannelOptions:
+        """The options that apply to ``channel``; HubError 102 for an unknown namespace,
+        103 for a reserved channel unless ``internal`` (the server's own use)."""
         self.check_name(channel)
+        if is_reserved(channel):
+            if not internal:
+                raise ERROR_PERMISSION_DENIED
+            return RESERVED_OPTIONS
         namespace = self.namespace_of(channel)
         if not namespace:
             return self.defaults

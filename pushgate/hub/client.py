@@ -23,6 +23,7 @@ from pushgate.engine.base import (
     StreamPosition,
     UnrecoverablePosition,
 )
+from pushgate.hub import internal as internal_tokens
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_CONNECTION_CLOSED,
@@ -107,6 +108,7 @@ class Client:
         "expires_at",
         "hub",
         "id",
+        "internal",
         "name",
         "ping_slot",
         "session",
@@ -123,6 +125,8 @@ class Client:
         self.id = str(uuid.uuid4())
         self.session = uuid.uuid4().hex
         self.user = ""
+        #: authorized by the server itself (an internal token): may hold reserved channels
+        self.internal = False
         self.name = ""
         self.conn_info: bytes | None = None
         self.connected = False
@@ -179,7 +183,7 @@ class Client:
         claims = None
         if token:
             try:
-                claims = hub.tokens.verify_connection(token)
+                claims = await internal_tokens.verify_connection(hub.tokens, hub.engine, token)
             except TokenExpired:
                 raise ERROR_TOKEN_EXPIRED from None
             except TokenError as exc:
@@ -191,6 +195,7 @@ class Client:
         now = time.time()
         if claims is not None:
             self.user = claims.user
+            self.internal = claims.internal
             self.conn_info = claims.info
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
             if expire_at:
@@ -202,7 +207,12 @@ class Client:
             count_limit("connections")
             raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
         limit = hub.config.client.max_connections_per_user
-        if limit and self.user and hub.user_connection_count(self.user) >= limit:
+        if (
+            limit
+            and self.user
+            and not self.internal
+            and hub.user_connection_count(self.user) >= limit
+        ):
             log.info("connect refused: user %r has %d connections", self.user, limit)
             count_limit("connections_per_user")
             raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
@@ -236,6 +246,7 @@ class Client:
                     channel,
                     chan_info=_info_bytes(opts.get("info")),
                     recover_since=_recover_position(recover),
+                    internal=self.internal,
                 )
             except HubError as exc:
                 log.info("server-side subscription to %s refused: %s", channel, exc.message)
@@ -251,13 +262,13 @@ class Client:
     async def refresh(self, token: str) -> RefreshResult:
         hub = self.hub
         try:
-            claims = hub.tokens.verify_connection(token)
+            claims = await internal_tokens.verify_connection(hub.tokens, hub.engine, token)
         except TokenExpired:
             raise ERROR_TOKEN_EXPIRED from None
         except TokenError as exc:
             log.info("refresh refused for %s: invalid token (%s)", self.id, exc)
             raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
-        if claims.user != self.user:
+        if claims.user != self.user or claims.internal != self.internal:
             log.info("refresh refused for %s: token for another user", self.id)
             raise DisconnectError(DISCONNECT_INVALID_TOKEN)
         expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
@@ -336,8 +347,11 @@ class Client:
         *,
         chan_info: bytes | None = None,
         recover_since: StreamPosition | None = None,
+        internal: bool = False,
     ) -> SubscribeResult:
-        options = self.hub.rules.options(channel)
+        """A subscription made by the server (token claims, the API); a reserved channel
+        only for an ``internal`` one (the connection's own internal token)."""
+        options = self.hub.rules.options(channel, internal=internal)
         if channel in self.subs:
             raise ERROR_ALREADY_SUBSCRIBED
         sub = Subscription(

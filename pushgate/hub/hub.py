@@ -587,6 +587,7 @@ class Hub:
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str | None = None,
+        internal: bool = False,
     ) -> StreamPosition:
         return await self.publish_soon(
             channel,
@@ -595,6 +596,7 @@ class Hub:
             tags=tags,
             skip_history=skip_history,
             idempotency_key=idempotency_key,
+            internal=internal,
         )
 
     def publish_soon(
@@ -606,10 +608,12 @@ class Hub:
         tags: dict[str, str] | None = None,
         skip_history: bool = False,
         idempotency_key: str | None = None,
+        internal: bool = False,
     ) -> asyncio.Future[StreamPosition]:
         """``publish`` started now (HubError at once for a channel no rule allows);
-        the new position as a future."""
-        options = self.rules.options(channel)
+        the new position as a future. ``internal``: the server's own publication, the
+        only kind a reserved channel takes."""
+        options = self.rules.options(channel, internal=internal)
         pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
         keep = has_history(options) and not skip_history
         self.published += 1

@@ -1,150 +1,187 @@
 """The admin page at ``/admin``: live numbers of the cluster, lookups, disconnect, publish.
 
-Behind ``admin.password`` (a signed, expiring cookie after login). The page is itself a
-pushgate client: it connects with pushgate.js as the user ``pushgate-admin``, with a
-server-side subscription to the private channel ``__admin#pushgate-admin`` (user-limited:
-nobody else may join it), where every node publishes its own numbers each
-``admin.stats_interval``. So the page shows every node, whichever one serves it.
+Behind ``admin.password``: a JSON login (throttled, login_throttle.py) opens a
+server-side session (admin_sessions.py) whose id is an HttpOnly, SameSite=Strict
+cookie, ``Secure`` over TLS; ``POST /admin/logout`` ends it. Every POST must come from
+the page itself (same_origin.py). The page is itself a pushgate client: it connects with
+pushgate.js as ``pushgate-admin`` with an internal token (hub/internal.py) that the
+server mints with a key of its own and that alone grants a server-side subscription
+to the reserved channel ``__pushgate:admin``, where every node publishes its own numbers
+each ``admin.stats_interval``. So the page shows every node, whichever one serves it,
+and no client token, whatever its user, can read or write that channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import hmac
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 from aiohttp import web
 
-from pushgate.auth import mint_connection_token
 from pushgate.engine.base import UnrecoverablePosition
-from pushgate.hub.client import has_history
+from pushgate.hub import internal
+from pushgate.hub.client import count_limit, has_history
 from pushgate.hub.errors import HubError
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
+from pushgate.web.admin_sessions import AdminSessions
+from pushgate.web.login_throttle import LoginThrottle
+from pushgate.web.same_origin import json_error, refuse_unless_page_post
 
 log = logging.getLogger("pushgate.admin")
 
 ADMIN_USER = "pushgate-admin"
-ADMIN_CHANNEL = f"__admin#{ADMIN_USER}"
+ADMIN_CHANNEL = "__pushgate:admin"
 COOKIE = "pushgate_admin"
 PAGE = Path(__file__).with_name("admin.html")
+LOGIN_PAGE = Path(__file__).with_name("admin_login.html")
+#: the page's connection token lasts this long; pushgate.js asks for a new one before
+TOKEN_TTL = 300.0
 
 
-def _key(password: str) -> bytes:
-    return hashlib.sha256(b"pushgate-admin-session:" + password.encode()).digest()
+@dataclass(slots=True)
+class Admin:
+    """The admin page's state of one application."""
+
+    sessions: AdminSessions
+    throttle: LoginThrottle
 
 
-def session_cookie(password: str, ttl: float) -> str:
-    expires = str(int(time.time() + ttl))
-    signature = hmac.new(_key(password), expires.encode(), hashlib.sha256).hexdigest()
-    return f"{expires}.{signature}"
-
-
-def valid_cookie(password: str, cookie: str | None) -> bool:
-    if not password or not cookie or "." not in cookie:
-        return False
-    expires, _, signature = cookie.partition(".")
-    expected = hmac.new(_key(password), expires.encode(), hashlib.sha256).hexdigest()
-    return (
-        hmac.compare_digest(signature, expected)
-        and expires.isdigit()
-        and int(expires) > time.time()
-    )
+ADMIN = web.AppKey("admin", Admin)
 
 
 def _hub(request: web.Request) -> Hub:
     return request.config_dict[HUB]
 
 
-def _logged_in(request: web.Request) -> bool:
-    return valid_cookie(_hub(request).config.admin.password, request.cookies.get(COOKIE))
+def _admin(request: web.Request) -> Admin:
+    return request.config_dict[ADMIN]
 
 
-def _require_login(request: web.Request) -> None:
+def _page_on(request: web.Request) -> None:
     if not _hub(request).config.admin.password:
         raise web.HTTPNotFound(text="the admin page is off: set admin.password")
-    if not _logged_in(request):
-        raise web.HTTPUnauthorized(
-            text='{"error": "log in first"}', content_type="application/json"
-        )
 
 
-LOGIN_FORM = """<!doctype html><html><head><meta charset=utf-8>
-<meta name=viewport content="width=device-width,initial-scale=1"><title>pushgate admin</title>
-<link rel=icon href="data:,">
-<style>body{font:15px system-ui,sans-serif;background:#f3f4f8;display:grid;place-items:center;
-height:100vh;margin:0}form{background:#fff;padding:28px 32px;border-radius:12px;
-box-shadow:0 2px 12px #0001;display:grid;gap:12px;min-width:260px}h1{font-size:18px;margin:0}
-input,button{font:inherit;padding:8px 10px;border-radius:8px;border:1px solid #ccd}
-button{background:#3b5bdb;color:#fff;border:0;cursor:pointer}.err{color:#c92a2a}</style>
-</head><body><form method=post action="/admin/login"><h1>pushgate admin</h1>
-<input type=password name=password placeholder=Password
- autocomplete=current-password autofocus required>
-{error}<button>Log in</button></form></body></html>"""
+async def _logged_in(request: web.Request) -> bool:
+    try:
+        return await _admin(request).sessions.valid(request.cookies.get(COOKIE))
+    except Exception as exc:
+        log.warning("admin session not checked: the engine failed: %s", exc)
+        raise json_error(web.HTTPServiceUnavailable, "the engine is unreachable") from None
+
+
+async def _require_login(request: web.Request) -> None:
+    _page_on(request)
+    if not await _logged_in(request):
+        raise json_error(web.HTTPUnauthorized, "log in first")
+
+
+def _refuse_cross_origin(request: web.Request) -> None:
+    refused = refuse_unless_page_post(request)
+    if refused is not None:
+        raise refused
+
+
+def served_over_tls(request: web.Request) -> bool:
+    """TLS here (``server.tls_cert``), or at a proxy in front that says so. Trusting
+    ``X-Forwarded-Proto`` only ever adds ``Secure`` to a cookie: nothing to spoof."""
+    if _hub(request).config.server.tls_cert or request.secure:
+        return True
+    forwarded = request.headers.get("X-Forwarded-Proto", "")
+    return forwarded.split(",")[0].strip().lower() == "https"
 
 
 async def page(request: web.Request) -> web.Response:
-    hub = _hub(request)
-    if not hub.config.admin.password:
-        raise web.HTTPNotFound(text="the admin page is off: set admin.password")
-    if not _logged_in(request):
-        return web.Response(text=LOGIN_FORM.replace("{error}", ""), content_type="text/html")
-    return web.Response(body=PAGE.read_bytes(), content_type="text/html")
+    _page_on(request)
+    shown = PAGE if await _logged_in(request) else LOGIN_PAGE
+    return web.Response(body=shown.read_bytes(), content_type="text/html")
+
+
+async def _password_given(request: web.Request) -> str:
+    try:
+        body = await request.json()
+    except ValueError:
+        raise json_error(web.HTTPBadRequest, "the body must be JSON") from None
+    given = body.get("password") if isinstance(body, dict) else None
+    if not isinstance(given, str):
+        raise json_error(web.HTTPBadRequest, "password required")
+    return given
 
 
 async def login(request: web.Request) -> web.Response:
-    hub = _hub(request)
-    password = hub.config.admin.password
-    form = await request.post()
-    given = str(form.get("password", ""))
-    if not password or not hmac.compare_digest(given.encode(), password.encode()):
-        log.warning("admin login refused", extra={"remote": request.remote})
-        error = "<div class=err>Wrong password.</div>"
-        return web.Response(
-            text=LOGIN_FORM.replace("{error}", error), content_type="text/html", status=401
+    _page_on(request)
+    _refuse_cross_origin(request)
+    hub, admin = _hub(request), _admin(request)
+    try:
+        wait = await admin.throttle.admit(request.remote)
+    except Exception as exc:
+        log.warning("admin login not checked: the engine failed: %s", exc)
+        raise json_error(web.HTTPServiceUnavailable, "the engine is unreachable") from None
+    if wait:
+        count_limit("admin_login")
+        log.warning(
+            "admin login refused: too many failed logins (retry in %d s)",
+            wait,
+            extra={"remote": request.remote},
         )
-    response = web.HTTPSeeOther("/admin")
+        return web.json_response(
+            {"error": f"too many failed logins: try again in {wait} s"},
+            status=429,
+            headers={"Retry-After": str(wait)},
+        )
+    given = await _password_given(request)
+    password = hub.config.admin.password
+    if not hmac.compare_digest(given.encode(), password.encode()):
+        log.warning("admin login refused: wrong password", extra={"remote": request.remote})
+        return web.json_response({"error": "wrong password"}, status=401)
+    await admin.throttle.succeeded(request.remote)
+    session_id = await admin.sessions.create()
+    log.info("admin logged in", extra={"remote": request.remote})
+    response = web.json_response({})
     response.set_cookie(
         COOKIE,
-        session_cookie(password, hub.config.admin.session_ttl),
+        session_id,
         max_age=int(hub.config.admin.session_ttl),
         httponly=True,
         samesite="Strict",
+        secure=served_over_tls(request),
         path="/admin",
     )
-    raise response
+    return response
 
 
 async def logout(request: web.Request) -> web.Response:
-    response = web.HTTPSeeOther("/admin")
+    _page_on(request)
+    _refuse_cross_origin(request)
+    await _admin(request).sessions.revoke(request.cookies.get(COOKIE))
+    response = web.json_response({})
     response.del_cookie(COOKIE, path="/admin")
-    raise response
+    return response
 
 
 async def connect_info(request: web.Request) -> web.Response:
-    _require_login(request)
-    hub = _hub(request)
-    secret = hub.config.token.hmac_secret
-    if not secret:
-        return web.json_response({"token": None, "channel": ADMIN_CHANNEL})
-    token = mint_connection_token(secret, ADMIN_USER, ttl=3600, channels=[ADMIN_CHANNEL])
+    await _require_login(request)
+    engine = _hub(request).engine
+    token = await internal.mint(engine, ADMIN_USER, [ADMIN_CHANNEL], TOKEN_TTL)
     return web.json_response({"token": token, "channel": ADMIN_CHANNEL})
 
 
 async def overview(request: web.Request) -> web.Response:
-    _require_login(request)
+    await _require_login(request)
     hub = _hub(request)
     nodes = await hub.info()
     return web.json_response({"nodes": nodes, "channels": len(await hub.cluster_channel_counts())})
 
 
 async def channel(request: web.Request) -> web.Response:
-    _require_login(request)
+    await _require_login(request)
     hub = _hub(request)
     name = request.query.get("name", "")
     try:
@@ -168,7 +205,7 @@ async def channel(request: web.Request) -> web.Response:
 
 
 async def user(request: web.Request) -> web.Response:
-    _require_login(request)
+    await _require_login(request)
     hub = _hub(request)
     name = request.query.get("name", "")
     if not name:
@@ -181,7 +218,8 @@ async def user(request: web.Request) -> web.Response:
 
 
 async def disconnect(request: web.Request) -> web.Response:
-    _require_login(request)
+    _refuse_cross_origin(request)
+    await _require_login(request)
     body = await request.json()
     name = body.get("user") if isinstance(body, dict) else None
     if not isinstance(name, str) or not name:
@@ -192,7 +230,8 @@ async def disconnect(request: web.Request) -> web.Response:
 
 
 async def publish(request: web.Request) -> web.Response:
-    _require_login(request)
+    _refuse_cross_origin(request)
+    await _require_login(request)
     body = await request.json()
     if not isinstance(body, dict) or not isinstance(body.get("channel"), str):
         return web.json_response({"error": "channel and data required"}, status=400)
@@ -242,12 +281,18 @@ class StatsPublisher:
             if ADMIN_CHANNEL not in hub.channels and not hub.engine.multi_node:
                 continue  # nobody is watching on this one-node cluster
             try:
-                await hub.publish(ADMIN_CHANNEL, orjson.dumps(stats))
+                await hub.publish(ADMIN_CHANNEL, orjson.dumps(stats), internal=True)
             except Exception as exc:
                 log.warning("admin stats not published: %s", exc)
 
 
 def add_routes(app: web.Application) -> None:
+    hub = app[HUB]
+    config = hub.config.admin
+    app[ADMIN] = Admin(
+        AdminSessions(hub.engine, config.password, config.session_ttl),
+        LoginThrottle(hub.engine, config),
+    )
     routes = app.router
     routes.add_get("/admin", page)
     routes.add_post("/admin/login", login)
