@@ -10,11 +10,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import aiohttp
 import orjson
 import pytest
 
 from pushgate.auth import mint_connection_token
+from tests import raw_clients
 from tests.conftest import SECRET, Server
 
 EVIL = "https://evil.example"
@@ -178,3 +181,36 @@ async def test_connect_attempts_are_bounded(server):
         codes.append(orjson.loads(message.data)["error"]["code"])
     assert codes == [109, 109, 109]  # token expired, three times: then closed
     assert ws.close_code == 3501
+
+
+async def test_a_stomp_frame_flood_is_cut_off_by_default(server):
+    port = int(server.url.rsplit(":", 1)[1])
+    ws = await raw_clients.stomp_websocket(port, server.token("f"))
+    ws.send("".join(f"ACK\nid:{n}\n\n\x00" for n in range(3000)))
+    errors = []
+    async with asyncio.timeout(10):
+        while True:
+            try:
+                payload = await ws.receive()
+            except asyncio.IncompleteReadError:
+                break
+            if payload.startswith(b"ERROR"):
+                errors.append(payload)
+    assert len(errors) == 1 and b"message:too many requests" in errors[0]
+    assert "f" not in server.hub.users
+
+
+async def test_an_xmpp_stanza_flood_is_cut_off_by_default(make_server, server_config):
+    server = await make_server(server_config('[xmpp]\ndomain = "pushgate.test"\n'))
+    port = int(server.url.rsplit(":", 1)[1])
+    ws = await raw_clients.xmpp_websocket(port, "f", server.token("f"), "pushgate.test")
+    for n in range(400):
+        ws.send(
+            f"<iq xmlns='jabber:client' type='get' id='p{n}'><ping xmlns='urn:xmpp:ping'/></iq>"
+        )
+    seen = b""
+    async with asyncio.timeout(10):
+        while b"policy-violation" not in seen:
+            seen += await ws.receive()
+    assert b"resource-constraint" in seen
+    assert seen.count(b"type='result'") + seen.count(b'type="result"') < 400

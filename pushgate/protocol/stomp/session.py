@@ -242,6 +242,9 @@ class StompSession:
     async def handle(self, frame: Frame) -> None:
         client = self.client
         try:
+            # every frame spends the connection's command rate (client.commands_per_second):
+            # STOMP has no temporary error, so a client past it gets ERROR and is closed
+            client.check_command_rate()
             if not client.connected:
                 if frame.command not in ("CONNECT", "STOMP"):
                     raise StompFailure("not connected", f"expected CONNECT, got {frame.command}")

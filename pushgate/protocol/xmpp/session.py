@@ -270,6 +270,8 @@ class XmppSession:
         if self.client.closed or self.writer.closed:
             return
         name, ns = element.name, element.ns
+        if not self._within_rate(element):
+            return
         if ns == st.NS_SASL:
             await self._sasl(element)
             return
@@ -288,6 +290,21 @@ class XmppSession:
                 raise StreamError("unsupported-stanza-type", name)
         except DisconnectError as exc:
             self.client.disconnect(exc.disconnect)
+
+    def _within_rate(self, element: Element) -> bool:
+        """Spend the connection's command rate (client.commands_per_second) on a stanza.
+        Past it an iq or message gets ``resource-constraint`` (wait), a presence is
+        dropped; refusals in a row end the stream (policy-violation)."""
+        try:
+            self.client.check_command_rate()
+        except HubError:
+            if element.name in ("iq", "message") and element.ns in ("", st.NS_CLIENT):
+                stanza_id = element.get("id")
+                self._send(st.stanza_error(element.name, stanza_id, "resource-constraint", "wait"))
+            return False
+        except DisconnectError:
+            raise StreamError("policy-violation", "too many stanzas") from None
+        return True
 
     async def closed(self) -> None:
         """The transport is gone: leave the hub, remember where the client was."""
