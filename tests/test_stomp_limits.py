@@ -300,7 +300,10 @@ async def test_many_ids_on_one_channel_while_a_bystander_keeps_its_order(
     message; the 5001st is refused. Meanwhile a subscriber on another connection gets
     every publication, in order. (The old code spent ~1.8 s of loop time on these 5000
     and accepted the 5001st.)"""
-    server = await make_server(server_config(client__max_subscriptions=5000))
+    # the id limit is under test, not the command rate (client.commands_per_second)
+    server = await make_server(
+        server_config(client__max_subscriptions=5000, client__commands_per_second=0)
+    )
     watcher = await bystander(server, raw)
     client = await raw(server)
     await client.connect(server.token("mallory"))
@@ -361,7 +364,8 @@ class Writer:
 
 @pytest.fixture
 async def hub(tmp_path: Path):
-    config = make_config(tmp_path, client__max_subscriptions=3000)
+    # the id limit is under test, not the command rate (client.commands_per_second)
+    config = make_config(tmp_path, client__max_subscriptions=3000, client__commands_per_second=0)
     hub = Hub(config, MemoryEngine(), TokenVerifier(config.token))
     await hub.engine.start(hub, hub.node_id)
     yield hub
