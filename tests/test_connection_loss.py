@@ -11,7 +11,6 @@ and measures until the leave arrives.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -22,6 +21,7 @@ from tests import raw_clients
 from tests.centrifuge_helpers import Recorder, subscribed
 from tests.conftest import Server, free_port
 from tests.test_transports import connect_command
+from tests.xmpp_helpers import Bosh
 
 CHANNEL = "board:gone"
 DOMAIN = "pushgate.test"
@@ -127,19 +127,8 @@ async def longpoll(server: Server, how: str) -> Drop:
 
 async def bosh(server: Server, how: str) -> Drop:
     """A BOSH session whose held request's connection drops."""
-    from tests.xmpp_helpers import Bosh
-
     client = Bosh(server)
-    await client.create(to=DOMAIN)
-    creds = base64.b64encode(f"\0gone\0{token(server)}".encode()).decode()
-    await client.send(
-        f'<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">{creds}</auth>'
-    )
-    await client.send(xmpp__restart="true", to=DOMAIN)
-    await client.send(
-        '<iq xmlns="jabber:client" type="set" id="b1"><bind '
-        'xmlns="urn:ietf:params:xml:ns:xmpp-bind"/></iq>'
-    )
+    await client.login(token(server), "gone")
     state = writer_of(server.hub, "gone")._conn.state
     raw = await held_request(server, "/http-bind", client.body().encode(), lambda: state.parked)
     return dropper(raw, how)

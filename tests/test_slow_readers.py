@@ -10,7 +10,6 @@ the same channel (centrifuge-python) must get every publication, in order.
 from __future__ import annotations
 
 import asyncio
-import base64
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -113,17 +112,7 @@ async def longpoll(server: Server) -> object:
 async def bosh(server: Server) -> object:
     """A BOSH session that logs in and binds, then never sends another request."""
     client = Bosh(server)
-    await client.create(to=DOMAIN)
-    creds = base64.b64encode(f"\0slow\0{server_side(server)}".encode()).decode()
-    answer = await client.send(
-        f'<auth xmlns="urn:ietf:params:xml:ns:xmpp-sasl" mechanism="PLAIN">{creds}</auth>'
-    )
-    assert answer.children[0].name == "success", answer
-    await client.send(xmpp__restart="true", to=DOMAIN)
-    await client.send(
-        '<iq xmlns="jabber:client" type="set" id="b1"><bind '
-        'xmlns="urn:ietf:params:xml:ns:xmpp-bind"/></iq>'
-    )
+    await client.login(server_side(server), "slow")
     return client
 
 
