@@ -27,10 +27,11 @@ $(NODE_DEPS): tests/package.json tests/package-lock.json
 
 install: $(INSTALLED)
 
-# pushgate and the team board demo on one port: http://127.0.0.1:8000/demo/
-# (`pushgate serve --config $(CONFIG)` runs pushgate alone). Board data: $$DEMO_DB.
+# pushgate and the team board demo on one port: http://127.0.0.1:8000/demo/ (another
+# port: `make run PORT=8001`; `pushgate serve --config $(CONFIG)` runs pushgate alone).
+# Board data: $$DEMO_DB.
 run: $(INSTALLED)
-	$(PY) -m demo --config $(CONFIG)
+	$(PY) -m demo --config $(CONFIG) $(if $(PORT),--port $(PORT))
 
 # docs/img/*.png for the README: the demo in chromium, desktop and phone sizes.
 screenshots: $(INSTALLED) $(CHROMIUM)

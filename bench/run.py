@@ -820,7 +820,7 @@ ON_REQUEST = {"c100k"}
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bench.run",
+        prog=os.environ.get("BENCH_PROG", "python -m bench.run"),
         description=__doc__.split("\n\n")[0],
         epilog="scenarios: " + ", ".join(SCENARIOS),
     )

@@ -15,15 +15,24 @@ from aiohttp import web
 
 from demo.server import build_app, settings_for, url_of
 from pushgate.config import ConfigError, load_config
+from pushgate.listening import CannotListen
 from pushgate.server import bind_socket, install_uvloop, raise_open_files_limit
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=os.environ.get("PUSHGATE_CONFIG") or "pushgate.toml")
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        default=os.environ.get("PUSHGATE_CONFIG") or "pushgate.toml",
+        help="pushgate's configuration (default: $PUSHGATE_CONFIG, else pushgate.toml)",
+    )
+    parser.add_argument("--host", help="address to listen on (server.host)")
+    parser.add_argument("--port", type=int, help="port to listen on (server.port)")
     args = parser.parse_args()
+    overrides = {"server.host": args.host, "server.port": args.port}
     try:
-        config = load_config(args.config)
+        config = load_config(args.config, overrides=overrides)
     except ConfigError as exc:
         parser.exit(2, f"{args.config}: {exc}\n")
     logging.basicConfig(
@@ -32,7 +41,10 @@ def main() -> int:
     )
     install_uvloop()
     raise_open_files_limit()
-    sock = bind_socket(config.server.host, config.server.port)
+    try:
+        sock = bind_socket(config.server.host, config.server.port)
+    except CannotListen as exc:
+        parser.exit(2, f"{parser.prog}: {exc}\n")
     url = url_of(sock)
     settings = settings_for(config, url)
     app = build_app(config, settings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import urllib.error
 import urllib.request
@@ -13,17 +14,24 @@ from pathlib import Path
 from pushgate import __version__, logs
 from pushgate.auth import mint_connection_token, mint_subscription_token
 from pushgate.config import Config, ConfigError, config_to_dict, load_config
+from pushgate.listening import CannotListen
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", "-c", help="TOML configuration file")
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="FILE",
+        help="TOML configuration file (default: $PUSHGATE_CONFIG, else built-in defaults)",
+    )
     parser.add_argument(
         "-o",
         "--option",
         action="append",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="set any option (wins over file and environment); repeatable",
+        help="set any option, e.g. -o server.port=8001 (wins over file and environment); "
+        "repeatable",
     )
 
 
@@ -110,7 +118,11 @@ def cmd_token(args: argparse.Namespace) -> int:
     if not secret:
         print("pushgate: no HMAC secret: set token.hmac_secret or pass --secret", file=sys.stderr)
         return 2
-    info = json.loads(args.info) if args.info else None
+    try:
+        info = json.loads(args.info) if args.info else None
+    except json.JSONDecodeError as exc:
+        print(f"pushgate: --info is not JSON: {exc}", file=sys.stderr)
+        return 2
     ttl = args.ttl if args.ttl > 0 else None
     if args.channel:
         token = mint_subscription_token(secret, args.user, args.channel, ttl=ttl, info=info)
@@ -156,7 +168,10 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    config = load_config(args.file, overrides=_overrides(args, {}))
+    if args.file and args.config and args.file != args.config:
+        print("pushgate: give the file once: FILE or --config FILE", file=sys.stderr)
+        return 2
+    config = load_config(args.file or args.config, overrides=_overrides(args, {}))
     print(json.dumps(config_to_dict(config, mask_secrets=True), indent=2, default=str))
     return 0
 
@@ -166,14 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pushgate {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser("serve", help="run the server")
+    serve = commands.add_parser(
+        "serve",
+        help="run the server",
+        description="Run pushgate (without the demo: `make run` is `python -m demo`, which "
+        "serves the team board demo next to it).",
+    )
     _add_config_args(serve)
-    serve.add_argument("--host")
-    serve.add_argument("--port", type=int)
-    serve.add_argument("--engine", choices=["memory", "redis"])
-    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    serve.add_argument("--api-key")
-    serve.add_argument("--token-hmac-secret")
+    serve.add_argument("--host", help="address to listen on (server.host; default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (server.port; default 8000)")
+    serve.add_argument(
+        "--engine",
+        choices=["memory", "redis"],
+        help="engine.type: memory (one process) or redis (several workers or machines)",
+    )
+    serve.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error"],
+        help="server.log_level (default info)",
+    )
+    serve.add_argument("--api-key", help="api.key: the server API's key")
+    serve.add_argument("--token-hmac-secret", help="token.hmac_secret: the JWT HMAC secret")
     serve.add_argument(
         "--workers",
         type=_workers,
@@ -188,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="mint a connection or subscription JWT")
     _add_config_args(token)
-    token.add_argument("user")
+    token.add_argument("user", help="the token's subject (sub): the user id")
     token.add_argument("--ttl", type=float, default=3600, help="seconds; 0 = no expiry")
     token.add_argument("--channel", help="mint a subscription token for this channel")
     token.add_argument("--channels", help="comma-separated server-side subscriptions")
@@ -198,8 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     publish = commands.add_parser("publish", help="publish through the server API")
     _add_config_args(publish)
-    publish.add_argument("channel")
-    publish.add_argument("data", help="JSON data")
+    publish.add_argument("channel", help="channel to publish to, e.g. board:1")
+    publish.add_argument("data", help='the publication\'s data as JSON, e.g. \'{"text": "hi"}\'')
     publish.add_argument("--url", help="server URL (default: from server.host/port)")
     publish.add_argument("--api-key", help="API key (default: api.key)")
     publish.set_defaults(func=cmd_publish)
@@ -209,12 +237,19 @@ def build_parser() -> argparse.ArgumentParser:
         add_help=False,
         help="run the benchmark (python -m bench.run; needs a source checkout, see --help)",
     )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER)
+    bench.add_argument(
+        "bench_args", nargs=argparse.REMAINDER, help="scenarios and options of the benchmark"
+    )
     bench.set_defaults(func=lambda args: cmd_bench(args.bench_args))
 
-    check = commands.add_parser("check-config", help="validate and print a configuration")
-    check.add_argument("file", nargs="?")
-    check.add_argument("-o", "--option", action="append", default=[])
+    check = commands.add_parser(
+        "check-config",
+        help="validate and print a configuration",
+        description="Validate a configuration (file, PUSHGATE_* environment, -o options) and "
+        "print the effective one with secrets masked; exit 2 with every problem if invalid.",
+    )
+    _add_config_args(check)
+    check.add_argument("file", nargs="?", metavar="FILE", help="the file (same as --config)")
     check.set_defaults(func=cmd_check_config)
     return parser
 
@@ -240,7 +275,9 @@ def cmd_bench(bench_args: Sequence[str]) -> int:
         return 2
     import subprocess
 
-    return subprocess.call([sys.executable, "-m", "bench.run", *bench_args], cwd=root)
+    # bench.run's --help then names the command the user typed
+    env = {**os.environ, "BENCH_PROG": "pushgate bench"}
+    return subprocess.call([sys.executable, "-m", "bench.run", *bench_args], cwd=root, env=env)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -252,6 +289,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"pushgate: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    except CannotListen as exc:
+        print(f"pushgate: {exc}", file=sys.stderr)
         return 2
 
 

@@ -847,8 +847,9 @@ def _apply_namespaces(builder: _Builder, entries: object, source: str) -> None:
         if namespace is None:
             continue
         if namespace.name in seen:
-            msg = f"duplicate namespace {namespace.name!r} (also namespace[{seen[namespace.name]}])"
-            builder.errors.append(_Origin(f"namespace[{index}].name", source).error(msg))
+            first = _nth_namespace(seen[namespace.name])
+            msg = f"duplicate namespace {namespace.name!r} (also {first})"
+            builder.errors.append(_Origin(f"{_nth_namespace(index)} name", source).error(msg))
             continue
         seen[namespace.name] = index
         builder.namespaces.append(namespace)
@@ -860,8 +861,9 @@ def _build_namespace(
     known = _FIELDS[NamespaceConfig]
     kwargs: dict[str, object] = {}
     ok = True
+    label = _namespace_label(index, entry.get("name"))
     for key, value in entry.items():
-        origin = _Origin(f"namespace[{index}].{key}", source)
+        origin = _Origin(f"{label} {key}", source)
         if key not in known:
             msg = f"unknown key in [[namespace]]{_suggest(key, known)}"
             builder.errors.append(origin.error(msg))
@@ -873,7 +875,7 @@ def _build_namespace(
             ok = False
             continue
         builder.origins[origin.label] = origin
-    name_origin = _Origin(f"namespace[{index}].name", source)
+    name_origin = _Origin(f"{_nth_namespace(index)} name", source)
     if "name" not in entry:
         builder.errors.append(name_origin.error("required"))
         return None
@@ -890,8 +892,20 @@ def _build_namespace(
         return None
     namespace = NamespaceConfig(**kwargs)  # type: ignore[arg-type]
     if not ok:
-        builder.failed.add(f"namespace[{index}]")
+        builder.failed.add(label)
     return namespace
+
+
+def _nth_namespace(index: int) -> str:
+    """A ``[[namespace]]`` entry by its place in the file (the first is #1)."""
+    return f"[[namespace]] #{index + 1}"
+
+
+def _namespace_label(index: int, name: object) -> str:
+    """How errors name a ``[[namespace]]`` entry: by its name when it has a usable one."""
+    if isinstance(name, str) and _NAMESPACE_NAME.fullmatch(name):
+        return f'[[namespace]] "{name}"'
+    return _nth_namespace(index)
 
 
 def _apply_env(builder: _Builder, env: Mapping[str, str]) -> None:
@@ -947,10 +961,11 @@ def _validate(cfg: Config, builder: _Builder) -> None:
     _check_naming(cfg.channel, builder)
     _check_amqp(cfg.amqp, builder)
     _check_xmpp(cfg.xmpp, builder)
-    _check_history(cfg.channel, "channel", builder)
+    _check_history(cfg.channel, "channel.", builder)
     for index, namespace in enumerate(cfg.namespaces):
-        if f"namespace[{index}]" not in builder.failed:
-            _check_history(namespace, f"namespace[{index}]", builder)
+        label = _namespace_label(index, namespace.name)
+        if label not in builder.failed:
+            _check_history(namespace, f"{label} ", builder)
 
 
 def _complain(builder: _Builder, path: str, message: str, *involved: str) -> None:
@@ -1054,7 +1069,8 @@ def _check_naming(channel: ChannelConfig, builder: _Builder) -> None:
 
 
 def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None:
-    size, ttl = f"{prefix}.history_size", f"{prefix}.history_ttl"
+    """``prefix`` names the table the keys are in, with its separator (``channel.``)."""
+    size, ttl = f"{prefix}history_size", f"{prefix}history_ttl"
     if opts.history_size > 0 and opts.history_ttl <= 0:
         _complain(builder, ttl, "required (> 0) when history_size is set", size)
     elif opts.history_ttl > 0 and opts.history_size <= 0:
@@ -1064,7 +1080,7 @@ def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None
         if getattr(opts, key) and not has_history:
             _complain(
                 builder,
-                f"{prefix}.{key}",
+                f"{prefix}{key}",
                 "needs history (history_size and history_ttl)",
                 size,
                 ttl,

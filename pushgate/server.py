@@ -31,6 +31,7 @@ from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
 from pushgate.gc_freeze import Freezer
 from pushgate.hub.hub import Hub
+from pushgate.listening import BACKLOG, bind_socket
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
 from pushgate.transport.cors import add_cors_headers, cors_middleware
@@ -61,8 +62,6 @@ METRICS = web.AppKey("metrics", CollectorRegistry)
 STOMP_TCP = web.AppKey("stomp_tcp", object)
 AMQP = web.AppKey("amqp", object)
 
-#: pending connections the kernel may queue: bursts of reconnects must not be dropped
-BACKLOG = 4096
 
 #: served only on the internal listener when there is one (route paths beginning so)
 INTERNAL_PATHS = ("/api/", "/admin", "/metrics", "/ready")
@@ -222,18 +221,6 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)
     return app
-
-
-def bind_socket(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if reuse_port:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    sock.listen(BACKLOG)
-    sock.setblocking(False)
-    return sock
 
 
 def install_uvloop() -> None:

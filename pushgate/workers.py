@@ -54,6 +54,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from pushgate.config import Config
+from pushgate.listening import cannot_listen
 
 log = logging.getLogger("pushgate.workers")
 
@@ -290,10 +291,10 @@ def supervise(config: Config, count: int, worker_args: list[str]) -> int:
         try:
             held.append(reserve_port(where, at))
         except OSError as exc:
-            print(f"pushgate: cannot listen on {where}:{at}: {exc.strerror}", file=sys.stderr)
+            print(f"pushgate: {cannot_listen(where, at, exc)}", file=sys.stderr)
             for sock in held:
                 sock.close()
-            return 1
+            return 2
     port = held[0].getsockname()[1]
 
     def command(index: int, parent_pid: int) -> list[str]:

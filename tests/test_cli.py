@@ -129,3 +129,81 @@ async def test_serve_then_publish_reaches_a_subscriber(config_file):
     finally:
         server.terminate()
         await asyncio.wait_for(server.wait(), 15)
+
+
+@pytest.fixture
+def busy_port():
+    """A port another process (here: this one) is listening on."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [*PUSHGATE, "serve"],
+        [*PUSHGATE, "serve", "--workers", "2", "--engine", "redis"],
+        [sys.executable, "-m", "demo"],
+    ],
+    ids=["serve", "serve-workers", "make-run"],
+)
+def test_a_busy_port_is_one_line_saying_how_to_pick_another(config_file, busy_port, command):
+    result = subprocess.run(
+        [*command, "--config", str(config_file), "--port", str(busy_port)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=Path(__file__).parent.parent,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert f"cannot listen on 127.0.0.1:{busy_port}" in lines[0]
+    assert "--port" in lines[0] and "PUSHGATE_SERVER_PORT" in lines[0]
+
+
+def test_token_info_that_is_not_json_is_an_error_not_a_traceback(config_file):
+    result = run("token", "alice", "--info", "{bad", "--config", str(config_file))
+    assert result.returncode == 2
+    assert result.stderr.startswith("pushgate: --info is not JSON")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("how", [["--config"], ["-c"], []])
+def test_check_config_takes_the_file_like_every_command(config_file, how):
+    result = run("check-config", *how, str(config_file))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["token"]["hmac_secret"] == "***"
+
+
+def test_check_config_names_a_namespace_by_its_name(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[[namespace]]\nname = "board"\nhistory_size = 5\nhistory_ttl = "abc"\n')
+    result = run("check-config", "--config", str(bad))
+    assert result.returncode == 2
+    assert '[[namespace]] "board" history_ttl: invalid duration' in result.stderr
+
+
+def test_every_option_of_every_command_has_help():
+    from pushgate.cli import build_parser
+
+    parser = build_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, sub in commands.choices.items()
+        for action in sub._actions
+        if action.dest != "help" and action.help is None
+    ]
+    assert not missing, missing
+
+
+def test_bench_help_names_the_command_typed():
+    result = run("bench", "--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: pushgate bench")

@@ -204,7 +204,7 @@ def test_unknown_section_in_toml(tmp_path: Path) -> None:
 
 def test_unknown_key_in_namespace(tmp_path: Path) -> None:
     text = '[[namespace]]\nname = "a"\npresense = true\n'
-    with pytest.raises(ConfigError, match=r"namespace\[0\]\.presense: unknown key"):
+    with pytest.raises(ConfigError, match=r"\[\[namespace\]\] \"a\" presense: unknown key"):
         load_config(write(tmp_path, text), env={})
 
 
@@ -227,7 +227,7 @@ def test_unknown_override() -> None:
     [
         (
             '[[namespace]]\nname = "a"\nhistory_size = 1\nhistory_ttl = "abc"\n',
-            "namespace[0].history_ttl: invalid duration 'abc'",
+            "[[namespace]] \"a\" history_ttl: invalid duration 'abc'",
         ),
         ('[server]\nport = "x"\n', "server.port: expected an integer, got 'x'"),
         ("[server]\nport = 70000\n", "server.port: must be between 0 and 65535, got 70000"),
@@ -254,19 +254,19 @@ def test_unknown_override() -> None:
             '[token]\nrsa_public_key = "/no/such/key.pem"\n',
             "token.rsa_public_key: neither PEM text nor an existing file",
         ),
-        ('[[namespace]]\nname = "bad name"\n', "namespace[0].name: invalid namespace name"),
+        ('[[namespace]]\nname = "bad name"\n', "[[namespace]] #1 name: invalid namespace name"),
         (
             '[[namespace]]\nname = "__pushgate"\n',
-            "namespace[0].name: namespace names beginning with '__pushgate' are reserved",
+            "[[namespace]] #1 name: namespace names beginning with '__pushgate' are reserved",
         ),
         (
             "[server]\ninternal_port = 8000\n",
             "server.internal_port: must differ from server.port",
         ),
-        ("[[namespace]]\npresence = true\n", "namespace[0].name: required"),
+        ("[[namespace]]\npresence = true\n", "[[namespace]] #1 name: required"),
         (
             '[[namespace]]\nname = "a"\n[[namespace]]\nname = "a"\n',
-            "namespace[1].name: duplicate namespace 'a' (also namespace[0])",
+            "[[namespace]] #2 name: duplicate namespace 'a' (also [[namespace]] #1)",
         ),
         ('[namespace]\nname = "a"\n', "namespace: expected an array of tables"),
         ("server = 1\n", "server: expected a table"),
@@ -319,7 +319,7 @@ def test_all_errors_reported_together(tmp_path: Path) -> None:
         "server.port",
         "server.bogus",
         "engine.type",
-        "namespace[0].history_ttl",
+        '[[namespace]] "a" history_ttl',
         "PUSHGATE_API_KEYS",
         "client.max_subscriptions",
     ]
