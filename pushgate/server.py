@@ -54,10 +54,12 @@ from pushgate.transport.websocket import websocket_handler
 from pushgate.transport.ws_connection import OpenSockets
 from pushgate.transport.xmpp_ws import xmpp_websocket_handler
 from pushgate.web import admin
+from pushgate.worker_metrics import WorkerMetrics
 
 log = logging.getLogger("pushgate.server")
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
+WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)
 
 STOMP_TCP = web.AppKey("stomp_tcp", object)
 AMQP = web.AppKey("amqp", object)
@@ -103,7 +105,11 @@ async def ready(request: web.Request) -> web.Response:
 
 
 async def metrics_handler(request: web.Request) -> web.Response:
+    """This node's exposition: with several workers, every worker's (worker_metrics.py)."""
     body, content_type = metrics.render(request.app[METRICS])
+    workers = request.app.get(WORKER_METRICS)
+    if workers is not None:
+        body = await workers.exposition(body.decode())
     return web.Response(body=body, headers={"Content-Type": content_type})
 
 
@@ -349,8 +355,29 @@ def freeze_as_connections_open(app: web.Application) -> None:
     app.on_shutdown.append(stop)
 
 
+def serve_worker_metrics(app: web.Application, worker: WorkerMetrics) -> None:
+    """A worker of several: /metrics answers for all of them (worker_metrics.py)."""
+    app[WORKER_METRICS] = worker
+
+    async def own(request: web.Request) -> web.Response:
+        body, content_type = metrics.render(app[METRICS])
+        return web.Response(body=body, headers={"Content-Type": content_type})
+
+    async def start(_: web.Application) -> None:
+        await worker.start(own)
+
+    async def stop(_: web.Application) -> None:
+        await worker.stop()
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
+
+
 def serve(
-    config: Config, sock: socket.socket | None = None, internal: socket.socket | None = None
+    config: Config,
+    sock: socket.socket | None = None,
+    internal: socket.socket | None = None,
+    worker: WorkerMetrics | None = None,
 ) -> None:
     """Run one node until interrupted (SIGTERM/SIGINT: graceful shutdown). ``sock`` and
     ``internal`` are the listening sockets when the caller bound them (workers)."""
@@ -358,6 +385,8 @@ def serve(
     raise_open_files_limit()
     ssl_context = make_ssl_context(config)
     app = create_app(config)
+    if worker is not None:
+        serve_worker_metrics(app, worker)
     tune_gc()
     watch_gc()
     if config.server.gc_freeze:

@@ -55,6 +55,7 @@ from dataclasses import dataclass
 
 from pushgate.config import Config
 from pushgate.listening import cannot_listen
+from pushgate.worker_metrics import WorkerMetrics, make_socket_dir, remove_socket_dir
 
 log = logging.getLogger("pushgate.workers")
 
@@ -130,7 +131,7 @@ def run_worker(config: Config, index: int, parent_pid: int) -> None:
     if config.server.internal_port:
         server = config.server
         internal = bind_socket(server.internal_host, server.internal_port, reuse_port=True)
-    serve(config, sock, internal)
+    serve(config, sock, internal, WorkerMetrics(index, parent_pid))
 
 
 @dataclass
@@ -315,8 +316,10 @@ def supervise(config: Config, count: int, worker_args: list[str]) -> int:
         ]
 
     log.info("pushgate supervisor: %d workers on http://%s:%d (SO_REUSEPORT)", count, host, port)
+    metrics_dir = make_socket_dir(os.getpid())  # where workers find each other's /metrics
     try:
         return Supervisor(command, count, shutdown_timeout=config.server.shutdown_timeout).run()
     finally:
         for sock in held:
             sock.close()
+        remove_socket_dir(metrics_dir)

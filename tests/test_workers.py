@@ -21,6 +21,7 @@ import aiohttp
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from pushgate import workers
 from pushgate.auth import mint_connection_token
@@ -229,6 +230,67 @@ async def test_two_workers_share_the_port_and_act_as_one_node(tmp_path, redis_pr
         log = cluster.output(tail=10**6)
         assert "worker 0 started" in log and "worker 1 started" in log
         assert "was killed by SIGKILL" in log and "all workers stopped" in log
+    finally:
+        for ws, _ in sockets:
+            await ws.close()
+        await cluster.close()
+
+
+async def scrape(cluster: Cluster) -> dict[tuple[str, tuple], float]:
+    async with cluster.session.get(cluster.url + "/metrics") as response:
+        assert response.status == 200
+        text = await response.text()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+def per_worker(samples: dict, name: str, **labels: str) -> dict[str, float]:
+    """worker label → value of the series ``name`` with ``labels``."""
+    out = {}
+    for (sample, sample_labels), value in samples.items():
+        found = dict(sample_labels)
+        worker = found.pop("worker", None)
+        if sample == name and found == labels:
+            out[worker] = value
+    return out
+
+
+async def test_every_scrape_covers_every_worker_consistently(tmp_path, redis_prefix):
+    """A scrape reaches any worker; each answers with every worker's series, labelled, so
+    counters never jump back and the node's totals are right on every scrape."""
+    cluster = Cluster(write_config(tmp_path, redis_prefix), 2, tmp_path / "serve.log")
+    sockets: list[tuple[aiohttp.ClientWebSocketResponse, str]] = []
+    try:
+        nodes = await cluster.wait_nodes(lambda nodes: len(nodes) == 2)
+        node_ids = {node["uid"] for node in nodes}
+        for n in range(40):
+            sockets.append(await cluster.connect(f"m{n}"))
+            if {node for _, node in sockets} == node_ids and len(sockets) >= 4:
+                break
+        for n in range(5):
+            await cluster.api("publish", {"channel": CHANNEL, "data": {"n": n}})
+        for ws, _ in sockets:
+            await publications(ws, 5)
+        last: dict[str, float] = {}
+        for _ in range(12):  # new connections each: SO_REUSEPORT spreads them over workers
+            samples = await scrape(cluster)
+            connections = per_worker(
+                samples, "pushgate_connections", transport="websocket", dialect="centrifugo"
+            )
+            assert set(connections) == {"0", "1"}, samples.keys()
+            assert sum(connections.values()) == len(sockets)
+            deliveries = per_worker(samples, "pushgate_deliveries_total")
+            assert sum(deliveries.values()) == 5 * len(sockets)
+            for worker, value in per_worker(
+                samples, "pushgate_api_requests_total", method="publish", result="ok"
+            ).items():
+                assert value >= last.get(worker, 0)  # a counter never goes back
+                last[worker] = value
+            assert set(per_worker(samples, "process_resident_memory_bytes")) == {"0", "1"}
+        assert sum(last.values()) == 5
     finally:
         for ws, _ in sockets:
             await ws.close()
