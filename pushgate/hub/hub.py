@@ -692,6 +692,8 @@ class Hub:
             answer: dict = {"channels": self.channel_counts(message.get("pattern"))}
         elif message.get("question") == "connections":
             answer = {"connections": self.user_connections(message.get("user", ""))}
+        elif message.get("question") == "users":
+            answer = {"users": self.product_users()}
         else:
             answer = {"error": f"unknown question {message.get('question')!r}"}
         await self.engine.answer_survey(message["reply_to"], answer)
@@ -716,6 +718,19 @@ class Hub:
             {"question": "connections", "user": user}, {"connections": self.user_connections(user)}
         )
         return [c for answer in answers for c in answer.get("connections", [])]
+
+    def product_users(self) -> list[str]:
+        """This node's online users, less the server's own identities (the admin page)."""
+        return [
+            user
+            for user, session in self.users.items()
+            if not all(client.internal for client in session.clients.values())
+        ]
+
+    async def cluster_user_count(self) -> int:
+        """Distinct users online on any node: a user on several nodes counts once."""
+        answers = await self.engine.survey({"question": "users"}, {"users": self.product_users()})
+        return len({user for answer in answers for user in answer.get("users", [])})
 
     async def cluster_channel_counts(self, pattern: str | None = None) -> dict[str, int]:
         """Channels with subscribers on any node → subscribers, summed over the cluster."""

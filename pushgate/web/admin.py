@@ -177,7 +177,14 @@ async def overview(request: web.Request) -> web.Response:
     await _require_login(request)
     hub = _hub(request)
     nodes = await hub.info()
-    return web.json_response({"nodes": nodes, "channels": len(await hub.cluster_channel_counts())})
+    return web.json_response(
+        {
+            "nodes": nodes,
+            # distinct over the cluster: a user or channel on two nodes counts once
+            "channels": len(await hub.cluster_channel_counts()),
+            "users": await hub.cluster_user_count(),
+        }
+    )
 
 
 async def channel(request: web.Request) -> web.Response:
