@@ -297,6 +297,15 @@ async def test_a_move_made_offline_goes_back_then_happens_when_online(open_board
     assert "fetch" not in message.lower()
     assert await bob.is_visible(in_column("todo", 1))
 
+    # an edit made offline: the dialog stays open with what was typed, and says why
+    await alice.click('.card[data-id="3"]')
+    await alice.fill("#f-title", "Set up the status page")
+    await alice.click("#f-save")
+    problem = await alice.wait_for_selector("#dialog-error:visible")
+    assert "offline" in (await problem.text_content()).lower()
+    assert await alice.input_value("#f-title") == "Set up the status page"
+    await alice.click("#f-cancel")
+
     await alice.context.set_offline(False)
     await alice.wait_for_report(
         "card", where=lambda e: e["id"] == 1 and e["version"] == 2, start=mark

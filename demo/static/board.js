@@ -410,6 +410,7 @@
       const card = state.cards.get(id);
       if (!card || card.deleted) continue;
       if (card.version !== move.version) {
+        if (card.updated_by === state.me.id) continue; // ours after all (the answer was lost) or our other tab's
         const by = card.updated_by && state.users.get(card.updated_by);
         toast(`${by ? by.name : 'Someone'} changed “${card.title}” while you were offline, so your move was not made.`, 'notice', by && by.id);
         continue;
@@ -505,7 +506,12 @@
     $('card-dialog').showModal();
   }
   function closeDialog() { editing = null; $('card-dialog').close(); }
-  // While saving, the dialog stays open; a failure is said there, the edits kept.
+  // While saving, the dialog stays open; a failure is said there, the edits kept (or in a
+  // message, if the dialog was closed or shows another card by then).
+  function dialogFailed(id, problem) {
+    if (editing === id && $('card-dialog').open) setDialogBusy(false, problem);
+    else toast(problem, 'error');
+  }
   function setDialogBusy(busy, problem) {
     for (const id of ['f-save', 'f-delete', 'f-cancel']) $(id).disabled = busy;
     $('f-save').textContent = busy ? 'Saving…' : 'Save';
@@ -515,6 +521,7 @@
 
   function setupDialog() {
     $('f-cancel').addEventListener('click', closeDialog);
+    $('card-dialog').addEventListener('close', () => { editing = null; }); // Escape closes it too
     $('card-form').addEventListener('submit', async (e) => {
       e.preventDefault();
       const id = editing;
@@ -538,16 +545,17 @@
         applyCard(saved);
         if (editing === id) closeDialog();
       } catch (error) {
-        setDialogBusy(false, 'Your changes are not saved yet. ' + explain(error) + (isNetwork(error) ? ' Try again when you’re back online.' : ''));
+        dialogFailed(id, `Your changes to “${card.title}” are not saved. ` + explain(error) + (isNetwork(error) ? ' Try again when you’re back online.' : ''));
       }
     });
     $('f-delete').addEventListener('click', async () => {
       const id = editing;
+      const card = state.cards.get(id);
       setDialogBusy(true);
       try {
         applyCard((await api(`/api/cards/${id}`, { method: 'DELETE' })).card);
         if (editing === id) closeDialog();
-      } catch (error) { setDialogBusy(false, 'The card is not deleted. ' + explain(error)); }
+      } catch (error) { dialogFailed(id, `“${card ? card.title : 'The card'}” is not deleted. ` + explain(error)); }
     });
   }
 
