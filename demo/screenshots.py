@@ -75,7 +75,8 @@ async def shoot(browser, url: str, out: Path) -> None:
     )
     await alice.wait_for_function("document.querySelector('#bell').dataset.unread === '2'")
     await alice.wait_for_selector('.cards[data-column="done"] .card >> text=Fix signup e-mail')
-    await asyncio.sleep(2.0)  # let the flash and ring animations finish
+    await alice.wait_for_selector('.card-actor[data-user="bob"]')  # bob's face on what he moved
+    await asyncio.sleep(1.0)  # let the ring and toast animations settle (the face stays 4 s)
     await alice.mouse.move(5, 790)
     await alice.screenshot(path=str(out / "board.png"))
 

@@ -306,17 +306,20 @@ class Store:
 # --- helpers (run inside a transaction) ---------------------------------------------------
 def _check_text(title: object, description: object) -> tuple[str, str]:
     if not isinstance(title, str) or not title.strip():
-        raise Invalid("title: required")
+        raise Invalid("a card needs a title")
     if not isinstance(description, str):
-        raise Invalid("description: must be text")
+        raise Invalid("the description must be text")
     if len(title) > MAX_TITLE or len(description) > MAX_DESCRIPTION:
-        raise Invalid("title or description: too long")
+        raise Invalid(
+            f"the title (up to {MAX_TITLE} characters) or the description"
+            f" (up to {MAX_DESCRIPTION}) is too long"
+        )
     return title.strip(), description.strip()
 
 
 def _check_column(column: object) -> None:
     if column not in COLUMNS:
-        raise Invalid(f"column: one of {', '.join(COLUMNS)}")
+        raise Invalid(f"there is no column {column!r} (only {', '.join(COLUMNS)})")
 
 
 def _check_assignee(db: sqlite3.Connection, board_id: int, assignee: object) -> None:
@@ -328,7 +331,7 @@ def _check_assignee(db: sqlite3.Connection, board_id: int, assignee: object) -> 
             "SELECT 1 FROM board_members WHERE board_id = ? AND user_id = ?", (board_id, assignee)
         ).fetchone()
     ):
-        raise Invalid(f"assignee: {assignee!r} is not a member of the board")
+        raise Invalid(f"{assignee!r} is not a member of this board")
 
 
 def _end_of(db: sqlite3.Connection, board_id: int, column: str, skip: int = 0) -> float:

@@ -20,6 +20,9 @@ from tests.conftest import make_config  # noqa: E402
 SESSION_TIMEOUT = 3.0  # polling sessions of closed tabs end after this
 
 DRAG_DEADLINE = 1.0
+AT_ONCE = 2.0  # seconds: the badge shows the network gone within this
+DESKTOP = {"width": 1280, "height": 800}
+PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture
@@ -42,9 +45,11 @@ async def open_board(browser, demo, request) -> AsyncIterator[OpenBoard]:
     contexts = {}
     pages: list[BrowserPage] = []
 
-    async def open_(user: str, transport: str | None = None, board: int = 1) -> BrowserPage:
+    async def open_(
+        user: str, transport: str | None = None, board: int = 1, viewport: dict | None = None
+    ) -> BrowserPage:
         if user not in contexts:
-            contexts[user] = await browser.new_context(viewport={"width": 1280, "height": 800})
+            contexts[user] = await browser.new_context(viewport=viewport or DESKTOP)
         page = BrowserPage(await contexts[user].new_page())
         await page.install()
         pages.append(page)
@@ -217,3 +222,174 @@ async def test_after_a_drop_the_board_shows_what_it_missed(open_board, demo):
     assert recovered["wasRecovering"] is True and recovered["recovered"] is True
     reloaded = await cut_and_change(5, "todo", lose_history=True)
     assert reloaded["wasRecovering"] is True and reloaded["recovered"] is False
+
+
+async def test_a_returning_user_shows_online_again_when_she_uses_the_board(open_board, demo):
+    """carol went away, then comes back to a fresh board page and uses it: the others see
+    her online again (her page used to read "am I away?" before the board had loaded)."""
+    alice = await open_board("alice")
+    carol = await open_board("carol")
+    await carol.goto(f"{demo.url}/demo/board/1?away=1")  # this tab: away after 1 s idle
+    await alice.wait_for_function(
+        "document.querySelector('#members [data-user=carol]').dataset.status === 'away'"
+    )
+    mark = carol.mark()
+    await carol.goto(f"{demo.url}/demo/board/1")  # back later: a new page, away after 60 s
+    await carol.wait_for_report("board-loaded", start=mark)
+    await carol.mouse.move(200, 200)
+    await carol.mouse.move(300, 300)
+    await alice.wait_for_function(
+        "document.querySelector('#members [data-user=carol]').dataset.status === 'online'",
+        timeout=3000,
+    )
+    assert await status_of(carol, "carol") == "online"
+
+
+async def assert_tabs_whole(page: BrowserPage, viewport: dict) -> None:
+    """Every board tab is shown whole: not clipped by the tab bar nor by the screen."""
+    tabs = await page.eval_on_selector_all(
+        ".board-tab",
+        """tabs => tabs.map(t => {
+             const box = t.getBoundingClientRect(), bar = t.parentElement.getBoundingClientRect();
+             return {text: t.textContent, left: box.left, right: box.right,
+                     barLeft: bar.left, barRight: bar.right,
+                     clipped: t.scrollWidth > t.clientWidth};
+           })""",
+    )
+    assert [t["text"] for t in tabs] == ["Website launch", "Mobile app"]
+    for tab in tabs:
+        assert not tab["clipped"], tab
+        assert tab["barLeft"] - 0.5 <= tab["left"] and tab["right"] <= tab["barRight"] + 0.5, tab
+        assert tab["left"] >= 0 and tab["right"] <= viewport["width"], tab
+
+
+async def column_order(page: BrowserPage, column: str) -> list[str]:
+    return await page.eval_on_selector_all(
+        f'.cards[data-column="{column}"] .card', "nodes => nodes.map(n => n.dataset.id)"
+    )
+
+
+async def toasts(page: BrowserPage) -> list[str]:
+    return [t.strip() for t in await page.locator(".toast").all_text_contents()]
+
+
+async def test_a_move_made_offline_goes_back_then_happens_when_online(open_board):
+    """Offline, a dragged card returns to its place with one plain message (it used to
+    vanish, with two toasts saying "Failed to fetch"); back online, the move is made."""
+    alice = await open_board("alice")
+    bob = await open_board("bob")
+    alice.allow("ERR_INTERNET_DISCONNECTED")
+    todo = await column_order(alice, "todo")
+    assert "1" in todo
+
+    mark = alice.mark()
+    await alice.context.set_offline(True)
+    await alice.wait_for_selector('#conn[data-state="offline"]', timeout=AT_ONCE * 1000)
+    assert (await alice.text_content("#conn-state")).strip() == "Offline"
+
+    await alice.locator('.card[data-id="1"]').drag_to(alice.locator('.cards[data-column="done"]'))
+    await alice.wait_for_selector(".toast")
+    await alice.wait_for_selector(in_column("todo", 1), timeout=1000)
+    await alice.wait_for_report("move-failed", where=lambda e: e["id"] == 1, start=mark)
+    assert await column_order(alice, "todo") == todo  # back in its place
+    [message] = await toasts(alice)
+    assert "offline" in message.lower() and "Write the launch blog post" in message
+    assert "fetch" not in message.lower()
+    assert await bob.is_visible(in_column("todo", 1))
+
+    # an edit made offline: the dialog stays open with what was typed, and says why
+    await alice.click('.card[data-id="3"]')
+    await alice.fill("#f-title", "Set up the status page")
+    await alice.click("#f-save")
+    problem = await alice.wait_for_selector("#dialog-error:visible")
+    assert "offline" in (await problem.text_content()).lower()
+    assert await alice.input_value("#f-title") == "Set up the status page"
+    await alice.click("#f-cancel")
+
+    await alice.context.set_offline(False)
+    await alice.wait_for_report(
+        "card", where=lambda e: e["id"] == 1 and e["version"] == 2, start=mark
+    )
+    for page in (alice, bob):
+        await page.wait_for_selector(in_column("done", 1))
+    assert await alice.get_attribute("#conn", "data-state") == "connected"
+
+
+async def test_a_move_the_server_fails_goes_back_and_can_be_tried_again(open_board):
+    alice = await open_board("alice")
+    alice.allow("status of 500")
+
+    async def broken(route):
+        if route.request.method == "PATCH":
+            await route.fulfill(status=500, json={"error": "database is locked"})
+        else:
+            await route.continue_()
+
+    await alice.route("**/demo/api/cards/*", broken)
+    mark = alice.mark()
+    await alice.locator('.card[data-id="2"]').drag_to(alice.locator('.cards[data-column="doing"]'))
+    await alice.wait_for_selector(".toast")
+    await alice.wait_for_selector(in_column("todo", 2), timeout=1000)
+    [message] = await toasts(alice)
+    assert "Pricing page copy" in message
+    assert "database" not in message and "500" not in message
+    await alice.wait_for_report("move-failed", where=lambda e: e["id"] == 2, start=mark)
+
+    await alice.unroute("**/demo/api/cards/*", broken)
+    await alice.locator(".toast").get_by_role("button", name="Try again").click()
+    await alice.wait_for_report("card", where=lambda e: e["id"] == 2 and e["version"] == 2)
+    await alice.wait_for_selector(in_column("doing", 2))
+
+
+async def test_the_other_screens_show_who_moved_a_card(open_board):
+    alice = await open_board("alice")
+    bob = await open_board("bob")
+    await alice.locator('.card[data-id="1"]').drag_to(alice.locator('.cards[data-column="done"]'))
+
+    actor = bob.locator(f'{in_column("done", 1)} .card-actor[data-user="alice"]')
+    await actor.wait_for(timeout=5000)
+    assert await actor.get_attribute("aria-label") == "Alice Chen moved this card to Done"
+    await bob.wait_for_selector("#announcer >> text=Alice Chen moved “Write the launch blog post”")
+    await alice.wait_for_report("card", where=lambda e: e["id"] == 1 and e["version"] == 2)
+    assert await alice.locator(".card-actor").count() == 0  # not on the mover's own screen
+
+
+async def test_on_a_phone_an_offline_move_goes_back_and_the_others_see_who_made_it(open_board):
+    """390x844: every board tab is whole, the badge shows offline at once, "Move to" made
+    offline goes back and happens once online, and alice sees bob's face on the card."""
+    alice = await open_board("alice")
+    bob = await open_board("bob", viewport=PHONE)
+    bob.allow("ERR_INTERNET_DISCONNECTED")
+    await assert_tabs_whole(bob, PHONE)
+
+    mark = bob.mark()
+    await bob.context.set_offline(True)
+    await bob.wait_for_selector('#conn[data-state="offline"]', timeout=AT_ONCE * 1000)
+    await bob.click('.card[data-id="2"]')
+    await bob.select_option("#f-column", "doing")
+    await bob.click("#f-save")
+    await bob.wait_for_report("move-failed", where=lambda e: e["id"] == 2, start=mark)
+    await bob.wait_for_selector(in_column("todo", 2), timeout=1000)
+    toast = await bob.locator(".toast").bounding_box()
+    assert toast["x"] >= 0 and toast["x"] + toast["width"] <= PHONE["width"]
+
+    await bob.context.set_offline(False)
+    await bob.wait_for_selector(in_column("doing", 2))
+    actor = alice.locator(f'{in_column("doing", 2)} .card-actor[data-user="bob"]')
+    await actor.wait_for(timeout=5000)
+    assert await actor.get_attribute("aria-label") == "Bob Li moved this card to Doing"
+
+
+@pytest.mark.parametrize("viewport", [{"width": 800, "height": 700}, PHONE])
+async def test_the_board_fits_narrow_screens(open_board, viewport):
+    """Board tabs are never cut, columns fill the board's height, the card dialog speaks
+    of people and times (no internal version number)."""
+    alice = await open_board("alice", viewport=viewport)
+    await assert_tabs_whole(alice, viewport)
+    bottoms = await alice.eval_on_selector_all(
+        ".column", "cols => cols.map(c => c.getBoundingClientRect().bottom)"
+    )
+    assert all(viewport["height"] - 40 <= b <= viewport["height"] for b in bottoms), bottoms
+    await alice.click('.card[data-id="1"]')
+    meta = await alice.text_content("#dialog-meta")
+    assert "version" not in meta.lower()

@@ -7,9 +7,11 @@
 //   3. every change goes to the backend (fetch); the backend saves it with a new version
 //      and publishes it; every page, the author's included, applies a card only if its
 //      version is newer than the one it has. So all screens end in the server's order.
+//   4. a change the backend could not take is undone on screen, said in plain words, and
+//      (for a move) made again once the network is back.
 'use strict';
 (() => {
-  const { api, el, emit, avatar, timeAgo, withQuery } = window.demo;
+  const { api, explain, isNetwork, offline, el, emit, avatar, timeAgo, withQuery } = window.demo;
   const boardId = Number(location.pathname.split('/').pop());
   const params = new URLSearchParams(location.search);
   const $ = (id) => document.getElementById(id);
@@ -22,8 +24,12 @@
     notifications: new Map(),   // id -> notification
     unread: 0, stamp: -1,       // stamp: the backend's counter, newer wins
     justRead: new Set(),        // marked read by opening the bell: highlighted until it closes
-    dragging: null, renderQueued: false, flash: new Set(),
+    dragging: null, renderQueued: false,
+    changedBy: new Map(),       // card id -> {user, label}: someone else's change, shown briefly
+    loaded: false,              // a board snapshot has been loaded at least once
+    moves: new Map(),           // card id -> a move that failed on the network: made again when back
   };
+  const CHANGED_BY_MS = 4000;   // how long a teammate's face stays on the card they changed
 
   // --- the connection ----------------------------------------------------------------------
   async function fetchToken(url) {
@@ -34,19 +40,47 @@
   }
 
   let pg, boardSub;
+  let connection = { state: 'connecting', transport: null, code: 0, ever: false };
+  const TRANSPORT_NAMES = { websocket: 'WebSocket', sse: 'Server-sent events', longpoll: 'Long polling', poll: 'Polling' };
+
+  // The badge: Live / Connecting… / Reconnecting… / Offline / Disconnected.
+  function renderConnection() {
+    const { state: s, transport, code } = connection;
+    const how = TRANSPORT_NAMES[transport] || transport || '';
+    let look = s, label, hint;
+    if (s === 'connected') {
+      label = 'Live'; hint = `Live updates via ${how}`;
+    } else if (s === 'connecting' && offline()) { // pushgate.js: code Pushgate.errors.OFFLINE
+      look = 'offline'; label = 'Offline'; hint = 'No network. The board catches up when you’re back online.';
+    } else if (s === 'connecting') {
+      label = connection.ever ? 'Reconnecting…' : 'Connecting…'; hint = 'Live updates paused while reconnecting';
+    } else {
+      label = code === Pushgate.errors.UNAUTHORIZED ? 'Signed out' : 'Disconnected';
+      hint = 'Live updates stopped. Reload the page to start them again.';
+    }
+    $('conn').dataset.state = look;
+    $('conn-state').textContent = label;
+    $('conn-transport').textContent = s === 'connected' ? how : '';
+    $('conn').title = hint;
+    $('conn-now').textContent = hint;
+  }
+
   function connect(config) {
     const forced = params.get('transport');
     const options = { getToken: () => fetchToken('/demo/api/token'), minReconnectDelay: 300 };
     if (forced) options.transports = forced.split(','); // ?transport=longpoll and friends
     pg = new Pushgate(config.pushgate_url, options);
     pg.on('state', ({ state: s, transport, code }) => {
-      $('conn').dataset.state = s;
-      $('conn-state').textContent = s === 'connected' ? 'live' : s;
-      $('conn-transport').textContent = transport ? transport : '';
+      connection = { state: s, transport, code, ever: connection.ever || s === 'connected' };
+      renderConnection();
       emit('state', { state: s, transport, code });
       if (s === 'connected') markOnline(state.me.id, pg.client);
       renderMembers();
     });
+    // pushgate.js itself reacts to these (drop at once, reconnect at once); the badge
+    // follows too, so it never says "live" on a dead network.
+    window.addEventListener('offline', renderConnection);
+    window.addEventListener('online', renderConnection);
 
     boardSub = pg.subscribe(`board:${boardId}`, {
       joinLeave: true,
@@ -54,7 +88,10 @@
       getToken: ({ channel }) => fetchToken('/demo/api/token?channel=' + encodeURIComponent(channel)),
       onSubscribed: ({ recovered, wasRecovering }) => {
         emit('subscribed', { channel: 'board', recovered, wasRecovering });
-        if (!recovered) loadBoard();   // first time, or a gap pushgate could not fill
+        // first time, or a gap pushgate could not fill (or the board never loaded): reload;
+        // recovered: the missed publications are delivered right after this call
+        const caughtUp = recovered && state.loaded ? Promise.resolve(true) : loadBoard();
+        caughtUp.then((ok) => { if (ok) retryMoves(); }); // up to date: make the failed moves now
         refreshPresence();             // joins and leaves are not recovered: ask again
       },
       onPublication: ({ data, info }) => {
@@ -97,11 +134,16 @@
       }
       // merge by version: publications that arrived meanwhile are never undone
       for (const card of snapshot.cards) applyCard(card, { quiet: true });
+      state.loaded = true;
       emit('board-loaded', { cards: snapshot.cards.length });
       renderMembers();
       fillAssignees();
+      if (activity) activity.sync(); // now we know whether the backend thinks we are away
+      return true;
     } catch (error) {
-      toast('Could not load the board: ' + error.message, 'error');
+      const later = isNetwork(error) ? ' The board will refresh when the connection is back.' : '';
+      toast('Couldn’t load the board. ' + explain(error) + later, 'error');
+      return false;
     }
   }
 
@@ -109,10 +151,25 @@
     const have = state.cards.get(card.id);
     if (have && have.version >= card.version) return false; // old news
     state.cards.set(card.id, card);
-    if (!quiet && actor && actor !== state.me.id) state.flash.add(card.id);
+    if (!quiet && actor && actor !== state.me.id) changedBy(card, have, actor);
     emit('card', { id: card.id, column: card.column, version: card.version, deleted: card.deleted, title: card.title, assignee: card.assignee });
     scheduleRender();
     return true;
+  }
+
+  // Someone else changed a card: their face on it for a few seconds, and the same words
+  // for screen readers (the #announcer live region).
+  function changedBy(card, have, actor) {
+    const user = state.users.get(actor);
+    if (!user) return;
+    let what;
+    if (card.deleted) what = 'deleted';
+    else if (!have || have.deleted) what = 'added';
+    else if (have.column !== card.column) what = 'moved';
+    else what = 'edited';
+    const where = what === 'moved' || what === 'added' ? ' to ' + columnTitle(card.column) : '';
+    if (what !== 'deleted') state.changedBy.set(card.id, { user, label: `${user.name} ${what} this card${where}` });
+    $('announcer').textContent = `${user.name} ${what} “${card.title}”${where}`;
   }
 
   function onBoardEvent(data) {
@@ -216,13 +273,15 @@
   function columnTitle(id) { return (state.columns.find((c) => c.id === id) || {}).title || id; }
 
   function buildColumns() {
-    $('columns').replaceChildren(...state.columns.map((col) => el('section', { class: 'column', dataset: { column: col.id } },
-      el('header', { class: 'column-head' }, el('h2', {}, col.title), el('span', { class: 'column-count' }, '0')),
-      el('ol', {
-        class: 'cards', dataset: { column: col.id },
-        ondragover: (e) => onDragOver(e, col.id), ondragleave: onDragLeave, ondrop: (e) => onDrop(e, col.id),
-      }),
-      addForm(col.id))));
+    // The whole column (its full height) takes drops, not only the cards in it.
+    $('columns').replaceChildren(...state.columns.map((col) => el('section', {
+      class: 'column', dataset: { column: col.id }, 'aria-label': col.title,
+      ondragover: (e) => onDragOver(e, col.id), ondragleave: onDragLeave, ondrop: (e) => onDrop(e, col.id),
+    },
+    el('header', { class: 'column-head' }, el('h2', {}, col.title), el('span', { class: 'column-count' }, '0')),
+    el('div', { class: 'column-body' },
+      el('ol', { class: 'cards', dataset: { column: col.id } }),
+      addForm(col.id)))));
   }
 
   function render() {
@@ -242,13 +301,26 @@
       const card = state.cards.get(id);
       if (!card || card.deleted) { entry.node.remove(); cardNodes.delete(id); }
     }
-    for (const id of state.flash) {
+    for (const [id, { user, label }] of state.changedBy) {
       const entry = cardNodes.get(id);
-      if (entry) { entry.node.classList.remove('flash'); void entry.node.offsetWidth; entry.node.classList.add('flash'); }
+      if (entry) showChangedBy(entry.node, user, label);
     }
-    state.flash.clear();
+    state.changedBy.clear();
     if (focused && cardNodes.get(Number(focused))) cardNodes.get(Number(focused)).node.focus({ preventScroll: true });
     $('board-summary').textContent = `${total} cards`;
+  }
+
+  function showChangedBy(node, user, label) {
+    for (const old of node.querySelectorAll('.card-actor')) old.remove();
+    const face = avatar(user, 'small card-actor');
+    face.setAttribute('role', 'img');
+    face.setAttribute('aria-label', label);
+    face.title = label;
+    node.append(face);
+    node.style.setProperty('--actor', user.color);
+    node.classList.remove('flash'); void node.offsetWidth; node.classList.add('flash');
+    setTimeout(() => { face.classList.add('leaving'); }, CHANGED_BY_MS - 400);
+    setTimeout(() => { face.remove(); }, CHANGED_BY_MS);
   }
 
   function addForm(column) {
@@ -267,7 +339,10 @@
       try {
         const { card } = await api(`/api/boards/${boardId}/cards`, { method: 'POST', body: { title, column } });
         applyCard(card);
-      } catch (error) { toast('Could not add the card: ' + error.message, 'error'); }
+      } catch (error) {
+        if (!input.value) input.value = title; // nothing typed is lost
+        toast('Couldn’t add the card. ' + explain(error) + ' Your text is still there.', 'error');
+      }
       input.focus();
     });
     input.addEventListener('keydown', (e) => {
@@ -279,8 +354,11 @@
 
   // --- moving cards: drag and drop, keyboard, dialog -------------------------------------------------
   // The page moves the card at once (same version), then the backend's answer — and its
-  // publication — carry the new version, which wins over anything older.
-  async function moveCard(id, column, before) {
+  // publication — carry the new version, which wins over anything older. If the backend
+  // cannot take the move, the card goes back where it was (unless something newer came
+  // meanwhile); a move lost to the network is made again once the board is back in sync,
+  // one the server failed is offered again in the message.
+  async function moveCard(id, column, before, { retry = false } = {}) {
     const card = state.cards.get(id);
     if (!card || card.deleted) return;
     if (card.column === column) { // dropped where it already is: nothing to do
@@ -288,20 +366,56 @@
       const next = list[list.findIndex((c) => c.id === id) + 1];
       if ((next ? next.id : null) === (before == null ? null : before)) return;
     }
+    const base = card.moving ? card.base : card; // the last state the backend confirmed
     const peers = sortedCards(column).filter((c) => c.id !== id);
     let at = before == null ? peers.length : peers.findIndex((c) => c.id === before);
     if (at < 0) at = peers.length;
     const prev = peers[at - 1], next = peers[at];
     const position = next ? (prev ? (prev.position + next.position) / 2 : next.position - 1) : (prev ? prev.position + 1 : 1);
-    state.cards.set(id, { ...card, column, position });
+    const moving = { ...card, column, position, moving: true, base };
+    state.cards.set(id, moving);
+    state.moves.delete(id);
     scheduleRender();
     try {
       const { card: saved } = await api(`/api/cards/${id}`, { method: 'PATCH', body: { column, before: next ? next.id : null } });
       applyCard(saved);
     } catch (error) {
-      toast('Could not move the card: ' + error.message, 'error');
-      state.cards.delete(id);
-      loadBoard();
+      if (state.cards.get(id) === moving) state.cards.set(id, base); // put it back
+      scheduleRender();
+      const to = columnTitle(column), from = columnTitle(base.column), title = `“${base.title}”`;
+      let retryBy = null;
+      if (isNetwork(error)) {
+        retryBy = 'reconnect';
+        state.moves.set(id, { column, before: next ? next.id : null, version: base.version });
+        toast(offline()
+          ? `You’re offline. ${title} stays in ${from} for now and moves to ${to} when you’re back online.`
+          : `Teamboard can’t be reached. ${title} stays in ${from} for now and moves to ${to} when the connection is back.`, 'error');
+      } else if (error.status >= 500) {
+        retryBy = 'button';
+        toast(`${title} couldn’t be moved to ${to}: something went wrong on our side. It’s back in ${from}.`, 'error', null,
+          { label: 'Try again', run: () => moveCard(id, column, next ? next.id : null, { retry: true }) });
+      } else {
+        toast(`${title} couldn’t be moved. ${explain(error)}`, 'error');
+      }
+      emit('move-failed', { id, column, status: error.status, retry: retryBy, again: retry });
+    }
+  }
+
+  // Back online and in sync: make the moves the network lost, unless someone changed
+  // those cards meanwhile (then their change stands, and we say so).
+  function retryMoves() {
+    const moves = [...state.moves];
+    state.moves.clear();
+    for (const [id, move] of moves) {
+      const card = state.cards.get(id);
+      if (!card || card.deleted) continue;
+      if (card.version !== move.version) {
+        if (card.updated_by === state.me.id) continue; // ours after all (the answer was lost) or our other tab's
+        const by = card.updated_by && state.users.get(card.updated_by);
+        toast(`${by ? by.name : 'Someone'} changed “${card.title}” while you were offline, so your move was not made.`, 'notice', by && by.id);
+        continue;
+      }
+      moveCard(id, move.column, move.before, { retry: true });
     }
   }
 
@@ -334,7 +448,7 @@
     e.preventDefault();
     e.dataTransfer.dropEffect = 'move';
     clearDropMarks();
-    const list = e.currentTarget;
+    const list = e.currentTarget.querySelector('.cards');
     const target = dropTarget(list, e.clientY);
     if (target) target.classList.add('drop-before'); else list.classList.add('drop-end');
   }
@@ -342,7 +456,7 @@
   function onDrop(e, column) {
     e.preventDefault();
     const id = Number(e.dataTransfer.getData('text/plain')) || state.dragging;
-    const target = dropTarget(e.currentTarget, e.clientY);
+    const target = dropTarget(e.currentTarget.querySelector('.cards'), e.clientY);
     clearDropMarks();
     const entry = cardNodes.get(state.dragging);
     if (entry) entry.node.classList.remove('dragging');
@@ -382,7 +496,9 @@
     editing = id;
     $('dialog-title').textContent = 'Card #' + id;
     const by = card.updated_by && state.users.get(card.updated_by);
-    $('dialog-meta').textContent = `version ${card.version}` + (by ? ` · last change by ${by.name.split(' ')[0]}` : '');
+    $('dialog-meta').textContent = card.updated_at
+      ? `Updated ${timeAgo(card.updated_at)}` + (by ? ` by ${by.name.split(' ')[0]}` : '') : '';
+    setDialogBusy(false);
     $('f-title').value = card.title;
     $('f-description').value = card.description;
     $('f-assignee').value = card.assignee || '';
@@ -390,15 +506,27 @@
     $('card-dialog').showModal();
   }
   function closeDialog() { editing = null; $('card-dialog').close(); }
+  // While saving, the dialog stays open; a failure is said there, the edits kept (or in a
+  // message, if the dialog was closed or shows another card by then).
+  function dialogFailed(id, problem) {
+    if (editing === id && $('card-dialog').open) setDialogBusy(false, problem);
+    else toast(problem, 'error');
+  }
+  function setDialogBusy(busy, problem) {
+    for (const id of ['f-save', 'f-delete', 'f-cancel']) $(id).disabled = busy;
+    $('f-save').textContent = busy ? 'Saving…' : 'Save';
+    $('dialog-error').textContent = problem || '';
+    $('dialog-error').hidden = !problem;
+  }
 
   function setupDialog() {
     $('f-cancel').addEventListener('click', closeDialog);
+    $('card-dialog').addEventListener('close', () => { editing = null; }); // Escape closes it too
     $('card-form').addEventListener('submit', async (e) => {
       e.preventDefault();
       const id = editing;
       const card = state.cards.get(id);
-      closeDialog();
-      if (!card) return;
+      if (!card) return closeDialog();
       const changes = {};
       const title = $('f-title').value.trim(), description = $('f-description').value.trim();
       const assignee = $('f-assignee').value || null, column = $('f-column').value;
@@ -406,17 +534,28 @@
       if (description !== card.description) changes.description = description;
       if (assignee !== (card.assignee || null)) changes.assignee = assignee;
       if (column !== card.column) { changes.column = column; changes.before = null; }
-      if (!Object.keys(changes).length) return;
+      if (!Object.keys(changes).length) return closeDialog();
+      if (Object.keys(changes).join() === 'column,before') { // “Move to” alone: a move like a drag
+        closeDialog();
+        return moveCard(id, column, null);
+      }
+      setDialogBusy(true);
       try {
         const { card: saved } = await api(`/api/cards/${id}`, { method: 'PATCH', body: changes });
         applyCard(saved);
-      } catch (error) { toast('Could not save: ' + error.message, 'error'); }
+        if (editing === id) closeDialog();
+      } catch (error) {
+        dialogFailed(id, `Your changes to “${card.title}” are not saved. ` + explain(error) + (isNetwork(error) ? ' Try again when you’re back online.' : ''));
+      }
     });
     $('f-delete').addEventListener('click', async () => {
       const id = editing;
-      closeDialog();
-      try { applyCard((await api(`/api/cards/${id}`, { method: 'DELETE' })).card); }
-      catch (error) { toast('Could not delete: ' + error.message, 'error'); }
+      const card = state.cards.get(id);
+      setDialogBusy(true);
+      try {
+        applyCard((await api(`/api/cards/${id}`, { method: 'DELETE' })).card);
+        if (editing === id) closeDialog();
+      } catch (error) { dialogFailed(id, `“${card ? card.title : 'The card'}” is not deleted. ` + explain(error)); }
     });
   }
 
@@ -427,7 +566,7 @@
       state.notifications = new Map(items.map((n) => [n.id, n]));
       setUnread(unread, stamp);
       renderNotifications();
-    } catch (error) { toast('Could not load notifications: ' + error.message, 'error'); }
+    } catch (error) { toast('Couldn’t load your notifications. ' + explain(error), 'error'); }
   }
   function setUnread(unread, stamp) {
     if (stamp < state.stamp) return; // an older count than the one shown
@@ -479,35 +618,49 @@
         const result = await api('/api/notifications/read', { method: 'POST', body: {} });
         setUnread(result.unread, result.stamp); // every other tab gets the same from pushgate
         renderNotifications();
-      } catch (error) { toast('Could not mark read: ' + error.message, 'error'); }
+      } catch (error) { toast('Couldn’t mark your notifications read. ' + explain(error), 'error'); }
     }
   }
 
   // --- away after inactivity ----------------------------------------------------------------------
+  // Whether the backend has us away is state.away (from the board snapshot and the status
+  // publications, shared by all our tabs): any use of a visible tab says "online" if it does.
+  // This tab says "away" once per idle spell, so an idle tab and a used one never take turns.
+  let activity = null;
   function watchActivity(awayAfter) {
-    let last = Date.now(), away = false, sending = false;
+    const me = state.me.id;
+    let last = Date.now(), idleSaid = false, sending = false;
     const send = async (status) => {
       sending = true;
-      try { await api('/api/status', { method: 'POST', body: { status } }); away = status === 'away'; }
-      catch (error) { /* try again on the next tick */ }
+      try {
+        await api('/api/status', { method: 'POST', body: { status } });
+        if (status === 'away') { idleSaid = true; state.away.add(me); } else state.away.delete(me);
+        renderMembers();
+      } catch (error) { /* the next input or tick tries again */ }
       sending = false;
     };
-    const active = () => { last = Date.now(); if (away && !sending && !document.hidden) send('online'); };
+    const sync = () => { if (state.away.has(me) && !idleSaid && !sending && !document.hidden) send('online'); };
+    const active = () => { last = Date.now(); idleSaid = false; sync(); };
     for (const type of ['pointerdown', 'pointermove', 'keydown', 'scroll', 'focus']) window.addEventListener(type, active, { passive: true });
     document.addEventListener('visibilitychange', () => { if (!document.hidden) active(); else last = Date.now(); });
     setInterval(() => {
-      if (!away && !sending && Date.now() - last > awayAfter * 1000) send('away');
+      if (state.loaded && !idleSaid && !sending && Date.now() - last > awayAfter * 1000) send('away');
     }, Math.min(5000, awayAfter * 250));
-    if (state.away.has(state.me.id)) send('online');
+    return { sync }; // called when a board snapshot arrives: just opened, and maybe away
   }
 
   // --- small things ---------------------------------------------------------------------------------
-  function toast(text, kind, actorId) {
+  // A message at the bottom; the same one twice shows once. `action`: {label, run}, a button.
+  function toast(text, kind, actorId, action) {
+    for (const shown of $('toasts').children) if (shown.dataset.text === text) return;
     const actor = actorId && state.users.get(actorId);
-    const node = el('div', { class: 'toast ' + (kind || '') }, actor ? avatar(actor, 'small') : null, el('span', {}, text));
+    const node = el('div', { class: 'toast ' + (kind || ''), dataset: { text } },
+      actor ? avatar(actor, 'small') : null, el('span', { class: 'toast-text' }, text),
+      action ? el('button', { type: 'button', class: 'toast-action', onclick: () => { node.remove(); action.run(); } }, action.label) : null);
     $('toasts').append(node);
-    setTimeout(() => node.classList.add('leaving'), 4000);
-    setTimeout(() => node.remove(), 4400);
+    const stay = action ? 10000 : 5000;
+    setTimeout(() => node.classList.add('leaving'), stay);
+    setTimeout(() => node.remove(), stay + 400);
   }
 
   function closeMenus(except) {
@@ -537,7 +690,7 @@
       class: 'board-tab' + (b.id === boardId ? ' current' : ''), href: withQuery(`/demo/board/${b.id}`),
     }, b.name)));
     const forced = params.get('transport');
-    $('transport-links').replaceChildren(...[['', 'auto (websocket first)'], ['websocket'], ['sse'], ['longpoll', 'long polling'], ['poll', 'short polling']].map(([t, label]) => {
+    $('transport-links').replaceChildren(...[['', 'Automatic'], ['websocket', 'WebSocket'], ['sse', 'Server-sent events'], ['longpoll', 'Long polling'], ['poll', 'Polling']].map(([t, label]) => {
       const q = new URLSearchParams(location.search);
       if (t) q.set('transport', t); else q.delete('transport');
       return el('a', { class: 'menu-item' + ((forced || '') === t ? ' current' : ''), href: location.pathname + (q.toString() ? '?' + q : '') }, label || t);
@@ -567,7 +720,8 @@
     loadBoard();       // draw at once; merged by version with what the subscription brings
     connect(me.config);
     const awayAfter = Number(params.get('away')) || me.config.away_after;
-    watchActivity(awayAfter);
+    activity = watchActivity(awayAfter);
+    if (state.loaded) activity.sync();
     window.board = { state, pg: () => pg, moveCard, openCard };
   }
   main();

@@ -12,7 +12,15 @@
       init.body = JSON.stringify(body);
       init.headers['Content-Type'] = 'application/json';
     }
-    const response = await fetch(BASE + path, init);
+    let response;
+    try {
+      response = await fetch(BASE + path, init);
+    } catch (cause) { // no answer at all: the network, not the server
+      const error = new Error('network error');
+      error.status = 0;
+      error.cause = cause;
+      throw error;
+    }
     const data = await response.json().catch(() => ({}));
     if (!response.ok) {
       const error = new Error(data.error || response.statusText);
@@ -20,6 +28,19 @@
       throw error;
     }
     return data;
+  }
+
+  // What went wrong, for people: never "Failed to fetch" or an HTTP status.
+  const offline = () => navigator.onLine === false;
+  const isNetwork = (error) => !error || !error.status; // no answer: worth trying again later
+  function explain(error) {
+    const status = error && error.status;
+    if (!status) return offline() ? 'You’re offline.' : 'Teamboard can’t be reached right now.';
+    if (status === 401) return 'You’re signed out: pick your name again.';
+    if (status === 403) return 'You’re not a member of this board any more.';
+    if (status === 404) return 'It was deleted meanwhile.';
+    if (status === 400 || status === 409 || status === 422) return error.message.charAt(0).toUpperCase() + error.message.slice(1) + '.';
+    return 'Something went wrong on our side.';
   }
 
   function el(tag, props, ...children) {
@@ -67,5 +88,5 @@
     return path + (q ? '?' + q : '');
   }
 
-  window.demo = { BASE, api, el, emit, avatar, initials, timeAgo, withQuery };
+  window.demo = { BASE, api, explain, isNetwork, offline, el, emit, avatar, initials, timeAgo, withQuery };
 })();

@@ -24,7 +24,8 @@
   };
 
   // Client-side error codes. Errors from the server keep their own codes (100-112).
-  const ERRORS = { TIMEOUT: 1, TRANSPORT_CLOSED: 2, DISCONNECTED: 3, UNSUBSCRIBED: 4, UNAUTHORIZED: 7 };
+  // OFFLINE is not an error: it is the `state` event's code when the browser lost its network.
+  const ERRORS = { TIMEOUT: 1, TRANSPORT_CLOSED: 2, DISCONNECTED: 3, UNSUBSCRIBED: 4, OFFLINE: 5, UNAUTHORIZED: 7 };
 
   class PushgateError extends Error {
     constructor(code, message, temporary) {
@@ -476,7 +477,7 @@
       this._t = null;
       this._preferred = null; // the transport that worked: tried first on reconnect
       this._candidates = [];
-      this._cycle = 0; // bumped by disconnect(): stale async steps check it
+      this._cycle = 0; // bumped by disconnect() and the network events: stale async steps check it
       this._nextId = 1;
       this._connectId = 0;
       this._pending = new Map(); // id -> {method, cmd, done, timer, sent}
@@ -492,6 +493,10 @@
       // A page kept in the back-forward cache reconnects when it is shown again.
       if (typeof addEventListener === 'function') {
         addEventListener('pagehide', () => { if (this.state === 'connected') this._lost(0, 'page hidden'); });
+        // The browser knows at once when the network goes; a transport would take up to
+        // `ping + 10` s (websocket, sse) or its retries (~15 s, polling) to notice.
+        addEventListener('offline', () => this._onOffline());
+        addEventListener('online', () => this._onOnline());
       }
     }
 
@@ -670,6 +675,30 @@
       this._t = null;
       if (mayReconnect(code)) this._lost(code, reason);
       else this._disconnect(code, reason);
+    }
+    // The network went away (window `offline`): drop the transport now and say so, with
+    // the state event's code OFFLINE; reconnect attempts go on with their backoff (the
+    // browser may be wrong), and the `online` event cuts the wait short.
+    _onOffline() {
+      if (this.state === 'disconnected') return;
+      this._log('the browser went offline');
+      this._cycle++; // a getToken in flight belongs to the attempt that ends here
+      this._clear('reconnect');
+      this._teardown(new PushgateError(ERRORS.TRANSPORT_CLOSED, 'connection closed'), false);
+      this._setState('connecting', ERRORS.OFFLINE, 'offline', true);
+      this._scheduleReconnect();
+    }
+    // The network is back (window `online`): reconnect now, with recovery, skipping the
+    // backoff. A connection that is up, or that the app stopped, is left alone.
+    _onOnline() {
+      if (this.state !== 'connecting') return;
+      this._log('the browser is online again: reconnecting now');
+      this._cycle++;
+      this._clear('reconnect');
+      if (this._t) { this._t.close(); this._t = null; } // an attempt made while offline
+      this._clear('connect');
+      this._attempts = 0;
+      this._startConnecting();
     }
     // The connection is gone but should come back: reconnect after a backoff.
     _lost(code, reason) {
