@@ -17,6 +17,7 @@ from pushgate.transport.origin import same_origin
 
 log = logging.getLogger("pushgate.admin")
 
+
 def quoted(text: str | None, limit: int = 200) -> str:
     """A client-supplied string for a log line: escaped (repr) and cut short."""
     return repr(text if text is None else text[:limit])
