@@ -288,7 +288,7 @@ class Client:
     def activate_all(self) -> None:
         """The connect reply is written: server-side subscriptions go live."""
         for sub in self.subs.values():
-            if not sub.active:
+            if not sub.active and sub.pending is not None:
                 sub.activate()
                 self.hub.after_activate(sub)
 
@@ -370,6 +370,9 @@ class Client:
         accepts = None
         if tags_filter is not None:
             if not options.allow_tags_filter:
+                log.info(
+                    "subscribe to %s refused for %s: tags filter not allowed", channel, self.id
+                )
                 raise ERROR_BAD_REQUEST.with_message(
                     f"bad request: tags filter not allowed in {channel}"
                 )
