@@ -24,7 +24,10 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import Algorithm, get_default_algorithms
 from jwt.utils import base64url_decode
 
+from pushgate import b64json, capabilities, subscribe_options
+from pushgate.capabilities import Capability
 from pushgate.config import ConfigError, TokenConfig
+from pushgate.subscribe_options import SubscribeOptions
 
 __all__ = [
     "INTERNAL_KID",
@@ -78,6 +81,10 @@ class ConnectionClaims:
     expire_at: int | None = None
     #: minted by this server for a connection of its own (the admin page)
     internal: bool = False
+    #: ``caps``: what the connection may do in channels beyond the namespace options
+    caps: tuple[Capability, ...] = ()
+    #: ``subs`` decoded: each channel's info, data and option override
+    sub_options: dict[str, SubscribeOptions] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -89,6 +96,14 @@ class SubscriptionClaims:
     exp: int | None = None
     info: bytes | None = None
     expire_at: int | None = None
+    #: ``data`` / ``b64data``: sent to the client in the subscribe result
+    data: bytes | None = None
+    #: ``override``: namespace options replaced for this subscription
+    override: dict[str, bool] = field(default_factory=dict)
+    #: ``allow``: operations granted in this channel (pub, prs, hst)
+    allow: frozenset[str] = frozenset()
+    #: ``client``: the connection the token is for ("" = any of the user's)
+    client: str = ""
 
 
 class TokenVerifier:
@@ -158,12 +173,24 @@ class TokenVerifier:
         claims = self._decode(token)
         if claims.get("channel") != channel:
             raise TokenError("token channel mismatch")
+        options = _options(claims, "")
+        client = claims.get("client", "")
+        if not isinstance(client, str):
+            raise TokenError("invalid client claim")
+        try:
+            allow = capabilities.parse_allow(claims.get("allow"))
+        except ValueError as exc:
+            raise TokenError(f"invalid {exc}") from None
         return SubscriptionClaims(
             user=_user(claims),
             channel=channel,
             exp=_optional_int(claims, "exp"),
-            info=_info(claims),
+            info=options.info,
             expire_at=_optional_int(claims, "expire_at"),
+            data=options.data,
+            override=options.override,
+            allow=allow,
+            client=client,
         )
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -202,15 +229,22 @@ class TokenVerifier:
 def _connection_claims(claims: dict[str, Any], internal: bool = False) -> ConnectionClaims:
     if claims.get("channel"):
         raise TokenError("subscription token used as connection token")
+    subs = _subs(claims)
+    try:
+        caps = capabilities.parse_caps(claims.get("caps"))
+    except ValueError as exc:
+        raise TokenError(f"invalid caps claim: {exc}") from None
     return ConnectionClaims(
         user=_user(claims),
         exp=_optional_int(claims, "exp"),
         info=_info(claims),
         channels=_channels(claims),
-        subs=_subs(claims),
+        subs=subs,
         meta=_meta(claims),
         expire_at=_optional_int(claims, "expire_at"),
         internal=internal,
+        caps=caps,
+        sub_options={channel: _options(opts, f"subs.{channel}.") for channel, opts in subs.items()},
     )
 
 
@@ -328,8 +362,18 @@ def _user(claims: dict[str, Any]) -> str:
 
 
 def _info(claims: dict[str, Any]) -> bytes | None:
-    info = claims.get("info")
-    return None if info is None else orjson.dumps(info)
+    try:
+        return b64json.field(claims, "info", "b64info")
+    except (ValueError, orjson.JSONEncodeError) as exc:
+        raise TokenError(f"invalid {exc}") from None
+
+
+def _options(claims: dict[str, Any], where: str) -> SubscribeOptions:
+    """info/b64info, data/b64data and override of a subscription (token or ``subs``)."""
+    try:
+        return subscribe_options.parse(claims)
+    except ValueError as exc:
+        raise TokenError(f"invalid {where}{exc}") from None
 
 
 def _channels(claims: dict[str, Any]) -> list[str]:

@@ -53,6 +53,9 @@ CONFIG_PATH_ENV = "PUSHGATE_CONFIG"
 #: no client, API call or configured namespace may use them
 RESERVED_CHANNEL_PREFIX = "__pushgate"
 
+#: other names accepted for channel options in the file (the issue that asked for cache
+#: recovery called it ``recovery_mode``; Centrifugo's name is ``force_recovery_mode``)
+CHANNEL_OPTION_ALIASES = {"recovery_mode": "force_recovery_mode"}
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s?#]+")
 _HOST_PORT = re.compile(r"[^\s:]+:\d{1,5}")
@@ -135,8 +138,35 @@ class ChannelOptions:
     force_recovery: bool = _opt(
         False, "Recover missed publications on resubscribe for every client (needs history)."
     )
+    allow_recovery: bool = _opt(
+        False,
+        "Recover for a client that asks for it (subscribe 'recoverable'), besides clients "
+        "allowed channel history (needs history).",
+    )
+    force_recovery_mode: str = _opt(
+        "stream",
+        "How subscriptions with recovery recover: stream (every missed publication) or "
+        "cache (only the latest publication, also on a first subscribe with recover).",
+        choices=("stream", "cache"),
+    )
+    auto_cache_recover: bool = _opt(
+        False,
+        "In cache mode, hand every (re)subscribe with recovery the latest publication "
+        "without the client asking (server-side subscriptions too; needs "
+        "force_recovery_mode = cache).",
+    )
     force_positioning: bool = _opt(
         False, "Check stream position of every subscriber (needs history)."
+    )
+    allow_positioning: bool = _opt(
+        False,
+        "Check the stream position of a client that asks for it (subscribe 'positioned'), "
+        "besides clients allowed channel history (needs history).",
+    )
+    allow_tags_filter: bool = _opt(
+        False,
+        "Clients may subscribe with a publication tags filter ('tf'): only publications "
+        "whose tags match it are delivered to them.",
     )
     allow_subscribe_for_client: bool = _opt(
         False, "Any authenticated client may subscribe without a subscription token."
@@ -148,15 +178,30 @@ class ChannelOptions:
     allow_publish_for_client: bool = _opt(
         False, "Any authenticated client may publish, even without subscribing."
     )
+    allow_publish_for_anonymous: bool = _opt(
+        False,
+        "Anonymous clients get the allow_publish_for_subscriber / _for_client permissions "
+        "too (off: they never publish).",
+    )
     allow_presence_for_subscriber: bool = _opt(
         False, "Subscribers may ask for presence and presence stats."
     )
     allow_presence_for_client: bool = _opt(
         False, "Any authenticated client may ask for presence and presence stats."
     )
+    allow_presence_for_anonymous: bool = _opt(
+        False,
+        "Anonymous clients get the allow_presence_for_subscriber / _for_client permissions "
+        "too (off: they never read presence).",
+    )
     allow_history_for_subscriber: bool = _opt(False, "Subscribers may ask for channel history.")
     allow_history_for_client: bool = _opt(
         False, "Any authenticated client may ask for channel history."
+    )
+    allow_history_for_anonymous: bool = _opt(
+        False,
+        "Anonymous clients get the allow_history_for_subscriber / _for_client permissions "
+        "too (off: they never read history).",
     )
     allow_user_limited_channels: bool = _opt(
         False,
@@ -349,7 +394,37 @@ class ClientConfig:
         "error 111.",
         lo=0,
     )
-    anonymous: bool = _opt(False, "Allow connecting without a token (user '').")
+    anonymous: bool = _opt(
+        False,
+        "Allow connecting without a token (user ''); Centrifugo's "
+        "allow_anonymous_connect_without_token.",
+    )
+    insecure: bool = _opt(
+        False,
+        "Development only, as Centrifugo's client.insecure: connect without a token "
+        "(anonymous), tokens never expire, and every client may subscribe to, publish in "
+        "and read presence and history of any channel but the server's own.",
+    )
+    subscribe_to_user_personal_channel: bool = _opt(
+        False,
+        "Subscribe every connection of a user server-side to the user's personal channel "
+        "<personal_channel_namespace>:#<user> ('#<user>' without a namespace).",
+    )
+    personal_channel_namespace: str = _opt(
+        "", "Namespace of personal channels (must exist; empty = channels without one)."
+    )
+    personal_channel_single_connection: bool = _opt(
+        False,
+        "One connection per user: a new connection closes the user's others (3504) "
+        "cluster-wide; needs subscribe_to_user_personal_channel and presence in its "
+        "namespace.",
+    )
+    tags_filter_max_nodes: int = _opt(
+        64,
+        "Most nodes (comparisons and and/or/not) one subscription's tags filter may have; "
+        "a larger one is refused with error 106.",
+        lo=1,
+    )
     connect_timeout: float = _opt(
         10.0,
         "A connection that has not sent connect within this time is closed as stale (3502).",
@@ -830,6 +905,8 @@ def _apply_table(builder: _Builder, section: str, table: Mapping[str, Any], sour
     known = _FIELDS[SECTIONS[section]]
     for key, value in table.items():
         origin = _Origin(f"{section}.{key}", source)
+        if section == "channel":
+            key = CHANNEL_OPTION_ALIASES.get(key, key)
         if key in known:
             builder.set(section, key, value, origin, text_ok=False)
         else:
@@ -864,6 +941,7 @@ def _build_namespace(
     label = _namespace_label(index, entry.get("name"))
     for key, value in entry.items():
         origin = _Origin(f"{label} {key}", source)
+        key = CHANNEL_OPTION_ALIASES.get(key, key)
         if key not in known:
             msg = f"unknown key in [[namespace]]{_suggest(key, known)}"
             builder.errors.append(origin.error(msg))
@@ -966,6 +1044,7 @@ def _validate(cfg: Config, builder: _Builder) -> None:
         label = _namespace_label(index, namespace.name)
         if label not in builder.failed:
             _check_history(namespace, f"{label} ", builder)
+    _check_personal_channel(cfg, builder)
 
 
 def _complain(builder: _Builder, path: str, message: str, *involved: str) -> None:
@@ -1076,7 +1155,13 @@ def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None
     elif opts.history_ttl > 0 and opts.history_size <= 0:
         _complain(builder, size, "required (> 0) when history_ttl is set", ttl)
     has_history = opts.history_size > 0 and opts.history_ttl > 0
-    for key in ("force_recovery", "force_positioning"):
+    for key in (
+        "force_recovery",
+        "force_positioning",
+        "allow_recovery",
+        "allow_positioning",
+        "auto_cache_recover",
+    ):
         if getattr(opts, key) and not has_history:
             _complain(
                 builder,
@@ -1085,6 +1170,39 @@ def _check_history(opts: ChannelOptions, prefix: str, builder: _Builder) -> None
                 size,
                 ttl,
             )
+    if opts.auto_cache_recover and opts.force_recovery_mode != "cache":
+        _complain(
+            builder,
+            f"{prefix}auto_cache_recover",
+            'needs force_recovery_mode = "cache"',
+            f"{prefix}force_recovery_mode",
+        )
+
+
+def _check_personal_channel(cfg: Config, builder: _Builder) -> None:
+    client = cfg.client
+    key = "client.personal_channel_single_connection"
+    if client.personal_channel_single_connection and not client.subscribe_to_user_personal_channel:
+        _complain(
+            builder,
+            key,
+            "needs client.subscribe_to_user_personal_channel",
+            "client.subscribe_to_user_personal_channel",
+        )
+    if not client.subscribe_to_user_personal_channel:
+        return
+    name = client.personal_channel_namespace
+    options: ChannelOptions | None = cfg.namespace(name) if name else cfg.channel
+    if options is None:
+        _complain(
+            builder,
+            "client.personal_channel_namespace",
+            f"no [[namespace]] named {name!r}",
+            "client.subscribe_to_user_personal_channel",
+        )
+    elif client.personal_channel_single_connection and not options.presence:
+        where = f"namespace {name!r}" if name else "[channel]"
+        _complain(builder, key, f"needs presence = true in {where} (the personal channels')")
 
 
 # --------------------------------------------------------------------------- entry points

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
+import time
+
+import orjson
 import pytest
 from cent import (
     AsyncClient,
@@ -18,6 +24,7 @@ from cent import (
 )
 from cent.exceptions import CentApiResponseError, CentUnauthorizedError
 
+from tests.centrifuge_helpers import clients_fixture  # noqa: F401
 from tests.conftest import API_KEY
 
 
@@ -235,3 +242,104 @@ async def parallel_batch(server) -> None:
     assert first["epoch"] == second["epoch"] != ""
     history = await server.api("history", {"channel": "board:p", "limit": 10})
     assert [p["data"] for p in history["result"]["publications"]] == [{"n": 1}, {"n": 2}]
+
+
+# --- Centrifugo's b64data / b64info, subscribe expire_at and override, ?api_key= --------
+def b64(value: object) -> str:
+    return base64.b64encode(orjson.dumps(value)).decode()
+
+
+async def test_b64data_in_publish_broadcast_and_send(server, cent):
+    result = await cent.publish(
+        PublishRequest(channel="board:b64", data=None, b64data=b64({"bin": 1}))
+    )
+    history = await cent.history(HistoryRequest(channel="board:b64", limit=10))
+    assert [p.data for p in history.publications] == [{"bin": 1}]
+    assert history.offset == result.offset
+    await cent.broadcast(BroadcastRequest(channels=["board:b64"], data=None, b64data=b64("two")))
+    history = await cent.history(HistoryRequest(channel="board:b64", limit=10, reverse=True))
+    assert history.publications[0].data == "two"
+    reply = await server.api("send", {"user": "alice", "b64data": b64([1, 2])})
+    assert reply["result"] == {}
+
+
+@pytest.mark.parametrize(
+    ("b64data", "message"),
+    [
+        (base64.b64encode(b"\x00\x01\xfe").decode(), "does not decode to JSON"),
+        ("not base64!", "not valid base64"),
+        (42, "must be a base64 string"),
+    ],
+)
+async def test_b64data_that_is_not_json_is_refused_at_publish(server, cent, b64data, message):
+    reply = await server.api("publish", {"channel": "board:b64", "b64data": b64data})
+    assert reply["error"]["code"] == 107 and message in reply["error"]["message"]
+    history = await cent.history(HistoryRequest(channel="board:b64", limit=10))
+    assert history.publications == []
+
+
+async def test_api_subscribe_with_b64_fields_override_and_expire_at(server, clients):
+    client, events = clients(server, "alice")
+    await client.connect()
+    await events.wait_for("connected")
+    reply = await server.api(
+        "subscribe",
+        {
+            "user": "alice",
+            "channel": "board:api",
+            "b64info": b64({"role": "guest"}),
+            "b64data": b64({"welcome": True}),
+            "override": {"presence": {"value": False}, "force_recovery": {"value": False}},
+            "expire_at": int(time.time()) + 2,
+        },
+    )
+    assert reply["result"] == {}
+    subscribed = await events.wait_for("subscribed", lambda c: c.channel == "board:api")
+    assert subscribed.data == {"welcome": True}
+    assert subscribed.recoverable is False  # board forces recovery; the override does not
+    presence = await server.api("presence", {"channel": "board:api"})
+    assert presence["result"]["presence"] == {}  # presence overridden off
+    [alice] = server.hub.users["alice"].clients.values()
+    assert orjson.loads(alice.subs["board:api"].chan_info) == {"role": "guest"}
+    # when expire_at passes, the subscription ends (the connection stays)
+    gone = await events.wait_for("unsubscribed", lambda c: c.channel == "board:api", timeout=6)
+    assert gone.channel == "board:api"
+    assert events.of("disconnected") == [] and "board:api" not in alice.subs
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"expire_at": 1},
+        {"override": {"presence": True}},
+        {"override": "x"},
+        {"b64info": "AAEC"},
+    ],
+)
+async def test_api_subscribe_refuses_bad_new_fields(server, params):
+    reply = await server.api("subscribe", {"user": "alice", "channel": "board:x", **params})
+    assert reply["error"]["code"] == 107, reply
+
+
+async def test_api_refresh_replaces_the_connection_info(server, clients):
+    client, events = clients(server, "alice")
+    await client.connect()
+    await events.wait_for("connected")
+    reply = await server.api("refresh", {"user": "alice", "b64info": b64({"v": 2})})
+    assert reply["result"] == {}
+    [alice] = server.hub.users["alice"].clients.values()
+    async with asyncio.timeout(5):
+        while alice.conn_info is None:
+            await asyncio.sleep(0.01)
+    assert orjson.loads(alice.conn_info) == {"v": 2}
+
+
+async def test_api_key_query_parameter_and_it_is_never_logged(server, caplog):
+    caplog.set_level(logging.DEBUG)
+    secret_looking = "wrong-key-that-must-not-be-logged"
+    for key, status in ((API_KEY, 200), (secret_looking, 401)):
+        async with server.session.post(f"{server.api_url}/info?api_key={key}", json={}) as response:
+            assert response.status == status
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert "API info refused" in logged
+    assert API_KEY not in logged and secret_looking not in logged

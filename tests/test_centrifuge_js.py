@@ -40,6 +40,8 @@ class JsClient:
         self.name = name
         self.events: list[Event] = []
         self.token_provider: Callable[[Event], str | None] | None = None
+        #: answers getState: the (offset, epoch) the app loaded its state at
+        self.state_provider: Callable[[Event], tuple[int, str]] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._changed = asyncio.Event()
         self._ids = 0
@@ -68,6 +70,8 @@ class JsClient:
             self.events.append(event)
             if event["event"] == "need_token":
                 self._answer_token(event)
+            elif event["event"] == "need_state":
+                self._answer_state(event)
             self._changed.set()
         self.events.append({"event": "exited", "t": time.monotonic()})
         self._changed.set()
@@ -85,6 +89,11 @@ class JsClient:
             self.send({"cmd": "token", "req": event["req"], "unauthorized": True})
         else:
             self.send({"cmd": "token", "req": event["req"], "token": token})
+
+    def _answer_state(self, event: Event) -> None:
+        assert self.state_provider is not None, "getState asked without a state provider"
+        offset, epoch = self.state_provider(event)
+        self.send({"cmd": "state_position", "req": event["req"], "offset": offset, "epoch": epoch})
 
     def send(self, message: dict) -> None:
         assert self._proc is not None and self._proc.stdin is not None
@@ -474,3 +483,142 @@ async def test_falls_back_from_websocket_to_http_stream(server, js):
     await alice.subscribe("board:fallback")
     await server.publish("board:fallback", "through the fallback")
     await alice.wait(publication("board:fallback", "through the fallback"))
+
+
+# --- 10. Centrifugo semantics (issue 16) -------------------------------------------------
+SEMANTICS = """
+[[namespace]]
+name = "small"
+history_size = 2
+history_ttl = "600s"
+force_recovery = true
+allow_subscribe_for_client = true
+[[namespace]]
+name = "askrecover"
+history_size = 100
+history_ttl = "600s"
+allow_recovery = true
+allow_subscribe_for_client = true
+[[namespace]]
+name = "now"
+history_size = 1
+history_ttl = "600s"
+force_recovery = true
+force_recovery_mode = "cache"
+allow_subscribe_for_client = true
+[[namespace]]
+name = "market"
+history_size = 100
+history_ttl = "600s"
+allow_subscribe_for_client = true
+allow_tags_filter = true
+"""
+FAST_RECONNECT = {"minReconnectDelay": 100, "maxReconnectDelay": 200}
+
+
+async def stream_top(server, channel: str) -> tuple[int, str]:
+    reply = await server.api("history", {"channel": channel, "limit": 0})
+    return reply["result"]["offset"], reply["result"]["epoch"]
+
+
+async def test_get_state_reloads_when_recovery_is_impossible(make_server, server_config, js):
+    server = await make_server(server_config(SEMANTICS))
+    await server.publish("small:1", "before")
+    alice = await js("alice")
+    state = {"position": await stream_top(server, "small:1")}
+    alice.state_provider = lambda event: state["position"]
+    await alice.connect(server.ws_url, token=server.token("alice"), options=FAST_RECONNECT)
+    subscribed = await alice.subscribe("small:1", getState=True)
+    assert subscribed["state"] == "subscribed"
+    assert len(alice.matching(lambda e: e["event"] == "need_state")) == 1
+
+    mark = len(alice.events)
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    for n in range(5):  # more than the channel keeps: recovery is impossible
+        await server.publish("small:1", n)
+    state["position"] = await stream_top(server, "small:1")
+    # error 112 (the SDK set the reject-unrecovered flag) made the SDK ask getState again
+    await alice.wait(lambda e: e["event"] == "need_state", start=mark)
+    again = await alice.wait(sub_state("small:1", "subscribed"), start=mark)
+    assert again["recovered"] is True
+    assert alice.publications("small:1", start=mark) == []
+    await server.publish("small:1", "after")
+    await alice.wait(publication("small:1", "after"))
+
+
+async def test_get_state_with_an_empty_epoch_recovers(make_server, server_config, js):
+    server = await make_server(server_config(SEMANTICS))
+    await server.publish("askrecover:1", "seen")
+    offset, _epoch = await stream_top(server, "askrecover:1")
+    await server.publish("askrecover:1", "missed")
+    alice = await js("alice")
+    alice.state_provider = lambda event: (offset, "")
+    await alice.connect(server.ws_url, token=server.token("alice"))
+    subscribed = await alice.subscribe("askrecover:1", getState=True, options={"recoverable": True})
+    assert (subscribed["wasRecovering"], subscribed["recovered"]) == (True, True)
+    await alice.wait(publication("askrecover:1", "missed"))
+    assert [p["data"] for p in alice.publications("askrecover:1")] == ["missed"]
+
+
+async def test_recoverable_asked_by_the_client(make_server, server_config, js):
+    server = await make_server(server_config(SEMANTICS))
+    alice = await js("alice")
+    await alice.connect(server.ws_url, token=server.token("alice"), options=FAST_RECONNECT)
+    subscribed = await alice.subscribe("askrecover:2", options={"recoverable": True})
+    assert subscribed["recoverable"] is True
+    await server.publish("askrecover:2", 1)
+    await alice.wait(publication("askrecover:2", 1))
+    mark = len(alice.events)
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    await server.publish("askrecover:2", 2)
+    again = await alice.wait(sub_state("askrecover:2", "subscribed"), start=mark)
+    assert (again["wasRecovering"], again["recovered"]) == (True, True)
+    await alice.wait(publication("askrecover:2", 2))
+
+
+async def test_cache_recovery_hands_the_latest_publication_on_subscribe(
+    make_server, server_config, js
+):
+    server = await make_server(server_config(SEMANTICS))
+    for song in ("first song", "second song"):
+        await server.publish("now:playing", {"song": song})
+    alice = await js("alice")
+    await alice.connect(server.ws_url, token=server.token("alice"))
+    subscribed = await alice.subscribe("now:playing", options={"since": {}})
+    assert (subscribed["wasRecovering"], subscribed["recovered"]) == (True, True)
+    await alice.wait(publication("now:playing", {"song": "second song"}))
+    assert [p["data"] for p in alice.publications("now:playing")] == [{"song": "second song"}]
+
+
+async def test_tags_filter(make_server, server_config, js):
+    server = await make_server(server_config(SEMANTICS))
+    alice = await js("alice")
+    await alice.connect(server.ws_url, token=server.token("alice"))
+    tags_filter = {
+        "op": "or",
+        "nodes": [
+            {"key": "ticker", "cmp": "eq", "val": "AAPL"},
+            {"key": "volume", "cmp": "gte", "val": "1000"},
+        ],
+    }
+    await alice.subscribe("market:1", options={"tagsFilter": tags_filter})
+    for data, tags in [
+        ("aapl", {"ticker": "AAPL"}),
+        ("small msft", {"ticker": "MSFT", "volume": "10"}),
+        ("big msft", {"ticker": "MSFT", "volume": "5000"}),
+    ]:
+        await server.api("publish", {"channel": "market:1", "data": data, "tags": tags})
+    await server.publish("market:1", "untagged")
+    await alice.wait(publication("market:1", "big msft"))
+    await server.api("publish", {"channel": "market:1", "data": "end", "tags": {"ticker": "AAPL"}})
+    await alice.wait(publication("market:1", "end"))
+    assert [p["data"] for p in alice.publications("market:1")] == ["aapl", "big msft", "end"]
+
+
+async def test_map_subscriptions_are_refused_clearly(make_server, server_config, js):
+    server = await make_server(server_config(SEMANTICS))
+    alice = await js("alice")
+    await alice.connect(server.ws_url, token=server.token("alice"))
+    refused = await alice.subscribe("market:map", options={"map": True})
+    assert (refused["state"], refused["code"]) == ("unsubscribed", 108)
+    assert "map subscriptions are not supported" in refused["reason"]

@@ -5,6 +5,9 @@ from __future__ import annotations
 import asyncio
 import time
 
+from centrifuge import StreamPosition
+from centrifuge.filter import Filter
+
 from tests.centrifuge_helpers import Recorder, clients_fixture, subscribed  # noqa: F401
 
 
@@ -197,3 +200,179 @@ async def test_user_status_online_then_last_seen(server, clients):
             await asyncio.sleep(0.02)
     status = await server.api("user_status", {"users": ["carol"]})
     assert status["result"]["statuses"][0]["last_seen"] > 0
+
+
+# --- Centrifugo semantics the SDK relies on (issue 16) --------------------------------
+SEMANTICS = """
+[[namespace]]
+name = "small"
+history_size = 2
+history_ttl = "600s"
+force_recovery = true
+allow_subscribe_for_client = true
+[[namespace]]
+name = "askrecover"
+history_size = 100
+history_ttl = "600s"
+allow_subscribe_for_client = true
+allow_history_for_subscriber = true
+[[namespace]]
+name = "market"
+history_size = 100
+history_ttl = "600s"
+force_recovery = true
+allow_subscribe_for_client = true
+allow_tags_filter = true
+"""
+
+
+async def stream_top(server, channel: str) -> StreamPosition:
+    reply = await server.api("history", {"channel": channel, "limit": 0})
+    return StreamPosition(reply["result"]["offset"], reply["result"]["epoch"])
+
+
+async def test_get_state_is_asked_again_when_recovery_is_impossible(
+    make_server, server_config, clients
+):
+    server = await make_server(server_config(SEMANTICS))
+    await server.publish("small:1", "before")
+    asked: list[StreamPosition] = []
+
+    async def get_state(channel: str) -> StreamPosition:
+        # the app reads the stream position first, then loads its own state
+        asked.append(await stream_top(server, channel))
+        return asked[-1]
+
+    client, _ = clients(server, "alice")
+    await client.connect()
+    _sub, events = await subscribed(client, "small:1", get_state=get_state)
+    assert len(asked) == 1
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    for n in range(5):  # more than the two the channel keeps
+        await server.publish("small:1", n)
+    first = events.of("subscribed")[0]
+    again = await events.wait_for("subscribed", lambda c: c is not first, timeout=10)
+    # the server said 112 (the SDK set the reject-unrecovered flag), so the SDK reloaded
+    # the app's state from get_state instead of going on with a silent gap
+    assert len(asked) == 2 and asked[1].offset == asked[0].offset + 5
+    assert again.recovered is True and again.stream_position.offset == asked[1].offset
+    assert events.of("publication") == []
+    await server.publish("small:1", "after")
+    await events.wait_for("publication", lambda c: c.pub.data == "after")
+
+
+async def test_get_state_position_with_an_empty_epoch_recovers(make_server, server_config, clients):
+    server = await make_server(server_config(SEMANTICS))
+    for n in range(3):
+        await server.publish("askrecover:1", n)
+    top = await stream_top(server, "askrecover:1")
+    await server.publish("askrecover:1", "missed")
+
+    async def get_state(channel: str) -> StreamPosition:
+        return StreamPosition(top.offset, "")  # an app that kept only the offset
+
+    client, _ = clients(server, "alice")
+    await client.connect()
+    _sub, events = await subscribed(client, "askrecover:1", get_state=get_state, recoverable=True)
+    first = events.of("subscribed")[0]
+    assert first.recovered is True and first.was_recovering is True
+    await events.wait_for("publication", lambda c: c.pub.data == "missed")
+
+
+async def test_recovery_the_client_asks_for(make_server, server_config, clients):
+    server = await make_server(server_config(SEMANTICS))
+    client, _ = clients(server, "alice")
+    await client.connect()
+    _sub, events = await subscribed(client, "askrecover:2", recoverable=True)
+    assert events.of("subscribed")[0].recoverable is True
+    await server.publish("askrecover:2", 1)
+    await events.wait_for("publication")
+    await server.api("disconnect", {"user": "alice", "disconnect": {"code": 4000, "reason": "x"}})
+    await server.publish("askrecover:2", 2)
+    again = await events.wait_for("subscribed", lambda c: c.was_recovering)
+    assert again.recovered is True
+    await events.wait_for("publication", lambda c: c.pub.data == 2)
+    assert [c.pub.data for c in events.of("publication")] == [1, 2]
+
+
+async def test_tags_filter(make_server, server_config, clients):
+    server = await make_server(server_config(SEMANTICS))
+    client, _ = clients(server, "alice")
+    await client.connect()
+    tags_filter = Filter.all(Filter.eq("ticker", "AAPL"), Filter.gt("price", "100"))
+    _sub, events = await subscribed(client, "market:stocks", tags_filter=tags_filter)
+    for data, tags in [
+        ("aapl cheap", {"ticker": "AAPL", "price": "99"}),
+        ("msft", {"ticker": "MSFT", "price": "300"}),
+        ("aapl", {"ticker": "AAPL", "price": "150.25"}),
+    ]:
+        reply = await server.api(
+            "publish", {"channel": "market:stocks", "data": data, "tags": tags}
+        )
+        assert "result" in reply, reply
+    await server.publish("market:stocks", "end")  # untagged: filtered out too
+    await events.wait_for("publication", lambda c: c.pub.data == "aapl")
+    plain_client, _ = clients(server, "bob")
+    await plain_client.connect()
+    _plain, plain_events = await subscribed(plain_client, "market:stocks")
+    await server.publish("market:stocks", "last")
+    await plain_events.wait_for("publication", lambda c: c.pub.data == "last")
+    assert [c.pub.data for c in events.of("publication")] == ["aapl"]
+    assert events.of("publication")[0].pub.tags == {"ticker": "AAPL", "price": "150.25"}
+
+
+async def test_tags_filter_where_the_namespace_does_not_allow_it(
+    make_server, server_config, clients
+):
+    server = await make_server(server_config(SEMANTICS))
+    client, _ = clients(server, "alice")
+    await client.connect()
+    events = Recorder()
+    sub = client.new_subscription("small:1", events=events, tags_filter=Filter.eq("ticker", "AAPL"))
+    await sub.subscribe()
+    refused = await events.wait_for("unsubscribed")
+    assert refused.code == 107
+
+
+async def test_personal_channel(make_server, server_config, clients):
+    config = server_config(
+        '[channel]\nhistory_size = 10\nhistory_ttl = "60s"\nforce_recovery = true\n',
+        client__subscribe_to_user_personal_channel=True,
+    )
+    server = await make_server(config)
+    client, events = clients(server, "42")
+    await client.connect()
+    subscribed_ctx = await events.wait_for("subscribed", lambda c: c.channel == "#42")
+    assert subscribed_ctx.recoverable is True
+    await server.publish("#42", {"for": "42"})
+    pub = await events.wait_for("publication")
+    assert (pub.channel, pub.pub.data) == ("#42", {"for": "42"})
+
+
+async def test_personal_channel_single_connection(make_server, server_config, clients):
+    config = server_config(
+        "[channel]\npresence = true\n",
+        client__subscribe_to_user_personal_channel=True,
+        client__personal_channel_single_connection=True,
+    )
+    server = await make_server(config)
+    first, first_events = clients(server, "alice")
+    await first.connect()
+    await first_events.wait_for("subscribed", lambda c: c.channel == "#alice")
+    second, second_events = clients(server, "alice")
+    await second.connect()
+    gone = await first_events.wait_for("disconnected")
+    assert (gone.code, gone.reason) == (3504, "connection limit")
+    await second_events.wait_for("subscribed", lambda c: c.channel == "#alice")
+    assert second_events.of("disconnected") == []
+
+
+async def test_insecure_mode_as_the_sdk_test_suites_run_it(make_server, server_config, clients):
+    server = await make_server(server_config(client__insecure=True))
+    client, _ = clients(server, "", token="")
+    await client.connect()
+    sub, events = await subscribed(client, "private:anything")
+    await sub.publish({"from": "nobody"})
+    await events.wait_for("publication", lambda c: c.pub.data == {"from": "nobody"})
+    assert (await sub.presence_stats()).num_clients == 1
+    assert [p.data for p in (await sub.history(limit=10)).publications] == [{"from": "nobody"}]

@@ -412,3 +412,54 @@ def test_parse_duration_refuses(value: object) -> None:
 @pytest.mark.parametrize("seconds", [0.0, 0.5, 1.0, 90.0, 600.0, 5400.0, 3600.0, 3661.0])
 def test_format_duration_round_trips(seconds: float) -> None:
     assert parse_duration(format_duration(seconds)) == seconds
+
+
+# --------------------------------------------------------------------------- Centrifugo options
+
+
+def test_recovery_mode_is_another_name_of_force_recovery_mode(tmp_path: Path) -> None:
+    text = (
+        '[channel]\nrecovery_mode = "cache"\nhistory_size = 1\nhistory_ttl = "1m"\n'
+        '[[namespace]]\nname = "a"\nrecovery_mode = "cache"\nhistory_size = 1\n'
+        'history_ttl = "1m"\nforce_recovery = true\nauto_cache_recover = true\n'
+    )
+    config = load_config(write(tmp_path, text), env={})
+    assert config.channel.force_recovery_mode == "cache"
+    assert config.namespace("a").force_recovery_mode == "cache"
+    with pytest.raises(ConfigError, match=r"expected one of stream, cache"):
+        load_config(write(tmp_path, '[[namespace]]\nname = "a"\nrecovery_mode = "x"\n'), env={})
+
+
+def test_centrifugo_option_rules(tmp_path: Path) -> None:
+    text = """
+[client]
+subscribe_to_user_personal_channel = true
+personal_channel_namespace = "personal"
+personal_channel_single_connection = true
+[[namespace]]
+name = "a"
+allow_recovery = true
+[[namespace]]
+name = "b"
+history_size = 5
+history_ttl = "1m"
+auto_cache_recover = true
+"""
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, text), env={})
+    assert errors_of(excinfo) == [
+        f'[[namespace]] "a" allow_recovery: needs history (history_size and history_ttl) '
+        f"(in {tmp_path / 'pushgate.toml'})",
+        f'[[namespace]] "b" auto_cache_recover: needs force_recovery_mode = "cache" '
+        f"(in {tmp_path / 'pushgate.toml'})",
+        f"client.personal_channel_namespace: no [[namespace]] named 'personal' "
+        f"(in {tmp_path / 'pushgate.toml'})",
+    ]
+    text = (
+        "[client]\nsubscribe_to_user_personal_channel = true\n"
+        "personal_channel_single_connection = true\n"
+    )
+    with pytest.raises(ConfigError, match=r"needs presence = true in \[channel\]"):
+        load_config(write(tmp_path, text), env={})
+    with pytest.raises(ConfigError, match=r"needs client.subscribe_to_user_personal_channel"):
+        load_config(env={"PUSHGATE_CLIENT_PERSONAL_CHANNEL_SINGLE_CONNECTION": "true"})

@@ -27,6 +27,7 @@ name = "room"
 presence = true
 join_leave = true
 allow_subscribe_for_client = true
+allow_presence_for_subscriber = true
 """
 
 

@@ -181,9 +181,15 @@ async def test_history_reverse_limit_since(engines):
     assert await offsets(since=StreamPosition(7, epoch)) == [8, 9, 10]
     assert await offsets(since=StreamPosition(4, epoch), limit=2) == [5, 6]
     assert await offsets(since=StreamPosition(10, epoch)) == []
+    # an empty epoch stands for the current stream (Centrifugo's rule)
+    assert await offsets(since=StreamPosition(7, "")) == [8, 9, 10]
     only_position = await engine.history("c", limit=0)
     assert only_position.publications == [] and only_position.position == top
-    for wrong in (StreamPosition(3, "another-epoch"), StreamPosition(11, epoch)):
+    for wrong in (
+        StreamPosition(3, "another-epoch"),
+        StreamPosition(11, epoch),
+        StreamPosition(11, ""),
+    ):
         with pytest.raises(UnrecoverablePosition):
             await engine.history("c", since=wrong)
 

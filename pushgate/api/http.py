@@ -34,11 +34,16 @@ def _error(error: HubError, status: int = 200) -> web.Response:
 
 
 def _authorized(request: web.Request, key: str) -> bool:
+    """The key in ``X-API-Key``, ``Authorization: apikey <key>`` or, as Centrifugo
+    accepts it, the ``api_key`` query parameter (never logged: no access log is kept and
+    refusals name only the method and the peer)."""
     given = request.headers.get("X-API-Key")
     if given is None:
         scheme, _, value = request.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "apikey":
             given = value.strip()
+    if given is None:
+        given = request.query.get("api_key")
     return given is not None and hmac.compare_digest(given.encode(), key.encode())
 
 

@@ -15,10 +15,12 @@ import orjson
 from pushgate.api.params import (
     bad_request,
     json_bytes,
+    json_or_b64,
     optional_bool,
     optional_int,
     optional_json_text,
     optional_str,
+    override,
     position,
     require_str,
     str_dict,
@@ -39,11 +41,14 @@ Method = Callable[[Hub, dict], Awaitable[dict]]
 
 
 def _data(params: dict) -> bytes:
-    if "b64data" in params and params["b64data"] is not None:
-        raise bad_request("b64data is for binary clients; this server speaks JSON, use data")
-    if "data" not in params:
-        raise bad_request("data is required")
-    return json_bytes(params["data"], "data")
+    """``data``, or ``b64data`` decoded (it must hold JSON: see pushgate.b64json)."""
+    if params.get("b64data") in (None, "") and "data" not in params:
+        raise bad_request("data (or b64data) is required")
+    if params.get("b64data") in (None, ""):
+        return json_bytes(params["data"], "data")
+    data = json_or_b64(params, "data")
+    assert data is not None
+    return data
 
 
 def _info(info: ClientInfo) -> dict:
@@ -107,6 +112,9 @@ async def subscribe(hub: Hub, params: dict) -> dict:
     channel = require_str(params, "channel")
     hub.rules.options(channel)
     since = position(params, "recover_since")
+    expire_at = optional_int(params, "expire_at", 0) or 0
+    if expire_at and expire_at <= time.time():
+        raise bad_request("expire_at must be a Unix time in the future")
     await hub.control(
         {
             "op": "subscribe",
@@ -117,6 +125,8 @@ async def subscribe(hub: Hub, params: dict) -> dict:
             "info": optional_json_text(params, "info"),
             "data": optional_json_text(params, "data"),
             "recover_since": {"offset": since[0], "epoch": since[1]} if since else None,
+            "expire_at": expire_at or None,
+            "override": override(params),
         }
     )
     return {}
@@ -165,6 +175,7 @@ async def refresh(hub: Hub, params: dict) -> dict:
             "session": optional_str(params, "session"),
             "expired": optional_bool(params, "expired"),
             "expire_at": optional_int(params, "expire_at"),
+            "info": optional_json_text(params, "info"),
         }
     )
     return {}

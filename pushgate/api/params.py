@@ -6,6 +6,7 @@ from typing import Any
 
 import orjson
 
+from pushgate import b64json, subscribe_options
 from pushgate.hub.errors import HubError
 
 
@@ -23,9 +24,29 @@ def json_bytes(value: object, name: str) -> bytes:
 
 
 def optional_json_text(params: dict, key: str) -> str | None:
-    """An optional JSON value of ``params`` as text for a control message, or None."""
-    value = params.get(key)
-    return None if value is None else json_bytes(value, key).decode()
+    """An optional JSON value of ``params`` (or its base64 form ``b64<key>``) as text for a
+    control message, or None."""
+    value = json_or_b64(params, key)
+    return None if value is None else value.decode()
+
+
+def json_or_b64(params: dict, key: str) -> bytes | None:
+    """``params[key]`` as JSON bytes, or the JSON in ``params["b64" + key]`` (which wins,
+    as in Centrifugo); None when neither is given; error 107 for what is not JSON."""
+    try:
+        return b64json.field(params, key, "b64" + key)
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
+    except orjson.JSONEncodeError as exc:
+        raise bad_request(f"{key} cannot be encoded: {exc}") from None
+
+
+def override(params: dict, key: str = "override") -> dict[str, bool] | None:
+    """Centrifugo's ``override`` object as ``{option: bool}``; error 107 for another shape."""
+    try:
+        return subscribe_options.parse_override(params.get(key)) or None
+    except ValueError as exc:
+        raise bad_request(str(exc)) from None
 
 
 def require_str(params: dict, key: str) -> str:

@@ -171,7 +171,8 @@ class Engine(ABC):
         """Publications after ``since`` (or from the start), at most ``limit``.
 
         ``limit=0`` returns only the current position. Raises UnrecoverablePosition
-        when ``since`` has another epoch or lies before what the stream still holds.
+        when ``since`` has another epoch or lies before what the stream still holds; an
+        empty epoch in ``since`` stands for the current one.
         """
 
     @abstractmethod

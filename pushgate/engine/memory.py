@@ -212,7 +212,8 @@ class MemoryEngine(Engine):
         position = StreamPosition(stream.top, stream.epoch)
         pubs = list(stream.items)
         if since is not None:
-            if since.epoch != stream.epoch or since.offset > stream.top:
+            # an empty epoch stands for the current one (Centrifugo's rule)
+            if (since.epoch and since.epoch != stream.epoch) or since.offset > stream.top:
                 raise UnrecoverablePosition(channel)
             first = pubs[0].offset if pubs else stream.top + 1
             if since.offset + 1 < first:

@@ -514,8 +514,11 @@ class RedisEngine(Engine):
         )
         epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
         top = int(top)
+        # an empty epoch stands for the current one (Centrifugo's rule)
         if since is not None and (
-            since.epoch != epoch or since.offset > top or since.offset + 1 < int(first_offset)
+            (since.epoch and since.epoch != epoch)
+            or since.offset > top
+            or since.offset + 1 < int(first_offset)
         ):
             raise UnrecoverablePosition(channel)
         pubs = []

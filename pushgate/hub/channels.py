@@ -73,6 +73,12 @@ class ChannelRules:
         if len(channel) > self.defaults.max_length:
             raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: channel name too long")
 
+    def personal_channel(self, user: str, namespace: str) -> str:
+        """A user's personal channel: ``<namespace>:#<user>``, ``#<user>`` without one."""
+        if not namespace:
+            return f"{self.defaults.user_boundary}{user}"
+        return f"{namespace}{self.defaults.namespace_boundary}{self.defaults.user_boundary}{user}"
+
     def allowed_users(self, channel: str) -> list[str] | None:
         """Users allowed in a user-limited channel, or None when it is not one."""
         boundary = self.defaults.user_boundary

@@ -12,10 +12,9 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-import orjson
-
 from pushgate import metrics
 from pushgate.auth import TokenError, TokenExpired
+from pushgate.capabilities import HISTORY, PRESENCE, PUBLISH, SUBSCRIBE, Capability, grants
 from pushgate.engine.base import (
     ClientInfo,
     HistoryResult,
@@ -23,6 +22,7 @@ from pushgate.engine.base import (
     StreamPosition,
     UnrecoverablePosition,
 )
+from pushgate.hub import access, recovery
 from pushgate.hub import internal as internal_tokens
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -39,12 +39,17 @@ from pushgate.hub.errors import (
     ERROR_TOO_MANY_REQUESTS,
     ERROR_UNAUTHORIZED,
     ERROR_UNRECOVERABLE_POSITION,
+    UNSUBSCRIBE_SERVER,
     Disconnect,
     HubError,
 )
+from pushgate.hub.recovery import FLAG_REJECT_UNRECOVERED, has_history
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.hub.sink import CLOSED_SINK, ClientSink
 from pushgate.hub.subscription import Subscription
+from pushgate.hub.tags_filter import compile_filter
+from pushgate.subscribe_options import SubscribeOptions
+from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
@@ -101,6 +106,7 @@ class Client:
         "_pub_bucket",
         "_rate_strikes",
         "awaiting_pong",
+        "caps",
         "closed",
         "closing",
         "conn_info",
@@ -137,6 +143,8 @@ class Client:
         self.awaiting_pong = False
         self.ping_slot = -1  # the hub's ping wheel bucket
         self.subs: dict[str, Subscription] = {}
+        #: the connection token's ``caps``: channel operations granted beyond the options
+        self.caps: tuple[Capability, ...] = ()
         limits = hub.config.client
         self._cmd_bucket = (
             TokenBucket(limits.commands_per_second, limits.commands_burst)
@@ -189,7 +197,7 @@ class Client:
             except TokenError as exc:
                 log.info("connect refused: invalid token (%s)", exc)
                 raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
-        elif not hub.config.client.anonymous:
+        elif not (hub.config.client.anonymous or hub.config.client.insecure):
             log.info("connect refused: no token and anonymous connections are off")
             raise ERROR_UNAUTHORIZED
         now = time.time()
@@ -197,8 +205,9 @@ class Client:
             self.user = claims.user
             self.internal = claims.internal
             self.conn_info = claims.info
+            self.caps = claims.caps
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
-            if expire_at:
+            if expire_at and not hub.config.client.insecure:
                 self.expires_at = float(expire_at)
         self.name = name[:64]
         limit = hub.config.client.max_connections
@@ -216,6 +225,9 @@ class Client:
             log.info("connect refused: user %r has %d connections", self.user, limit)
             count_limit("connections_per_user")
             raise DisconnectError(DISCONNECT_CONNECTION_LIMIT)
+        personal = self._personal_channel()
+        if personal and hub.config.client.personal_channel_single_connection:
+            await self._close_other_connections(personal)
         self.connected = True
         await hub.register(self)
         if self.closed:
@@ -232,30 +244,51 @@ class Client:
         if self.expires_at:
             result.expires = True
             result.ttl = max(0, int(self.expires_at - now))
-        server_channels: dict[str, dict] = {}
+        server_channels: dict[str, SubscribeOptions] = {}
         if claims is not None:
             for channel in claims.channels:
-                server_channels[channel] = {}
-            for channel, opts in (claims.subs or {}).items():
-                server_channels[channel] = opts if isinstance(opts, dict) else {}
+                server_channels[channel] = NO_OPTIONS
+            server_channels.update(claims.sub_options)
+        if personal:
+            server_channels[personal] = NO_OPTIONS
         requested = subs or {}
         for channel, opts in server_channels.items():
             recover = requested.get(channel) or {}
             try:
                 result.subs[channel] = await self.subscribe_server_side(
                     channel,
-                    chan_info=_info_bytes(opts.get("info")),
+                    chan_info=opts.info,
                     recover_since=_recover_position(recover),
                     internal=self.internal,
+                    override=opts.override,
+                    data=opts.data,
                 )
             except HubError as exc:
                 log.info("server-side subscription to %s refused: %s", channel, exc.message)
         return result
 
+    def _personal_channel(self) -> str:
+        """The user's personal channel when ``client.subscribe_to_user_personal_channel``
+        is on (never for anonymous or internal connections), else ""."""
+        config = self.hub.config.client
+        if not config.subscribe_to_user_personal_channel or not self.user or self.internal:
+            return ""
+        return self.hub.rules.personal_channel(self.user, config.personal_channel_namespace)
+
+    async def _close_other_connections(self, personal: str) -> None:
+        """``personal_channel_single_connection``: the user's connections anywhere in the
+        cluster (present in their personal channel) are closed with 3504, as Centrifugo."""
+        clients, _ = await self.hub.engine.presence_stats(personal)
+        if clients:
+            log.info("user %r connects again: closing their other connections", self.user)
+            await self.hub.disconnect_user(
+                self.user, whitelist=[self.id], disconnect=DISCONNECT_CONNECTION_LIMIT
+            )
+
     def activate_all(self) -> None:
         """The connect reply is written: server-side subscriptions go live."""
         for sub in self.subs.values():
-            if not sub.active:
+            if not sub.active and sub.pending is not None:
                 sub.activate()
                 self.hub.after_activate(sub)
 
@@ -272,9 +305,12 @@ class Client:
             log.info("refresh refused for %s: token for another user", self.id)
             raise DisconnectError(DISCONNECT_INVALID_TOKEN)
         expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
-        self.expires_at = float(expire_at or 0)
+        self.expires_at = 0.0 if hub.config.client.insecure else float(expire_at or 0)
         if claims.info is not None:
             self.conn_info = claims.info
+        if claims.caps != self.caps:
+            self.caps = claims.caps
+            await self._drop_revoked()
         hub.schedule_expiry(self)
         result = RefreshResult(client=self.id, version=hub.version)
         if self.expires_at:
@@ -293,8 +329,16 @@ class Client:
         epoch: str = "",
         join_leave: bool = False,
         data: bytes | None = None,
+        positioned: bool = False,
+        recoverable: bool = False,
+        flag: int = 0,
+        tags_filter: object = None,
     ) -> tuple[Subscription, SubscribeResult]:
-        """A client-side subscription; call ``activate`` on it after the reply is written."""
+        """A client-side subscription; call ``activate`` on it after the reply is written.
+
+        ``positioned`` / ``recoverable``: the client asks for them (granted by
+        ``allow_positioning`` / ``allow_recovery`` or history access); ``flag``: the
+        subscribe flags (``FLAG_REJECT_UNRECOVERED``); ``tags_filter``: a ``tf`` tree."""
         hub = self.hub
         options = self._options(channel)
         if channel in self.subs:
@@ -305,41 +349,85 @@ class Client:
             raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
         chan_info: bytes | None = None
         expires_at = 0.0
-        user_limited = hub.rules.is_allowed_user(channel, self.user)
+        allow: frozenset[str] = frozenset()
         if token:
-            try:
-                claims = hub.tokens.verify_subscription(token, channel)
-            except TokenExpired:
-                raise ERROR_TOKEN_EXPIRED from None
-            except TokenError as exc:
-                log.info("subscribe to %s refused for %s: %s", channel, self.id, exc)
-                raise ERROR_PERMISSION_DENIED from None
-            if claims.user != self.user:
-                log.info("subscribe to %s refused: token for user %r", channel, claims.user)
-                raise ERROR_PERMISSION_DENIED
+            claims = self._verify_subscription_token(token, channel)
             chan_info = claims.info
+            data = claims.data if claims.data is not None else data
             expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
-            expires_at = float(expire_at or 0)
-        elif user_limited is not None and options.allow_user_limited_channels:
-            if not user_limited:
+            expires_at = 0.0 if hub.config.client.insecure else float(expire_at or 0)
+            options = apply_override(options, claims.override)
+            allow = claims.allow
+            source = access.BY_TOKEN
+        else:
+            found = access.subscribe_source(self, channel, options)
+            if found is None:
+                log.info(
+                    "subscribe to %s refused for client=%s user=%r", channel, self.id, self.user
+                )
                 raise ERROR_PERMISSION_DENIED
-        elif not options.allow_subscribe_for_client or (
-            not self.user and not options.allow_subscribe_for_anonymous
-        ):
-            raise ERROR_PERMISSION_DENIED
-        since = StreamPosition(offset, epoch) if recover else None
+            source = found
+        accepts = None
+        if tags_filter is not None:
+            if not options.allow_tags_filter:
+                log.info(
+                    "subscribe to %s refused for %s: tags filter not allowed", channel, self.id
+                )
+                raise ERROR_BAD_REQUEST.with_message(
+                    f"bad request: tags filter not allowed in {channel}"
+                )
+            try:
+                accepts = compile_filter(tags_filter, hub.config.client.tags_filter_max_nodes)
+            except HubError as error:
+                if error.code == ERROR_LIMIT_EXCEEDED.code:
+                    count_limit("tags_filter_nodes")
+                log.info("subscribe to %s refused for %s: %s", channel, self.id, error.message)
+                raise
+        history_ok = (positioned or recoverable) and access.allowed(
+            self, channel, options, HISTORY, subscribing=allow
+        )
+        push_join_leave = options.join_leave and (
+            options.force_push_join_leave
+            or (join_leave and access.allowed(self, channel, options, PRESENCE, subscribing=allow))
+        )
         sub = Subscription(
             self,
             channel,
             options,
             server_side=False,
-            join_leave=options.join_leave and (join_leave or options.force_push_join_leave),
+            join_leave=push_join_leave,
             chan_info=chan_info,
             expires_at=expires_at,
+            recoverable=options.force_recovery
+            or (recoverable and (options.allow_recovery or history_ok)),
+            positioned=options.force_positioning
+            or (positioned and (options.allow_positioning or history_ok)),
+            tags_filter=accepts,
+            allow=allow,
+            source=source,
         )
-        result = await self._start(sub, since)
+        since = StreamPosition(offset, epoch) if recover else None
+        result = await self._start(
+            sub, since, reject_unrecovered=bool(flag & FLAG_REJECT_UNRECOVERED)
+        )
         result.data = data
         return sub, result
+
+    def _verify_subscription_token(self, token: str, channel: str):
+        try:
+            claims = self.hub.tokens.verify_subscription(token, channel)
+        except TokenExpired:
+            raise ERROR_TOKEN_EXPIRED from None
+        except TokenError as exc:
+            log.info("subscribe to %s refused for %s: %s", channel, self.id, exc)
+            raise ERROR_PERMISSION_DENIED from None
+        if claims.user != self.user:
+            log.info("subscribe to %s refused: token for user %r", channel, claims.user)
+            raise ERROR_PERMISSION_DENIED
+        if claims.client and claims.client != self.id:
+            log.info("subscribe to %s refused: token for another connection", channel)
+            raise ERROR_PERMISSION_DENIED
+        return claims
 
     async def subscribe_server_side(
         self,
@@ -348,10 +436,14 @@ class Client:
         chan_info: bytes | None = None,
         recover_since: StreamPosition | None = None,
         internal: bool = False,
+        override: dict[str, bool] | None = None,
+        data: bytes | None = None,
+        expires_at: float = 0.0,
     ) -> SubscribeResult:
         """A subscription made by the server (token claims, the API); a reserved channel
-        only for an ``internal`` one (the connection's own internal token)."""
-        options = self.hub.rules.options(channel, internal=internal)
+        only for an ``internal`` one (the connection's own internal token). ``override``
+        replaces namespace options for this subscription; ``expires_at`` ends it then."""
+        options = apply_override(self.hub.rules.options(channel, internal=internal), override or {})
         if channel in self.subs:
             raise ERROR_ALREADY_SUBSCRIBED
         sub = Subscription(
@@ -361,13 +453,23 @@ class Client:
             server_side=True,
             join_leave=options.join_leave,
             chan_info=chan_info,
+            expires_at=expires_at,
+            recoverable=options.force_recovery,
+            positioned=options.force_positioning,
         )
-        return await self._start(sub, recover_since)
+        result = await self._start(sub, recover_since)
+        result.data = data
+        return result
 
-    async def _start(self, sub: Subscription, since: StreamPosition | None) -> SubscribeResult:
+    async def _start(
+        self,
+        sub: Subscription,
+        since: StreamPosition | None,
+        *,
+        reject_unrecovered: bool = False,
+    ) -> SubscribeResult:
         """Join the channel (buffering) and read the stream position / missed history."""
         hub = self.hub
-        options = sub.options
         channel = sub.channel
         self.subs[channel] = sub
         await hub.add_subscription(sub)
@@ -375,36 +477,11 @@ class Client:
             await self._drop(sub, announce=False)
             raise DisconnectError(DISCONNECT_CONNECTION_CLOSED)
         result = SubscribeResult()
-        if sub.expires_at:
+        if sub.expires_at and not sub.server_side:
             result.expires = True
             result.ttl = max(0, int(sub.expires_at - time.time()))
         try:
-            if has_history(options) and (options.force_recovery or options.force_positioning):
-                result.recoverable = options.force_recovery
-                result.positioned = options.force_positioning
-                if since is not None and options.force_recovery:
-                    result.was_recovering = True
-                    try:
-                        history = await hub.engine.history(
-                            channel, since=since, limit=hub.config.client.history_max_publications
-                        )
-                        result.recovered = True
-                    except UnrecoverablePosition:
-                        history = await hub.engine.history(channel, limit=0)
-                    else:
-                        pubs = history.publications
-                        if pubs and pubs[-1].offset < history.position.offset:
-                            # more missed than one reply may carry: not recovered
-                            result.recovered = False
-                            pubs = []
-                        result.publications = pubs
-                    hub.count_recovery(result.recovered)
-                else:
-                    history = await hub.engine.history(channel, limit=0)
-                result.epoch = history.position.epoch
-                result.offset = history.position.offset
-                sub.offset = history.position.offset
-                hub.note_position(channel, history.position)
+            await recovery.fill(hub, sub, result, since, reject_unrecovered=reject_unrecovered)
         except Exception:
             await self._drop(sub, announce=False)
             raise
@@ -412,9 +489,19 @@ class Client:
         return result
 
     def activate(self, sub: Subscription) -> None:
-        if self.subs.get(sub.channel) is sub and not sub.active:
+        if self.subs.get(sub.channel) is sub and not sub.active and sub.pending is not None:
             sub.activate()
             self.hub.after_activate(sub)
+
+    async def _drop_revoked(self) -> None:
+        """New ``caps`` (refresh): subscriptions that only caps allowed and the new ones do
+        not end, with the unsubscribe push 2000."""
+        for channel, sub in list(self.subs.items()):
+            if sub.source == access.BY_CAPS and not grants(self.caps, SUBSCRIBE, channel):
+                code, reason = UNSUBSCRIBE_SERVER
+                log.info("client=%s: caps no longer allow %s", self.id, channel)
+                self.sink.push_unsubscribe(channel, code, reason)
+                await self._drop(sub, announce=True)
 
     async def unsubscribe(self, channel: str) -> None:
         sub = self.subs.get(channel)
@@ -473,19 +560,16 @@ class Client:
             raise
 
     # --- other commands -----------------------------------------------------------
-    def _check_allowed(self, channel: str, for_subscriber: bool, for_client: bool) -> None:
-        if for_client and self.user:
-            return
-        if for_subscriber and channel in self.subs:
-            return
-        raise ERROR_PERMISSION_DENIED
+    def _check_allowed(self, channel: str, options: ChannelOptions, operation: str) -> None:
+        if not access.allowed(self, channel, options, operation):
+            log.info(
+                "%s in %s refused for client=%s user=%r", operation, channel, self.id, self.user
+            )
+            raise ERROR_PERMISSION_DENIED
 
     def check_publish(self, channel: str) -> None:
         """Raise the error ``publish`` would for the channel's rules (not for the rate)."""
-        options = self._options(channel)
-        self._check_allowed(
-            channel, options.allow_publish_for_subscriber, options.allow_publish_for_client
-        )
+        self._check_allowed(channel, self._options(channel), PUBLISH)
 
     async def publish(self, channel: str, data: bytes) -> StreamPosition:
         self.check_publish(channel)
@@ -499,9 +583,7 @@ class Client:
         options = self._options(channel)
         if not options.presence:
             raise ERROR_NOT_AVAILABLE
-        self._check_allowed(
-            channel, options.allow_presence_for_subscriber, options.allow_presence_for_client
-        )
+        self._check_allowed(channel, options, PRESENCE)
         try:
             return await self.hub.presence(channel)
         except HubError as error:
@@ -513,9 +595,7 @@ class Client:
         options = self._options(channel)
         if not options.presence:
             raise ERROR_NOT_AVAILABLE
-        self._check_allowed(
-            channel, options.allow_presence_for_subscriber, options.allow_presence_for_client
-        )
+        self._check_allowed(channel, options, PRESENCE)
         return await self.hub.engine.presence_stats(channel)
 
     async def history(
@@ -529,9 +609,7 @@ class Client:
         options = self._options(channel)
         if not has_history(options):
             raise ERROR_NOT_AVAILABLE
-        self._check_allowed(
-            channel, options.allow_history_for_subscriber, options.allow_history_for_client
-        )
+        self._check_allowed(channel, options, HISTORY)
         max_limit = self.hub.config.client.history_max_publications
         # Centrifugo's meaning: no limit (0) gives only the position, -1 all there is
         limit = max_limit if limit is not None and limit < 0 else min(limit or 0, max_limit)
@@ -588,14 +666,7 @@ class Client:
             self.sink = CLOSED_SINK
 
 
-def has_history(options: ChannelOptions) -> bool:
-    return options.history_size > 0 and options.history_ttl > 0
-
-
-def _info_bytes(value: object) -> bytes | None:
-    if value is None:
-        return None
-    return orjson.dumps(value)
+NO_OPTIONS = SubscribeOptions()
 
 
 def _recover_position(opts: dict) -> StreamPosition | None:

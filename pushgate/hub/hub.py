@@ -100,6 +100,11 @@ class Hub:
         self.control_handlers: dict[str, Callable[[dict], None]] = {}
         self.disconnects: Counter[int] = Counter()
         self.recoveries: Counter[str] = Counter()
+        if config.client.insecure:
+            log.warning(
+                "client.insecure is on: clients connect without tokens and may subscribe, "
+                "publish, read presence and history anywhere; never use it in production"
+            )
 
     @property
     def _wheel_size(self) -> int:
@@ -277,15 +282,19 @@ class Hub:
                 self._positions[channel] = StreamPosition(pub.offset, epoch)
             if last is not None and (last.epoch != epoch or pub.offset > last.offset + 1):
                 log.warning(
-                    "gap in %s: %d/%s after %d/%s; subscribers resubscribe with recovery",
+                    "gap in %s: %d/%s after %d/%s; positioned subscribers resubscribe",
                     channel,
                     pub.offset,
                     epoch,
                     last.offset,
                     last.epoch,
                 )
+                # positioned subscribers start again from their position (recovering
+                # where they may); the others take publications as they come
                 self._resubscribe_all(channel)
-                return
+                subs = self.channels.get(channel)
+                if not subs:
+                    return
         for sub in subs.values():
             try:
                 sub.deliver(pub)
@@ -303,16 +312,21 @@ class Hub:
             log.exception("cannot disconnect client=%s", client.id)
 
     def _resubscribe_all(self, channel: str) -> None:
-        """Subscribers may have missed publications: make them recover.
+        """Positioned subscribers may have missed publications: make them recover.
 
-        A client-side subscription gets the "insufficient state" unsubscribe (the client
+        As in Centrifugo, only subscriptions that track their position (positioned or
+        recoverable) are concerned; the others take publications at most once. A
+        client-side subscription gets the "insufficient state" unsubscribe (the client
         resubscribes with its position); a server-side one cannot be resubscribed by the
         client, so that connection reconnects instead (and recovers on connect).
         """
         code, reason = UNSUBSCRIBE_INSUFFICIENT_STATE
         self._positions.pop(channel, None)
         for sub in list(self.channels.get(channel, {}).values()):
+            if not sub.positioned:
+                continue
             client = sub.client
+            sub.retire()
             if sub.server_side or not client.sink.wants_pong:
                 client.disconnect(DISCONNECT_INSUFFICIENT_STATE)
             else:
@@ -442,17 +456,19 @@ class Hub:
         since = message.get("recover_since")
         position = StreamPosition(since["offset"], since["epoch"]) if since else None
         info = message.get("info")
+        data = message.get("data")
         try:
             result = await client.subscribe_server_side(
                 channel,
                 chan_info=info.encode() if info else None,
                 recover_since=position,
+                override=message.get("override") or None,
+                data=data.encode() if data else None,
+                expires_at=float(message.get("expire_at") or 0),
             )
         except HubError as exc:
             log.info("API subscribe of %s to %s failed: %s", client.id, channel, exc.message)
             return
-        data = message.get("data")
-        result.data = data.encode() if data else None
         if client.closed:
             return
         client.sink.push_subscribe(channel, result)
@@ -464,6 +480,9 @@ class Hub:
         if message.get("expired"):
             client.disconnect(DISCONNECT_EXPIRED)
             return
+        info = message.get("info")
+        if info:
+            client.conn_info = info.encode()
         expire_at = message.get("expire_at")
         if expire_at:
             client.expires_at = float(expire_at)

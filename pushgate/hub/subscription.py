@@ -2,7 +2,9 @@
 
 A subscription is *active* once its subscribe reply has been written; publications
 that arrive before that (while history is read for recovery) wait in ``pending`` and
-are flushed right after the reply, skipping any the reply already carried.
+are flushed right after the reply, skipping any the reply already carried. A
+subscription with a tags filter skips the publications its filter rejects: it writes
+nothing for them, so the bytes every other subscriber shares are never re-encoded.
 """
 
 from __future__ import annotations
@@ -13,11 +15,13 @@ if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
     from pushgate.engine.base import Publication
     from pushgate.hub.client import Client
+    from pushgate.hub.tags_filter import Predicate
 
 
 class Subscription:
     __slots__ = (
         "active",
+        "allow",
         "chan_info",
         "channel",
         "client",
@@ -26,8 +30,12 @@ class Subscription:
         "offset",
         "options",
         "pending",
+        "positioned",
         "present",
+        "recoverable",
         "server_side",
+        "source",
+        "tags_filter",
     )
 
     def __init__(
@@ -40,6 +48,11 @@ class Subscription:
         join_leave: bool,
         chan_info: bytes | None = None,
         expires_at: float = 0.0,
+        recoverable: bool = False,
+        positioned: bool = False,
+        tags_filter: Predicate | None = None,
+        allow: frozenset[str] = frozenset(),
+        source: str = "",
     ) -> None:
         self.client = client
         self.channel = channel
@@ -48,6 +61,16 @@ class Subscription:
         self.join_leave = join_leave
         self.chan_info = chan_info
         self.expires_at = expires_at
+        #: missed publications are recovered on resubscribe (implies ``positioned``)
+        self.recoverable = recoverable
+        #: the client tracks its stream position: a gap makes it resubscribe (or reconnect)
+        self.positioned = positioned or recoverable
+        #: only publications whose tags it accepts are delivered
+        self.tags_filter = tags_filter
+        #: operations the subscription token granted in this channel (pub, prs, hst)
+        self.allow = allow
+        #: how a client-side subscription was allowed (hub.access), "" for server-side
+        self.source = source
         self.active = False
         #: counted in presence (False while subscribed but announced as gone: XMPP)
         self.present = True
@@ -59,17 +82,28 @@ class Subscription:
         if self.active:
             # the subscribe reply gave position ``offset``: a publication at or below it
             # (read from the stream before its broadcast reached this node) is not news
-            if pub.offset > self.offset or not pub.offset:
+            if (pub.offset > self.offset or not pub.offset) and (
+                self.tags_filter is None or self.tags_filter(pub.tags)
+            ):
                 self.client.sink.push_publication(self.channel, pub)
         elif self.pending is not None:
             self.pending.append(pub)
 
     def activate(self) -> None:
         """The subscribe reply is written: flush what arrived meanwhile, in order."""
-        pending, self.pending = self.pending or [], None
+        if self.pending is None:
+            return  # retired before its reply went out
+        pending, self.pending = self.pending, None
         self.active = True
         sink = self.client.sink
+        accepts = self.tags_filter
         for pub in pending:
             if pub.offset and pub.offset <= self.offset:
                 continue
-            sink.push_publication(self.channel, pub)
+            if accepts is None or accepts(pub.tags):
+                sink.push_publication(self.channel, pub)
+
+    def retire(self) -> None:
+        """The subscription is being ended by the server: nothing more is delivered."""
+        self.active = False
+        self.pending = None

@@ -10,6 +10,10 @@
 // "req": n, "channel": null | "<channel>"} and waits for {"cmd": "token", "req": n,
 // "token": "..."} (an empty token means "unauthorized"), or {"cmd": "token", "req": n,
 // "error": "..."} to make the callback reject.
+//
+// Stream state: a subscription created with getState: true asks the test for the app's
+// state position the same way: {"event": "need_state", "req": n, "channel"} answered by
+// {"cmd": "state", "req": n, "offset": o, "epoch": "e"}.
 
 import { createInterface } from 'node:readline';
 import { Centrifuge, UnauthorizedError } from 'centrifuge';
@@ -35,6 +39,12 @@ function errorOf(e) {
 function askToken(channel) {
   const req = nextReq++;
   emit({ event: 'need_token', req, channel });
+  return new Promise((resolve, reject) => pendingTokens.set(req, { resolve, reject }));
+}
+
+function askState(channel) {
+  const req = nextReq++;
+  emit({ event: 'need_state', req, channel });
   return new Promise((resolve, reject) => pendingTokens.set(req, { resolve, reject }));
 }
 
@@ -84,6 +94,7 @@ function newSubscription(msg) {
   const opts = { ...(msg.options || {}) };
   if (msg.token !== undefined) opts.token = msg.token;
   if (msg.getToken) opts.getToken = (ctx) => askToken(ctx.channel);
+  if (msg.getState) opts.getState = () => askState(msg.channel);
   const sub = client.newSubscription(msg.channel, opts);
   const ch = msg.channel;
   sub.on('subscribing', (ctx) => emit({ event: 'sub_state', state: 'subscribing', channel: ch, code: ctx.code, reason: ctx.reason }));
@@ -161,6 +172,14 @@ const commands = {
     if (msg.error !== undefined) pending.reject(new Error(msg.error));
     else if (msg.unauthorized) pending.reject(new UnauthorizedError(''));
     else pending.resolve(msg.token);
+    return {};
+  },
+  // {req, offset, epoch}: the answer to a need_state event.
+  state_position(msg) {
+    const pending = pendingTokens.get(msg.req);
+    if (!pending) throw new Error(`no pending state request ${msg.req}`);
+    pendingTokens.delete(msg.req);
+    pending.resolve({ offset: msg.offset, epoch: msg.epoch });
     return {};
   },
   exit() {

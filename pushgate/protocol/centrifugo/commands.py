@@ -46,6 +46,12 @@ class SubscribeRequest(Command):
     join_leave: bool = False
     positioned: bool = False
     recoverable: bool = False
+    #: subscription feature bits (1 channel compaction, 2 reject unrecovered)
+    flag: int = 0
+    #: publication tags filter: a FilterNode tree as decoded JSON (checked by the hub)
+    tf: dict | None = None
+    #: subscription type: 0 stream; 1-3 map, 4 shared poll (not supported)
+    type: int = 0
 
 
 @dataclass(slots=True)
@@ -184,6 +190,15 @@ def _int(params: dict, key: str) -> int:
     return value
 
 
+def _object(params: dict, key: str) -> dict | None:
+    value = params.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise TypeError(f"{key} must be an object")
+    return value
+
+
 def _raw(params: dict, key: str) -> bytes | None:
     if key not in params:
         return None
@@ -232,6 +247,9 @@ def _subscribe(cid: int, p: dict) -> SubscribeRequest:
         join_leave=_bool(p, "join_leave"),
         positioned=_bool(p, "positioned"),
         recoverable=_bool(p, "recoverable"),
+        flag=_int(p, "flag"),
+        tf=_object(p, "tf"),
+        type=_int(p, "type"),
     )
 
 

@@ -53,6 +53,20 @@ log = logging.getLogger("pushgate.centrifugo")
 DIALECT = "centrifugo-json"
 
 
+#: SubscribeRequest.type values of subscriptions other than streams (client.proto)
+SUBSCRIPTION_TYPES = {1: "map", 2: "map_clients", 3: "map_users", 4: "shared_poll"}
+
+
+def _unsupported_type(value: int) -> HubError:
+    """Error 108 for a subscription type other than a stream: pushgate has none of
+    Centrifugo's map or shared poll subscriptions, and says so rather than treating
+    the request as a stream subscription the client would misread."""
+    name = SUBSCRIPTION_TYPES.get(value, f"type {value}")
+    return ERROR_NOT_AVAILABLE.with_message(
+        f"not available: {name} subscriptions are not supported, only streams"
+    )
+
+
 def position_event_id(channel: str, offset: int, epoch: str) -> str:
     """An SSE event id naming a stream position: ``<offset>:<epoch>:<channel>``."""
     return f"{offset}:{epoch}:{channel}"
@@ -170,6 +184,12 @@ class CentrifugoSession:
             self._reply(cmd, replies.connect_result(result))
             client.activate_all()
         elif isinstance(cmd, SubscribeRequest):
+            if cmd.type:
+                error = _unsupported_type(cmd.type)
+                log.info(
+                    "subscribe to %s refused for %s: %s", cmd.channel, client.id, error.message
+                )
+                raise error
             sub, result = await client.subscribe(
                 cmd.channel,
                 token=cmd.token,
@@ -178,6 +198,10 @@ class CentrifugoSession:
                 epoch=cmd.epoch,
                 join_leave=cmd.join_leave,
                 data=None,
+                positioned=cmd.positioned,
+                recoverable=cmd.recoverable,
+                flag=cmd.flag,
+                tags_filter=cmd.tf,
             )
             self._reply(cmd, replies.subscribe_result(result))
             client.activate(sub)
