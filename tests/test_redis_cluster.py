@@ -195,7 +195,11 @@ async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, 
     node_a = await make_server(redis_config())
     node_b = await make_server(redis_config())
     connect = orjson.dumps({"id": 1, "connect": {"token": node_a.token("alice")}})
-    stream = await node_a.session.post(node_a.url + "/connection/http_stream", data=connect)
+    stream = await node_a.session.post(
+        node_a.url + "/connection/http_stream",
+        data=connect,
+        headers={"Content-Type": "application/json"},
+    )
     reply = orjson.loads(await stream.content.readline())["connect"]
     assert reply["node"] == node_a.hub.node_id
     command = {"id": 2, "subscribe": {"channel": "board:fwd"}}

@@ -1,0 +1,484 @@
+"""The Centrifugo protocol in Protobuf: commands decoded into the typed dataclasses of
+commands.py, and replies and pushes encoded from the hub's typed results.
+
+Messages are those of ``client.proto`` (the generated ``client_pb2``, parsed and
+serialized by the protobuf package's C implementation). On every transport each
+Command, Reply or unwrapped Push travels prefixed with its length as a varint, so a
+frame may hold several; this module reads and writes that framing too.
+
+Decoding never raises anything but ``ProtocolError``. Encoding carries exactly what the
+JSON encoder (replies.py) carries; bytes fields (publication data, info, connect and
+subscribe data) go as they are.
+"""
+
+from __future__ import annotations
+
+from google.protobuf.message import DecodeError
+
+from pushgate.engine.base import ClientInfo, Publication
+from pushgate.hub.errors import Disconnect, HubError
+from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
+from pushgate.protocol.centrifugo import client_pb2 as pb
+from pushgate.protocol.centrifugo.commands import (
+    ChannelRequest,
+    Command,
+    ConnectRequest,
+    DataRequest,
+    FilterNode,
+    HistoryRequest,
+    KeyedItem,
+    ProtocolError,
+    PublishRequest,
+    RefreshRequest,
+    SubRefreshRequest,
+    SubscribeRequest,
+    TrackBatch,
+    UnknownRequest,
+)
+
+#: a varint longer than this is not a length (ten bytes hold 64 bits)
+MAX_VARINT_BYTES = 10
+
+
+# --- framing ---------------------------------------------------------------------------
+def varint(value: int) -> bytes:
+    if value < 0x80:
+        return bytes((value,))
+    out = bytearray()
+    while value >= 0x80:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos`` and the position after it; ProtocolError if cut short."""
+    result = 0
+    shift = 0
+    for index in range(pos, min(pos + MAX_VARINT_BYTES, len(data))):
+        byte = data[index]
+        result |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return result, index + 1
+        shift += 7
+    raise ProtocolError("frame ends inside a length prefix (or the prefix is too long)")
+
+
+def split_delimited(frame: bytes) -> list[bytes]:
+    """The length-delimited messages of one frame, in order."""
+    messages = []
+    pos, end = 0, len(frame)
+    while pos < end:
+        length, pos = read_varint(frame, pos)
+        stop = pos + length
+        if stop > end:
+            raise ProtocolError(f"message of {length} bytes runs past the end of the frame")
+        messages.append(frame[pos:stop])
+        pos = stop
+    return messages
+
+
+def delimited(message: pb.Reply | pb.Push) -> bytes:
+    body = message.SerializeToString()
+    return varint(len(body)) + body
+
+
+# --- decoding --------------------------------------------------------------------------
+def decode_commands(frame: bytes | str) -> list[Command]:
+    """All commands in one frame (length-delimited ``Command`` messages), in order."""
+    if isinstance(frame, str):
+        # a text message from a protobuf client (a WebSocket text frame, an emulation
+        # request body): its bytes are what counts
+        try:
+            frame = frame.encode()
+        except UnicodeEncodeError:
+            raise ProtocolError("frame is not valid UTF-8 text") from None
+    commands = [decode_command(raw) for raw in split_delimited(frame)]
+    if not commands:
+        raise ProtocolError("empty frame")
+    return commands
+
+
+def _parse(message_type, raw: bytes, what: str):
+    try:
+        return message_type.FromString(raw)
+    except DecodeError as exc:
+        raise ProtocolError(f"malformed protobuf {what}: {exc}") from None
+    except (ValueError, TypeError, RecursionError, OverflowError) as exc:
+        raise ProtocolError(f"malformed protobuf {what}: {exc}") from None
+
+
+def decode_command(raw: bytes) -> Command:
+    """One ``Command`` message (without its length prefix)."""
+    cmd = _parse(pb.Command, raw, "command")
+    command_id = cmd.id
+    # the first request set counts, in field order (which is also the JSON decoder's)
+    method = None
+    request = None
+    for descriptor, value in cmd.ListFields():
+        if descriptor.number >= 4:
+            method, request = descriptor.name, value
+            break
+    if method is None:
+        if command_id == 0:
+            return Command(0, "pong", is_pong=True)
+        return UnknownRequest(command_id, "")
+    if command_id == 0 and method != "send":
+        raise ProtocolError(f"{method}: command id required")
+    return _DECODERS[method](command_id, request)
+
+
+def decode_connect_request(raw: bytes) -> ConnectRequest:
+    """A unidirectional connection's request: a bare ``ConnectRequest`` message."""
+    return _connect(0, _parse(pb.ConnectRequest, raw, "connect request"))
+
+
+def decode_emulation_request(raw: bytes) -> tuple[str, str, bytes]:
+    """``(session, node, data)`` of the body of a protobuf client's ``/emulation`` POST."""
+    request = _parse(pb.EmulationRequest, raw, "emulation request")
+    if not request.session:
+        raise ProtocolError("emulation request names no session")
+    return request.session, request.node, request.data
+
+
+def _channel(method: str, request) -> str:
+    channel = request.channel
+    if not channel:
+        raise ProtocolError(f"{method}: channel required")
+    return channel
+
+
+def _data(value: bytes) -> bytes | None:
+    # proto3 bytes have no presence: empty is absent, as a JSON field left out
+    return value or None
+
+
+def _connect(cid: int, r: pb.ConnectRequest) -> ConnectRequest:
+    return ConnectRequest(
+        cid,
+        "connect",
+        token=r.token,
+        data=_data(r.data),
+        subs={
+            channel: {"recover": s.recover, "offset": s.offset, "epoch": s.epoch}
+            for channel, s in r.subs.items()
+        },
+        name=r.name,
+        version=r.version,
+        headers=dict(r.headers),
+        flag=r.flag,
+        profile=r.profile,
+        dict=r.dict,
+    )
+
+
+def _filter(node: pb.FilterNode) -> FilterNode:
+    # depth is bounded by the protobuf parser's own recursion limit
+    return FilterNode(
+        op=node.op,
+        key=node.key,
+        cmp=node.cmp,
+        val=node.val,
+        vals=list(node.vals),
+        nodes=[_filter(child) for child in node.nodes],
+    )
+
+
+def _subscribe(cid: int, r: pb.SubscribeRequest) -> SubscribeRequest:
+    return SubscribeRequest(
+        cid,
+        "subscribe",
+        channel=_channel("subscribe", r),
+        token=r.token,
+        recover=r.recover,
+        offset=r.offset,
+        epoch=r.epoch,
+        data=_data(r.data),
+        join_leave=r.join_leave,
+        positioned=r.positioned,
+        recoverable=r.recoverable,
+        delta=r.delta,
+        tf=_filter(r.tf) if r.HasField("tf") else None,
+        flag=r.flag,
+        type=r.type,
+        phase=r.phase,
+        cursor=r.cursor,
+        limit=r.limit,
+        asc=r.asc,
+    )
+
+
+def _channel_only(method: str):
+    def decode(cid: int, r) -> ChannelRequest:
+        return ChannelRequest(cid, method, channel=_channel(method, r))
+
+    return decode
+
+
+def _publish(cid: int, r: pb.PublishRequest) -> PublishRequest:
+    return PublishRequest(
+        cid,
+        "publish",
+        channel=_channel("publish", r),
+        data=r.data,
+        type=r.type,
+        key=r.key,
+        removed=r.removed,
+    )
+
+
+def _history(cid: int, r: pb.HistoryRequest) -> HistoryRequest:
+    since = (r.since.offset, r.since.epoch) if r.HasField("since") else None
+    return HistoryRequest(
+        cid,
+        "history",
+        channel=_channel("history", r),
+        limit=r.limit,
+        since=since,
+        reverse=r.reverse,
+    )
+
+
+def _ping(cid: int, r: pb.PingRequest) -> Command:
+    return Command(cid, "ping")
+
+
+def _send(cid: int, r: pb.SendRequest) -> DataRequest:
+    return DataRequest(cid, "send", data=_data(r.data))
+
+
+def _rpc(cid: int, r: pb.RPCRequest) -> DataRequest:
+    return DataRequest(cid, "rpc", data=_data(r.data), rpc_method=r.method)
+
+
+def _refresh(cid: int, r: pb.RefreshRequest) -> RefreshRequest:
+    return RefreshRequest(cid, "refresh", token=r.token)
+
+
+def _sub_refresh(cid: int, r: pb.SubRefreshRequest) -> SubRefreshRequest:
+    return SubRefreshRequest(
+        cid,
+        "sub_refresh",
+        channel=_channel("sub_refresh", r),
+        token=r.token,
+        type=r.type,
+        track=[
+            TrackBatch(
+                signature=batch.signature,
+                items=[KeyedItem(key=i.key, version=i.version) for i in batch.items],
+            )
+            for batch in r.track
+        ],
+        untrack=list(r.untrack),
+    )
+
+
+_DECODERS = {
+    "connect": _connect,
+    "subscribe": _subscribe,
+    "unsubscribe": _channel_only("unsubscribe"),
+    "publish": _publish,
+    "presence": _channel_only("presence"),
+    "presence_stats": _channel_only("presence_stats"),
+    "history": _history,
+    "ping": _ping,
+    "send": _send,
+    "rpc": _rpc,
+    "refresh": _refresh,
+    "sub_refresh": _sub_refresh,
+}
+
+
+# --- encoding: results -----------------------------------------------------------------
+def client_info(info: ClientInfo) -> pb.ClientInfo:
+    return pb.ClientInfo(
+        user=info.user, client=info.client, conn_info=info.conn_info, chan_info=info.chan_info
+    )
+
+
+def publication(pub: Publication) -> pb.Publication:
+    out = pb.Publication(data=pub.data, offset=pub.offset)
+    if pub.info is not None:
+        out.info.CopyFrom(client_info(pub.info))
+    if pub.tags:
+        out.tags.update(pub.tags)
+    return out
+
+
+def subscribe_result(result: SubscribeResult) -> pb.SubscribeResult:
+    return pb.SubscribeResult(
+        expires=result.expires,
+        ttl=result.ttl if result.expires else 0,
+        recoverable=result.recoverable,
+        positioned=result.positioned,
+        epoch=result.epoch,
+        offset=result.offset,
+        publications=[publication(p) for p in result.publications],
+        recovered=result.recovered,
+        was_recovering=result.was_recovering,
+        data=result.data,
+    )
+
+
+def connect_result(result: ConnectResult) -> pb.ConnectResult:
+    return pb.ConnectResult(
+        client=result.client,
+        version=result.version,
+        expires=result.expires,
+        ttl=result.ttl if result.expires else 0,
+        data=result.data,
+        subs={channel: subscribe_result(r) for channel, r in result.subs.items()},
+        ping=result.ping,
+        pong=result.pong,
+        session=result.session,
+        node=result.node,
+    )
+
+
+def _reply(command_id: int, method: str, result=None) -> bytes:
+    reply = pb.Reply(id=command_id)
+    field = getattr(reply, method)
+    if result is None:
+        field.SetInParent()  # an empty result is still there: the reply names its command
+    else:
+        field.CopyFrom(result)
+    return delimited(reply)
+
+
+def connect_reply(command_id: int, result: ConnectResult) -> bytes:
+    return _reply(command_id, "connect", connect_result(result))
+
+
+def subscribe_reply(command_id: int, result: SubscribeResult) -> bytes:
+    return _reply(command_id, "subscribe", subscribe_result(result))
+
+
+def empty_reply(command_id: int, method: str) -> bytes:
+    """publish, unsubscribe, ping: a result with nothing in it."""
+    return _reply(command_id, method)
+
+
+def refresh_reply(command_id: int, result: RefreshResult) -> bytes:
+    body = pb.RefreshResult(
+        client=result.client,
+        version=result.version,
+        expires=result.expires,
+        ttl=result.ttl if result.expires else 0,
+    )
+    return _reply(command_id, "refresh", body)
+
+
+def sub_refresh_reply(command_id: int, expires: bool, ttl: int) -> bytes:
+    body = pb.SubRefreshResult(expires=expires, ttl=ttl if expires else 0)
+    return _reply(command_id, "sub_refresh", body)
+
+
+def presence_reply(command_id: int, clients: dict[str, ClientInfo]) -> bytes:
+    body = pb.PresenceResult(presence={cid: client_info(i) for cid, i in clients.items()})
+    return _reply(command_id, "presence", body)
+
+
+def presence_stats_reply(command_id: int, num_clients: int, num_users: int) -> bytes:
+    body = pb.PresenceStatsResult(num_clients=num_clients, num_users=num_users)
+    return _reply(command_id, "presence_stats", body)
+
+
+def history_reply(
+    command_id: int, publications: list[Publication], offset: int, epoch: str
+) -> bytes:
+    body = pb.HistoryResult(
+        publications=[publication(p) for p in publications], epoch=epoch, offset=offset
+    )
+    return _reply(command_id, "history", body)
+
+
+def error_reply(command_id: int, error: HubError) -> bytes:
+    err = pb.Error(code=error.code, message=error.message, temporary=error.temporary)
+    return delimited(pb.Reply(id=command_id, error=err))
+
+
+# --- encoding: pushes ------------------------------------------------------------------
+# Bidirectional connections get each push wrapped in a Reply without id; unidirectional
+# ones get the Push itself, both length-delimited.
+
+#: the server's ping: an empty Reply
+PING = delimited(pb.Reply())
+
+
+def _push(push: pb.Push, uni: bool) -> bytes:
+    return delimited(push if uni else pb.Reply(push=push))
+
+
+def pub_push(channel: str, pub: Publication, uni: bool = False) -> bytes:
+    return _push(pb.Push(channel=channel, pub=publication(pub)), uni)
+
+
+def join_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
+    return _push(pb.Push(channel=channel, join=pb.Join(info=client_info(info))), uni)
+
+
+def leave_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
+    return _push(pb.Push(channel=channel, leave=pb.Leave(info=client_info(info))), uni)
+
+
+def unsubscribe_push(channel: str, code: int, reason: str, uni: bool = False) -> bytes:
+    body = pb.Unsubscribe(code=code, reason=reason)
+    return _push(pb.Push(channel=channel, unsubscribe=body), uni)
+
+
+def subscribe_push(channel: str, result: SubscribeResult, uni: bool = False) -> bytes:
+    body = pb.Subscribe(
+        recoverable=result.recoverable,
+        epoch=result.epoch,
+        offset=result.offset,
+        positioned=result.positioned,
+        data=result.data,
+    )
+    push = pb.Push(channel=channel)
+    push.subscribe.CopyFrom(body)  # present even when empty
+    return _push(push, uni)
+
+
+def message_push(data: bytes, uni: bool = False) -> bytes:
+    push = pb.Push()
+    push.message.data = data
+    push.message.SetInParent()
+    return _push(push, uni)
+
+
+def refresh_push(expires: bool, ttl: int, uni: bool = False) -> bytes:
+    push = pb.Push()
+    push.refresh.SetInParent()
+    if expires:
+        push.refresh.expires = True
+        push.refresh.ttl = ttl
+    return _push(push, uni)
+
+
+def connect_push(result: ConnectResult) -> bytes:
+    """The first message of a unidirectional connection."""
+    r = connect_result(result)
+    body = pb.Connect(
+        client=r.client,
+        version=r.version,
+        data=r.data,
+        expires=r.expires,
+        ttl=r.ttl,
+        ping=r.ping,
+        pong=r.pong,
+        session=r.session,
+        node=r.node,
+    )
+    for channel, sub in r.subs.items():
+        body.subs[channel].CopyFrom(sub)
+    push = pb.Push()
+    push.connect.CopyFrom(body)
+    return _push(push, uni=True)
+
+
+def disconnect_push(disconnect: Disconnect, uni: bool = False) -> bytes:
+    body = pb.Disconnect(
+        code=disconnect.code, reason=disconnect.reason, reconnect=disconnect.reconnect
+    )
+    return _push(pb.Push(disconnect=body), uni)
