@@ -88,7 +88,11 @@ async def test_websocket_delivery_publish_presence_join_leave_history(server, pb
     assert stats == {"numClients": 3, "numUsers": 3}
 
     last = await alice.ok("history", channel="board:pb", via="sub", limit=3, reverse=True)
-    assert [p["data"] for p in last["publications"]] == [{"from": "carol"}, {"from": "bob"}, {"n": 19}]
+    assert [p["data"] for p in last["publications"]] == [
+        {"from": "carol"},
+        {"from": "bob"},
+        {"n": 19},
+    ]
     since = {"offset": offsets[16], "epoch": subscribed["streamPosition"]["epoch"]}
     after = await alice.ok("history", channel="board:pb", via="sub", since=since, limit=3)
     assert [p["data"] for p in after["publications"]] == [{"n": 17}, {"n": 18}, {"n": 19}]
