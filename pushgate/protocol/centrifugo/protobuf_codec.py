@@ -20,6 +20,7 @@ from pushgate.hub.errors import Disconnect, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.protocol.centrifugo import client_pb2 as pb
 from pushgate.protocol.centrifugo.commands import (
+    MAX_FILTER_DEPTH,
     ChannelRequest,
     Command,
     ConnectRequest,
@@ -173,15 +174,16 @@ def _connect(cid: int, r: pb.ConnectRequest) -> ConnectRequest:
     )
 
 
-def _filter(node: pb.FilterNode) -> FilterNode:
-    # depth is bounded by the protobuf parser's own recursion limit
+def _filter(node: pb.FilterNode, depth: int = 0) -> FilterNode:
+    if depth >= MAX_FILTER_DEPTH:  # as the JSON decoder (the parser stops at 100 anyway)
+        raise ProtocolError(f"subscribe: tf nests deeper than {MAX_FILTER_DEPTH} levels")
     return FilterNode(
         op=node.op,
         key=node.key,
         cmp=node.cmp,
         val=node.val,
         vals=list(node.vals),
-        nodes=[_filter(child) for child in node.nodes],
+        nodes=[_filter(child, depth + 1) for child in node.nodes],
     )
 
 
