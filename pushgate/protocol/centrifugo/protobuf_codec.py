@@ -95,7 +95,11 @@ def decode_commands(frame: bytes | str) -> list[Command]:
             frame = frame.encode()
         except UnicodeEncodeError:
             raise ProtocolError("frame is not valid UTF-8 text") from None
-    commands = [decode_command(raw) for raw in split_delimited(frame)]
+    if frame and frame[0] < 0x80 and frame[0] + 1 == len(frame):
+        # one command shorter than 128 bytes: its one-byte prefix says the whole frame
+        commands = [decode_command(frame[1:])]
+    else:
+        commands = [decode_command(raw) for raw in split_delimited(frame)]
     if not commands:
         raise ProtocolError("empty frame")
     return commands
@@ -293,111 +297,152 @@ _DECODERS = {
 
 
 # --- encoding: results -----------------------------------------------------------------
-def client_info(info: ClientInfo) -> pb.ClientInfo:
-    return pb.ClientInfo(
-        user=info.user, client=info.client, conn_info=info.conn_info, chan_info=info.chan_info
-    )
+# Messages are filled in place, field by field, inside the Reply that carries them: a
+# third of the cost of building each one and copying it into its parent (bench/codec.py).
 
 
-def publication(pub: Publication) -> pb.Publication:
-    out = pb.Publication(data=pub.data, offset=pub.offset)
+def _client_info(out: pb.ClientInfo, info: ClientInfo) -> None:
+    out.SetInParent()
+    out.user = info.user
+    out.client = info.client
+    if info.conn_info is not None:
+        out.conn_info = info.conn_info
+    if info.chan_info is not None:
+        out.chan_info = info.chan_info
+
+
+def _publication(out: pb.Publication, pub: Publication) -> None:
+    out.SetInParent()  # present even when every field is zero
+    out.data = pub.data
+    if pub.offset:
+        out.offset = pub.offset
     if pub.info is not None:
-        out.info.CopyFrom(client_info(pub.info))
+        _client_info(out.info, pub.info)
     if pub.tags:
         out.tags.update(pub.tags)
-    return out
 
 
-def subscribe_result(result: SubscribeResult) -> pb.SubscribeResult:
-    return pb.SubscribeResult(
-        expires=result.expires,
-        ttl=result.ttl if result.expires else 0,
-        recoverable=result.recoverable,
-        positioned=result.positioned,
-        epoch=result.epoch,
-        offset=result.offset,
-        publications=[publication(p) for p in result.publications],
-        recovered=result.recovered,
-        was_recovering=result.was_recovering,
-        data=result.data,
-    )
+def _subscribe_result(out: pb.SubscribeResult, result: SubscribeResult) -> None:
+    out.SetInParent()
+    if result.expires:
+        out.expires = True
+        out.ttl = result.ttl
+    out.recoverable = result.recoverable
+    out.positioned = result.positioned
+    out.epoch = result.epoch
+    out.offset = result.offset
+    for pub in result.publications:
+        _publication(out.publications.add(), pub)
+    out.recovered = result.recovered
+    out.was_recovering = result.was_recovering
+    if result.data is not None:
+        out.data = result.data
 
 
-def connect_result(result: ConnectResult) -> pb.ConnectResult:
-    return pb.ConnectResult(
-        client=result.client,
-        version=result.version,
-        expires=result.expires,
-        ttl=result.ttl if result.expires else 0,
-        data=result.data,
-        subs={channel: subscribe_result(r) for channel, r in result.subs.items()},
-        ping=result.ping,
-        pong=result.pong,
-        session=result.session,
-        node=result.node,
-    )
+def _connect_result(out: pb.ConnectResult | pb.Connect, result: ConnectResult) -> None:
+    """ConnectResult (a reply) and Connect (a unidirectional push) share these fields."""
+    out.SetInParent()
+    out.client = result.client
+    out.version = result.version
+    if result.expires:
+        out.expires = True
+        out.ttl = result.ttl
+    if result.data is not None:
+        out.data = result.data
+    for channel, sub in result.subs.items():
+        _subscribe_result(out.subs[channel], sub)
+    out.ping = result.ping
+    out.pong = result.pong
+    out.session = result.session
+    out.node = result.node
 
 
-def _reply(command_id: int, method: str, result=None) -> bytes:
-    reply = pb.Reply(id=command_id)
-    field = getattr(reply, method)
-    if result is None:
-        field.SetInParent()  # an empty result is still there: the reply names its command
-    else:
-        field.CopyFrom(result)
-    return delimited(reply)
+def _reply(command_id: int) -> pb.Reply:
+    reply = pb.Reply()
+    reply.id = command_id
+    return reply
 
 
 def connect_reply(command_id: int, result: ConnectResult) -> bytes:
-    return _reply(command_id, "connect", connect_result(result))
+    reply = _reply(command_id)
+    _connect_result(reply.connect, result)
+    return delimited(reply)
 
 
 def subscribe_reply(command_id: int, result: SubscribeResult) -> bytes:
-    return _reply(command_id, "subscribe", subscribe_result(result))
+    reply = _reply(command_id)
+    _subscribe_result(reply.subscribe, result)
+    return delimited(reply)
 
 
 def empty_reply(command_id: int, method: str) -> bytes:
-    """publish, unsubscribe, ping: a result with nothing in it."""
-    return _reply(command_id, method)
+    """publish, unsubscribe, ping: a result with nothing in it, there all the same (the
+    reply names its command)."""
+    reply = _reply(command_id)
+    getattr(reply, method).SetInParent()
+    return delimited(reply)
 
 
 def refresh_reply(command_id: int, result: RefreshResult) -> bytes:
-    body = pb.RefreshResult(
-        client=result.client,
-        version=result.version,
-        expires=result.expires,
-        ttl=result.ttl if result.expires else 0,
-    )
-    return _reply(command_id, "refresh", body)
+    reply = _reply(command_id)
+    out = reply.refresh
+    out.SetInParent()
+    out.client = result.client
+    out.version = result.version
+    if result.expires:
+        out.expires = True
+        out.ttl = result.ttl
+    return delimited(reply)
 
 
 def sub_refresh_reply(command_id: int, expires: bool, ttl: int) -> bytes:
-    body = pb.SubRefreshResult(expires=expires, ttl=ttl if expires else 0)
-    return _reply(command_id, "sub_refresh", body)
+    reply = _reply(command_id)
+    out = reply.sub_refresh
+    out.SetInParent()
+    if expires:
+        out.expires = True
+        out.ttl = ttl
+    return delimited(reply)
 
 
 def presence_reply(command_id: int, clients: dict[str, ClientInfo]) -> bytes:
-    body = pb.PresenceResult(presence={cid: client_info(i) for cid, i in clients.items()})
-    return _reply(command_id, "presence", body)
+    reply = _reply(command_id)
+    out = reply.presence
+    out.SetInParent()
+    for client_id, info in clients.items():
+        _client_info(out.presence[client_id], info)
+    return delimited(reply)
 
 
 def presence_stats_reply(command_id: int, num_clients: int, num_users: int) -> bytes:
-    body = pb.PresenceStatsResult(num_clients=num_clients, num_users=num_users)
-    return _reply(command_id, "presence_stats", body)
+    reply = _reply(command_id)
+    out = reply.presence_stats
+    out.SetInParent()
+    out.num_clients = num_clients
+    out.num_users = num_users
+    return delimited(reply)
 
 
 def history_reply(
     command_id: int, publications: list[Publication], offset: int, epoch: str
 ) -> bytes:
-    body = pb.HistoryResult(
-        publications=[publication(p) for p in publications], epoch=epoch, offset=offset
-    )
-    return _reply(command_id, "history", body)
+    reply = _reply(command_id)
+    out = reply.history
+    out.SetInParent()
+    for pub in publications:
+        _publication(out.publications.add(), pub)
+    out.epoch = epoch
+    out.offset = offset
+    return delimited(reply)
 
 
 def error_reply(command_id: int, error: HubError) -> bytes:
-    err = pb.Error(code=error.code, message=error.message, temporary=error.temporary)
-    return delimited(pb.Reply(id=command_id, error=err))
+    reply = _reply(command_id)
+    out = reply.error
+    out.code = error.code
+    out.message = error.message
+    out.temporary = error.temporary
+    return delimited(reply)
 
 
 # --- encoding: pushes ------------------------------------------------------------------
@@ -408,79 +453,91 @@ def error_reply(command_id: int, error: HubError) -> bytes:
 PING = delimited(pb.Reply())
 
 
-def _push(push: pb.Push, uni: bool) -> bytes:
-    return delimited(push if uni else pb.Reply(push=push))
+def _push(uni: bool) -> tuple[pb.Reply | pb.Push, pb.Push]:
+    """The message to send and the Push to fill in it."""
+    if uni:
+        push = pb.Push()
+        return push, push
+    reply = pb.Reply()
+    return reply, reply.push
 
 
 def pub_push(channel: str, pub: Publication, uni: bool = False) -> bytes:
-    return _push(pb.Push(channel=channel, pub=publication(pub)), uni)
+    message, push = _push(uni)
+    push.channel = channel
+    _publication(push.pub, pub)
+    return delimited(message)
 
 
 def join_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
-    return _push(pb.Push(channel=channel, join=pb.Join(info=client_info(info))), uni)
+    message, push = _push(uni)
+    push.channel = channel
+    _client_info(push.join.info, info)
+    return delimited(message)
 
 
 def leave_push(channel: str, info: ClientInfo, uni: bool = False) -> bytes:
-    return _push(pb.Push(channel=channel, leave=pb.Leave(info=client_info(info))), uni)
+    message, push = _push(uni)
+    push.channel = channel
+    _client_info(push.leave.info, info)
+    return delimited(message)
 
 
 def unsubscribe_push(channel: str, code: int, reason: str, uni: bool = False) -> bytes:
-    body = pb.Unsubscribe(code=code, reason=reason)
-    return _push(pb.Push(channel=channel, unsubscribe=body), uni)
+    message, push = _push(uni)
+    push.channel = channel
+    out = push.unsubscribe
+    out.SetInParent()
+    out.code = code
+    out.reason = reason
+    return delimited(message)
 
 
 def subscribe_push(channel: str, result: SubscribeResult, uni: bool = False) -> bytes:
-    body = pb.Subscribe(
-        recoverable=result.recoverable,
-        epoch=result.epoch,
-        offset=result.offset,
-        positioned=result.positioned,
-        data=result.data,
-    )
-    push = pb.Push(channel=channel)
-    push.subscribe.CopyFrom(body)  # present even when empty
-    return _push(push, uni)
+    """A server-side subscription made while connected: a ``Subscribe`` (the position;
+    not the token's expiry, which Subscribe has no field for)."""
+    message, push = _push(uni)
+    push.channel = channel
+    out = push.subscribe
+    out.SetInParent()
+    out.recoverable = result.recoverable
+    out.epoch = result.epoch
+    out.offset = result.offset
+    out.positioned = result.positioned
+    if result.data is not None:
+        out.data = result.data
+    return delimited(message)
 
 
 def message_push(data: bytes, uni: bool = False) -> bytes:
-    push = pb.Push()
-    push.message.data = data
+    message, push = _push(uni)
     push.message.SetInParent()
-    return _push(push, uni)
+    push.message.data = data
+    return delimited(message)
 
 
 def refresh_push(expires: bool, ttl: int, uni: bool = False) -> bytes:
-    push = pb.Push()
-    push.refresh.SetInParent()
+    message, push = _push(uni)
+    out = push.refresh
+    out.SetInParent()
     if expires:
-        push.refresh.expires = True
-        push.refresh.ttl = ttl
-    return _push(push, uni)
+        out.expires = True
+        out.ttl = ttl
+    return delimited(message)
 
 
 def connect_push(result: ConnectResult) -> bytes:
     """The first message of a unidirectional connection."""
-    r = connect_result(result)
-    body = pb.Connect(
-        client=r.client,
-        version=r.version,
-        data=r.data,
-        expires=r.expires,
-        ttl=r.ttl,
-        ping=r.ping,
-        pong=r.pong,
-        session=r.session,
-        node=r.node,
-    )
-    for channel, sub in r.subs.items():
-        body.subs[channel].CopyFrom(sub)
     push = pb.Push()
-    push.connect.CopyFrom(body)
-    return _push(push, uni=True)
+    _connect_result(push.connect, result)
+    return delimited(push)
 
 
 def disconnect_push(disconnect: Disconnect, uni: bool = False) -> bytes:
-    body = pb.Disconnect(
-        code=disconnect.code, reason=disconnect.reason, reconnect=disconnect.reconnect
-    )
-    return _push(pb.Push(disconnect=body), uni)
+    message, push = _push(uni)
+    out = push.disconnect
+    out.SetInParent()
+    out.code = disconnect.code
+    out.reason = disconnect.reason
+    out.reconnect = disconnect.reconnect
+    return delimited(message)
