@@ -268,6 +268,8 @@ def test_first_request_set_counts():
         codec.varint(9) + b"\x08\x01\x2a\x04\x0a\x02\xc3\x28",
         # a length field (the subscribe request) longer than its message
         b"\x05\x08\x01\x2a\x09\x0a",
+        # a two-byte prefix (128) with a byte too few behind it (129 bytes in all)
+        b"\x80\x01" + b"\x00" * 127,
     ],
 )
 def test_bad_frames_are_protocol_errors(frame):
