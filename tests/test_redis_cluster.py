@@ -222,6 +222,34 @@ async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, 
     stream.close()
 
 
+async def test_protobuf_emulation_command_is_forwarded_too(make_server, redis_config):
+    """The same with centrifuge-js's protobuf build: an EmulationRequest message on node
+    B for a session held by node A (the commands cross as base64 in the control message)."""
+    from pushgate.protocol.centrifugo import client_pb2 as pb
+    from tests.test_protobuf_transports import OCTETS, PbStream, delimited, is_pub
+
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    connect = pb.Command(id=1, connect=pb.ConnectRequest(token=node_a.token("alice")))
+    stream = await node_a.session.post(
+        node_a.url + "/connection/http_stream", data=delimited(connect), headers=OCTETS
+    )
+    replies = PbStream(stream)
+    reply = (await replies.next()).connect
+    subscribe = pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="board:pbfwd"))
+    request = pb.EmulationRequest(session=reply.session, node=reply.node, data=delimited(subscribe))
+    async with node_b.session.post(
+        node_b.url + "/emulation", data=request.SerializeToString(), headers=OCTETS
+    ) as response:
+        assert response.status == 204
+    subscribed = await replies.until(lambda r: r.id == 2)
+    assert not subscribed.HasField("error") and subscribed.subscribe.recoverable
+    await node_b.publish("board:pbfwd", "through b")
+    pub = await replies.until(is_pub("board:pbfwd"))
+    assert pub.push.pub.data == b'"through b"'
+    stream.close()
+
+
 async def test_channels_api_counts_subscribers_on_every_node(redis_config, make_server, clients):
     node_a = await make_server(redis_config())
     node_b = await make_server(redis_config())
