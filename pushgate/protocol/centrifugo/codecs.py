@@ -101,9 +101,29 @@ def require_json(data: bytes | None) -> None:
         raise UnfitData("publication data is not JSON; only protobuf clients can take it") from None
 
 
+#: ``Publication.cache`` key of whether its data is JSON: checked once per publication,
+#: whatever the number of JSON framings it goes out in
+JSON_DATA = "centrifugo-json-data"
+
+
+def require_json_publication(pub: Publication) -> None:
+    """UnfitData unless the publication's data is JSON (remembered on the publication)."""
+    cache = pub.cache
+    fit = cache.get(JSON_DATA)
+    if fit is None:
+        try:
+            require_json(pub.data)
+            fit = True
+        except UnfitData:
+            fit = False
+        cache[JSON_DATA] = fit  # type: ignore[assignment]
+    if not fit:
+        raise UnfitData("publication data is not JSON; only protobuf clients can take it")
+
+
 def _require_json_publications(publications: list[Publication]) -> None:
     for pub in publications:
-        require_json(pub.data)
+        require_json_publication(pub)
 
 
 def _require_json_result(result: SubscribeResult) -> None:
@@ -179,7 +199,7 @@ class JsonCodec:
 
     @staticmethod
     def pub_push(channel: str, pub: Publication, uni: bool = False) -> bytes:
-        require_json(pub.data)
+        require_json_publication(pub)
         return replies.pub_push(channel, pub, uni)
 
     join_push = staticmethod(replies.join_push)
