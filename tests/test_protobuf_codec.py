@@ -20,7 +20,8 @@ from google.protobuf.descriptor import FieldDescriptor
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pushgate.engine.base import ClientInfo, Publication
+from pushgate.engine.base import BinaryData, ClientInfo, Publication
+from pushgate.engine.redis_engine import decode_publication, encode_publication
 from pushgate.hub.errors import DISCONNECT_FORCE_NO_RECONNECT, ERROR_UNKNOWN_CHANNEL, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.protocol.centrifugo import client_pb2 as pb
@@ -602,8 +603,26 @@ def test_empty_results_and_the_ping_are_present_but_empty():
     assert push.push.HasField("refresh")
 
 
+def test_published_data_is_marked_binary_unless_json():
+    def published(data: bytes) -> bytes:
+        command = pb.Command(id=1, publish=pb.PublishRequest(channel="c", data=data))
+        return one(delimited(command)).data
+
+    for data in (b'{"a":1}', b"[1]", b'"text"', b"12", b" true "):
+        assert type(published(data)) is bytes and published(data) == data
+    for data in (b"", b"\xff\x00", b"{", b'{"a":1}x', "é".encode("latin-1")):
+        assert type(published(data)) is BinaryData and published(data) == data
+
+
+def test_the_redis_engine_keeps_the_binary_mark():
+    for data in (BinaryData(b"\x00\n\xff"), b'{"a":1}'):
+        pub = Publication(data, info=INFO, tags={"k": "v"})
+        back = decode_publication(encode_publication(pub), 3, "ep")
+        assert (type(back.data), back.data, back.offset) == (type(data), data, 3)
+
+
 def test_binary_data_goes_to_protobuf_as_is_and_is_unfit_for_json():
-    binary = Publication(bytes(range(256)), 5)
+    binary = Publication(BinaryData(range(256)), 5)
     pub = _reply(PROTOBUF.pub_push("c", binary)).push.pub
     assert pub.data == bytes(range(256)) and pub.offset == 5
     with pytest.raises(UnfitData):
@@ -618,6 +637,8 @@ def test_binary_data_goes_to_protobuf_as_is_and_is_unfit_for_json():
                 "c", "v", "n", 0, False, subs={"c": SubscribeResult(publications=[binary])}
             )
         )
+    # a JSON publication goes to both
+    assert _plain(_reply(PROTOBUF.pub_push("c", PUB))) == orjson.loads(JSON.pub_push("c", PUB))
 
 
 # --- framing ---------------------------------------------------------------------------

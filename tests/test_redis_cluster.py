@@ -250,6 +250,29 @@ async def test_protobuf_emulation_command_is_forwarded_too(make_server, redis_co
     stream.close()
 
 
+async def test_binary_publication_across_nodes(make_server, redis_config, clients):
+    """Bytes a protobuf client publishes on node A reach protobuf subscribers on node B
+    (and in history) as they are; a JSON subscriber on node B is closed with 3506, as on
+    one node: the mark that the data is not JSON crosses Redis with it."""
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    publisher, _ = clients(node_a, "alice", use_protobuf=True)
+    reader, _ = clients(node_b, "bob", use_protobuf=True)
+    json_reader, json_events = clients(node_b, "carol")
+    for client in (publisher, reader, json_reader):
+        await client.connect()
+    sub, _ = await subscribed(publisher, "board:bin")
+    reader_sub, reader_events = await subscribed(reader, "board:bin")
+    await subscribed(json_reader, "board:bin")
+    await sub.publish(b"\x00\xffbinary\n")
+    got = await reader_events.wait_for("publication")
+    assert got.pub.data == b"\x00\xffbinary\n"
+    gone = await json_events.wait_for("disconnected")
+    assert gone.code == 3506
+    history = await reader_sub.history(limit=1, reverse=True)
+    assert [p.data for p in history.publications] == [b"\x00\xffbinary\n"]
+
+
 async def test_channels_api_counts_subscribers_on_every_node(redis_config, make_server, clients):
     node_a = await make_server(redis_config())
     node_b = await make_server(redis_config())

@@ -7,8 +7,9 @@ the transport picks it from the WebSocket subprotocol, ``cf_protocol`` or the re
 Content-Type (transport/negotiation.py) and frames the messages (text or binary).
 
 JSON can carry publication data only if it is JSON (data is embedded as raw JSON): a
-protobuf client may publish any bytes, and a JSON connection that would have to carry
-non-JSON data gets ``UnfitData`` from its codec instead of a broken message.
+protobuf client may publish any bytes (the protobuf decoder marks what is not JSON as
+``BinaryData``), and a JSON connection that would have to carry such data gets
+``UnfitData`` from its codec instead of a broken message.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Protocol
 
 import orjson
 
-from pushgate.engine.base import ClientInfo, Publication
+from pushgate.engine.base import BinaryData, ClientInfo, Publication
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.protocol.centrifugo import protobuf_codec, replies
@@ -92,38 +93,15 @@ class Codec(Protocol):
 
 # --- JSON ------------------------------------------------------------------------------
 def require_json(data: bytes | None) -> None:
-    """UnfitData unless ``data`` is JSON text (None is: it is left out)."""
-    if data is None:
-        return
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise UnfitData("publication data is not JSON; only protobuf clients can take it") from None
-
-
-#: ``Publication.cache`` key of whether its data is JSON: checked once per publication,
-#: whatever the number of JSON framings it goes out in
-JSON_DATA = "centrifugo-json-data"
-
-
-def require_json_publication(pub: Publication) -> None:
-    """UnfitData unless the publication's data is JSON (remembered on the publication)."""
-    cache = pub.cache
-    fit = cache.get(JSON_DATA)
-    if fit is None:
-        try:
-            require_json(pub.data)
-            fit = True
-        except UnfitData:
-            fit = False
-        cache[JSON_DATA] = fit  # type: ignore[assignment]
-    if not fit:
+    """UnfitData if ``data`` is a Protobuf client's binary data (``BinaryData``): every
+    other publication's data is JSON by construction, so this costs no parsing."""
+    if type(data) is BinaryData:
         raise UnfitData("publication data is not JSON; only protobuf clients can take it")
 
 
 def _require_json_publications(publications: list[Publication]) -> None:
     for pub in publications:
-        require_json_publication(pub)
+        require_json(pub.data)
 
 
 def _require_json_result(result: SubscribeResult) -> None:
@@ -199,7 +177,7 @@ class JsonCodec:
 
     @staticmethod
     def pub_push(channel: str, pub: Publication, uni: bool = False) -> bytes:
-        require_json_publication(pub)
+        require_json(pub.data)
         return replies.pub_push(channel, pub, uni)
 
     join_push = staticmethod(replies.join_push)

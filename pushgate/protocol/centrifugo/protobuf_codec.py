@@ -13,9 +13,10 @@ subscribe data) go as they are.
 
 from __future__ import annotations
 
+import orjson
 from google.protobuf.message import DecodeError
 
-from pushgate.engine.base import ClientInfo, Publication
+from pushgate.engine.base import BinaryData, ClientInfo, Publication
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.protocol.centrifugo import client_pb2 as pb
@@ -222,12 +223,22 @@ def _channel_only(method: str):
     return decode
 
 
+def publication_data(data: bytes) -> bytes:
+    """Data a protobuf client publishes: as it is, marked ``BinaryData`` unless it is JSON
+    (JSON connections can carry only JSON; checked here once, by the publisher's codec)."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return BinaryData(data)
+    return data
+
+
 def _publish(cid: int, r: pb.PublishRequest) -> PublishRequest:
     return PublishRequest(
         cid,
         "publish",
         channel=_channel("publish", r),
-        data=r.data,
+        data=publication_data(r.data),
         type=r.type,
         key=r.key,
         removed=r.removed,
