@@ -127,6 +127,27 @@ async def test_websocket_selects_centrifuge_protobuf_and_speaks_binary(server):
     await ws.close()
 
 
+async def test_request_types_pushgate_does_not_have_are_refused_not_misread(server):
+    """Map and shared-poll subscriptions, map publishes, track/untrack (``type`` > 0):
+    error 108, never served as a plain stream subscription or publication."""
+    ws = await server.session.ws_connect(server.ws_url, protocols=("centrifuge-protobuf",))
+    client = PbWebSocket(ws)
+    await client.send(
+        connect_command(server.token("alice")),
+        pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="board:m", type=1)),
+        pb.Command(id=3, publish=pb.PublishRequest(channel="board:m", data=b"1", type=1)),
+        pb.Command(id=4, sub_refresh=pb.SubRefreshRequest(channel="board:m", type=1)),
+        subscribe_command(5, "board:m"),
+    )
+    await client.next()
+    for command_id, method in ((2, "subscribe"), (3, "publish"), (4, "sub_refresh")):
+        reply = await client.next()
+        assert (reply.id, reply.error.code) == (command_id, 108)
+        assert reply.error.message == f"not available: {method} type 1"
+    assert (await client.next()).subscribe.recoverable  # the connection goes on
+    await ws.close()
+
+
 @pytest.mark.parametrize(
     ("protocols", "query", "selected", "binary"),
     [

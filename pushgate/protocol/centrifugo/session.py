@@ -187,6 +187,10 @@ class CentrifugoSession:
         client = self.client
         codec = self.codec
         method = cmd.method
+        if getattr(cmd, "type", 0):
+            # map and shared-poll subscriptions, map publishes, track/untrack: kinds
+            # pushgate does not have; refused rather than served as something else
+            raise ERROR_NOT_AVAILABLE.with_message(f"not available: {method} type {cmd.type}")
         if isinstance(cmd, ConnectRequest):
             result = await client.connect(
                 token=cmd.token, name=cmd.name, version=cmd.version, subs=cmd.subs
