@@ -7,7 +7,7 @@ NODE_DEPS := tests/node_modules/.stamp-install
 CHROMIUM := chromium-installed
 CONFIG ?= pushgate.toml
 
-.PHONY: install run screenshots test lint format bench fuzz conformance soak clean $(CHROMIUM)
+.PHONY: install run screenshots test lint format proto bench fuzz conformance soak clean $(CHROMIUM)
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,12 @@ lint: $(INSTALLED)
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix pushgate tests bench
 	$(VENV)/bin/ruff format pushgate
+
+# pushgate/protocol/centrifugo/client_pb2.py from client.proto beside it, with the pinned
+# grpcio-tools of the test extras (tests/test_protobuf_codegen.py checks they agree)
+PROTO := pushgate/protocol/centrifugo/client.proto
+proto: $(INSTALLED)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. $(PROTO)
 
 # every scenario of bench/run.py (ARGS="fanout --sizes 10000" for a subset); needs .[bench]
 # and gcc for the native load client (bench/wsload.c → bench/.build/wsload-native)

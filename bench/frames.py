@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from pushgate.transport.ws_frames import build_frame
+from pushgate.transport.ws_frames import OP_TEXT, build_frame
 
 
-def masked(payload: bytes) -> bytes:
+def masked(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     """A client frame: masked with a zero key, which leaves the payload unchanged."""
-    frame = build_frame(payload)
+    frame = build_frame(payload, opcode)
     # set the MASK bit on the length byte and insert a zero key after the length
     head_len = 2 if frame[1] < 126 else (4 if frame[1] == 126 else 10)
     return frame[:1] + bytes((frame[1] | 0x80,)) + frame[2:head_len] + b"\0\0\0\0" + payload

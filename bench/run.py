@@ -6,11 +6,14 @@ Scenarios (``python -m bench.run [names…]``; all but ``c100k`` when none is na
   pre-built frame to every socket, fanned out to N subscribers by the same load client.
 - ``fanout``: N subscribers (1k, 10k) of one channel, presence and history on,
   Centrifugo protocol over WebSocket; the API publishes M messages. Deliveries per
-  second and per server CPU-second, and the ratio to ``baseline`` measured in this run.
+  second and per server CPU-second, and the ratio to ``baseline`` measured in this run;
+  the same for the Protobuf protocol (``centrifuge-protobuf``), next to JSON, unless
+  ``--no-protobuf``.
 - ``personal``: N clients, each on its own channel and on a group channel of 10; one
   API batch wave publishes once to every channel. Deliveries/s, p50/p99.
 - ``idle``: RSS per idle connection with 2 subscriptions at 10k and 18k connections,
-  next to the baseline server's.
+  JSON and Protobuf connections (unless ``--no-protobuf``), next to the baseline
+  server's.
 - ``latency``: publish → receive p50/p99/p999 at 50% of the measured maximum rate.
 - ``api``: publications accepted per second by ``/api/publish`` and ``/api/batch``.
 - ``transports`` (bench/transports.py), ``cluster`` (bench/cluster.py).
@@ -166,6 +169,7 @@ class LoadClient:
         sample_every: int | None = None,
         group_size: int = 10,
         native: bool = False,
+        protobuf: bool = False,
     ) -> None:
         tokens = workdir / "tokens.txt"
         users = min(connections, 1000)
@@ -192,6 +196,9 @@ class LoadClient:
         ]
         if sample_every:
             args += ["--sample-every", str(sample_every)]
+        if protobuf:
+            assert not native, "the native load client speaks JSON only"
+            args.append("--protobuf")
         for channel in channels:
             args += ["--channel", channel]
         self.process = subprocess.Popen(
@@ -292,29 +299,36 @@ async def fanout_round(
 
 
 async def fanout_size(
-    kind: str, n: int, messages: int, rounds: int, progress: Progress, scenario: str
+    kind: str,
+    n: int,
+    messages: int,
+    rounds: int,
+    progress: Progress,
+    scenario: str,
+    protobuf: bool = False,
 ) -> dict:
     async with aiohttp.ClientSession() as session:
         with tempfile.TemporaryDirectory() as tmp:
             server = Server(Path(tmp), kind)
             client = None
+            label = f"{kind} protobuf" if protobuf else kind
             try:
                 await server.wait_ready(session)
-                client = LoadClient(server.port, n, ["bench:fanout"], Path(tmp))
+                client = LoadClient(server.port, n, ["bench:fanout"], Path(tmp), protobuf=protobuf)
                 ready = await client.aread()
-                progress.show(f"{kind} n={n}: {n} subscribers ready in {ready['seconds']:.1f}s")
+                progress.show(f"{label} n={n}: {n} subscribers ready in {ready['seconds']:.1f}s")
                 # warm-up round, verified too (its first publication sets each connection's start)
                 _, report = await fanout_round(session, server, client, n, max(1, messages // 10))
-                verify(scenario, f"{kind} n={n} warm-up", report, n * max(1, messages // 10))
+                verify(scenario, f"{label} n={n} warm-up", report, n * max(1, messages // 10))
                 samples = []
                 for r in range(rounds):
                     sample, report = await fanout_round(session, server, client, n, messages)
                     sample["verified"] = verify(
-                        scenario, f"{kind} n={n} round {r + 1}", report, n * messages
+                        scenario, f"{label} n={n} round {r + 1}", report, n * messages
                     )
                     samples.append(sample)
                     progress.step(
-                        f"{kind} n={n} round {r + 1}/{rounds}: "
+                        f"{label} n={n} round {r + 1}/{rounds}: "
                         f"{sample['deliveries_per_server_cpu_second']:,.0f}/CPU-s"
                     )
                 rss = rss_kib(server.pid)
@@ -324,6 +338,7 @@ async def fanout_size(
                 server.stop()
     return {
         "server": kind,
+        "protocol": "protobuf" if protobuf else "json",
         "subscribers": n,
         "messages_per_round": messages,
         "server_rss_kib": rss,
@@ -379,13 +394,19 @@ def run_fanout(args) -> None:
 
     sizes = _sizes(args.sizes)
     need_baseline = [n for n in sizes if str(n) not in THIS_RUN.get("baseline", {})]
-    progress = Progress("fanout", (len(sizes) + len(need_baseline)) * args.rounds)
+    variants = 1 if args.no_protobuf else 2
+    progress = Progress("fanout", (variants * len(sizes) + len(need_baseline)) * args.rounds)
     results = {}
     base = dict(THIS_RUN.get("baseline", {}))
     for n in sizes:
+        messages = fanout_messages(args, n)
         results[str(n)] = asyncio.run(
-            fanout_size("pushgate", n, fanout_messages(args, n), args.rounds, progress, "fanout")
+            fanout_size("pushgate", n, messages, args.rounds, progress, "fanout")
         )
+        if not args.no_protobuf:
+            results[str(n)]["protobuf"] = asyncio.run(
+                fanout_size("pushgate", n, messages, args.rounds, progress, "fanout", True)
+            )
         if n in need_baseline:
             base[str(n)] = asyncio.run(
                 fanout_size(
@@ -397,21 +418,29 @@ def run_fanout(args) -> None:
         raw = base[n]["median"]["deliveries_per_server_cpu_second"]
         r["baseline_median"] = base[n]["median"]
         r["ratio_to_baseline"] = r["median"]["deliveries_per_server_cpu_second"] / raw
+        if "protobuf" in r:
+            figure = r["protobuf"]["median"]["deliveries_per_server_cpu_second"]
+            r["protobuf"]["ratio_to_baseline"] = figure / raw
+            json_figure = r["median"]["deliveries_per_server_cpu_second"]
+            r["protobuf"]["ratio_to_json"] = figure / json_figure
     if need_baseline:
         save("baseline", base, [_fanout_plot({"baseline (raw asyncio)": base}, sizes)])
-    save(
-        "fanout",
-        results,
-        [_fanout_plot({"pushgate": results, "baseline (raw asyncio)": base}, sizes)],
-    )
+    series = {"pushgate JSON": results}
+    if not args.no_protobuf:
+        series["pushgate Protobuf"] = {n: r["protobuf"] for n, r in results.items()}
+    series["baseline (raw asyncio)"] = base
+    save("fanout", results, [_fanout_plot(series, sizes)])
     for n, r in results.items():
-        m = r["median"]
-        print(
-            f"fanout n={n}: median {m['deliveries_per_server_cpu_second']:,.0f} per server CPU-s "
-            f"({r['ratio_to_baseline']:.2f}x baseline), {m['deliveries_per_second']:,.0f}/s, "
-            f"p50 {m['latency_p50_ms']:.1f} ms, p99 {m['latency_p99_ms']:.1f} ms, "
-            f"client CPU {m['client_cpu_share']:.0%} of wall"
-        )
+        for name, figures in (("json", r), ("protobuf", r.get("protobuf"))):
+            if figures is None:
+                continue
+            m = figures["median"]
+            print(
+                f"fanout n={n} {name}: median {m['deliveries_per_server_cpu_second']:,.0f} per "
+                f"server CPU-s ({figures['ratio_to_baseline']:.2f}x baseline), "
+                f"{m['deliveries_per_second']:,.0f}/s, p50 {m['latency_p50_ms']:.1f} ms, "
+                f"p99 {m['latency_p99_ms']:.1f} ms, client CPU {m['client_cpu_share']:.0%} of wall"
+            )
 
 
 # --- personal + group channels --------------------------------------------------------------
@@ -512,7 +541,7 @@ def run_personal(args) -> None:
 # --- idle connections -----------------------------------------------------------------------
 
 
-async def idle_size(kind: str, n: int, progress: Progress) -> dict:
+async def idle_size(kind: str, n: int, progress: Progress, protobuf: bool = False) -> dict:
     async with aiohttp.ClientSession() as session:
         with tempfile.TemporaryDirectory() as tmp:
             server = Server(Path(tmp), kind)
@@ -522,7 +551,12 @@ async def idle_size(kind: str, n: int, progress: Progress) -> dict:
                 await asyncio.sleep(1.0)
                 before = rss_kib(server.pid)
                 client = LoadClient(
-                    server.port, n, ["bench:u{i}", "bench:g{g}"], Path(tmp), group_size=10
+                    server.port,
+                    n,
+                    ["bench:u{i}", "bench:g{g}"],
+                    Path(tmp),
+                    group_size=10,
+                    protobuf=protobuf,
                 )
                 ready = await client.aread(timeout=300)
                 await asyncio.sleep(2.0)
@@ -538,14 +572,16 @@ async def idle_size(kind: str, n: int, progress: Progress) -> dict:
                 await client.expect(2 * n, 2)
                 for i in range(0, len(channels), 500):
                     await server.batch(session, channels[i : i + 500])
-                verified = verify("idle", f"{kind} n={n}", await client.aread(), 2 * n)
-                progress.step(f"{kind} n={n}: {(after - before) / n:.2f} KiB/connection")
+                label = f"{kind} protobuf" if protobuf else kind
+                verified = verify("idle", f"{label} n={n}", await client.aread(), 2 * n)
+                progress.step(f"{label} n={n}: {(after - before) / n:.2f} KiB/connection")
             finally:
                 if client is not None:
                     client.stop()
                 server.stop()
     return {
         "server": kind,
+        "protocol": "protobuf" if protobuf else "json",
         "connections": n,
         "subscriptions_per_connection": 2,
         "connect_seconds": ready["seconds"],
@@ -558,7 +594,8 @@ async def idle_size(kind: str, n: int, progress: Progress) -> dict:
 
 def run_idle(args) -> None:
     sizes = _sizes(args.idle_sizes)
-    progress = Progress("idle", 2 * len(sizes))
+    kinds = ["pushgate"] if args.no_protobuf else ["pushgate", "pushgate_protobuf"]
+    progress = Progress("idle", (len(kinds) + 1) * len(sizes))
     results = {}
     for n in sizes:
         results[str(n)] = {
@@ -566,9 +603,11 @@ def run_idle(args) -> None:
             "baseline": asyncio.run(idle_size("baseline", n, progress)),
         }
         r = results[str(n)]
-        r["ratio_to_baseline"] = (
-            r["pushgate"]["kib_per_connection"] / r["baseline"]["kib_per_connection"]
-        )
+        raw = r["baseline"]["kib_per_connection"]
+        r["ratio_to_baseline"] = r["pushgate"]["kib_per_connection"] / raw
+        if not args.no_protobuf:
+            r["pushgate_protobuf"] = asyncio.run(idle_size("pushgate", n, progress, True))
+            r["protobuf_ratio_to_baseline"] = r["pushgate_protobuf"]["kib_per_connection"] / raw
     progress.finish()
     plots = [
         {
@@ -577,15 +616,22 @@ def run_idle(args) -> None:
             "labels": [f"{n:,} connections" for n in sizes],
             "series": {
                 kind: [results[str(n)][kind]["kib_per_connection"] for n in sizes]
-                for kind in ("pushgate", "baseline")
+                for kind in (*kinds, "baseline")
             },
             "hline": 10,
         }
     ]
     save("idle", results, plots)
     for n, r in results.items():
+        protobuf = (
+            f"Protobuf {r['pushgate_protobuf']['kib_per_connection']:.2f} KiB "
+            f"({r['protobuf_ratio_to_baseline']:.2f}x baseline), "
+            if "pushgate_protobuf" in r
+            else ""
+        )
         print(
-            f"idle n={n}: pushgate {r['pushgate']['kib_per_connection']:.2f} KiB/connection, "
+            f"idle n={n}: pushgate JSON {r['pushgate']['kib_per_connection']:.2f} KiB/connection "
+            f"({r['ratio_to_baseline']:.2f}x baseline), {protobuf}"
             f"raw baseline {r['baseline']['kib_per_connection']:.2f} KiB"
         )
 
@@ -835,6 +881,11 @@ def main() -> None:
     )
     fanout_args = parser.add_argument_group("fanout and baseline")
     fanout_args.add_argument("--sizes", default="1000,10000", help="subscriber counts")
+    parser.add_argument(
+        "--no-protobuf",
+        action="store_true",
+        help="fanout and idle: JSON only (by default the Protobuf variant runs beside it)",
+    )
     personal_args = parser.add_argument_group("personal")
     personal_args.add_argument("--personal-sizes", default="1000,10000")
     personal_args.add_argument(

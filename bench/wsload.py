@@ -13,7 +13,9 @@ load process takes its own 127.0.0.x); ``--first-index`` offsets the connection 
 used in channel names; ``--rate`` connects at that many connections per second with at
 most ``--max-pending`` in flight and ``--connect-timeout`` per connection, and reports
 failures instead of raising; ``--timeline`` adds deliveries per wall-clock second and
-each latency sample's arrival second to the report.
+each latency sample's arrival second to the report. ``--protobuf``: the Centrifugo
+Protobuf protocol (the ``centrifuge-protobuf`` subprotocol, binary frames of
+length-delimited messages) instead of JSON, with the same checks.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from pathlib import Path
 import orjson
 
 from bench.frames import masked, next_frame
+from pushgate.protocol.centrifugo import client_pb2 as pb
+from pushgate.protocol.centrifugo.protobuf_codec import read_varint, varint
+from pushgate.transport.ws_frames import OP_BINARY
 
 
 class Stats:
@@ -98,6 +103,9 @@ class Subscriber(asyncio.Protocol):
         #: channel -> last offset received: each publication must be the next one
         self.last: dict[bytes, int] = {}
 
+    #: extra request header lines (the Protobuf subclass asks for its subprotocol)
+    HEADERS = ""
+
     def connection_made(self, transport) -> None:
         self.transport = transport
         key = base64.b64encode(os.urandom(16)).decode()
@@ -105,7 +113,8 @@ class Subscriber(asyncio.Protocol):
             (
                 "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                f"{self.HEADERS}\r\n"
             ).encode()
         )
 
@@ -121,7 +130,15 @@ class Subscriber(asyncio.Protocol):
                 return
             self.handshaken = True
             buffer = buffer[end + 4 :]
-            self.transport.write(b"".join(masked(c) for c in self.commands))
+            self.transport.write(b"".join(self.frame(c) for c in self.commands))
+        self.buffer = self.receive(buffer)
+
+    @staticmethod
+    def frame(command: bytes) -> bytes:
+        return masked(command)
+
+    def receive(self, buffer: bytes) -> bytes:
+        """Count the publications in the complete frames of ``buffer``; the rest stays."""
         pubs = 0
         pos = 0
         last = self.last
@@ -159,16 +176,77 @@ class Subscriber(asyncio.Protocol):
                     self.ready.set_exception(RuntimeError(payload.decode()))
                 else:
                     self.ready.set_result(None)
-        self.buffer = buffer[pos:]
         if pubs:
             self.count += pubs
             self.stats.add(pubs)
+        return buffer[pos:]
+
+    def publication(self, channel: bytes, offset: int, data: bytes) -> None:
+        """Order check and latency sample of one publication (the Protobuf path)."""
+        if offset:
+            previous = self.last.get(channel)
+            if previous is not None and offset != previous + 1:
+                self.stats.disorder(self.index, channel, previous, offset)
+            self.last[channel] = offset
+        if self.sampled:
+            at = data.find(b'"t":')
+            if at > 0:
+                stop = data.find(b"}", at)
+                now = time.time()
+                self.stats.latencies.append(now - float(data[at + 4 : stop].split(b",", 1)[0]))
+                if self.stats.timeline is not None:
+                    self.stats.latency_seconds.append(int(now))
 
     def connection_lost(self, exc) -> None:
         if not self.ready.done():
             self.ready.set_exception(RuntimeError(f"connection lost: {exc}"))
         elif not self.ready.cancelled() and self.ready.exception() is None:
             self.stats.closed += 1
+
+
+PING = b"\x00"  # an empty Reply (the server's ping) and an empty Command (the pong)
+
+
+class ProtobufSubscriber(Subscriber):
+    """The same subscriber speaking the Protobuf protocol."""
+
+    __slots__ = ()
+
+    HEADERS = "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n"
+
+    @staticmethod
+    def frame(command: bytes) -> bytes:
+        return masked(command, OP_BINARY)
+
+    def receive(self, buffer: bytes) -> bytes:
+        pubs = 0
+        pos = 0
+        while (frame := next_frame(buffer, pos)) is not None:
+            opcode, payload, pos = frame
+            if opcode == 0x8:
+                continue
+            if payload == PING:
+                self.transport.write(masked(PING, OP_BINARY))
+                continue
+            at = 0
+            while at < len(payload):
+                size, at = read_varint(payload, at)
+                reply = pb.Reply.FromString(payload[at : at + size])
+                at += size
+                if reply.HasField("push"):
+                    push = reply.push
+                    if push.HasField("pub"):
+                        pubs += 1
+                        self.publication(push.channel.encode(), push.pub.offset, push.pub.data)
+                elif not self.ready.done() and reply.id == len(self.commands):
+                    if reply.HasField("error"):
+                        self.ready.set_exception(RuntimeError(str(reply.error)))
+                    else:
+                        self.ready.set_result(None)
+        if pubs:
+            self.count += pubs
+            self.stats.add(pubs)
+        return buffer[pos:]
 
 
 def cpu_seconds() -> float:
@@ -182,10 +260,17 @@ IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 def commands_for(args, tokens: list[str], i: int) -> list[bytes]:
     """connect + one subscribe per channel of connection ``i`` (a global index)."""
     token = tokens[(i - args.first_index) % len(tokens)]
-    commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
     channels = [
         c.replace("{i}", str(i)).replace("{g}", str(i // args.group_size)) for c in args.channel
     ]
+    if args.protobuf:
+        messages = [pb.Command(id=1, connect=pb.ConnectRequest(token=token))]
+        messages += [
+            pb.Command(id=2 + n, subscribe=pb.SubscribeRequest(channel=ch))
+            for n, ch in enumerate(channels)
+        ]
+        return [varint(m.ByteSize()) + m.SerializeToString() for m in messages]
+    commands = [orjson.dumps({"id": 1, "connect": {"token": token}})]
     commands += [
         orjson.dumps({"id": 2 + n, "subscribe": {"channel": ch}}) for n, ch in enumerate(channels)
     ]
@@ -219,7 +304,7 @@ async def ramp(loop, args, stats: Stats, tokens: list[str]) -> tuple[list[Subscr
     async def one(k: int) -> None:
         i = args.first_index + k
         ready = loop.create_future()
-        proto = Subscriber(stats, commands_for(args, tokens, i), ready, i)
+        proto = args.subscriber(stats, commands_for(args, tokens, i), ready, i)
         try:
             await asyncio.wait_for(open_one(loop, args, proto), args.connect_timeout)
             await asyncio.wait_for(ready, args.connect_timeout)
@@ -271,7 +356,9 @@ async def main() -> None:
         "--connect-timeout", type=float, default=60.0, help="with --rate, per connection"
     )
     parser.add_argument("--timeline", action="store_true", help="deliveries per second")
+    parser.add_argument("--protobuf", action="store_true", help="the Protobuf protocol")
     args = parser.parse_args()
+    args.subscriber = ProtobufSubscriber if args.protobuf else Subscriber
     loop = asyncio.get_running_loop()
     stats = Stats()
     stats.sample_every = args.sample_every or max(1, args.connections // 200)
@@ -293,7 +380,7 @@ async def main() -> None:
             ready = loop.create_future()
             futures.append(ready)
             pending.append(ready)
-            proto = Subscriber(stats, commands_for(args, tokens, i), ready, i)
+            proto = args.subscriber(stats, commands_for(args, tokens, i), ready, i)
             subscribers.append(proto)
             if args.source_address:
                 await open_one(loop, args, proto)

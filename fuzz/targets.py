@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 
 from pushgate.config import ConfigError, load_config
+from pushgate.protocol.centrifugo import protobuf_codec
 from pushgate.protocol.centrifugo.commands import ProtocolError, decode_commands
 from pushgate.protocol.centrifugo.session import parse_position_event_id
 from pushgate.protocol.stomp.codec import Frame, FrameError, FrameParser
@@ -25,6 +26,18 @@ def centrifugo_commands(data: bytes) -> None:
     for frame in (data, data.decode("utf-8", "replace")):
         with contextlib.suppress(ProtocolError):
             decode_commands(frame)
+
+
+def centrifugo_protobuf(data: bytes) -> None:
+    """A binary frame of length-delimited Protobuf commands; the same bytes as a
+    unidirectional ConnectRequest and as a protobuf client's /emulation body."""
+    for decode in (
+        protobuf_codec.decode_commands,
+        protobuf_codec.decode_connect_request,
+        protobuf_codec.decode_emulation_request,
+    ):
+        with contextlib.suppress(ProtocolError):
+            decode(data)
 
 
 def polling_request(data: bytes) -> None:
@@ -70,6 +83,7 @@ def config_toml(data: bytes) -> None:
 
 TARGETS: dict[str, Callable[[bytes], None]] = {
     "centrifugo": centrifugo_commands,
+    "centrifugo_protobuf": centrifugo_protobuf,
     "polling": polling_request,
     "event_id": sse_last_event_id,
     "stomp": stomp_frames,

@@ -36,8 +36,10 @@ Predicate = Callable[[Event], bool]
 class JsClient:
     """One centrifuge-js client in a Node process, driven over stdin/stdout."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, build: str = "") -> None:
         self.name = name
+        #: "protobuf": the driver runs centrifuge-js's Protobuf build
+        self.build = build
         self.events: list[Event] = []
         self.token_provider: Callable[[Event], str | None] | None = None
         #: answers getState: the (offset, epoch) the app loaded its state at
@@ -53,6 +55,7 @@ class JsClient:
         self._proc = await asyncio.create_subprocess_exec(
             NODE,
             str(DRIVER),
+            *((self.build,) if self.build else ()),
             cwd=str(TESTS),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -195,7 +195,11 @@ async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, 
     node_a = await make_server(redis_config())
     node_b = await make_server(redis_config())
     connect = orjson.dumps({"id": 1, "connect": {"token": node_a.token("alice")}})
-    stream = await node_a.session.post(node_a.url + "/connection/http_stream", data=connect)
+    stream = await node_a.session.post(
+        node_a.url + "/connection/http_stream",
+        data=connect,
+        headers={"Content-Type": "application/json"},
+    )
     reply = orjson.loads(await stream.content.readline())["connect"]
     assert reply["node"] == node_a.hub.node_id
     command = {"id": 2, "subscribe": {"channel": "board:fwd"}}
@@ -216,6 +220,57 @@ async def test_emulation_command_sent_to_another_node_is_forwarded(make_server, 
                 break
     assert message["push"]["pub"]["data"] == "through b"
     stream.close()
+
+
+async def test_protobuf_emulation_command_is_forwarded_too(make_server, redis_config):
+    """The same with centrifuge-js's protobuf build: an EmulationRequest message on node
+    B for a session held by node A (the commands cross as base64 in the control message)."""
+    from pushgate.protocol.centrifugo import client_pb2 as pb
+    from tests.test_protobuf_transports import OCTETS, PbStream, delimited, is_pub
+
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    connect = pb.Command(id=1, connect=pb.ConnectRequest(token=node_a.token("alice")))
+    stream = await node_a.session.post(
+        node_a.url + "/connection/http_stream", data=delimited(connect), headers=OCTETS
+    )
+    replies = PbStream(stream)
+    reply = (await replies.next()).connect
+    subscribe = pb.Command(id=2, subscribe=pb.SubscribeRequest(channel="board:pbfwd"))
+    request = pb.EmulationRequest(session=reply.session, node=reply.node, data=delimited(subscribe))
+    async with node_b.session.post(
+        node_b.url + "/emulation", data=request.SerializeToString(), headers=OCTETS
+    ) as response:
+        assert response.status == 204
+    subscribed = await replies.until(lambda r: r.id == 2)
+    assert not subscribed.HasField("error") and subscribed.subscribe.recoverable
+    await node_b.publish("board:pbfwd", "through b")
+    pub = await replies.until(is_pub("board:pbfwd"))
+    assert pub.push.pub.data == b'"through b"'
+    stream.close()
+
+
+async def test_binary_publication_across_nodes(make_server, redis_config, clients):
+    """Bytes a protobuf client publishes on node A reach protobuf subscribers on node B
+    (and in history) as they are; a JSON subscriber on node B is closed with 3506, as on
+    one node: the mark that the data is not JSON crosses Redis with it."""
+    node_a = await make_server(redis_config())
+    node_b = await make_server(redis_config())
+    publisher, _ = clients(node_a, "alice", use_protobuf=True)
+    reader, _ = clients(node_b, "bob", use_protobuf=True)
+    json_reader, json_events = clients(node_b, "carol")
+    for client in (publisher, reader, json_reader):
+        await client.connect()
+    sub, _ = await subscribed(publisher, "board:bin")
+    reader_sub, reader_events = await subscribed(reader, "board:bin")
+    await subscribed(json_reader, "board:bin")
+    await sub.publish(b"\x00\xffbinary\n")
+    got = await reader_events.wait_for("publication")
+    assert got.pub.data == b"\x00\xffbinary\n"
+    gone = await json_events.wait_for("disconnected")
+    assert gone.code == 3506
+    history = await reader_sub.history(limit=1, reverse=True)
+    assert [p.data for p in history.publications] == [b"\x00\xffbinary\n"]
 
 
 async def test_channels_api_counts_subscribers_on_every_node(redis_config, make_server, clients):

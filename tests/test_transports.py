@@ -20,6 +20,10 @@ def connect_command(token: str, **extra) -> bytes:
     return orjson.dumps({"id": 1, "connect": {"token": token, **extra}})
 
 
+#: a body of bytes is application/octet-stream to aiohttp, which is Protobuf to pushgate
+JSON = {"Content-Type": "application/json"}
+
+
 class Lines:
     """Messages read from a streaming response: newline-delimited JSON or SSE events."""
 
@@ -68,7 +72,7 @@ async def test_bidirectional_emulation(server, kind):
         assert response.headers["Content-Type"].startswith("text/event-stream")
     else:
         response = await server.session.post(
-            server.url + "/connection/http_stream", data=connect_command(token)
+            server.url + "/connection/http_stream", data=connect_command(token), headers=JSON
         )
     stream = Lines(response, sse=kind == "sse")
     connect = (await stream.next())["connect"]
@@ -110,7 +114,7 @@ async def test_bidirectional_emulation(server, kind):
 async def test_emulation_rejects_bad_requests(server):
     url = server.url + "/emulation"
     for body in (b"{", b"[]", b'{"session": 1}', b'{"session": "x", "data": {}}'):
-        async with server.session.post(url, data=body) as response:
+        async with server.session.post(url, data=body, headers=JSON) as response:
             assert response.status == 400
             assert "error" in await response.json()
     async with server.session.post(server.url + "/connection/http_stream", data=b"") as response:
@@ -124,7 +128,9 @@ async def test_emulated_pings_are_answered_through_emulation(make_server, server
         server_config(client__ping_interval="1s", client__pong_timeout="0.5s")
     )
     response = await server.session.post(
-        server.url + "/connection/http_stream", data=connect_command(server.token("alice"))
+        server.url + "/connection/http_stream",
+        data=connect_command(server.token("alice")),
+        headers=JSON,
     )
     stream = Lines(response)
     connect = (await stream.next())["connect"]

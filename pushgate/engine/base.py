@@ -35,13 +35,22 @@ class ClientInfo:
     chan_info: bytes | None = None
 
 
+class BinaryData(bytes):
+    """Publication data that is not JSON: bytes a Protobuf client published. Only
+    encodings that carry bytes deliver it (a JSON connection cannot embed it); engines
+    keep the mark across nodes and history."""
+
+    __slots__ = ()
+
+
 @dataclass(slots=True)
 class Publication:
     """One message in a channel stream.
 
-    ``data`` is raw JSON bytes, serialized once when published. ``offset`` is 0 for a
-    channel without history. ``cache`` holds the wire bytes built for it, per dialect
-    and framing, so a broadcast encodes it once whatever the number of subscribers.
+    ``data`` is raw JSON bytes, serialized once when published, or ``BinaryData``.
+    ``offset`` is 0 for a channel without history. ``cache`` holds the wire bytes built
+    for it, per dialect and framing, so a broadcast encodes it once whatever the number
+    of subscribers.
     """
 
     data: bytes

@@ -37,6 +37,7 @@ from redis.exceptions import RedisError
 from pushgate.config import EngineConfig
 from pushgate.engine import redis_scripts, resp
 from pushgate.engine.base import (
+    BinaryData,
     ClientInfo,
     Engine,
     EngineHandler,
@@ -103,6 +104,8 @@ def encode_publication(pub: Publication) -> bytes:
         meta["i"] = _info_dict(pub.info)
     if pub.tags:
         meta["t"] = pub.tags
+    if type(pub.data) is BinaryData:
+        meta["b"] = 1
     return orjson.dumps(meta) + b"\n" + pub.data
 
 
@@ -111,7 +114,7 @@ def decode_publication(body: bytes, offset: int, epoch: str) -> Publication:
     meta = orjson.loads(meta_raw)
     info = meta.get("i")
     return Publication(
-        data,
+        BinaryData(data) if meta.get("b") else data,
         offset=offset,
         epoch=epoch,
         info=None if info is None else _info_from(info),

@@ -27,6 +27,7 @@ from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
 from pushgate.transport.connection_loss import LOST_GRACE, held_until
 from pushgate.transport.limits import too_large
+from pushgate.transport.negotiation import Unsupported, json_only, refuse
 
 log = logging.getLogger("pushgate.polling")
 
@@ -214,6 +215,11 @@ def _answer(session_id: str, messages: list[tuple[int, bytes]]) -> web.Response:
 async def _poll(request: web.Request, hold: bool) -> web.Response:
     hub = request.app[HUB]
     sessions = request.app[POLLING]
+    try:
+        json_only(request, "polling", "its envelope is JSON; use websocket or http_stream")
+    except Unsupported as exc:
+        log.info("polling refused: %s", exc)
+        return refuse(exc)
     body = await request.read()
     if len(body) > hub.config.client.max_frame_bytes:
         return too_large("request")

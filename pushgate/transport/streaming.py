@@ -35,8 +35,13 @@ def line(payload: bytes) -> bytes:
     return chunk(payload + b"\n")
 
 
+#: framings of a streamed response: Server-Sent Events, newline-delimited JSON, and
+#: binary messages that delimit themselves (length-prefixed Protobuf), one chunk each
+FRAMES = {"sse": sse_event, "stream": line, "stream-binary": chunk}
+
+
 class StreamWriter:
-    """FrameWriter over a prepared chunked response (``framing`` "sse" or "stream")."""
+    """FrameWriter over a prepared chunked response (``framing`` one of ``FRAMES``)."""
 
     __slots__ = (
         "_done",
@@ -63,7 +68,7 @@ class StreamWriter:
     ) -> None:
         self._transport = transport
         self.framing = framing
-        self.frame = sse_event if framing == "sse" else line
+        self.frame = FRAMES[framing]
         self.bidirectional = bidirectional
         #: unidirectional SSE events of publications carry an ``id:`` naming their stream
         #: position, which a reconnecting browser EventSource sends back as Last-Event-ID

@@ -1,7 +1,9 @@
 """WebSocket transport: ``/connection/websocket`` for the Centrifugo protocol.
 
-aiohttp routes the upgrade request; ws_handshake answers it and hands the socket to a
-lean WebSocketConnection (ws_connection.py), which frames writes and reads client
+aiohttp routes the upgrade request; negotiation.py picks JSON or Protobuf (the
+``centrifuge-protobuf`` subprotocol, selected in the 101, or ``cf_protocol``);
+ws_handshake answers it and hands the socket to a lean WebSocketConnection
+(ws_connection.py; binary frames for Protobuf), which frames writes and reads client
 frames for the Centrifugo session. Pushes are pre-built frames written straight to the
 asyncio transport: a delivery is one synchronous ``transport.write`` and no await.
 """
@@ -17,8 +19,9 @@ from aiohttp import web
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
+from pushgate.transport.negotiation import Unsupported, refuse, websocket_codec
 from pushgate.transport.origin import origin_allowed, refuse_origin
-from pushgate.transport.ws_connection import WebSocketConnection
+from pushgate.transport.ws_connection import BinaryWebSocketConnection, WebSocketConnection
 from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 if TYPE_CHECKING:
@@ -33,18 +36,20 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if not origin_allowed(request, config.server.allowed_origins):
         log.info("websocket refused: origin %s", request.headers.get("Origin"))
         return refuse_origin(request)
-    if request.query.get("cf_protocol", "json") != "json":
-        return web.json_response(
-            {"error": "only the JSON protocol is supported (cf_protocol=json)"}, status=400
-        )
-    response, _ = handshake(request)
-    connection = WebSocketConnection(
+    try:
+        codec, subprotocol = websocket_codec(request)
+    except Unsupported as exc:
+        log.info("websocket refused: %s", exc)
+        return refuse(exc)
+    response, _ = handshake(request, (subprotocol,) if subprotocol else ())
+    connection_type = BinaryWebSocketConnection if codec.binary else WebSocketConnection
+    connection = connection_type(
         request.app[OPEN_SOCKETS], config.client.queue_max_bytes, config.client.max_frame_bytes
     )
     received = take_over(request, response, connection)
     if received is None:
         return Detached()
-    session = CentrifugoSession(hub, connection, "websocket")
+    session = CentrifugoSession(hub, connection, "websocket", codec=codec)
     connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     connection.start(session.handle_frame, session.closed, received)
     return Detached()

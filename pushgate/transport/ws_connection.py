@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
-from pushgate.transport.ws_frames import build_frame, close_frame
+from pushgate.transport.ws_frames import build_binary_frame, build_frame, close_frame
 from pushgate.transport.ws_parser import (
     CLOSE_TOO_BIG,
     OP_CLOSE,
@@ -298,3 +298,12 @@ class WebSocketConnection(asyncio.Protocol):
                 await on_closed()
             except Exception:
                 log.exception("websocket session close failed")
+
+
+class BinaryWebSocketConnection(WebSocketConnection):
+    """A WebSocketConnection whose messages go out as binary frames (Protobuf)."""
+
+    __slots__ = ()
+
+    framing = "ws-binary"
+    frame = staticmethod(build_binary_frame)

@@ -22,6 +22,11 @@ def build_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return struct.pack("!BBQ", first, 127, length) + payload
 
 
+def build_binary_frame(payload: bytes) -> bytes:
+    """A binary message (the Centrifugo protocol's Protobuf encoding)."""
+    return build_frame(payload, OP_BINARY)
+
+
 def close_frame(code: int, reason: str) -> bytes:
     body = struct.pack("!H", code) + reason.encode()[:123]
     return build_frame(body, OP_CLOSE)

@@ -15,9 +15,35 @@
 // state position the same way: {"event": "need_state", "req": n, "channel"} answered by
 // {"cmd": "state", "req": n, "offset": o, "epoch": "e"}.
 
+//
+// `node driver.mjs protobuf` drives the Protobuf build (centrifuge/build/protobuf): data
+// goes out as the UTF-8 bytes of its JSON, and bytes that come in (publication data,
+// info, subscription data) are reported parsed from JSON, or as {"bytes": [..]} if they
+// are not JSON.
+
 import { createInterface } from 'node:readline';
-import { Centrifuge, UnauthorizedError } from 'centrifuge';
 import WebSocket from 'ws';
+
+const PROTOBUF = process.argv[2] === 'protobuf';
+const { Centrifuge, UnauthorizedError } = await import(
+  PROTOBUF ? 'centrifuge/build/protobuf' : 'centrifuge'
+);
+
+function fromBytes(bytes) {
+  try {
+    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch (e) {
+    return { bytes: Array.from(bytes) };
+  }
+}
+
+// What a command's data becomes on the wire: JSON as it is, or its bytes for protobuf
+// ({"bytes": [..]} sends exactly those bytes).
+function toWire(data) {
+  if (!PROTOBUF) return data;
+  if (data && typeof data === 'object' && Array.isArray(data.bytes)) return new Uint8Array(data.bytes);
+  return new TextEncoder().encode(JSON.stringify(data));
+}
 
 let client = null;
 let nextReq = 1;
@@ -25,7 +51,11 @@ const pendingTokens = new Map();
 
 function emit(event) {
   process.stdout.write(
-    JSON.stringify(event, (_, v) => (typeof v === 'bigint' ? Number(v) : v)) + '\n',
+    JSON.stringify(event, (_, v) => {
+      if (typeof v === 'bigint') return Number(v);
+      if (v instanceof Uint8Array) return fromBytes(v);
+      return v;
+    }) + '\n',
   );
 }
 
@@ -146,7 +176,8 @@ const commands = {
   // {channel, data, via: "client" | "sub"}
   publish(msg) {
     const target = msg.via === 'sub' ? subscription(msg.channel) : null;
-    return target ? target.publish(msg.data) : client.publish(msg.channel, msg.data);
+    const data = toWire(msg.data);
+    return target ? target.publish(data) : client.publish(msg.channel, data);
   },
   presence(msg) {
     return msg.via === 'sub' ? subscription(msg.channel).presence() : client.presence(msg.channel);
@@ -220,4 +251,4 @@ rl.on('close', () => {
   if (client) client.disconnect();
   process.exit(0);
 });
-emit({ event: 'ready', version: process.version });
+emit({ event: 'ready', version: process.version, protobuf: PROTOBUF });

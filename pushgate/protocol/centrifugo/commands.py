@@ -1,5 +1,10 @@
 """Typed client commands of the Centrifugo protocol and their decoding from JSON.
 
+The dataclasses are the one set of commands both codecs produce: this module's JSON
+decoding and protobuf_codec.py's. Their fields are ``client.proto``'s, by the same
+names (snake_case), with the proto's zero values as defaults, including fields the hub
+does not use yet.
+
 ``decode_commands`` turns one frame's bytes (newline-delimited JSON objects) into
 typed commands. It never raises anything but ``ProtocolError``: a frame that is not
 JSON, or a command of the wrong shape, is reported, not crashed on. Unknown fields are
@@ -27,12 +32,42 @@ class Command:
 
 
 @dataclass(slots=True)
+class FilterNode:
+    """A filter on publication tags (``SubscribeRequest.tf``): a leaf comparison when
+    ``op`` is empty, else ``and``/``or``/``not`` over ``nodes``."""
+
+    op: str = ""
+    key: str = ""
+    cmp: str = ""
+    val: str = ""
+    vals: list[str] = field(default_factory=list)
+    nodes: list[FilterNode] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class KeyedItem:
+    key: str = ""
+    version: int = 0
+
+
+@dataclass(slots=True)
+class TrackBatch:
+    signature: str = ""
+    items: list[KeyedItem] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class ConnectRequest(Command):
     token: str = ""
     data: bytes | None = None
+    #: server-side subscriptions to recover: channel → {"recover", "offset", "epoch"}
+    subs: dict[str, dict] = field(default_factory=dict)
     name: str = ""
     version: str = ""
-    subs: dict[str, dict] = field(default_factory=dict)
+    headers: dict[str, str] = field(default_factory=dict)
+    flag: int = 0
+    profile: str = ""
+    dict: str = ""  # the id of a compression dictionary the client holds (last: shadows)
 
 
 @dataclass(slots=True)
@@ -46,12 +81,18 @@ class SubscribeRequest(Command):
     join_leave: bool = False
     positioned: bool = False
     recoverable: bool = False
+    #: delta compression asked for ("fossil")
+    delta: str = ""
+    #: publication tags filter (checked and compiled by the hub)
+    tf: FilterNode | None = None
     #: subscription feature bits (1 channel compaction, 2 reject unrecovered)
     flag: int = 0
-    #: publication tags filter: a FilterNode tree as decoded JSON (checked by the hub)
-    tf: dict | None = None
     #: subscription type: 0 stream; 1-3 map, 4 shared poll (not supported)
     type: int = 0
+    phase: int = 0
+    cursor: str = ""
+    limit: int = 0
+    asc: bool = False
 
 
 @dataclass(slots=True)
@@ -65,6 +106,9 @@ class ChannelRequest(Command):
 class PublishRequest(Command):
     channel: str = ""
     data: bytes = b"null"
+    type: int = 0
+    key: str = ""
+    removed: bool = False
 
 
 @dataclass(slots=True)
@@ -84,11 +128,14 @@ class RefreshRequest(Command):
 class SubRefreshRequest(Command):
     channel: str = ""
     token: str = ""
+    type: int = 0
+    track: list[TrackBatch] = field(default_factory=list)
+    untrack: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
 class DataRequest(Command):
-    """send, rpc: opaque data (and a method name for rpc)."""
+    """send, rpc: opaque data (and a method name for rpc: the proto's ``method``)."""
 
     data: bytes | None = None
     rpc_method: str = ""
@@ -190,19 +237,76 @@ def _int(params: dict, key: str) -> int:
     return value
 
 
-def _object(params: dict, key: str) -> dict | None:
+def _raw(params: dict, key: str) -> bytes | None:
+    if key not in params:
+        return None
+    return orjson.dumps(params[key])
+
+
+def _str_map(params: dict, key: str) -> dict[str, str]:
+    value = params.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise TypeError(f"{key} must be an object of strings")
+    return value
+
+
+def _str_list(params: dict, key: str) -> list[str]:
+    value = params.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise TypeError(f"{key} must be a list of strings")
+    return value
+
+
+def _objects(params: dict, key: str) -> list[dict]:
+    value = params.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise TypeError(f"{key} must be a list of objects")
+    return value
+
+
+#: how deep a tags filter may nest (protobuf decoders stop at 100 levels of messages)
+MAX_FILTER_DEPTH = 32
+
+
+def _filter(params: dict, key: str) -> FilterNode | None:
     value = params.get(key)
     if value is None:
         return None
     if not isinstance(value, dict):
         raise TypeError(f"{key} must be an object")
-    return value
+    return _filter_node(value, 0)
 
 
-def _raw(params: dict, key: str) -> bytes | None:
-    if key not in params:
-        return None
-    return orjson.dumps(params[key])
+def _filter_node(node: dict, depth: int) -> FilterNode:
+    if depth >= MAX_FILTER_DEPTH:
+        raise ValueError(f"tf nests deeper than {MAX_FILTER_DEPTH} levels")
+    return FilterNode(
+        op=_str(node, "op"),
+        key=_str(node, "key"),
+        cmp=_str(node, "cmp"),
+        val=_str(node, "val"),
+        vals=_str_list(node, "vals"),
+        nodes=[_filter_node(child, depth + 1) for child in _objects(node, "nodes")],
+    )
+
+
+def _track(params: dict) -> list[TrackBatch]:
+    return [
+        TrackBatch(
+            signature=_str(batch, "signature"),
+            items=[
+                KeyedItem(key=_str(item, "key"), version=_int(item, "version"))
+                for item in _objects(batch, "items")
+            ],
+        )
+        for batch in _objects(params, "track")
+    ]
 
 
 def _channel(params: dict) -> str:
@@ -223,6 +327,10 @@ def _connect(cid: int, p: dict) -> ConnectRequest:
         data=_raw(p, "data"),
         name=_str(p, "name"),
         version=_str(p, "version"),
+        headers=_str_map(p, "headers"),
+        flag=_int(p, "flag"),
+        profile=_str(p, "profile"),
+        dict=_str(p, "dict"),
         subs={
             ch: {
                 "recover": _bool(v, "recover"),
@@ -247,9 +355,14 @@ def _subscribe(cid: int, p: dict) -> SubscribeRequest:
         join_leave=_bool(p, "join_leave"),
         positioned=_bool(p, "positioned"),
         recoverable=_bool(p, "recoverable"),
+        delta=_str(p, "delta"),
+        tf=_filter(p, "tf"),
         flag=_int(p, "flag"),
-        tf=_object(p, "tf"),
         type=_int(p, "type"),
+        phase=_int(p, "phase"),
+        cursor=_str(p, "cursor"),
+        limit=_int(p, "limit"),
+        asc=_bool(p, "asc"),
     )
 
 
@@ -263,7 +376,15 @@ def _channel_only(method: str):
 def _publish(cid: int, p: dict) -> PublishRequest:
     if "data" not in p:
         raise ValueError("data required")
-    return PublishRequest(cid, "publish", channel=_channel(p), data=orjson.dumps(p["data"]))
+    return PublishRequest(
+        cid,
+        "publish",
+        channel=_channel(p),
+        data=orjson.dumps(p["data"]),
+        type=_int(p, "type"),
+        key=_str(p, "key"),
+        removed=_bool(p, "removed"),
+    )
 
 
 def _history(cid: int, p: dict) -> HistoryRequest:
@@ -288,7 +409,15 @@ def _refresh(cid: int, p: dict) -> RefreshRequest:
 
 
 def _sub_refresh(cid: int, p: dict) -> SubRefreshRequest:
-    return SubRefreshRequest(cid, "sub_refresh", channel=_channel(p), token=_str(p, "token"))
+    return SubRefreshRequest(
+        cid,
+        "sub_refresh",
+        channel=_channel(p),
+        token=_str(p, "token"),
+        type=_int(p, "type"),
+        track=_track(p),
+        untrack=_str_list(p, "untrack"),
+    )
 
 
 def _send(cid: int, p: dict) -> DataRequest:

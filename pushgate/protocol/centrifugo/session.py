@@ -1,22 +1,24 @@
 """A Centrifugo protocol session: the hub's sink for one connection, and its dispatcher.
 
-The transport feeds it frames; it decodes them into commands, calls the hub client,
-and writes the encoded replies through the transport's ``FrameWriter``. As the hub's
-``ClientSink`` it encodes pushes, caching each publication's bytes per framing so a
-broadcast is encoded once. It does no I/O of its own.
+The transport feeds it frames; its codec (JSON or Protobuf, codecs.py, chosen by the
+transport for the connection) decodes them into commands; it calls the hub client and
+writes the encoded replies through the transport's ``FrameWriter``. As the hub's
+``ClientSink`` it encodes pushes, caching each publication's bytes per (encoding,
+uni/bidi, framing) so a broadcast is encoded once per kind of recipient. It does no I/O
+of its own.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import TYPE_CHECKING
-
-import orjson
 
 from pushgate.engine.base import ClientInfo, Publication, StreamPosition
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
+    DISCONNECT_INAPPROPRIATE_PROTOCOL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_SERVER_ERROR,
     ERROR_INTERNAL,
@@ -26,7 +28,7 @@ from pushgate.hub.errors import (
     HubError,
 )
 from pushgate.metrics import COMMANDS
-from pushgate.protocol.centrifugo import replies
+from pushgate.protocol.centrifugo.codecs import JSON, Codec, UnfitData
 from pushgate.protocol.centrifugo.commands import (
     METHODS,
     ChannelRequest,
@@ -39,8 +41,6 @@ from pushgate.protocol.centrifugo.commands import (
     RefreshRequest,
     SubRefreshRequest,
     SubscribeRequest,
-    decode_command,
-    decode_commands,
 )
 
 if TYPE_CHECKING:
@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.centrifugo")
 
-DIALECT = "centrifugo-json"
+#: what a publication's cache holds for a recipient whose encoding cannot carry it
+UNFIT = b""
 
 
 #: SubscribeRequest.type values of subscriptions other than streams (client.proto)
@@ -84,28 +85,39 @@ def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
 class CentrifugoSession:
     dialect = "centrifugo"
 
-    __slots__ = ("_key", "client", "uni", "wants_pong", "writer")
+    __slots__ = ("_key", "client", "codec", "uni", "wants_pong", "writer")
 
-    def __init__(self, hub: Hub, writer: FrameWriter, transport: str, *, uni: bool = False) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        writer: FrameWriter,
+        transport: str,
+        *,
+        uni: bool = False,
+        codec: Codec = JSON,
+    ) -> None:
         self.writer = writer
+        self.codec = codec
         #: unidirectional: pushes go unwrapped and the client sends nothing after connect
         self.uni = uni
         self.wants_pong = writer.bidirectional and not uni
-        self._key = (DIALECT, "uni" if uni else "bidi", writer.framing)
+        self._key = (codec.dialect, "uni" if uni else "bidi", writer.framing)
         self.client = hub.new_client(self, transport)
 
     async def connect_unidirectional(self, request: object) -> None:
-        """A unidirectional connection's one request: ``{"token": …, "subs": …}``."""
+        """A unidirectional connection's one request: a ConnectRequest in the codec's
+        encoding (bytes), a JSON object already parsed (``{"token": …, "subs": …}``), or
+        a ConnectRequest already decoded."""
         client = self.client
         try:
-            if not isinstance(request, dict):
-                raise ProtocolError("connect request must be a JSON object")
-            command = decode_command(orjson.dumps({"id": 1, "connect": request}))
-        except (ProtocolError, orjson.JSONEncodeError) as exc:
+            if isinstance(request, ConnectRequest):
+                command = request
+            else:
+                command = self.codec.decode_connect_request(request)
+        except ProtocolError as exc:
             log.info("bad unidirectional connect from %s: %s", client.id, exc)
             client.disconnect(DISCONNECT_BAD_REQUEST)
             return
-        assert isinstance(command, ConnectRequest)
         try:
             result = await client.connect(token=command.token, name=command.name, subs=command.subs)
         except HubError as error:
@@ -117,7 +129,11 @@ class CentrifugoSession:
         except DisconnectError as exc:
             client.disconnect(exc.disconnect)
             return
-        self._write(replies.connect_push(result))
+        try:
+            self._write(self.codec.connect_push(result))
+        except UnfitData as exc:
+            self._unfit(exc)
+            return
         client.activate_all()
 
     # --- incoming -----------------------------------------------------------------
@@ -127,7 +143,7 @@ class CentrifugoSession:
             log.info("unidirectional client=%s sent a message; ignored", client.id)
             return
         try:
-            commands = decode_commands(frame)
+            commands = self.codec.decode_commands(frame)
         except ProtocolError as exc:
             log.info("bad frame from client=%s user=%s: %s", client.id, client.user, exc)
             client.disconnect(DISCONNECT_BAD_REQUEST)
@@ -140,6 +156,11 @@ class CentrifugoSession:
     async def handle_command(self, command: Command) -> None:
         client = self.client
         if command.is_pong:
+            if not client.connected:
+                # nothing was pinged yet: an empty command first is not a client's pong
+                log.info("empty command before connect from %s", client.id)
+                client.disconnect(DISCONNECT_BAD_REQUEST)
+                return
             # pongs spend the command rate too: a flood of them is a flood
             try:
                 client.check_command_rate()
@@ -162,26 +183,34 @@ class CentrifugoSession:
             COMMANDS.labels(label, "ok").inc()
         except HubError as error:
             COMMANDS.labels(label, "error").inc()
-            self._write(replies.error_reply(command.id, error))
+            self._write(self.codec.error_reply(command.id, error))
         except DisconnectError as exc:
             COMMANDS.labels(label, "disconnect").inc()
             client.disconnect(exc.disconnect)
+        except UnfitData as exc:
+            COMMANDS.labels(label, "disconnect").inc()
+            self._unfit(exc)
         except Exception:
             COMMANDS.labels(label, "internal_error").inc()
             log.exception("command %s failed for client=%s", command.method, client.id)
             if command.method == "connect":
                 client.disconnect(DISCONNECT_SERVER_ERROR)
             else:
-                self._write(replies.error_reply(command.id, ERROR_INTERNAL))
+                self._write(self.codec.error_reply(command.id, ERROR_INTERNAL))
 
     async def _dispatch(self, cmd: Command) -> None:
         client = self.client
+        codec = self.codec
         method = cmd.method
+        if getattr(cmd, "type", 0):
+            # map and shared-poll subscriptions, map publishes, track/untrack: kinds
+            # pushgate does not have; refused rather than served as something else
+            raise ERROR_NOT_AVAILABLE.with_message(f"not available: {method} type {cmd.type}")
         if isinstance(cmd, ConnectRequest):
             result = await client.connect(
                 token=cmd.token, name=cmd.name, version=cmd.version, subs=cmd.subs
             )
-            self._reply(cmd, replies.connect_result(result))
+            self._write(codec.connect_reply(cmd.id, result))
             client.activate_all()
         elif isinstance(cmd, SubscribeRequest):
             if cmd.type:
@@ -201,37 +230,38 @@ class CentrifugoSession:
                 positioned=cmd.positioned,
                 recoverable=cmd.recoverable,
                 flag=cmd.flag,
-                tags_filter=cmd.tf,
+                # the hub checks and compiles the tree from its plain form
+                tags_filter=asdict(cmd.tf) if cmd.tf is not None else None,
             )
-            self._reply(cmd, replies.subscribe_result(result))
+            # recovered publications this encoding cannot carry raise UnfitData here:
+            # the client must not believe it recovered, and a retry would fail the same
+            self._write(codec.subscribe_reply(cmd.id, result))
             client.activate(sub)
         elif isinstance(cmd, PublishRequest):
             await client.publish(cmd.channel, cmd.data)
-            self._reply(cmd, {})
+            self._write(codec.empty_reply(cmd.id, method))
         elif isinstance(cmd, HistoryRequest):
             since = StreamPosition(*cmd.since) if cmd.since else None
             history = await client.history(
                 cmd.channel, limit=cmd.limit, since=since, reverse=cmd.reverse
             )
-            self._reply(
-                cmd,
-                replies.history_result(
-                    history.publications, history.position.offset, history.position.epoch
-                ),
+            position = history.position
+            self._write(
+                codec.history_reply(cmd.id, history.publications, position.offset, position.epoch)
             )
         elif isinstance(cmd, ChannelRequest) and method == "unsubscribe":
             await client.unsubscribe(cmd.channel)
-            self._reply(cmd, {})
+            self._write(codec.empty_reply(cmd.id, method))
         elif isinstance(cmd, ChannelRequest) and method == "presence":
-            self._reply(cmd, replies.presence_result(await client.presence(cmd.channel)))
+            self._write(codec.presence_reply(cmd.id, await client.presence(cmd.channel)))
         elif isinstance(cmd, ChannelRequest) and method == "presence_stats":
             clients, users = await client.presence_stats(cmd.channel)
-            self._reply(cmd, {"num_clients": clients, "num_users": users})
+            self._write(codec.presence_stats_reply(cmd.id, clients, users))
         elif isinstance(cmd, RefreshRequest):
-            self._reply(cmd, replies.refresh_result(await client.refresh(cmd.token)))
+            self._write(codec.refresh_reply(cmd.id, await client.refresh(cmd.token)))
         elif isinstance(cmd, SubRefreshRequest):
             expires, ttl = await client.sub_refresh(cmd.channel, cmd.token)
-            self._reply(cmd, {"expires": True, "ttl": ttl} if expires else {})
+            self._write(codec.sub_refresh_reply(cmd.id, expires, ttl))
         elif isinstance(cmd, DataRequest) and method == "rpc":
             raise ERROR_NOT_AVAILABLE.with_message("not available: no RPC handler configured")
         elif isinstance(cmd, DataRequest):
@@ -239,16 +269,20 @@ class CentrifugoSession:
             # the message is dropped (and said so in the log).
             log.debug("send from client=%s dropped: no message handler", client.id)
         elif method == "ping":
-            self._reply(cmd, {})
+            self._write(codec.empty_reply(cmd.id, method))
         else:
             raise ERROR_METHOD_NOT_FOUND
-
-    def _reply(self, cmd: Command, result: dict) -> None:
-        self._write(replies.reply(cmd.id, cmd.method, result))
 
     def _write(self, payload: bytes) -> None:
         writer = self.writer
         writer.write(writer.frame(payload))
+
+    def _unfit(self, exc: UnfitData) -> None:
+        """The connection's encoding cannot carry what it must be sent: as Centrifugo,
+        it is closed for an inappropriate protocol (no reconnect: it would fail again)."""
+        client = self.client
+        log.warning("client=%s user=%s (%s): %s", client.id, client.user, self.codec.name, exc)
+        client.disconnect(DISCONNECT_INAPPROPRIATE_PROTOCOL)
 
     async def closed(self) -> None:
         """The transport is gone."""
@@ -258,49 +292,57 @@ class CentrifugoSession:
     def push_publication(self, channel: str, pub: Publication) -> None:
         data = pub.cache.get(self._key)
         if data is None:
-            payload = replies.pub_push(channel, pub, self.uni)
-            if pub.offset and getattr(self.writer, "event_ids", False):
-                event_id = position_event_id(channel, pub.offset, pub.epoch)
-                data = self.writer.frame(payload, event_id)  # type: ignore[call-arg]
-            else:
-                data = self.writer.frame(payload)
-            pub.cache[self._key] = data
-        self.writer.write(data)
+            data = pub.cache[self._key] = self._frame_publication(channel, pub)
+        if data:
+            self.writer.write(data)
+        else:
+            self._unfit(UnfitData(f"publication {pub.offset} in {channel} is not JSON"))
+
+    def _frame_publication(self, channel: str, pub: Publication) -> bytes:
+        """The publication's framed push, once for every recipient like this one."""
+        try:
+            payload = self.codec.pub_push(channel, pub, self.uni)
+        except UnfitData:
+            return UNFIT
+        if pub.offset and getattr(self.writer, "event_ids", False):
+            event_id = position_event_id(channel, pub.offset, pub.epoch)
+            return self.writer.frame(payload, event_id)  # type: ignore[call-arg]
+        return self.writer.frame(payload)
 
     def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
         data = cache.get(self._key)
         if data is None:
-            payload = replies.join_push(channel, info, self.uni)
+            payload = self.codec.join_push(channel, info, self.uni)
             data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
     def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
         data = cache.get(self._key)
         if data is None:
-            payload = replies.leave_push(channel, info, self.uni)
+            payload = self.codec.leave_push(channel, info, self.uni)
             data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None:
-        self._write(replies.subscribe_push(channel, result, self.uni))
+        self._write(self.codec.subscribe_push(channel, result, self.uni))
 
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
-        self._write(replies.unsubscribe_push(channel, code, reason, self.uni))
+        self._write(self.codec.unsubscribe_push(channel, code, reason, self.uni))
 
     def push_message(self, data: bytes) -> None:
-        self._write(replies.message_push(data, self.uni))
+        self._write(self.codec.message_push(data, self.uni))
 
     def push_refresh(self, expires: bool, ttl: int) -> None:
-        self._write(replies.refresh_push(expires, ttl, self.uni))
+        self._write(self.codec.refresh_push(expires, ttl, self.uni))
 
     def send_ping(self) -> None:
         if self.writer.pings:
-            self._write(replies.PING)
+            self._write(self.codec.ping)
 
     def close(self, disconnect: Disconnect) -> None:
         writer = self.writer
         if writer.closed:
             return
         if not writer.close_carries_code:
-            self._write(replies.disconnect_push(disconnect, self.uni))
+            self._write(self.codec.disconnect_push(disconnect, self.uni))
         writer.close(disconnect.code, disconnect.reason)
