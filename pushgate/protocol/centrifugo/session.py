@@ -58,13 +58,14 @@ UNFIT = b""
 SUBSCRIPTION_TYPES = {1: "map", 2: "map_clients", 3: "map_users", 4: "shared_poll"}
 
 
-def _unsupported_type(value: int) -> HubError:
-    """Error 108 for a subscription type other than a stream: pushgate has none of
-    Centrifugo's map or shared poll subscriptions, and says so rather than treating
-    the request as a stream subscription the client would misread."""
-    name = SUBSCRIPTION_TYPES.get(value, f"type {value}")
+def _unsupported_type(method: str, value: int) -> HubError:
+    """Error 108 for a request ``type`` other than a stream's (map and shared-poll
+    subscriptions, map publishes, track/untrack): pushgate has only stream channels and
+    says so rather than serving the request as something the client would misread."""
+    name = SUBSCRIPTION_TYPES.get(value, "unknown")
     return ERROR_NOT_AVAILABLE.with_message(
-        f"not available: {name} subscriptions are not supported, only streams"
+        f"not available: {method} type {value} ({name}): {name} subscriptions are not "
+        "supported, only streams"
     )
 
 
@@ -205,7 +206,9 @@ class CentrifugoSession:
         if getattr(cmd, "type", 0):
             # map and shared-poll subscriptions, map publishes, track/untrack: kinds
             # pushgate does not have; refused rather than served as something else
-            raise ERROR_NOT_AVAILABLE.with_message(f"not available: {method} type {cmd.type}")
+            error = _unsupported_type(method, cmd.type)
+            log.info("%s refused for %s: %s", method, client.id, error.message)
+            raise error
         if isinstance(cmd, ConnectRequest):
             result = await client.connect(
                 token=cmd.token, name=cmd.name, version=cmd.version, subs=cmd.subs
@@ -213,12 +216,6 @@ class CentrifugoSession:
             self._write(codec.connect_reply(cmd.id, result))
             client.activate_all()
         elif isinstance(cmd, SubscribeRequest):
-            if cmd.type:
-                error = _unsupported_type(cmd.type)
-                log.info(
-                    "subscribe to %s refused for %s: %s", cmd.channel, client.id, error.message
-                )
-                raise error
             sub, result = await client.subscribe(
                 cmd.channel,
                 token=cmd.token,
