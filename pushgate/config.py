@@ -106,6 +106,12 @@ def _check_origin(value: str) -> str | None:
     return f"invalid origin {value!r} (expected '*' or e.g. 'https://app.example.com')"
 
 
+def _check_delta_type(value: str) -> str | None:
+    if value == "fossil":
+        return None
+    return f"unknown delta type {value!r} (the one there is: 'fossil')"
+
+
 def _check_redis_url(value: str) -> str | None:
     if value.startswith(_REDIS_SCHEMES):
         return None
@@ -167,6 +173,19 @@ class ChannelOptions:
         False,
         "Clients may subscribe with a publication tags filter ('tf'): only publications "
         "whose tags match it are delivered to them.",
+    )
+    allowed_delta_types: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Delta compression a subscriber may ask for (subscribe 'delta'): 'fossil' "
+            "(empty = none).",
+            item_check=_check_delta_type,
+        ),
+    )
+    delta_publish: bool = _opt(
+        False,
+        "Every publication may go as a fossil delta to subscribers that negotiated one, "
+        "as if published with the API's delta: true.",
     )
     allow_subscribe_for_client: bool = _opt(
         False, "Any authenticated client may subscribe without a subscription token."

@@ -77,6 +77,7 @@ def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
         tags=str_dict(params, "tags"),
         skip_history=optional_bool(params, "skip_history"),
         idempotency_key=optional_str(params, "idempotency_key"),
+        delta=optional_bool(params, "delta"),
     )
 
 
@@ -94,11 +95,12 @@ async def broadcast(hub: Hub, params: dict) -> dict:
     tags = str_dict(params, "tags")
     skip = optional_bool(params, "skip_history")
     key = optional_str(params, "idempotency_key")
+    delta = optional_bool(params, "delta")
 
     async def one(channel: str) -> dict:
         try:
             pos = await hub.publish(
-                channel, data, tags=tags, skip_history=skip, idempotency_key=key
+                channel, data, tags=tags, skip_history=skip, idempotency_key=key, delta=delta
             )
         except HubError as error:
             return {"error": {"code": error.code, "message": error.message}}

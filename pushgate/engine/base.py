@@ -60,6 +60,14 @@ class Publication:
     info: ClientInfo | None = None
     tags: dict[str, str] | None = None
     time: int = 0
+    #: the publisher asked for delta compression (API ``delta``, namespace ``delta_publish``)
+    use_delta: bool = False
+    #: on a subscriber's copy only: ``data`` is a fossil delta against the publication
+    #: before it (the wire flag ``delta``)
+    delta: bool = False
+    #: set by the hub: the channel's publication before this one on this node, the base
+    #: of its delta; cleared once a later one arrives (no chain is kept)
+    prev: Publication | None = field(default=None, compare=False, repr=False)
     cache: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
 
 

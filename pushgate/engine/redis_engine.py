@@ -106,6 +106,8 @@ def encode_publication(pub: Publication) -> bytes:
         meta["t"] = pub.tags
     if type(pub.data) is BinaryData:
         meta["b"] = 1
+    if pub.use_delta:
+        meta["d"] = 1
     return orjson.dumps(meta) + b"\n" + pub.data
 
 
@@ -120,6 +122,7 @@ def decode_publication(body: bytes, offset: int, epoch: str) -> Publication:
         info=None if info is None else _info_from(info),
         tags=meta.get("t"),
         time=meta.get("tm", 0),
+        use_delta=bool(meta.get("d")),
     )
 
 

@@ -333,12 +333,15 @@ class Client:
         recoverable: bool = False,
         flag: int = 0,
         tags_filter: object = None,
+        delta: str = "",
     ) -> tuple[Subscription, SubscribeResult]:
         """A client-side subscription; call ``activate`` on it after the reply is written.
 
         ``positioned`` / ``recoverable``: the client asks for them (granted by
         ``allow_positioning`` / ``allow_recovery`` or history access); ``flag``: the
-        subscribe flags (``FLAG_REJECT_UNRECOVERED``); ``tags_filter``: a ``tf`` tree."""
+        subscribe flags (``FLAG_REJECT_UNRECOVERED``); ``tags_filter``: a ``tf`` tree;
+        ``delta``: the delta compression asked for ("fossil"), granted where the namespace
+        allows it (``allowed_delta_types``)."""
         hub = self.hub
         options = self._options(channel)
         if channel in self.subs:
@@ -367,6 +370,7 @@ class Client:
                 )
                 raise ERROR_PERMISSION_DENIED
             source = found
+        use_delta = self._delta_granted(channel, options, delta, tags_filter)
         accepts = None
         if tags_filter is not None:
             if not options.allow_tags_filter:
@@ -405,13 +409,34 @@ class Client:
             tags_filter=accepts,
             allow=allow,
             source=source,
+            delta=use_delta,
         )
         since = StreamPosition(offset, epoch) if recover else None
         result = await self._start(
             sub, since, reject_unrecovered=bool(flag & FLAG_REJECT_UNRECOVERED)
         )
         result.data = data
+        result.delta = use_delta
         return sub, result
+
+    def _delta_granted(
+        self, channel: str, options: ChannelOptions, delta: str, tags_filter: object
+    ) -> bool:
+        """Whether the delta compression asked for is on: an unknown type, or one with a
+        tags filter (whose skipped publications would break the chain), is a bad request;
+        one the namespace does not allow is simply not negotiated, as in Centrifugo."""
+        if not delta:
+            return False
+        if delta != "fossil":
+            log.info("subscribe to %s refused for %s: delta type %r", channel, self.id, delta)
+            raise ERROR_BAD_REQUEST.with_message(
+                f"bad request: unknown delta type {delta[:32]!r} (pushgate has 'fossil')"
+            )
+        if tags_filter is not None:
+            raise ERROR_BAD_REQUEST.with_message(
+                "bad request: delta compression and a tags filter cannot be combined"
+            )
+        return delta in options.allowed_delta_types
 
     def _verify_subscription_token(self, token: str, channel: str):
         try:

@@ -80,6 +80,10 @@ class Hub:
         self.channels: dict[str, dict[Client, Subscription]] = {}
         self._engine_subs: dict[str, asyncio.Future] = {}
         self._positions: dict[str, StreamPosition] = {}
+        #: channels with delta subscribers → how many; and their last publication here,
+        #: the base the next one's delta is made against (protocol/centrifugo/fossil.py)
+        self._delta_subscribers: Counter[str] = Counter()
+        self._last_publications: dict[str, Publication] = {}
         self._wheel: list[set[Client]] = [set() for _ in range(self._wheel_size)]
         self._ticks = 0
         self._expiry: list[tuple[float, int, str, str]] = []
@@ -215,6 +219,8 @@ class Hub:
             ready = self._engine_subs.get(channel)
             if ready is not None and not ready.done():
                 await asyncio.shield(ready)
+        if sub.delta:
+            self._delta_subscribers[channel] += 1
         if sub.options.presence:
             await self.engine.add_presence(
                 channel, sub.client.chan_info_for(channel), self.config.engine.presence_ttl
@@ -254,6 +260,11 @@ class Hub:
         subs = self.channels.get(channel)
         if subs is not None and subs.get(sub.client) is sub:
             del subs[sub.client]
+            if sub.delta:
+                self._delta_subscribers[channel] -= 1
+                if self._delta_subscribers[channel] <= 0:
+                    del self._delta_subscribers[channel]
+                    self._last_publications.pop(channel, None)
             if not subs:
                 del self.channels[channel]
                 self._engine_subs.pop(channel, None)
@@ -295,6 +306,8 @@ class Hub:
                 subs = self.channels.get(channel)
                 if not subs:
                     return
+        if channel in self._delta_subscribers:
+            self._chain(channel, pub, epoch)
         for sub in subs.values():
             try:
                 sub.deliver(pub)
@@ -303,6 +316,17 @@ class Hub:
                 # their copy: it is dropped, and the loop goes on
                 self._delivery_failed(sub.client, channel)
         self.delivered += len(subs)
+
+    def _chain(self, channel: str, pub: Publication, epoch: str) -> None:
+        """Give ``pub`` the channel's publication before it as its delta base, when its
+        publisher asked for delta and it directly follows that one; keep no chain."""
+        last = self._last_publications.get(channel)
+        if last is not None:
+            follows = not pub.offset or (pub.offset == last.offset + 1 and last.epoch == epoch)
+            if pub.use_delta and follows:
+                pub.prev = last
+            last.prev = None
+        self._last_publications[channel] = pub
 
     def _delivery_failed(self, client: Client, channel: str) -> None:
         log.exception("delivery to client=%s in %s failed; disconnecting it", client.id, channel)
@@ -607,6 +631,7 @@ class Hub:
         skip_history: bool = False,
         idempotency_key: str | None = None,
         internal: bool = False,
+        delta: bool = False,
     ) -> StreamPosition:
         return await self.publish_soon(
             channel,
@@ -616,6 +641,7 @@ class Hub:
             skip_history=skip_history,
             idempotency_key=idempotency_key,
             internal=internal,
+            delta=delta,
         )
 
     def publish_soon(
@@ -628,12 +654,21 @@ class Hub:
         skip_history: bool = False,
         idempotency_key: str | None = None,
         internal: bool = False,
+        delta: bool = False,
     ) -> asyncio.Future[StreamPosition]:
         """``publish`` started now (HubError at once for a channel no rule allows);
         the new position as a future. ``internal``: the server's own publication, the
-        only kind a reserved channel takes."""
+        only kind a reserved channel takes. ``delta``: it may go to subscribers that
+        negotiated delta compression as a delta against the one before (also when the
+        namespace sets ``delta_publish``)."""
         options = self.rules.options(channel, internal=internal)
-        pub = Publication(data, info=info, tags=tags or None, time=int(time.time() * 1000))
+        pub = Publication(
+            data,
+            info=info,
+            tags=tags or None,
+            time=int(time.time() * 1000),
+            use_delta=delta or options.delta_publish,
+        )
         keep = has_history(options) and not skip_history
         self.published += 1
         return self.engine.publish_soon(

@@ -19,6 +19,8 @@ class SubscribeResult:
     recovered: bool = False
     was_recovering: bool = False
     data: bytes | None = None
+    #: fossil delta compression negotiated for this subscription
+    delta: bool = False
 
 
 @dataclass(slots=True)

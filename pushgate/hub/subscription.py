@@ -25,6 +25,7 @@ class Subscription:
         "chan_info",
         "channel",
         "client",
+        "delta",
         "expires_at",
         "join_leave",
         "offset",
@@ -53,6 +54,7 @@ class Subscription:
         tags_filter: Predicate | None = None,
         allow: frozenset[str] = frozenset(),
         source: str = "",
+        delta: bool = False,
     ) -> None:
         self.client = client
         self.channel = channel
@@ -67,6 +69,8 @@ class Subscription:
         self.positioned = positioned or recoverable
         #: only publications whose tags it accepts are delivered
         self.tags_filter = tags_filter
+        #: fossil delta compression negotiated (the dialect sends deltas where it can)
+        self.delta = delta
         #: operations the subscription token granted in this channel (pub, prs, hst)
         self.allow = allow
         #: how a client-side subscription was allowed (hub.access), "" for server-side

@@ -191,6 +191,10 @@ const commands = {
     for (const k of ['limit', 'since', 'reverse']) if (msg[k] !== undefined) opts[k] = msg[k];
     return msg.via === 'sub' ? subscription(msg.channel).history(opts) : client.history(msg.channel, opts);
   },
+  // {channel}: centrifuge-js's delta compression statistics of the subscription
+  deltaStats(msg) {
+    return subscription(msg.channel).deltaStats();
+  },
   state(msg) {
     const out = { state: client ? client.state : null };
     if (msg.channel) out.sub = client.getSubscription(msg.channel)?.state ?? null;

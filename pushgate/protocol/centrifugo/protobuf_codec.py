@@ -331,6 +331,8 @@ def _publication(out: pb.Publication, pub: Publication) -> None:
         _client_info(out.info, pub.info)
     if pub.tags:
         out.tags.update(pub.tags)
+    if pub.delta:
+        out.delta = True
 
 
 def _subscribe_result(out: pb.SubscribeResult, result: SubscribeResult) -> None:
@@ -348,6 +350,8 @@ def _subscribe_result(out: pb.SubscribeResult, result: SubscribeResult) -> None:
     out.was_recovering = result.was_recovering
     if result.data is not None:
         out.data = result.data
+    if result.delta:
+        out.delta = True
 
 
 def _connect_result(out: pb.ConnectResult | pb.Connect, result: ConnectResult) -> None:

@@ -33,6 +33,8 @@ def publication(pub: Publication) -> dict:
         out["info"] = _info(pub.info)
     if pub.tags:
         out["tags"] = pub.tags
+    if pub.delta:
+        out["delta"] = True
     return out
 
 
@@ -68,6 +70,8 @@ def subscribe_result(result: SubscribeResult) -> dict:
         out["was_recovering"] = True
     if result.data is not None:
         out["data"] = Fragment(result.data)
+    if result.delta:
+        out["delta"] = True
     return out
 
 

@@ -28,6 +28,7 @@ from pushgate.hub.errors import (
     HubError,
 )
 from pushgate.metrics import COMMANDS
+from pushgate.protocol.centrifugo import delta
 from pushgate.protocol.centrifugo.codecs import JSON, Codec, UnfitData
 from pushgate.protocol.centrifugo.commands import (
     METHODS,
@@ -86,7 +87,7 @@ def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
 class CentrifugoSession:
     dialect = "centrifugo"
 
-    __slots__ = ("_key", "client", "codec", "uni", "wants_pong", "writer")
+    __slots__ = ("_delta", "_key", "client", "codec", "uni", "wants_pong", "writer")
 
     def __init__(
         self,
@@ -103,6 +104,9 @@ class CentrifugoSession:
         self.uni = uni
         self.wants_pong = writer.bidirectional and not uni
         self._key = (codec.dialect, "uni" if uni else "bidi", writer.framing)
+        #: channels with delta compression → the publication last sent there (the base
+        #: a delta must be made against); None while no channel uses it
+        self._delta: dict[str, Publication | None] | None = None
         self.client = hub.new_client(self, transport)
 
     async def connect_unidirectional(self, request: object) -> None:
@@ -229,7 +233,10 @@ class CentrifugoSession:
                 flag=cmd.flag,
                 # the hub checks and compiles the tree from its plain form
                 tags_filter=asdict(cmd.tf) if cmd.tf is not None else None,
+                delta=cmd.delta,
             )
+            if result.delta:
+                self._start_delta(cmd.channel, result)
             # recovered publications this encoding cannot carry raise UnfitData here:
             # the client must not believe it recovered, and a retry would fail the same
             self._write(codec.subscribe_reply(cmd.id, result))
@@ -247,6 +254,7 @@ class CentrifugoSession:
                 codec.history_reply(cmd.id, history.publications, position.offset, position.epoch)
             )
         elif isinstance(cmd, ChannelRequest) and method == "unsubscribe":
+            self._stop_delta(cmd.channel)
             await client.unsubscribe(cmd.channel)
             self._write(codec.empty_reply(cmd.id, method))
         elif isinstance(cmd, ChannelRequest) and method == "presence":
@@ -287,6 +295,9 @@ class CentrifugoSession:
 
     # --- ClientSink ---------------------------------------------------------------
     def push_publication(self, channel: str, pub: Publication) -> None:
+        if self._delta is not None and channel in self._delta:
+            self._push_delta(channel, pub)
+            return
         data = pub.cache.get(self._key)
         if data is None:
             data = pub.cache[self._key] = self._frame_publication(channel, pub)
@@ -306,6 +317,48 @@ class CentrifugoSession:
             return self.writer.frame(payload, event_id)  # type: ignore[call-arg]
         return self.writer.frame(payload)
 
+    # --- delta compression (delta.py) -----------------------------------------------
+    def _start_delta(self, channel: str, result: SubscribeResult) -> None:
+        """A subscription with delta: its recovered publications go whole then as deltas,
+        and what it is sent live is tracked as the base of the next delta."""
+        json = not self.codec.binary
+        try:
+            views = delta.recovered(result.publications, json)
+        except delta.NotText as exc:
+            raise UnfitData(str(exc)) from None
+        if self._delta is None:
+            self._delta = {}
+        # a delta is made against the live stream's previous publication: recovered ones
+        # come from history, so the first live publication goes whole
+        self._delta[channel] = None
+        result.publications = views
+
+    def _stop_delta(self, channel: str) -> None:
+        if self._delta is not None:
+            self._delta.pop(channel, None)
+
+    def _push_delta(self, channel: str, pub: Publication) -> None:
+        assert self._delta is not None
+        last = self._delta[channel]
+        self._delta[channel] = pub
+        patch = delta.patch_of(pub) if last is not None and pub.prev is last else None
+        json = not self.codec.binary
+        if patch is not None:
+            key = (*self._key, "delta")
+        else:
+            key = (*self._key, "whole") if json else self._key
+        data = pub.cache.get(key)
+        if data is None:
+            try:
+                view = delta.patched(pub, patch, json) if patch else delta.whole(pub, json)
+            except delta.NotText:
+                view = None
+            data = pub.cache[key] = self._frame_publication(channel, view) if view else UNFIT
+        if data:
+            self.writer.write(data)
+        else:
+            self._unfit(UnfitData(f"publication {pub.offset} in {channel} is not JSON"))
+
     def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
         data = cache.get(self._key)
         if data is None:
@@ -324,6 +377,7 @@ class CentrifugoSession:
         self._write(self.codec.subscribe_push(channel, result, self.uni))
 
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
+        self._stop_delta(channel)
         self._write(self.codec.unsubscribe_push(channel, code, reason, self.uni))
 
     def push_message(self, data: bytes) -> None:
