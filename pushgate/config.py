@@ -1153,7 +1153,9 @@ def _build_entry(
             ok = False
             continue
         builder.origins[origin.label] = origin
-    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    required = [
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    ]
     missing = [key for key in required if key not in entry]
     for key in missing:
         where = f"{_nth_entry(index, section)} name" if key == "name" else f"{label} {key}"
