@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pushgate.durations import parse_duration
 
 __all__ = [
+    "ENTRY_SECTIONS",
     "ENV_ALLOWLIST",
     "ENV_PREFIX",
     "RESERVED_CHANNEL_PREFIX",
