@@ -2,41 +2,118 @@
 
 ``build_app`` takes pushgate's own aiohttp application (``pushgate.server.create_app``)
 and mounts the demo backend beside it at ``/demo/``. The two still talk the way two
-separate services would: the demo signs JWTs with the shared HMAC secret and publishes
-over HTTP to pushgate's ``/api/publish`` with the API key (to its own address), so moving
-the demo to another process or machine changes only ``Settings.pushgate_url``.
+separate services would: pushgate asks the demo over HTTP through its proxies (who
+connects, who may follow a board, card moves: ``demo/proxy.py``), and the demo publishes
+over HTTP to pushgate's ``/api/publish`` with the API key, so moving the demo to another
+process or machine changes only URLs.
+
+``with_demo_proxies`` points pushgate's proxies at this process: ``[[proxies]]`` entries
+whose endpoint is under ``/demo/proxy/`` (``pushgate.toml`` has them) are moved to the
+port actually listened on; a configuration without any (``pushgate serve``'s own, a
+test's) gets them added, with the switches that use them and a random proxy key.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 import os
+import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 
+from demo import proxy
 from demo.app import Settings, create_demo_app
-from pushgate.config import Config
+from pushgate.config import Config, ProxyConfig
 from pushgate.server import bind_socket, create_app
+
+log = logging.getLogger("demo")
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = Path(__file__).resolve().parent / "data" / "demo.sqlite3"
 DB_ENV = "DEMO_DB"
 
 
+#: where pushgate's proxies reach the demo (its app is mounted at /demo/)
+PROXY_PATH = "/demo/proxy/"
+
+
+def demo_proxies(config: Config) -> list[ProxyConfig]:
+    return [p for p in config.proxies if urlsplit(p.endpoint).path.startswith(PROXY_PATH)]
+
+
+def proxy_key(config: Config) -> str:
+    """The ``X-Proxy-Key`` the demo's proxies send (their ``static_headers``)."""
+    for entry in demo_proxies(config):
+        for header in entry.static_headers:
+            name, _, value = header.partition(":")
+            if name.strip().lower() == proxy.KEY_HEADER.lower():
+                return value.strip()
+    return ""
+
+
+def with_demo_proxies(config: Config, url: str) -> Config:
+    """``config`` with the demo's proxies pointing at ``url`` (added when missing)."""
+    ours = demo_proxies(config)
+    if ours:
+        moved = []
+        for entry in config.proxies:
+            if entry in ours:
+                parts = urlsplit(entry.endpoint)
+                base = urlsplit(url)
+                endpoint = urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
+                entry = dataclasses.replace(entry, endpoint=endpoint)
+            moved.append(entry)
+        return dataclasses.replace(config, proxies=moved)
+    key = [f"{proxy.KEY_HEADER}: {secrets.token_urlsafe(16)}"]
+    added = [
+        ProxyConfig(
+            name="demo-connect",
+            endpoint=url + PROXY_PATH + "connect",
+            http_headers=["Cookie"],
+            static_headers=key,
+        ),
+        ProxyConfig(name="demo-board", endpoint=url + PROXY_PATH + "subscribe", static_headers=key),
+        ProxyConfig(name="demo-rpc", endpoint=url + PROXY_PATH + "rpc", static_headers=key),
+    ]
+    client = dataclasses.replace(
+        config.client, connect_proxy_enabled=True, connect_proxy_name="demo-connect"
+    )
+    rpc = dataclasses.replace(config.rpc, proxy_enabled=True, proxy_name="demo-rpc")
+    namespaces = [
+        dataclasses.replace(ns, subscribe_proxy_enabled=True, subscribe_proxy_name="demo-board")
+        if ns.name == "board"
+        else ns
+        for ns in config.namespaces
+    ]
+    log.info("demo: pushgate's connect, board subscribe and rpc proxies point at %s", url)
+    return dataclasses.replace(
+        config,
+        proxies=[*config.proxies, *added],
+        client=client,
+        rpc=rpc,
+        namespaces=namespaces,
+    )
+
+
 def settings_for(config: Config, pushgate_url: str, **overrides: object) -> Settings:
+    """The demo's settings; ``config`` already ``with_demo_proxies``."""
     values: dict = {
         "db_path": os.environ.get(DB_ENV) or str(DEFAULT_DB),
         "pushgate_url": pushgate_url,
         "api_key": config.api.key,
-        "hmac_secret": config.token.hmac_secret,
+        "proxy_key": proxy_key(config),
         **overrides,
     }
     return Settings(**values)
 
 
 def build_app(config: Config, settings: Settings) -> web.Application:
+    """pushgate (``config`` already ``with_demo_proxies``) with the demo at /demo/."""
     app = create_app(config)
 
     async def to_demo(request: web.Request) -> web.Response:
@@ -44,7 +121,9 @@ def build_app(config: Config, settings: Settings) -> web.Application:
 
     app.router.add_get("/", to_demo)
     app.router.add_get("/demo", to_demo)
-    app.add_subapp("/demo/", create_demo_app(settings))
+    demo = create_demo_app(settings)
+    proxy.add_routes(demo)
+    app.add_subapp("/demo/", demo)
     return app
 
 
@@ -73,6 +152,7 @@ async def start(
     """Start pushgate + demo in the running event loop (port 0: any free port)."""
     sock = bind_socket(host, port)
     url = url_of(sock)
+    config = with_demo_proxies(config, url)
     app = build_app(config, settings_for(config, url, **overrides))
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
