@@ -7,10 +7,11 @@ connects, who may follow a board, card moves: ``demo/proxy.py``), and the demo p
 over HTTP to pushgate's ``/api/publish`` with the API key, so moving the demo to another
 process or machine changes only URLs.
 
-``with_demo_proxies`` points pushgate's proxies at this process: ``[[proxies]]`` entries
-whose endpoint is under ``/demo/proxy/`` (``pushgate.toml`` has them) are moved to the
-port actually listened on; a configuration without any (``pushgate serve``'s own, a
-test's) gets them added, with the switches that use them and a random proxy key.
+``with_demo_proxies`` points pushgate's proxies at this process and turns them on: the
+``[[proxies]]`` entries whose endpoint is under ``/demo/proxy/`` (``pushgate.toml``
+declares them) are moved to the port actually listened on, missing ones are added (a
+test's configuration has none), and the connect proxy, the board namespace's subscribe
+proxy and the rpc proxy are switched on.
 """
 
 from __future__ import annotations
@@ -56,47 +57,55 @@ def proxy_key(config: Config) -> str:
     return ""
 
 
+#: what the demo answers: (endpoint under PROXY_PATH, the name it gets when the
+#: configuration does not declare it, HTTP headers it needs)
+DEMO_PROXIES = (
+    ("connect", "demo-connect", ["Cookie"]),
+    ("subscribe", "demo-board", []),
+    ("rpc", "demo-rpc", []),
+)
+
+
 def with_demo_proxies(config: Config, url: str) -> Config:
-    """``config`` with the demo's proxies pointing at ``url`` (added when missing)."""
-    ours = demo_proxies(config)
-    if ours:
-        moved = []
-        for entry in config.proxies:
-            if entry in ours:
-                parts = urlsplit(entry.endpoint)
-                base = urlsplit(url)
-                endpoint = urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
-                entry = dataclasses.replace(entry, endpoint=endpoint)
-            moved.append(entry)
-        return dataclasses.replace(config, proxies=moved)
-    key = [f"{proxy.KEY_HEADER}: {secrets.token_urlsafe(16)}"]
-    added = [
-        ProxyConfig(
-            name="demo-connect",
-            endpoint=url + PROXY_PATH + "connect",
-            http_headers=["Cookie"],
-            static_headers=key,
-        ),
-        ProxyConfig(name="demo-board", endpoint=url + PROXY_PATH + "subscribe", static_headers=key),
-        ProxyConfig(name="demo-rpc", endpoint=url + PROXY_PATH + "rpc", static_headers=key),
-    ]
+    """``config`` with the demo's connect, board subscribe and rpc proxies on, pointing
+    at ``url``: declared ones (endpoints under /demo/proxy/) moved there, missing ones
+    added with the declared ones' key (a random one if none)."""
+    key = proxy_key(config) or secrets.token_urlsafe(16)
+    base = urlsplit(url)
+    proxies, names = [], {}
+    for entry in config.proxies:
+        parts = urlsplit(entry.endpoint)
+        if parts.path.startswith(PROXY_PATH):
+            moved = urlunsplit(parts._replace(scheme=base.scheme, netloc=base.netloc))
+            entry = dataclasses.replace(entry, endpoint=moved)
+            names.setdefault(parts.path[len(PROXY_PATH) :], entry.name)
+        proxies.append(entry)
+    for kind, name, headers in DEMO_PROXIES:
+        if kind not in names:
+            names[kind] = name
+            proxies.append(
+                ProxyConfig(
+                    name=name,
+                    endpoint=url + PROXY_PATH + kind,
+                    http_headers=list(headers),
+                    static_headers=[f"{proxy.KEY_HEADER}: {key}"],
+                )
+            )
     client = dataclasses.replace(
-        config.client, connect_proxy_enabled=True, connect_proxy_name="demo-connect"
+        config.client, connect_proxy_enabled=True, connect_proxy_name=names["connect"]
     )
-    rpc = dataclasses.replace(config.rpc, proxy_enabled=True, proxy_name="demo-rpc")
+    rpc = dataclasses.replace(config.rpc, proxy_enabled=True, proxy_name=names["rpc"])
     namespaces = [
-        dataclasses.replace(ns, subscribe_proxy_enabled=True, subscribe_proxy_name="demo-board")
+        dataclasses.replace(
+            ns, subscribe_proxy_enabled=True, subscribe_proxy_name=names["subscribe"]
+        )
         if ns.name == "board"
         else ns
         for ns in config.namespaces
     ]
-    log.info("demo: pushgate's connect, board subscribe and rpc proxies point at %s", url)
+    log.info("demo: pushgate's connect, board subscribe and rpc proxies call %s", url)
     return dataclasses.replace(
-        config,
-        proxies=[*config.proxies, *added],
-        client=client,
-        rpc=rpc,
-        namespaces=namespaces,
+        config, proxies=proxies, client=client, rpc=rpc, namespaces=namespaces
     )
 
 
