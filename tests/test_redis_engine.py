@@ -478,7 +478,9 @@ async def second_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     server.kill()
 
 
-async def test_a_shard_with_nothing_subscribed_keeps_its_pubsub_connection(engines, second_redis):
+async def test_a_shard_with_nothing_subscribed_keeps_its_pubsub_connection(
+    engines, second_redis
+):
     """The second shard has no channel at first: its PUB/SUB reader must stay connected
     (not end its listen loop, reconnect and report a resync each time), and a subscribe
     arriving later is confirmed."""
