@@ -16,6 +16,9 @@ Scenarios (``python -m bench.run [names…]``; all but ``c100k`` when none is na
   server's.
 - ``latency``: publish → receive p50/p99/p999 at 50% of the measured maximum rate.
 - ``api``: publications accepted per second by ``/api/publish`` and ``/api/batch``.
+- ``proxy`` (bench/proxybench.py): client RPCs answered by a backend through the rpc
+  proxy, alone and under the ``api`` scenario's ``/api/publish`` load; connects through
+  the connect proxy.
 - ``transports`` (bench/transports.py), ``cluster`` (bench/cluster.py).
 - ``c100k`` (bench/c100k.py): 100k connections, 6 workers + Redis, personal + group
   publications from several load processes; only when named (~5 minutes).
@@ -102,14 +105,14 @@ def pin(cpu: int) -> list[str]:
 class Server:
     """pushgate (``kind="pushgate"``) or the raw baseline server, pinned to CPU 0."""
 
-    def __init__(self, workdir: Path, kind: str = "pushgate") -> None:
+    def __init__(self, workdir: Path, kind: str = "pushgate", config_text: str = CONFIG) -> None:
         self.port = free_port()
         self.kind = kind
         if kind == "baseline":
             command = [sys.executable, "-m", "bench.baseline", "--port", str(self.port)]
         else:
             config = workdir / "bench.toml"
-            config.write_text(CONFIG)
+            config.write_text(config_text)
             command = serve_command(config, self.port)
         self.process = subprocess.Popen([*pin(0), *command], cwd=ROOT)
 
@@ -831,6 +834,12 @@ def run_api(args) -> None:
         )
 
 
+def run_proxy(args) -> None:
+    from bench.proxybench import run  # imports this module: loaded only when asked for
+
+    run(args)
+
+
 def run_transports(args) -> None:
     from bench.transports import run  # imports this module: loaded only when asked for
 
@@ -856,6 +865,7 @@ SCENARIOS = {
     "idle": run_idle,
     "latency": run_latency,
     "api": run_api,
+    "proxy": run_proxy,
     "transports": run_transports,
     "cluster": run_cluster,
     "c100k": run_c100k,
@@ -897,6 +907,11 @@ def main() -> None:
     latency_args.add_argument("--latency-seconds", type=float, default=8.0)
     api_args = parser.add_argument_group("api")
     api_args.add_argument("--api-seconds", type=float, default=4.0)
+    proxy_args = parser.add_argument_group("proxy")
+    proxy_args.add_argument("--proxy-seconds", type=float, default=4.0)
+    proxy_args.add_argument(
+        "--proxy-connections", type=int, default=50, help="RPC callers, one call at a time each"
+    )
     transport_args = parser.add_argument_group("transports")
     transport_args.add_argument(
         "--transports", default="", help="comma-separated subset (default: all ten)"

@@ -13,7 +13,7 @@ import os
 
 from aiohttp import web
 
-from demo.server import build_app, settings_for, url_of
+from demo.server import build_app, settings_for, url_of, with_demo_proxies
 from pushgate.config import ConfigError, load_config
 from pushgate.listening import CannotListen
 from pushgate.server import bind_socket, install_uvloop, raise_open_files_limit
@@ -46,6 +46,7 @@ def main() -> int:
     except CannotListen as exc:
         parser.exit(2, f"{parser.prog}: {exc}\n")
     url = url_of(sock)
+    config = with_demo_proxies(config, url)
     settings = settings_for(config, url)
     app = build_app(config, settings)
     logging.getLogger("demo").info(

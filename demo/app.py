@@ -1,8 +1,9 @@
 """The team board's backend: an aiohttp app the launcher mounts at ``/demo/``.
 
 It is the product side of the integration. It owns the state (SQLite, ``store.py``),
-decides who may see and change what, signs the connection JWTs pushgate checks, and after
-every committed write publishes the result through pushgate's HTTP server API:
+decides who may see and change what — pushgate asks it who connects, who may follow a board
+and how a card moves (its proxies, ``proxy.py``: the pages need no token) — and after every
+committed write publishes the result through pushgate's HTTP server API:
 
 - ``board:<id>``: ``{type: "card", card, actor}``, the card's whole new state with its
   ``version``; ``{type: "status", user, status}`` for away / back;
@@ -10,7 +11,8 @@ every committed write publishes the result through pushgate's HTTP server API:
   ``{type: "read", ids, unread, stamp}``.
 
 Pages: ``/demo/`` picks a user (cookie ``demo_user``, or ``?as=<user>`` on any page) and a
-board; ``/demo/board/<id>`` is the board.
+board; ``/demo/board/<id>`` is the board. The cookie's path is ``/``, so it also goes with
+the page's connection to pushgate, whose connect proxy hands it to ``proxy.py``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 
 from aiohttp import web
 
-from demo.push import PushgateError, ServerApi, connection_token, subscription_token
+from demo.push import PushgateError, ServerApi
 from demo.store import COLUMN_TITLES, COLUMNS, Change, Invalid, NotFound, Store
 
 log = logging.getLogger("demo")
@@ -31,6 +33,9 @@ log = logging.getLogger("demo")
 STATIC = Path(__file__).with_name("static")
 COOKIE = "demo_user"
 PREFIX = "/demo"
+#: the cookie's path: the pages' and pushgate's (/connection/…), whose connect proxy
+#: hands it back to this backend
+COOKIE_PATH = "/"
 
 
 @dataclass
@@ -39,10 +44,10 @@ class Settings:
     pushgate_url: str
     """Where the backend reaches pushgate's server API (``http://127.0.0.1:8000``)."""
     api_key: str
-    hmac_secret: str
+    proxy_key: str = ""
+    """What pushgate's proxy calls carry in ``X-Proxy-Key`` (their ``static_headers``)."""
     browser_pushgate_url: str = ""
     """What pages pass to ``new Pushgate()``: ``''`` is the page's own origin."""
-    token_ttl: float = 3600.0
     away_after: float = 60.0
     """Seconds of a hidden or idle page before its user shows as away."""
 
@@ -117,7 +122,7 @@ def page(name: str):
         response = web.FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
         user = request.query.get("as")
         if user in request.app[USERS]:
-            response.set_cookie(COOKIE, user, path=PREFIX, samesite="Lax", max_age=30 * 86400)
+            response.set_cookie(COOKIE, user, path=COOKIE_PATH, samesite="Lax", max_age=30 * 86400)
         return response
 
     return handler
@@ -151,20 +156,20 @@ async def publish_change(request: web.Request, change: Change, actor: str) -> bo
     return not failed
 
 
-# --- handlers: session and tokens -----------------------------------------------------------
+# --- handlers: session -----------------------------------------------------------
 async def login(request: web.Request) -> web.Response:
     data = await body(request)
     user = data.get("user")
     if not isinstance(user, str) or user not in request.app[USERS]:
         return web.json_response({"error": "unknown user"}, status=400)
     response = web.json_response({"user": user})
-    response.set_cookie(COOKIE, user, path=PREFIX, samesite="Lax", max_age=30 * 86400)
+    response.set_cookie(COOKIE, user, path=COOKIE_PATH, samesite="Lax", max_age=30 * 86400)
     return response
 
 
 async def logout(request: web.Request) -> web.Response:
     response = web.json_response({})
-    response.del_cookie(COOKIE, path=PREFIX)
+    response.del_cookie(COOKIE, path=COOKIE_PATH)
     return response
 
 
@@ -182,24 +187,6 @@ async def me(request: web.Request) -> web.Response:
                 "columns": [{"id": c, "title": COLUMN_TITLES[c]} for c in COLUMNS],
             },
         }
-    )
-
-
-async def token(request: web.Request) -> web.Response:
-    """``getToken`` of pushgate.js: a connection JWT for the signed-in user, or with
-    ``?channel=board:<id>`` a subscription JWT, for members of that board only."""
-    user_id = need_user(request)
-    settings = request.app[SETTINGS]
-    channel = request.query.get("channel")
-    if channel is None:
-        user = request.app[USERS][user_id]
-        return web.Response(text=connection_token(settings.hmac_secret, user, settings.token_ttl))
-    namespace, _, name = channel.partition(":")
-    if namespace != "board" or not name.isdigit():
-        raise web.HTTPForbidden(text="no token for that channel")
-    await need_member(request, int(name))
-    return web.Response(
-        text=subscription_token(settings.hmac_secret, user_id, channel, settings.token_ttl)
     )
 
 
@@ -341,7 +328,6 @@ def create_demo_app(settings: Settings) -> web.Application:
     r.add_post("/api/login", login)
     r.add_post("/api/logout", logout)
     r.add_get("/api/me", me)
-    r.add_get("/api/token", token)
     r.add_get("/api/boards/{board_id:\\d+}", get_board)
     r.add_post("/api/boards/{board_id:\\d+}/cards", create_card)
     r.add_patch("/api/cards/{card_id:\\d+}", update_card)

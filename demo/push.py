@@ -1,36 +1,19 @@
-"""How the demo backend talks to pushgate: JWTs it signs, and the HTTP server API.
+"""How the demo backend talks to pushgate: the HTTP server API.
 
-Nothing here imports pushgate: a product's backend needs only the HMAC secret, the API
-key and pushgate's URL, and could be written in any language.
+Nothing here imports pushgate: a product's backend needs only the API key and pushgate's
+URL, and could be written in any language. (pushgate talks to the backend through its
+proxies: proxy.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from typing import Any
 
 import aiohttp
-import jwt
 
 log = logging.getLogger("demo.push")
-
-
-def connection_token(secret: str, user: dict[str, Any], ttl: float) -> str:
-    """A connection JWT: ``sub`` is the user, ``info`` is shown to others in presence."""
-    claims = {
-        "sub": user["id"],
-        "exp": int(time.time() + ttl),
-        "info": {"name": user["name"], "color": user["color"]},
-    }
-    return jwt.encode(claims, secret, algorithm="HS256")
-
-
-def subscription_token(secret: str, user_id: str, channel: str, ttl: float) -> str:
-    """A subscription JWT for one channel: what the backend grants board members only."""
-    claims = {"sub": user_id, "channel": channel, "exp": int(time.time() + ttl)}
-    return jwt.encode(claims, secret, algorithm="HS256")
 
 
 class PushgateError(Exception):

@@ -10,6 +10,7 @@ checks are done here so no per-token key preparation or warning machinery runs.
 import binascii
 import logging
 import os
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -37,6 +38,7 @@ __all__ = [
     "TokenError",
     "TokenExpired",
     "TokenVerifier",
+    "looks_like_jwt",
     "mint_connection_token",
     "mint_internal_token",
     "mint_subscription_token",
@@ -53,6 +55,15 @@ _PEM_MARKER = "-----BEGIN"
 #: the ``kid`` header of internal connection tokens: the server mints them with a key of
 #: its own (never one of ``[token]``'s), for connections it authorizes itself
 INTERNAL_KID = "pushgate-internal"
+
+
+_JWT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+
+
+def looks_like_jwt(text: str) -> bool:
+    """``header.payload.signature`` in base64url: a password field that holds a token
+    (STOMP passcode, XMPP SASL password) rather than a password for the connect proxy."""
+    return bool(_JWT_SHAPE.fullmatch(text))
 
 
 class TokenError(Exception):

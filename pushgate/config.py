@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 from pushgate.durations import parse_duration
 
 __all__ = [
+    "ENTRY_SECTIONS",
     "ENV_ALLOWLIST",
     "ENV_PREFIX",
     "RESERVED_CHANNEL_PREFIX",
@@ -35,6 +36,9 @@ __all__ = [
     "EngineConfig",
     "NamespaceConfig",
     "PollingConfig",
+    "ProxyConfig",
+    "RpcConfig",
+    "RpcNamespaceConfig",
     "ServerConfig",
     "StompConfig",
     "TokenConfig",
@@ -59,6 +63,7 @@ CHANNEL_OPTION_ALIASES = {"recovery_mode": "force_recovery_mode"}
 _NAMESPACE_NAME = re.compile(r"[A-Za-z0-9_\-.]+")
 _ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^/\s?#]+")
 _HOST_PORT = re.compile(r"[^\s:]+:\d{1,5}")
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 _PEM_MARKER = "-----BEGIN"
 _MASK = "***"
@@ -227,6 +232,28 @@ class ChannelOptions:
         "Channels with the user boundary ('#alice') may be joined, without a subscription "
         "token, by the users they list (off: such a channel is like any other of the "
         "namespace).",
+    )
+    subscribe_proxy_enabled: bool = _opt(
+        False,
+        "Ask the backend (the subscribe proxy) whether a client may subscribe without a "
+        "subscription token; its answer replaces allow_subscribe_for_* (docs/proxy.md).",
+    )
+    subscribe_proxy_name: str = _opt(
+        "subscribe", "The [[proxies]] entry subscribe_proxy_enabled calls."
+    )
+    publish_proxy_enabled: bool = _opt(
+        False,
+        "Ask the backend (the publish proxy) about every client publication: it may refuse "
+        "or rewrite it; its answer replaces allow_publish_for_* (docs/proxy.md).",
+    )
+    publish_proxy_name: str = _opt("publish", "The [[proxies]] entry publish_proxy_enabled calls.")
+    sub_refresh_proxy_enabled: bool = _opt(
+        False,
+        "When a subscription expires, ask the backend (the sub_refresh proxy) to prolong it "
+        "instead of the client (docs/proxy.md).",
+    )
+    sub_refresh_proxy_name: str = _opt(
+        "sub_refresh", "The [[proxies]] entry sub_refresh_proxy_enabled calls."
     )
 
 
@@ -449,6 +476,24 @@ class ClientConfig:
         "A connection that has not sent connect within this time is closed as stale (3502).",
         lo=0,
     )
+    connect_proxy_enabled: bool = _opt(
+        False,
+        "A connect without a token goes to the backend (the connect proxy), which answers "
+        "with the user, or refuses; Centrifugo's client.proxy.connect (docs/proxy.md).",
+    )
+    connect_proxy_name: str = _opt("connect", "The [[proxies]] entry connect_proxy_enabled calls.")
+    refresh_proxy_enabled: bool = _opt(
+        False,
+        "When a connection expires, ask the backend (the refresh proxy) to prolong it "
+        "instead of the client; Centrifugo's client.proxy.refresh (docs/proxy.md).",
+    )
+    refresh_proxy_name: str = _opt("refresh", "The [[proxies]] entry refresh_proxy_enabled calls.")
+    send_proxy_enabled: bool = _opt(
+        False,
+        "Client send messages (fire-and-forget, no reply) go to the backend (the send proxy); "
+        "off: they are dropped (docs/proxy.md).",
+    )
+    send_proxy_name: str = _opt("send", "The [[proxies]] entry send_proxy_enabled calls.")
 
 
 @dataclass(slots=True)
@@ -528,6 +573,11 @@ class StompConfig:
             "for /exchange/ destinations and AMQP ingress.",
             item_check=_check_exchange_mapping,
         ),
+    )
+    rpc_destination_prefix: str = _opt(
+        "/rpc/",
+        "A SEND to <prefix><method> is a client RPC answered by the rpc proxy: the result "
+        "comes back as a MESSAGE to the SEND's reply-to (empty = off; docs/proxy.md).",
     )
 
 
@@ -646,6 +696,137 @@ class XmppConfig:
     )
 
 
+def _check_static_header(value: str) -> str | None:
+    name, colon, _ = value.partition(":")
+    if colon and _HEADER_NAME.fullmatch(name.strip()):
+        return None
+    return f"invalid header {value!r} (expected 'Name: value')"
+
+
+def _check_header_name(value: str) -> str | None:
+    if _HEADER_NAME.fullmatch(value):
+        return None
+    return f"invalid header name {value!r}"
+
+
+@dataclass(slots=True)
+class ProxyConfig:
+    """A ``[[proxies]]`` entry: a backend endpoint pushgate asks, over HTTP with
+    Centrifugo's proxy JSON, what to do (Centrifugo's named ``proxies``)."""
+
+    name: str = field(
+        kw_only=True,
+        metadata=_meta(
+            "Proxy name, what client.*_proxy_name, namespaces' *_proxy_name and "
+            "[rpc] proxy_name refer to (letters, digits, '_', '-', '.'; unique)."
+        ),
+    )
+    endpoint: str = field(
+        kw_only=True,
+        metadata=_meta(
+            "The backend's URL, http:// or https:// (one endpoint per proxy; gRPC "
+            "endpoints are not supported, docs/proxy.md)."
+        ),
+    )
+    timeout: float = _opt(
+        1.0,
+        "A call not answered within this time fails (duration); the client gets a "
+        "temporary error (connect: error 100, and it retries).",
+        lo=0.001,
+    )
+    http_headers: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Headers of the client's HTTP request (WebSocket handshake, SSE, HTTP-stream or "
+            "polling request, BOSH) forwarded to the backend, e.g. ['Cookie', "
+            "'Authorization'] (case-insensitive; none by default).",
+            item_check=_check_header_name,
+        ),
+    )
+    emulated_headers: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Headers a client sent in its connect command ('headers', chosen by the client: "
+            "treat as untrusted) forwarded to the backend; a real HTTP header of the same "
+            "name wins.",
+            item_check=_check_header_name,
+        ),
+    )
+    static_headers: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Headers added to every call, 'Name: value', e.g. a shared secret the backend "
+            "checks (['X-Proxy-Key: …']); masked when the configuration is shown.",
+            item_check=_check_static_header,
+            secret=True,
+        ),
+    )
+    binary_encoding: bool = _opt(
+        False,
+        "Send payloads as base64 'b64data' (encoding 'binary') instead of JSON 'data' "
+        "(payloads that are not JSON always go as b64data).",
+    )
+    include_connection_meta: bool = _opt(
+        False, "Send the connection's 'meta' (from the connect proxy's answer) with every call."
+    )
+    max_concurrency: int = _opt(
+        64,
+        "Calls in flight at once; past it a call fails at once with a temporary error "
+        "(counted as result 'overloaded').",
+        lo=1,
+    )
+    circuit_failures: int = _opt(
+        5,
+        "Failures in a row (timeouts, errors reaching the backend, bad answers) that open "
+        "the circuit: calls then fail at once for circuit_open (0 = never).",
+        lo=0,
+    )
+    circuit_open: float = _opt(
+        5.0,
+        "How long an open circuit fails calls at once before one call tries the backend "
+        "again (duration).",
+        lo=0,
+    )
+
+
+@dataclass(slots=True)
+class RpcOptions:
+    """What an RPC method's namespace says: whether the rpc proxy answers it."""
+
+    proxy_enabled: bool = _opt(
+        False,
+        "Client RPCs are answered by the backend (the rpc proxy); off: error 108 "
+        "(Centrifugo's rpc proxy_enabled).",
+    )
+    proxy_name: str = _opt("rpc", "The [[proxies]] entry that answers these RPCs.")
+
+
+@dataclass(slots=True)
+class RpcConfig(RpcOptions):
+    """``[rpc]``: client RPCs whose method has no namespace (Centrifugo's
+    ``rpc.without_namespace``), and how a method names its namespace."""
+
+    namespace_boundary: str = _opt(
+        ":",
+        "Separates an RPC method's namespace from the rest: 'board:move' is in "
+        "[[rpc_namespace]] 'board'.",
+    )
+
+
+@dataclass(slots=True)
+class RpcNamespaceConfig(RpcOptions):
+    """A ``[[rpc_namespace]]`` entry: options of RPC methods named ``<name>:...``
+    (Centrifugo's ``rpc.namespaces``)."""
+
+    name: str = field(
+        kw_only=True,
+        metadata=_meta(
+            "RPC namespace name, the method's prefix before rpc.namespace_boundary "
+            "(letters, digits, '_', '-', '.'; unique)."
+        ),
+    )
+
+
 @dataclass(slots=True)
 class AdminConfig:
     """``[admin]``: the admin web page at ``/admin``."""
@@ -695,8 +876,11 @@ class Config:
     stomp: StompConfig = field(default_factory=StompConfig)
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
     xmpp: XmppConfig = field(default_factory=XmppConfig)
+    rpc: RpcConfig = field(default_factory=RpcConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     namespaces: list[NamespaceConfig] = field(default_factory=list)
+    proxies: list[ProxyConfig] = field(default_factory=list)
+    rpc_namespaces: list[RpcNamespaceConfig] = field(default_factory=list)
     _by_name: dict[str, NamespaceConfig] = field(
         default_factory=dict, init=False, repr=False, compare=False
     )
@@ -731,11 +915,19 @@ SECTIONS: dict[str, type] = {
     "stomp": StompConfig,
     "amqp": AmqpConfig,
     "xmpp": XmppConfig,
+    "rpc": RpcConfig,
     "channel": ChannelConfig,
 }
 _NAMESPACE_SECTION = "namespace"
+#: arrays of tables (``[[name]]``) → the dataclass of an entry and the Config field
+ENTRY_SECTIONS: dict[str, tuple[type, str]] = {
+    _NAMESPACE_SECTION: (NamespaceConfig, "namespaces"),
+    "proxies": (ProxyConfig, "proxies"),
+    "rpc_namespace": (RpcNamespaceConfig, "rpc_namespaces"),
+}
 _FIELDS: dict[type, dict[str, Field[Any]]] = {
-    cls: {f.name: f for f in fields(cls)} for cls in (*SECTIONS.values(), NamespaceConfig)
+    cls: {f.name: f for f in fields(cls)}
+    for cls in (*SECTIONS.values(), *(cls for cls, _ in ENTRY_SECTIONS.values()))
 }
 
 
@@ -746,13 +938,14 @@ def env_var_name(section: str, key: str) -> str:
 
 def iter_options() -> Iterator[tuple[str, object, str]]:
     """Yield ("section.key", default, description) for every option, sections in file
-    order, then ``namespace.<option>`` (``namespace.name`` first, default None = required)."""
+    order, then the entries of ``[[namespace]]``, ``[[proxies]]`` and ``[[rpc_namespace]]``
+    (``name`` first; default None = required)."""
     for section, cls in SECTIONS.items():
         for f in fields(cls):
             yield f"{section}.{f.name}", _default_of(f), f.metadata["doc"]
-    ns_fields = sorted(fields(NamespaceConfig), key=lambda f: f.name != "name")
-    for f in ns_fields:
-        yield f"{_NAMESPACE_SECTION}.{f.name}", _default_of(f), f.metadata["doc"]
+    for section, (cls, _) in ENTRY_SECTIONS.items():
+        for f in sorted(fields(cls), key=lambda f: f.name != "name"):
+            yield f"{section}.{f.name}", _default_of(f), f.metadata["doc"]
 
 
 def _default_of(f: Field[Any]) -> object:
@@ -872,7 +1065,7 @@ class _Builder:
     def __init__(self) -> None:
         self.values: dict[str, dict[str, object]] = {name: {} for name in SECTIONS}
         self.origins: dict[str, _Origin] = {}
-        self.namespaces: list[NamespaceConfig] = []
+        self.entries: dict[str, list[Any]] = {section: [] for section in ENTRY_SECTIONS}
         self.failed: set[str] = set()
         self.errors: list[str] = []
 
@@ -908,10 +1101,10 @@ def _read_toml(path: str) -> dict[str, Any]:
 
 def _apply_toml(builder: _Builder, data: Mapping[str, Any], source: str) -> None:
     for section, table in data.items():
-        if section == _NAMESPACE_SECTION:
-            _apply_namespaces(builder, table, source)
+        if section in ENTRY_SECTIONS:
+            _apply_entries(builder, section, table, source)
         elif section not in SECTIONS:
-            hint = _suggest(section, [*SECTIONS, _NAMESPACE_SECTION])
+            hint = _suggest(section, [*SECTIONS, *ENTRY_SECTIONS])
             builder.errors.append(_Origin(section, source).error(f"unknown section{hint}"))
         elif not isinstance(table, dict):
             msg = f"expected a table [{section}], got {table!r}"
@@ -932,37 +1125,45 @@ def _apply_table(builder: _Builder, section: str, table: Mapping[str, Any], sour
             builder.unknown_key(section, key, origin)
 
 
-def _apply_namespaces(builder: _Builder, entries: object, source: str) -> None:
+def _apply_entries(builder: _Builder, section: str, entries: object, source: str) -> None:
+    """An array of tables (``[[namespace]]``, ``[[proxies]]``, ``[[rpc_namespace]]``)."""
     if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
-        msg = "expected an array of tables ([[namespace]] entries)"
-        builder.errors.append(_Origin(_NAMESPACE_SECTION, source).error(msg))
+        msg = f"expected an array of tables ([[{section}]] entries)"
+        builder.errors.append(_Origin(section, source).error(msg))
         return
     seen: dict[str, int] = {}
     for index, entry in enumerate(entries):
-        namespace = _build_namespace(builder, index, entry, source)
-        if namespace is None:
+        built = _build_entry(builder, section, index, entry, source)
+        if built is None:
             continue
-        if namespace.name in seen:
-            first = _nth_namespace(seen[namespace.name])
-            msg = f"duplicate namespace {namespace.name!r} (also {first})"
-            builder.errors.append(_Origin(f"{_nth_namespace(index)} name", source).error(msg))
+        if built.name in seen:
+            first = _nth_entry(seen[built.name], section)
+            msg = f"duplicate {_ENTRY_NOUN[section]} {built.name!r} (also {first})"
+            origin = _Origin(f"{_nth_entry(index, section)} name", source)
+            builder.errors.append(origin.error(msg))
             continue
-        seen[namespace.name] = index
-        builder.namespaces.append(namespace)
+        seen[built.name] = index
+        builder.entries[section].append(built)
 
 
-def _build_namespace(
-    builder: _Builder, index: int, entry: Mapping[str, Any], source: str
-) -> NamespaceConfig | None:
-    known = _FIELDS[NamespaceConfig]
+#: what an entry of each array of tables is called in messages
+_ENTRY_NOUN = {_NAMESPACE_SECTION: "namespace", "proxies": "proxy", "rpc_namespace": "namespace"}
+
+
+def _build_entry(
+    builder: _Builder, section: str, index: int, entry: Mapping[str, Any], source: str
+) -> Any:
+    cls, _ = ENTRY_SECTIONS[section]
+    known = _FIELDS[cls]
     kwargs: dict[str, object] = {}
     ok = True
-    label = _namespace_label(index, entry.get("name"))
+    label = _entry_label(index, entry.get("name"), section)
     for key, value in entry.items():
         origin = _Origin(f"{label} {key}", source)
-        key = CHANNEL_OPTION_ALIASES.get(key, key)
+        if section == _NAMESPACE_SECTION:
+            key = CHANNEL_OPTION_ALIASES.get(key, key)
         if key not in known:
-            msg = f"unknown key in [[namespace]]{_suggest(key, known)}"
+            msg = f"unknown key in [[{section}]]{_suggest(key, known)}"
             builder.errors.append(origin.error(msg))
             continue
         try:
@@ -972,37 +1173,42 @@ def _build_namespace(
             ok = False
             continue
         builder.origins[origin.label] = origin
-    name_origin = _Origin(f"{_nth_namespace(index)} name", source)
-    if "name" not in entry:
-        builder.errors.append(name_origin.error("required"))
-        return None
-    name = kwargs.get("name")
-    if not isinstance(name, str):
-        return None  # the conversion error is already recorded
+    required = [
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    ]
+    missing = [key for key in required if key not in entry]
+    for key in missing:
+        where = f"{_nth_entry(index, section)} name" if key == "name" else f"{label} {key}"
+        builder.errors.append(_Origin(where, source).error("required"))
+    if missing or not all(isinstance(kwargs.get(key), str) for key in required):
+        return None  # a conversion error, if any, is already recorded
+    name = kwargs["name"]
+    assert isinstance(name, str)
+    name_origin = _Origin(f"{_nth_entry(index, section)} name", source)
     if not _NAMESPACE_NAME.fullmatch(name):
-        msg = f"invalid namespace name {name!r} (only letters, digits, '_', '-', '.')"
+        msg = f"invalid {_ENTRY_NOUN[section]} name {name!r} (only letters, digits, '_', '-', '.')"
         builder.errors.append(name_origin.error(msg))
         return None
-    if name.startswith(RESERVED_CHANNEL_PREFIX):
+    if section == _NAMESPACE_SECTION and name.startswith(RESERVED_CHANNEL_PREFIX):
         msg = f"namespace names beginning with {RESERVED_CHANNEL_PREFIX!r} are reserved"
         builder.errors.append(name_origin.error(msg))
         return None
-    namespace = NamespaceConfig(**kwargs)  # type: ignore[arg-type]
+    built = cls(**kwargs)
     if not ok:
         builder.failed.add(label)
-    return namespace
+    return built
 
 
-def _nth_namespace(index: int) -> str:
-    """A ``[[namespace]]`` entry by its place in the file (the first is #1)."""
-    return f"[[namespace]] #{index + 1}"
+def _nth_entry(index: int, section: str = _NAMESPACE_SECTION) -> str:
+    """An entry of ``[[section]]`` by its place in the file (the first is #1)."""
+    return f"[[{section}]] #{index + 1}"
 
 
-def _namespace_label(index: int, name: object) -> str:
-    """How errors name a ``[[namespace]]`` entry: by its name when it has a usable one."""
+def _entry_label(index: int, name: object, section: str = _NAMESPACE_SECTION) -> str:
+    """How errors name an entry: by its name when it has a usable one."""
     if isinstance(name, str) and _NAMESPACE_NAME.fullmatch(name):
-        return f'[[namespace]] "{name}"'
-    return _nth_namespace(index)
+        return f'[[{section}]] "{name}"'
+    return _nth_entry(index, section)
 
 
 def _apply_env(builder: _Builder, env: Mapping[str, str]) -> None:
@@ -1060,10 +1266,11 @@ def _validate(cfg: Config, builder: _Builder) -> None:
     _check_xmpp(cfg.xmpp, builder)
     _check_history(cfg.channel, "channel.", builder)
     for index, namespace in enumerate(cfg.namespaces):
-        label = _namespace_label(index, namespace.name)
+        label = _entry_label(index, namespace.name)
         if label not in builder.failed:
             _check_history(namespace, f"{label} ", builder)
     _check_personal_channel(cfg, builder)
+    _check_proxies(cfg, builder)
 
 
 def _complain(builder: _Builder, path: str, message: str, *involved: str) -> None:
@@ -1224,6 +1431,57 @@ def _check_personal_channel(cfg: Config, builder: _Builder) -> None:
         _complain(builder, key, f"needs presence = true in {where} (the personal channels')")
 
 
+#: (what enables it, what names the proxy) for the proxies of [client] and of channels
+_CLIENT_PROXIES = (
+    ("connect_proxy_enabled", "connect_proxy_name"),
+    ("refresh_proxy_enabled", "refresh_proxy_name"),
+    ("send_proxy_enabled", "send_proxy_name"),
+)
+_CHANNEL_PROXIES = (
+    ("subscribe_proxy_enabled", "subscribe_proxy_name"),
+    ("publish_proxy_enabled", "publish_proxy_name"),
+    ("sub_refresh_proxy_enabled", "sub_refresh_proxy_name"),
+)
+
+
+def _check_proxies(cfg: Config, builder: _Builder) -> None:
+    """Endpoints are HTTP URLs; every enabled proxy names a ``[[proxies]]`` entry."""
+    names = {proxy.name for proxy in cfg.proxies}
+    for index, proxy in enumerate(cfg.proxies):
+        label = _entry_label(index, proxy.name, "proxies")
+        scheme = urlsplit(proxy.endpoint).scheme
+        if scheme not in ("http", "https") or not urlsplit(proxy.endpoint).netloc:
+            hint = (
+                " (gRPC proxies are not supported, see docs/proxy.md)"
+                if scheme in ("grpc", "grpcs") or "://" not in proxy.endpoint
+                else ""
+            )
+            _complain(builder, f"{label} endpoint", f"not an http(s) URL: {proxy.endpoint!r}{hint}")
+
+    def check(path: str, options: object, pairs: tuple[tuple[str, str], ...]) -> None:
+        for enabled, name_key in pairs:
+            name = getattr(options, name_key)
+            if getattr(options, enabled) and name not in names:
+                known = f" (proxies: {', '.join(sorted(names))})" if names else ""
+                _complain(
+                    builder,
+                    f"{path}{name_key}",
+                    f"no [[proxies]] entry named {name!r}{known}",
+                    f"{path}{enabled}",
+                )
+
+    check("client.", cfg.client, _CLIENT_PROXIES)
+    check("channel.", cfg.channel, _CHANNEL_PROXIES)
+    for index, namespace in enumerate(cfg.namespaces):
+        check(f"{_entry_label(index, namespace.name)} ", namespace, _CHANNEL_PROXIES)
+    rpc_pair = (("proxy_enabled", "proxy_name"),)
+    check("rpc.", cfg.rpc, rpc_pair)
+    for index, rpc_ns in enumerate(cfg.rpc_namespaces):
+        check(f"{_entry_label(index, rpc_ns.name, 'rpc_namespace')} ", rpc_ns, rpc_pair)
+    if not cfg.rpc.namespace_boundary:
+        _complain(builder, "rpc.namespace_boundary", "must not be empty")
+
+
 # --------------------------------------------------------------------------- entry points
 
 
@@ -1248,7 +1506,8 @@ def load_config(
     if overrides:
         _apply_overrides(builder, overrides)
     sections = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
-    cfg = Config(namespaces=builder.namespaces, **sections)
+    entries = {attr: builder.entries[section] for section, (_, attr) in ENTRY_SECTIONS.items()}
+    cfg = Config(**entries, **sections)
     _validate(cfg, builder)
     if builder.errors:
         raise ConfigError(builder.errors)
@@ -1264,7 +1523,8 @@ def config_to_dict(cfg: Config, mask_secrets: bool = True) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for section in SECTIONS:
         out[section] = _section_dict(getattr(cfg, section), mask_secrets)
-    out[_NAMESPACE_SECTION] = [_section_dict(ns, mask_secrets) for ns in cfg.namespaces]
+    for section, (_, attr) in ENTRY_SECTIONS.items():
+        out[section] = [_section_dict(entry, mask_secrets) for entry in getattr(cfg, attr)]
     return out
 
 
@@ -1274,7 +1534,9 @@ def _section_dict(obj: object, mask: bool) -> dict[str, Any]:
         value = getattr(obj, f.name)
         if isinstance(value, list):
             value = list(value)
-        if mask and f.metadata.get("secret") and _is_secret_text(f.name, value):
+        if mask and f.name == "static_headers":
+            value = [f"{header.partition(':')[0]}: {_MASK}" for header in value]
+        elif mask and f.metadata.get("secret") and _is_secret_text(f.name, value):
             value = _MASK
         elif mask and f.name == "redis_url":
             value = [_mask_url_password(url) for url in value]

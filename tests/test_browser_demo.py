@@ -15,6 +15,8 @@ pytest_plugins = ["browser"]
 from browser import _PAGES, BrowserPage  # noqa: E402
 
 from demo.server import Running, start  # noqa: E402
+from demo.store import Store  # noqa: E402
+from pushgate.transport.app_keys import HUB  # noqa: E402
 from tests.conftest import make_config  # noqa: E402
 
 SESSION_TIMEOUT = 3.0  # polling sessions of closed tabs end after this
@@ -315,17 +317,15 @@ async def test_a_move_made_offline_goes_back_then_happens_when_online(open_board
     assert await alice.get_attribute("#conn", "data-state") == "connected"
 
 
-async def test_a_move_the_server_fails_goes_back_and_can_be_tried_again(open_board):
+async def test_a_move_the_server_fails_goes_back_and_can_be_tried_again(open_board, monkeypatch):
+    """A move is a client RPC the backend answers (the rpc proxy); when it cannot save it,
+    the card goes back, the message says so in plain words and offers to try again."""
     alice = await open_board("alice")
-    alice.allow("status of 500")
 
-    async def broken(route):
-        if route.request.method == "PATCH":
-            await route.fulfill(status=500, json={"error": "database is locked"})
-        else:
-            await route.continue_()
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
 
-    await alice.route("**/demo/api/cards/*", broken)
+    monkeypatch.setattr(Store, "update_card", locked)
     mark = alice.mark()
     await alice.locator('.card[data-id="2"]').drag_to(alice.locator('.cards[data-column="doing"]'))
     await alice.wait_for_selector(".toast")
@@ -333,12 +333,36 @@ async def test_a_move_the_server_fails_goes_back_and_can_be_tried_again(open_boa
     [message] = await toasts(alice)
     assert "Pricing page copy" in message
     assert "database" not in message and "500" not in message
-    await alice.wait_for_report("move-failed", where=lambda e: e["id"] == 2, start=mark)
+    failed = await alice.wait_for_report("move-failed", where=lambda e: e["id"] == 2, start=mark)
+    assert (failed["status"], failed["retry"]) == (500, "button")
 
-    await alice.unroute("**/demo/api/cards/*", broken)
+    monkeypatch.undo()
     await alice.locator(".toast").get_by_role("button", name="Try again").click()
     await alice.wait_for_report("card", where=lambda e: e["id"] == 2 and e["version"] == 2)
     await alice.wait_for_selector(in_column("doing", 2))
+
+
+async def test_the_page_needs_no_token_and_a_move_is_an_rpc(open_board, demo):
+    """The board page connects with its cookie only (pushgate's connect proxy asks the demo
+    backend), and a drag is a client RPC through pushgate, not an HTTP request."""
+    alice = await open_board("alice")
+    users = {client.user for client in demo.app[HUB].clients.values()}
+    assert "alice" in users
+    alice.allow("status of 404")
+    status = await alice.evaluate("fetch('/demo/api/token').then(r => r.status)")
+    assert status == 404  # there is no token endpoint to ask
+
+    requests: list[str] = []
+
+    async def spy(route):
+        requests.append(route.request.method)
+        await route.continue_()
+
+    await alice.route("**/demo/api/**", spy)
+    await alice.locator('.card[data-id="1"]').drag_to(alice.locator('.cards[data-column="done"]'))
+    await alice.wait_for_report("card", where=lambda e: e["id"] == 1 and e["version"] == 2)
+    await alice.wait_for_selector(in_column("done", 1))
+    assert "PATCH" not in requests
 
 
 async def test_the_other_screens_show_who_moved_a_card(open_board):

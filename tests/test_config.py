@@ -463,3 +463,79 @@ auto_cache_recover = true
         load_config(write(tmp_path, text), env={})
     with pytest.raises(ConfigError, match=r"needs client.subscribe_to_user_personal_channel"):
         load_config(env={"PUSHGATE_CLIENT_PERSONAL_CHANNEL_SINGLE_CONNECTION": "true"})
+
+
+# --------------------------------------------------------------------------- proxies
+
+PROXIES = """
+[[proxies]]
+name = "auth"
+endpoint = "http://127.0.0.1:3000/centrifugo/connect"
+timeout = "500ms"
+http_headers = ["Cookie"]
+static_headers = ["X-Proxy-Key: s3cret"]
+[[proxies]]
+name = "rpc"
+endpoint = "https://backend.example/centrifugo/rpc"
+[client]
+connect_proxy_enabled = true
+connect_proxy_name = "auth"
+[rpc]
+proxy_enabled = true
+[[rpc_namespace]]
+name = "board"
+proxy_enabled = true
+"""
+
+
+def test_proxies_load_and_secrets_are_masked(tmp_path: Path) -> None:
+    cfg = load_config(write(tmp_path, PROXIES), env={})
+    auth, rpc = cfg.proxies
+    assert (auth.name, auth.timeout, auth.http_headers) == ("auth", 0.5, ["Cookie"])
+    assert (rpc.max_concurrency, rpc.circuit_failures, rpc.circuit_open) == (64, 5, 5.0)
+    assert cfg.client.connect_proxy_enabled and cfg.rpc.proxy_name == "rpc"
+    assert cfg.rpc_namespaces[0].name == "board"
+    masked = config_to_dict(cfg)
+    assert masked["proxies"][0]["static_headers"] == ["X-Proxy-Key: ***"]
+    assert masked["proxies"][0]["endpoint"] == auth.endpoint
+    assert config_to_dict(cfg, mask_secrets=False)["proxies"][0]["static_headers"] == [
+        "X-Proxy-Key: s3cret"
+    ]
+
+
+def test_proxy_mistakes_are_reported_by_name(tmp_path: Path) -> None:
+    bad = """
+[[proxies]]
+name = "grpc"
+endpoint = "grpc://127.0.0.1:10001"
+static_headers = ["no colon here"]
+[[proxies]]
+name = "grpc"
+endpoint = "http://127.0.0.1:1/x"
+[[proxies]]
+name = "noendpoint"
+[client]
+refresh_proxy_enabled = true
+[[namespace]]
+name = "chat"
+publish_proxy_enabled = true
+publish_proxy_name = "nope"
+[[rpc_namespace]]
+name = "board"
+proxy_enabled = true
+"""
+    with pytest.raises(ConfigError) as excinfo:
+        load_config(write(tmp_path, bad), env={})
+    errors = "\n".join(errors_of(excinfo))
+    assert "invalid header 'no colon here'" in errors
+    assert "duplicate proxy 'grpc'" in errors
+    assert '[[proxies]] "noendpoint" endpoint: required' in errors
+    assert "gRPC proxies are not supported" in errors
+    assert "client.refresh_proxy_name: no [[proxies]] entry named 'refresh'" in errors
+    assert "[[namespace]] \"chat\" publish_proxy_name: no [[proxies]] entry named 'nope'" in errors
+    assert "[[rpc_namespace]] \"board\" proxy_name: no [[proxies]] entry named 'rpc'" in errors
+
+
+def test_proxies_off_need_no_entries() -> None:
+    cfg = load_config(env={}, overrides={"client.connect_proxy_name": "missing"})
+    assert cfg.proxies == [] and not cfg.client.connect_proxy_enabled

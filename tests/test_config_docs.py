@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pushgate.config import env_var_name, iter_options, load_config
+from pushgate.config import ENTRY_SECTIONS, env_var_name, iter_options, load_config
 from pushgate.durations import parse_duration
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
@@ -55,7 +55,8 @@ def test_documented_default_and_env(name: str, default: object, doc: str) -> Non
     cell, env, meaning = rows[name]
     assert parse_default(cell, default) == default, f"{name}: docs say {cell}"
     section, key = name.split(".")
-    expected_env = "—" if section == "namespace" else f"`{env_var_name(section, key)}`"
+    in_file_only = section in ENTRY_SECTIONS  # [[namespace]], [[proxies]]…: no variables
+    expected_env = "—" if in_file_only else f"`{env_var_name(section, key)}`"
     assert env == expected_env
     assert meaning.strip()
 

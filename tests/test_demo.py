@@ -1,6 +1,7 @@
 """The team board's backend (demo/), without a browser: pushgate and the demo in-process on
 an ephemeral port with a tmp SQLite file; cards with versions, notifications on assign and
-@mention, and what a subscribed centrifuge-python client receives through pushgate."""
+@mention, what a subscribed centrifuge-python client receives through pushgate, and what
+pushgate asks the backend through its proxies (the cookie's user, board members, moves)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from centrifuge import Client
+from centrifuge import Client, ReplyError
 
 from demo.server import Running, start
 from tests.centrifuge_helpers import Recorder
@@ -30,6 +31,7 @@ class As:
 
     def __init__(self, demo: Running, user: str | None) -> None:
         self.url = demo.url + "/demo"
+        self.user = user
         jar = aiohttp.CookieJar(unsafe=True)  # cookies of 127.0.0.1 too
         self.session = aiohttp.ClientSession(cookie_jar=jar)
         if user:
@@ -60,14 +62,18 @@ async def users(demo) -> AsyncIterator[Any]:
         await user.close()
 
 
+def ws_url(demo: Running) -> str:
+    return demo.url.replace("http", "ws") + "/connection/websocket"
+
+
 async def client_for(demo: Running, api: As) -> tuple[Client, Recorder]:
-    """A centrifuge-python connection with the JWT the demo backend mints."""
-    token = await api.call("GET", "/api/token")
+    """A centrifuge-python connection with the user's cookie and no token: pushgate's
+    connect proxy asks the demo backend who that is."""
     events = Recorder()
-    client = Client(
-        demo.url.replace("http", "ws") + "/connection/websocket", token=token, events=events
-    )
+    cookie = {"Cookie": f"demo_user={api.user}"}
+    client = Client(ws_url(demo), events=events, headers=cookie)
     await client.connect()
+    await events.wait_for("connected")
     return client, events
 
 
@@ -121,9 +127,56 @@ async def test_card_create_move_edit_carry_versions(demo, users):
     await alice.call("POST", "/api/boards/1/cards", {"title": "  "}, status=400)
     await users("erin").call("GET", "/api/boards/1", status=403)
     await users(None).call("GET", "/api/boards/1", status=401)
-    await users(None).call("GET", "/api/token", status=401)
-    await users("erin").call("GET", "/api/token?channel=board:1", status=403)
-    assert (await users("bob").call("GET", "/api/token?channel=board:1")).count(".") == 2
+    await users(None).call("GET", "/api/token", status=404)  # no tokens: the cookie does
+
+
+async def test_pushgate_asks_the_backend_who_connects_listens_and_moves(demo, users):
+    """The connect proxy (the cookie's user), the subscribe proxy (board members only) and
+    the rpc proxy (move_card: saved, published to the board, answered with the card)."""
+    alice, erin = users("alice"), users("erin")
+    nobody_events = Recorder()
+    nobody = Client(ws_url(demo), events=nobody_events)
+    await nobody.connect()
+    gone = await nobody_events.wait_for("disconnected")
+    assert (gone.code, gone.reason) == (4501, "pick a user first")
+
+    client, _ = await client_for(demo, alice)
+    stranger, _ = await client_for(demo, erin)
+    try:
+        board = await subscribe(client, "board:1")
+        refused = Recorder()
+        await stranger.new_subscription("board:1", events=refused).subscribe()
+        assert (await refused.wait_for("unsubscribed")).code == 403
+
+        moved = await client.rpc("move_card", {"id": 1, "column": "doing", "before": None})
+        card = moved.data["card"]
+        assert (card["id"], card["column"], card["version"]) == (1, "doing", 2)
+        pub = await board.wait_for("publication")
+        assert (pub.pub.data["card"]["version"], pub.pub.data["actor"]) == (2, "alice")
+        saved = next(c for c in (await alice.call("GET", "/api/boards/1"))["cards"] if c["id"] == 1)
+        assert saved["column"] == "doing"
+
+        for data, code in (
+            ({"id": 1, "column": "later"}, 400),
+            ({"id": 999, "column": "done"}, 404),
+            ({"column": "done"}, 400),
+        ):
+            with pytest.raises(ReplyError) as failed:
+                await client.rpc("move_card", data)
+            assert failed.value.code == code
+        with pytest.raises(ReplyError) as not_member:
+            await stranger.rpc("move_card", {"id": 1, "column": "done"})
+        assert not_member.value.code == 403
+    finally:
+        await client.disconnect()
+        await stranger.disconnect()
+        await nobody.disconnect()
+
+    # only pushgate may call the proxy endpoints: it sends the key, a browser cannot
+    for path in ("connect", "subscribe", "rpc"):
+        body = {"client": "x", "user": "alice", "method": "move_card", "channel": "board:1"}
+        async with erin.session.post(f"{erin.url}/proxy/{path}", json=body) as response:
+            assert response.status == 403
 
 
 async def test_assign_and_mention_create_notifications(demo, users):
@@ -162,7 +215,7 @@ async def test_assign_and_mention_create_notifications(demo, users):
 
 async def test_changes_reach_subscribers_through_pushgate(demo, users):
     alice, bob = users("alice"), users("bob")
-    client, _ = await client_for(demo, bob)  # bob's JWT, minted by the demo backend
+    client, _ = await client_for(demo, bob)  # bob's cookie, no token
     try:
         board = await subscribe(client, "board:1")
         bell = await subscribe(client, "notifications:#bob")

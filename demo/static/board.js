@@ -4,9 +4,13 @@
 //   1. subscribe to board:<id> and notifications:#<me> first;
 //   2. on every onSubscribed with recovered=false, (re)load the state from the backend;
 //      with recovered=true, the missed publications simply follow;
-//   3. every change goes to the backend (fetch); the backend saves it with a new version
-//      and publishes it; every page, the author's included, applies a card only if its
-//      version is newer than the one it has. So all screens end in the server's order.
+//   3. every change goes to the backend — a card move as an RPC through pushgate
+//      (pg.rpc('move_card'), answered by the backend's rpc proxy), edits by fetch; the
+//      backend saves it with a new version and publishes it; every page, the author's
+//      included, applies a card only if its version is newer than the one it has. So all
+//      screens end in the server's order.
+//   No token anywhere: pushgate's connect proxy asks the backend who the page's cookie is,
+//   and its subscribe proxy whether that user is a member of the board.
 //   4. a change the backend could not take is undone on screen, said in plain words, and
 //      (for a move) made again once the network is back.
 'use strict';
@@ -32,12 +36,7 @@
   const CHANGED_BY_MS = 4000;   // how long a teammate's face stays on the card they changed
 
   // --- the connection ----------------------------------------------------------------------
-  async function fetchToken(url) {
-    const response = await fetch(url, { credentials: 'same-origin' });
-    if (response.status === 401 || response.status === 403) return ''; // not allowed: stop
-    if (!response.ok) throw new Error('token: HTTP ' + response.status);   // retried with backoff
-    return response.text();
-  }
+  const SIGNED_OUT = 4501; // the backend's connect proxy: no user for this cookie
 
   let pg, boardSub;
   let connection = { state: 'connecting', transport: null, code: 0, ever: false };
@@ -55,7 +54,7 @@
     } else if (s === 'connecting') {
       label = connection.ever ? 'Reconnecting…' : 'Connecting…'; hint = 'Live updates paused while reconnecting';
     } else {
-      label = code === Pushgate.errors.UNAUTHORIZED ? 'Signed out' : 'Disconnected';
+      label = code === SIGNED_OUT || code === Pushgate.errors.UNAUTHORIZED ? 'Signed out' : 'Disconnected';
       hint = 'Live updates stopped. Reload the page to start them again.';
     }
     $('conn').dataset.state = look;
@@ -67,7 +66,8 @@
 
   function connect(config) {
     const forced = params.get('transport');
-    const options = { getToken: () => fetchToken('/demo/api/token'), minReconnectDelay: 300 };
+    // no token: the cookie goes with the connection, and the backend says who we are
+    const options = { minReconnectDelay: 300 };
     if (forced) options.transports = forced.split(','); // ?transport=longpoll and friends
     pg = new Pushgate(config.pushgate_url, options);
     pg.on('state', ({ state: s, transport, code }) => {
@@ -83,9 +83,7 @@
     window.addEventListener('online', renderConnection);
 
     boardSub = pg.subscribe(`board:${boardId}`, {
-      joinLeave: true,
-      // a subscription JWT from the backend: only members of the board get one
-      getToken: ({ channel }) => fetchToken('/demo/api/token?channel=' + encodeURIComponent(channel)),
+      joinLeave: true, // pushgate asks the backend (subscribe proxy): members only
       onSubscribed: ({ recovered, wasRecovering }) => {
         emit('subscribed', { channel: 'board', recovered, wasRecovering });
         // first time, or a gap pushgate could not fill (or the board never loaded): reload;
@@ -377,7 +375,7 @@
     state.moves.delete(id);
     scheduleRender();
     try {
-      const { card: saved } = await api(`/api/cards/${id}`, { method: 'PATCH', body: { column, before: next ? next.id : null } });
+      const { card: saved } = await moveOnServer(id, column, next ? next.id : null);
       applyCard(saved);
     } catch (error) {
       if (state.cards.get(id) === moving) state.cards.set(id, base); // put it back
@@ -398,6 +396,22 @@
         toast(`${title} couldn’t be moved. ${explain(error)}`, 'error');
       }
       emit('move-failed', { id, column, status: error.status, retry: retryBy, again: retry });
+    }
+  }
+
+  // A move is a client RPC: pushgate hands it to the backend (its rpc proxy), which saves
+  // it, publishes it to the board and answers with the card. Errors look like api()'s: a
+  // `status` (0: no answer, worth trying again; else the backend's code, HTTP-like).
+  async function moveOnServer(id, column, before) {
+    if (!pg || pg.state !== 'connected') throw Object.assign(new Error('not connected'), { status: 0 });
+    try {
+      return (await pg.rpc('move_card', { id, column, before })).data;
+    } catch (cause) {
+      const code = cause && cause.code;
+      // pushgate.js's own codes (timeout, closed…): the network; a temporary error
+      // (pushgate could not reach the backend): our side, worth trying again
+      const status = !code || code < 100 ? 0 : cause.temporary ? 503 : code;
+      throw Object.assign(new Error((cause && cause.message) || 'move failed'), { status, cause });
     }
   }
 

@@ -1,7 +1,9 @@
 """Who may do what in a channel: Centrifugo's permission rules, in Centrifugo's order.
 
 Subscribe without a subscription token: a user-limited channel that lists the user; else
-the connection's ``caps`` granting ``sub``; else ``allow_subscribe_for_client`` (not for
+the connection's ``caps`` granting ``sub``; else, when the namespace has
+``subscribe_proxy_enabled``, the backend's answer (not for user-limited channels); else
+``allow_subscribe_for_client`` (not for
 user-limited channels; anonymous connections also need ``allow_subscribe_for_anonymous``);
 else ``client.insecure``. Publish, presence and history: ``allow_<op>_for_client``; else
 ``allow_<op>_for_subscriber`` and subscribed (anonymous connections need
@@ -25,10 +27,16 @@ BY_USER_LIMITED = "user_limited"
 BY_CAPS = "caps"
 BY_CLIENT = "client"
 BY_INSECURE = "insecure"
+#: the subscribe proxy is to be asked (the caller does)
+BY_PROXY = "proxy"
 
 
-def subscribe_source(client: Client, channel: str, options: ChannelOptions) -> str | None:
-    """How a client may subscribe to ``channel`` without a subscription token, or None."""
+def subscribe_source(
+    client: Client, channel: str, options: ChannelOptions, *, ask_backend: bool = False
+) -> str | None:
+    """How a client may subscribe to ``channel`` without a subscription token, or None.
+    ``ask_backend``: the channel has a subscribe proxy, which decides in place of the
+    ``allow_subscribe_*`` options (BY_PROXY)."""
     hub = client.hub
     listed = (
         hub.rules.is_allowed_user(channel, client.user)
@@ -39,6 +47,8 @@ def subscribe_source(client: Client, channel: str, options: ChannelOptions) -> s
         return BY_USER_LIMITED
     if grants(client.caps, SUBSCRIBE, channel):
         return BY_CAPS
+    if ask_backend:
+        return BY_PROXY if listed is None else None
     if (
         listed is None
         and options.allow_subscribe_for_client

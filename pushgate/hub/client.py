@@ -10,10 +10,11 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 from pushgate import metrics
-from pushgate.auth import TokenError, TokenExpired
+from pushgate.auth import ConnectionClaims, TokenError, TokenExpired
 from pushgate.capabilities import HISTORY, PRESENCE, PUBLISH, SUBSCRIBE, Capability, grants
 from pushgate.engine.base import (
     ClientInfo,
@@ -28,17 +29,21 @@ from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_CONNECTION_CLOSED,
     DISCONNECT_CONNECTION_LIMIT,
+    DISCONNECT_EXPIRED,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_TOO_MANY_REQUESTS,
     ERROR_ALREADY_SUBSCRIBED,
     ERROR_BAD_REQUEST,
+    ERROR_INTERNAL,
     ERROR_LIMIT_EXCEEDED,
+    ERROR_METHOD_NOT_FOUND,
     ERROR_NOT_AVAILABLE,
     ERROR_PERMISSION_DENIED,
     ERROR_TOKEN_EXPIRED,
     ERROR_TOO_MANY_REQUESTS,
     ERROR_UNAUTHORIZED,
     ERROR_UNRECOVERABLE_POSITION,
+    UNSUBSCRIBE_EXPIRED,
     UNSUBSCRIBE_SERVER,
     Disconnect,
     HubError,
@@ -48,12 +53,24 @@ from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.hub.sink import CLOSED_SINK, ClientSink
 from pushgate.hub.subscription import Subscription
 from pushgate.hub.tags_filter import compile_filter
+from pushgate.proxy import (
+    DISABLED,
+    UNKNOWN,
+    Caller,
+    ProxyDisconnect,
+    ProxyError,
+    ProxyUnavailable,
+    events,
+)
 from pushgate.subscribe_options import SubscribeOptions
 from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
     from pushgate.hub.hub import Hub
+    from pushgate.proxy.caller import HttpProxy
+
+T = TypeVar("T")
 
 log = logging.getLogger("pushgate.client")
 
@@ -62,6 +79,9 @@ RATE_STRIKES = 10
 #: connect commands one connection may send (each refused with an error reply, e.g. an
 #: expired token) before it is closed: what a connection can cost before it is one
 CONNECT_ATTEMPTS = 3
+#: a refresh or sub_refresh proxy that gives no answer: the connection or subscription
+#: lives this many seconds more, then the backend is asked again (as Centrifugo does)
+PROXY_RETRY_AFTER = 60.0
 
 
 def count_limit(limit: str) -> None:
@@ -111,12 +131,16 @@ class Client:
         "closing",
         "conn_info",
         "connected",
+        "emulated",
         "expires_at",
+        "headers",
         "hub",
         "id",
         "internal",
+        "meta",
         "name",
         "ping_slot",
+        "protocol",
         "session",
         "sink",
         "subs",
@@ -145,6 +169,15 @@ class Client:
         self.subs: dict[str, Subscription] = {}
         #: the connection token's ``caps``: channel operations granted beyond the options
         self.caps: tuple[Capability, ...] = ()
+        #: what proxy requests say the connection speaks (json, protobuf, stomp, xmpp)
+        self.protocol = "json"
+        #: the HTTP headers of the request that opened the connection that some proxy
+        #: forwards (the transport sets them; ``Proxies.pick_headers``)
+        self.headers: tuple[tuple[str, str], ...] = ()
+        #: headers the client sent in its connect command, kept if a proxy forwards any
+        self.emulated: dict[str, str] | None = None
+        #: the connect proxy's ``meta``: sent with later proxy calls, never to clients
+        self.meta: bytes | None = None
         limits = hub.config.client
         self._cmd_bucket = (
             TokenBucket(limits.commands_per_second, limits.commands_burst)
@@ -178,8 +211,14 @@ class Client:
         name: str = "",
         version: str = "",
         subs: dict[str, dict] | None = None,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
     ) -> ConnectResult:
-        """Authenticate and register; raises HubError or DisconnectError."""
+        """Authenticate and register; raises HubError or DisconnectError.
+
+        With a token, the token decides; without one, the connect proxy when there is
+        one (told ``name``, ``version``, ``data`` and the forwarded ``headers``), else
+        ``client.anonymous`` / ``client.insecure``."""
         hub = self.hub
         if self.connected:
             raise DisconnectError(DISCONNECT_BAD_REQUEST)
@@ -189,6 +228,7 @@ class Client:
             count_limit("connect_attempts")
             raise DisconnectError(DISCONNECT_BAD_REQUEST)
         claims = None
+        reply_data = None
         if token:
             try:
                 claims = await internal_tokens.verify_connection(hub.tokens, hub.engine, token)
@@ -197,8 +237,14 @@ class Client:
             except TokenError as exc:
                 log.info("connect refused: invalid token (%s)", exc)
                 raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
-        elif not (hub.config.client.anonymous or hub.config.client.insecure):
-            log.info("connect refused: no token and anonymous connections are off")
+        elif hub.proxies.connect is not None:
+            if headers and hub.proxies.wants_emulated:
+                self.emulated = dict(headers)
+            claims, reply_data = await self._connect_by_proxy(
+                hub.proxies.connect, name, version, data
+            )
+        if claims is None and not (hub.config.client.anonymous or hub.config.client.insecure):
+            log.info("connect refused: no token (nor user) and anonymous connections are off")
             raise ERROR_UNAUTHORIZED
         now = time.time()
         if claims is not None:
@@ -241,9 +287,12 @@ class Client:
             pong=self.sink.wants_pong,
             session=self.session,
         )
-        if self.expires_at:
+        if self.expires_at and hub.proxies.refresh is None:
+            # with a refresh proxy the server prolongs the connection: the client is not
+            # told it expires (as Centrifugo's server-side refresh)
             result.expires = True
             result.ttl = max(0, int(self.expires_at - now))
+        result.data = reply_data
         server_channels: dict[str, SubscribeOptions] = {}
         if claims is not None:
             for channel in claims.channels:
@@ -266,6 +315,59 @@ class Client:
             except HubError as exc:
                 log.info("server-side subscription to %s refused: %s", channel, exc.message)
         return result
+
+    async def _connect_by_proxy(
+        self, proxy: HttpProxy, name: str, version: str, data: bytes | None
+    ) -> tuple[ConnectionClaims | None, bytes | None]:
+        """The backend's answer as claims (None: it named no user) and the connect data."""
+        reply = await self._ask(
+            "connect proxy",
+            events.connect(proxy, self.caller(), name=name, version=version, data=data),
+        )
+        if self.closed:
+            raise DisconnectError(DISCONNECT_CONNECTION_CLOSED)
+        if reply is None:
+            log.info("connect proxy %s gave client=%s no result", proxy.name, self.id)
+            return None, None
+        self.meta = reply.meta
+        claims = ConnectionClaims(
+            user=reply.user,
+            info=reply.info,
+            channels=reply.channels,
+            expire_at=reply.expire_at or None,
+            caps=reply.caps,
+            sub_options=reply.subs,
+        )
+        return claims, reply.data
+
+    def caller(self) -> Caller:
+        """This connection as proxy requests describe it."""
+        return Caller(
+            self.id,
+            self.transport,
+            self.protocol,
+            self.user,
+            self.meta,
+            self.headers,
+            self.emulated,
+        )
+
+    async def _ask(self, what: str, call: Awaitable[T]) -> T:
+        """A proxy call: the backend's error or disconnect becomes the client's; no usable
+        answer becomes a temporary internal error (100), which clients retry."""
+        try:
+            return await call
+        except ProxyDisconnect as exc:
+            log.info(
+                "%s: backend disconnects client=%s (%d %s)", what, self.id, exc.code, exc.reason
+            )
+            raise DisconnectError(Disconnect(exc.code, exc.reason)) from None
+        except ProxyError as exc:
+            log.info("%s: backend refuses client=%s: %d %s", what, self.id, exc.code, exc.message)
+            raise HubError(exc.code, exc.message, exc.temporary) from None
+        except ProxyUnavailable as exc:
+            log.warning("%s for client=%s user=%r failed: %s", what, self.id, self.user, exc.reason)
+            raise ERROR_INTERNAL from None
 
     def _personal_channel(self) -> str:
         """The user's personal channel when ``client.subscribe_to_user_personal_channel``
@@ -334,6 +436,7 @@ class Client:
         flag: int = 0,
         tags_filter: object = None,
         delta: str = "",
+        client_data: bytes | None = None,
     ) -> tuple[Subscription, SubscribeResult]:
         """A client-side subscription; call ``activate`` on it after the reply is written.
 
@@ -341,7 +444,8 @@ class Client:
         ``allow_positioning`` / ``allow_recovery`` or history access); ``flag``: the
         subscribe flags (``FLAG_REJECT_UNRECOVERED``); ``tags_filter``: a ``tf`` tree;
         ``delta``: the delta compression asked for ("fossil"), granted where the namespace
-        allows it (``allowed_delta_types``)."""
+        allows it (``allowed_delta_types``); ``client_data``: what the client sent with it
+        (for the subscribe proxy)."""
         hub = self.hub
         options = self._options(channel)
         if channel in self.subs:
@@ -363,12 +467,23 @@ class Client:
             allow = claims.allow
             source = access.BY_TOKEN
         else:
-            found = access.subscribe_source(self, channel, options)
+            proxy = hub.proxies.channel(options, "subscribe")
+            found = access.subscribe_source(self, channel, options, ask_backend=proxy is not None)
             if found is None:
                 log.info(
                     "subscribe to %s refused for client=%s user=%r", channel, self.id, self.user
                 )
                 raise ERROR_PERMISSION_DENIED
+            if found == access.BY_PROXY and proxy is not None:
+                reply = await self._ask(
+                    f"subscribe proxy ({channel})",
+                    events.subscribe(proxy, self.caller(), channel, data=client_data),
+                )
+                chan_info = reply.info
+                data = reply.data
+                expires_at = 0.0 if hub.config.client.insecure else float(reply.expire_at)
+                options = apply_override(options, reply.override)
+                allow = reply.allow
             source = found
         use_delta = self._delta_granted(channel, options, delta, tags_filter)
         accepts = None
@@ -502,7 +617,12 @@ class Client:
             await self._drop(sub, announce=False)
             raise DisconnectError(DISCONNECT_CONNECTION_CLOSED)
         result = SubscribeResult()
-        if sub.expires_at and not sub.server_side:
+        if (
+            sub.expires_at
+            and not sub.server_side
+            and hub.proxies.channel(sub.options, "sub_refresh") is None
+        ):
+            # with a sub_refresh proxy the server prolongs it: the client is not told
             result.expires = True
             result.ttl = max(0, int(sub.expires_at - time.time()))
         try:
@@ -558,6 +678,70 @@ class Client:
             return False, 0
         return True, max(0, int(sub.expires_at - time.time()))
 
+    async def refresh_by_proxy(self, proxy: HttpProxy) -> None:
+        """The connection expired and the refresh proxy decides: prolonged (a new
+        ``expire_at``, maybe new info), or closed with 3005. No answer: it lives
+        PROXY_RETRY_AFTER seconds more, then the backend is asked again."""
+        hub = self.hub
+        try:
+            reply = await events.refresh(proxy, self.caller())
+        except ProxyDisconnect as exc:
+            self.disconnect(Disconnect(exc.code, exc.reason))
+            return
+        except ProxyError as exc:  # an error is no result: the connection expires
+            log.info("refresh proxy: error %d for client=%s: expired", exc.code, self.id)
+            self.disconnect(DISCONNECT_EXPIRED)
+            return
+        except ProxyUnavailable as exc:
+            log.warning("refresh proxy for client=%s failed: %s; retried later", self.id, exc)
+            self.expires_at = time.time() + PROXY_RETRY_AFTER
+            hub.schedule_expiry(self)
+            return
+        if self.closed or self.closing:
+            return
+        if reply.expired:
+            self.disconnect(DISCONNECT_EXPIRED)
+            return
+        self.expires_at = float(reply.expire_at)
+        if reply.info is not None:
+            self.conn_info = reply.info
+        if reply.meta is not None:
+            self.meta = reply.meta
+        if reply.caps is not None and reply.caps != self.caps:
+            self.caps = reply.caps
+            await self._drop_revoked()
+        hub.schedule_expiry(self)
+
+    async def sub_refresh_by_proxy(self, sub: Subscription, proxy: HttpProxy) -> None:
+        """A subscription expired and the sub_refresh proxy decides: prolonged, or ended
+        with the unsubscribe push 2501 (the client subscribes again, through the
+        subscribe proxy). No answer: PROXY_RETRY_AFTER seconds more."""
+        channel = sub.channel
+        try:
+            reply = await events.sub_refresh(proxy, self.caller(), channel)
+        except ProxyDisconnect as exc:
+            self.disconnect(Disconnect(exc.code, exc.reason))
+            return
+        except ProxyError as exc:
+            log.info("sub_refresh proxy: error %d for %s of client=%s", exc.code, channel, self.id)
+            reply = None
+        except ProxyUnavailable as exc:
+            log.warning("sub_refresh proxy for %s of client=%s failed: %s", channel, self.id, exc)
+            sub.expires_at = time.time() + PROXY_RETRY_AFTER
+            self.hub.schedule_sub_expiry(sub)
+            return
+        if self.closed or self.subs.get(channel) is not sub:
+            return
+        if reply is None or reply.expired:
+            code, reason = UNSUBSCRIBE_EXPIRED
+            self.sink.push_unsubscribe(channel, code, reason)
+            await self._drop(sub, announce=True)
+            return
+        sub.expires_at = float(reply.expire_at)
+        if reply.info is not None:
+            sub.chan_info = reply.info
+        self.hub.schedule_sub_expiry(sub)
+
     # --- limits -------------------------------------------------------------------
     def check_command_rate(self) -> None:
         """Spend a token of the command bucket: error 111 when there is none, and
@@ -592,17 +776,59 @@ class Client:
             )
             raise ERROR_PERMISSION_DENIED
 
-    def check_publish(self, channel: str) -> None:
-        """Raise the error ``publish`` would for the channel's rules (not for the rate)."""
-        self._check_allowed(channel, self._options(channel), PUBLISH)
+    def check_publish(self, channel: str) -> HttpProxy | None:
+        """Raise the error ``publish`` would for the channel's rules (not for the rate);
+        the channel's publish proxy, which decides instead of the rules, if it has one."""
+        options = self._options(channel)
+        proxy = self.hub.proxies.channel(options, "publish")
+        if proxy is None:
+            self._check_allowed(channel, options, PUBLISH)
+        return proxy
 
     async def publish(self, channel: str, data: bytes) -> StreamPosition:
-        self.check_publish(channel)
+        proxy = self.check_publish(channel)
         if self._pub_bucket is not None and not self._pub_bucket.take():
             count_limit("publications_per_second")
             raise ERROR_TOO_MANY_REQUESTS
         info = self.chan_info_for(channel)
-        return await self.hub.publish(channel, data, info=info)
+        if proxy is None:
+            return await self.hub.publish(channel, data, info=info)
+        # the backend may refuse it, or publish other data (and tags) in its place
+        reply = await self._ask(
+            f"publish proxy ({channel})", events.publish(proxy, self.caller(), channel, data)
+        )
+        return await self.hub.publish(
+            channel,
+            data if reply.data is None else reply.data,
+            info=info,
+            tags=reply.tags,
+            skip_history=reply.skip_history,
+            idempotency_key=reply.idempotency_key or None,
+        )
+
+    async def rpc(self, method: str, data: bytes | None) -> bytes | None:
+        """A client RPC, answered by the rpc proxy of the method's namespace: the
+        result's data (None when it has none)."""
+        found = self.hub.proxies.rpc(method)
+        if found == UNKNOWN:
+            log.info("rpc %r from client=%s: no such RPC namespace", method[:64], self.id)
+            raise ERROR_METHOD_NOT_FOUND
+        if found == DISABLED or isinstance(found, str):
+            raise ERROR_NOT_AVAILABLE.with_message("not available: no RPC handler configured")
+        return await self._ask(
+            f"rpc proxy ({found.name})", events.rpc(found, self.caller(), method, data)
+        )
+
+    async def send(self, data: bytes | None) -> None:
+        """A client's asynchronous message (no reply): to the send proxy, or dropped."""
+        proxy = self.hub.proxies.send
+        if proxy is None:
+            log.debug("send from client=%s dropped: no send proxy", self.id)
+            return
+        try:
+            await self._ask("send proxy", events.send(proxy, self.caller(), data))
+        except HubError as error:  # nothing to reply to: the log says it
+            log.info("send from client=%s not taken: %s", self.id, error.message)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         options = self._options(channel)

@@ -46,6 +46,7 @@ from pushgate.hub.errors import (
     HubError,
 )
 from pushgate.hub.user_session import UserSession
+from pushgate.proxy import Proxies
 
 if TYPE_CHECKING:
     from pushgate.auth import TokenVerifier
@@ -71,6 +72,8 @@ class Hub:
         self.engine = engine
         self.tokens = tokens
         self.rules = ChannelRules.build(config.channel, config.namespaces)
+        #: the backend's proxies (docs/proxy.md): who connects, subscribes, publishes…
+        self.proxies = Proxies(config)
         self.node_id = str(uuid.uuid4())
         self.node_name = config.server.name or f"{socket.gethostname()}_{os.getpid()}"
         self.version = __version__
@@ -140,6 +143,7 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await self.engine.close()
+        await self.proxies.close()
 
     def spawn(self, coro) -> asyncio.Task:
         """Run a background coroutine whose failure is logged, never lost."""
@@ -599,10 +603,18 @@ class Hub:
                 continue
             if not channel:
                 if client.expires_at and client.expires_at + grace <= now:
-                    client.disconnect(DISCONNECT_EXPIRED)
+                    if self.proxies.refresh is not None:
+                        # the backend decides, from a task: the timer never waits for it
+                        self.spawn(client.refresh_by_proxy(self.proxies.refresh))
+                    else:
+                        client.disconnect(DISCONNECT_EXPIRED)
                 continue
             sub = client.subs.get(channel)
             if sub is not None and sub.expires_at and sub.expires_at + grace <= now:
+                proxy = self.proxies.channel(sub.options, "sub_refresh")
+                if proxy is not None and not sub.server_side:
+                    self.spawn(client.sub_refresh_by_proxy(sub, proxy))
+                    continue
                 code, reason = UNSUBSCRIBE_EXPIRED
                 client.sink.push_unsubscribe(channel, code, reason)
                 self.spawn(client.unsubscribe(channel))

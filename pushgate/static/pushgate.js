@@ -521,6 +521,18 @@
     presenceStats(channel) {
       return this._call('presence_stats', { channel }).then((r) => ({ numClients: r.num_clients || 0, numUsers: r.num_users || 0 }));
     }
+    // Asks the backend (pushgate's rpc proxy, docs/proxy.md): resolves with {data}, or
+    // rejects with the backend's error (a PushgateError with its code and message). Made
+    // while connecting, it waits for the connection (up to `timeout`), like publish.
+    rpc(method, data) {
+      return this._call('rpc', { method, data: data === undefined ? null : data }).then((r) => ({ data: r.data }));
+    }
+    // A message to the backend (the send proxy) that gets no reply; only when connected.
+    send(data) {
+      if (this.state !== 'connected') return Promise.reject(new PushgateError(ERRORS.DISCONNECTED, 'client is not connected'));
+      this._send({ send: { data: data === undefined ? null : data } });
+      return Promise.resolve();
+    }
     // opts: {limit, since: {offset, epoch}, reverse}. limit 0/absent = only the position, -1 = all.
     history(channel, opts) {
       return this._call('history', Object.assign({ channel }, opts)).then((r) => ({

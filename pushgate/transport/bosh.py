@@ -363,7 +363,7 @@ async def bosh_handler(request: web.Request) -> web.Response:
     rid = int(rid_text)
     sid = body.get("sid")
     if not sid:
-        return answer(await _create(endpoint, body, rid))
+        return answer(await _create(endpoint, body, rid, request))
     conn = endpoint.sessions.get(sid)
     if conn is None:
         return answer(terminate_body(ITEM_NOT_FOUND))
@@ -378,7 +378,7 @@ def _number(text: str, default: float) -> float:
     return value if value >= 0 else default
 
 
-async def _create(endpoint: XmppEndpoint, body: Element, rid: int) -> bytes:
+async def _create(endpoint: XmppEndpoint, body: Element, rid: int, request: web.Request) -> bytes:
     config = endpoint.config
     to = body.get("to")
     if to and to.lower() != endpoint.settings.domain:
@@ -403,6 +403,9 @@ async def _create(endpoint: XmppEndpoint, body: Element, rid: int) -> bytes:
         now=time.monotonic(),
     )
     conn = BoshConnection(endpoint, state)
+    # the session's first request: its headers are those the proxies see (BOSH has one
+    # HTTP request per exchange, all from the same page)
+    conn.session.client.headers = endpoint.hub.proxies.pick_headers(request.headers.items())
     endpoint.sessions[sid] = conn
     conn.session.open_stream()
     stanzas, state.pending = state.pending, []

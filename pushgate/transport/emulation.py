@@ -108,6 +108,7 @@ async def _stream(
     writer = StreamWriter(transport, framing, hub.config.client.queue_max_bytes, bidirectional=True)
     name = "sse" if framing == "sse" else "http_stream"
     session = CentrifugoSession(hub, writer, name, codec=codec)
+    session.client.headers = hub.proxies.pick_headers(request.headers.items())
     writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     sessions = request.app[SESSIONS]
     connection = EmulatedConnection(session)

@@ -235,6 +235,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
         outbox = Outbox(hub.config.client.queue_max_bytes)
         transport = "longpoll" if hold else "poll"
         centrifugo = CentrifugoSession(hub, outbox, transport)
+        centrifugo.client.headers = hub.proxies.pick_headers(request.headers.items())
         outbox.on_slow(partial(centrifugo.client.disconnect, DISCONNECT_SLOW))
         session = PollingSession(centrifugo, outbox)
         session.last_rid = rid

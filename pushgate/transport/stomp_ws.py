@@ -60,6 +60,7 @@ class StompEndpoint:
                 max_frames=config.stomp.max_transaction_frames,
                 max_bytes=config.stomp.max_transaction_bytes,
             ),
+            rpc_prefix=config.stomp.rpc_destination_prefix,
         )
         self.destinations = Destinations(
             config.stomp.exchanges,
@@ -137,6 +138,7 @@ async def stomp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = endpoint.session(connection, "stomp_websocket")
+    session.client.headers = endpoint.hub.proxies.pick_headers(request.headers.items())
     if subprotocol:
         # a client that names its version by subprotocol only
         session.default_version = subprotocol[1] + "." + subprotocol[2]

@@ -98,6 +98,7 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str, c
         transport, framing, hub.config.client.queue_max_bytes, bidirectional=False
     )
     session = CentrifugoSession(hub, writer, transport_name, uni=True, codec=codec)
+    session.client.headers = hub.proxies.pick_headers(request.headers.items())
     writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     unwatch = None
     try:
@@ -156,6 +157,7 @@ async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = CentrifugoSession(hub, connection, "uni_websocket", uni=True, codec=codec)
+    session.client.headers = hub.proxies.pick_headers(request.headers.items())
     connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     client = session.client
 

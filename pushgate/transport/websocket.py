@@ -50,6 +50,7 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = CentrifugoSession(hub, connection, "websocket", codec=codec)
+    session.client.headers = hub.proxies.pick_headers(request.headers.items())
     connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
     connection.start(session.handle_frame, session.closed, received)
     return Detached()

@@ -74,6 +74,7 @@ async def xmpp_websocket_handler(request: web.Request) -> web.StreamResponse:
     if received is None:
         return Detached()
     session = XmppSession(hub, writer, "xmpp_websocket", endpoint.settings, endpoint.resume)
+    session.client.headers = hub.proxies.pick_headers(request.headers.items())
     writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
 
     async def on_message(data: bytes) -> None:

@@ -26,10 +26,12 @@ function onMessage(message) {
 }
 
 const commands = {
-  // {url, connectHeaders, heartbeatIncoming?, heartbeatOutgoing?, reconnectDelay?}
+  // {url, connectHeaders, heartbeatIncoming?, heartbeatOutgoing?, reconnectDelay?,
+  //  wsHeaders?: HTTP headers of the WebSocket handshake, e.g. a Cookie}
   connect(msg) {
+    const wsOptions = msg.wsHeaders ? { headers: msg.wsHeaders } : undefined;
     client = new Client({
-      webSocketFactory: () => new WebSocket(msg.url, ['v12.stomp', 'v11.stomp', 'v10.stomp']),
+      webSocketFactory: () => new WebSocket(msg.url, ['v12.stomp', 'v11.stomp', 'v10.stomp'], wsOptions),
       connectHeaders: msg.connectHeaders || {},
       heartbeatIncoming: msg.heartbeatIncoming ?? 10000,
       heartbeatOutgoing: msg.heartbeatOutgoing ?? 10000,

@@ -56,6 +56,8 @@ class Codec(Protocol):
 
     def empty_reply(self, command_id: int, method: str) -> bytes: ...
 
+    def rpc_reply(self, command_id: int, data: bytes | None) -> bytes: ...
+
     def refresh_reply(self, command_id: int, result: RefreshResult) -> bytes: ...
 
     def sub_refresh_reply(self, command_id: int, expires: bool, ttl: int) -> bytes: ...
@@ -105,6 +107,7 @@ def _require_json_publications(publications: list[Publication]) -> None:
 
 
 def _require_json_result(result: SubscribeResult) -> None:
+    require_json(result.data)
     _require_json_publications(result.publications)
 
 
@@ -134,6 +137,7 @@ class JsonCodec:
 
     @staticmethod
     def connect_reply(command_id: int, result: ConnectResult) -> bytes:
+        require_json(result.data)
         for sub in result.subs.values():
             _require_json_result(sub)
         return replies.reply(command_id, "connect", replies.connect_result(result))
@@ -146,6 +150,11 @@ class JsonCodec:
     @staticmethod
     def empty_reply(command_id: int, method: str) -> bytes:
         return replies.reply(command_id, method, {})
+
+    @staticmethod
+    def rpc_reply(command_id: int, data: bytes | None) -> bytes:
+        require_json(data)
+        return replies.reply(command_id, "rpc", replies.rpc_result(data))
 
     @staticmethod
     def refresh_reply(command_id: int, result: RefreshResult) -> bytes:
@@ -189,6 +198,7 @@ class JsonCodec:
 
     @staticmethod
     def connect_push(result: ConnectResult) -> bytes:
+        require_json(result.data)
         for sub in result.subs.values():
             _require_json_result(sub)
         return replies.connect_push(result)
@@ -216,6 +226,7 @@ class ProtobufCodec:
     connect_reply = staticmethod(protobuf_codec.connect_reply)
     subscribe_reply = staticmethod(protobuf_codec.subscribe_reply)
     empty_reply = staticmethod(protobuf_codec.empty_reply)
+    rpc_reply = staticmethod(protobuf_codec.rpc_reply)
     refresh_reply = staticmethod(protobuf_codec.refresh_reply)
     sub_refresh_reply = staticmethod(protobuf_codec.sub_refresh_reply)
     presence_reply = staticmethod(protobuf_codec.presence_reply)

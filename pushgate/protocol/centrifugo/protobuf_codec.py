@@ -398,6 +398,15 @@ def empty_reply(command_id: int, method: str) -> bytes:
     return delimited(reply)
 
 
+def rpc_reply(command_id: int, data: bytes | None) -> bytes:
+    reply = _reply(command_id)
+    out = reply.rpc
+    out.SetInParent()
+    if data is not None:
+        out.data = data
+    return delimited(reply)
+
+
 def refresh_reply(command_id: int, result: RefreshResult) -> bytes:
     reply = _reply(command_id)
     out = reply.refresh

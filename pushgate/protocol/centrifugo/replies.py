@@ -95,6 +95,10 @@ def connect_result(result: ConnectResult) -> dict:
     return out
 
 
+def rpc_result(data: bytes | None) -> dict:
+    return {} if data is None else {"data": Fragment(data)}
+
+
 def refresh_result(result: RefreshResult) -> dict:
     out: dict = {"client": result.client, "version": result.version}
     if result.expires:

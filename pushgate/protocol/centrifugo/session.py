@@ -108,6 +108,7 @@ class CentrifugoSession:
         #: a delta must be made against); None while no channel uses it
         self._delta: dict[str, Publication | None] | None = None
         self.client = hub.new_client(self, transport)
+        self.client.protocol = codec.name
 
     async def connect_unidirectional(self, request: object) -> None:
         """A unidirectional connection's one request: a ConnectRequest in the codec's
@@ -124,11 +125,23 @@ class CentrifugoSession:
             client.disconnect(DISCONNECT_BAD_REQUEST)
             return
         try:
-            result = await client.connect(token=command.token, name=command.name, subs=command.subs)
+            result = await client.connect(
+                token=command.token,
+                name=command.name,
+                subs=command.subs,
+                data=command.data,
+                headers=command.headers,
+            )
         except HubError as error:
             # no replies on a unidirectional connection: the error becomes the disconnect
+            # (a temporary one, e.g. a connect proxy that did not answer, asks to reconnect)
             log.info("unidirectional connect refused for %s: %s", client.id, error.message)
-            code = DISCONNECT_INVALID_TOKEN if error.code in (101, 109) else DISCONNECT_BAD_REQUEST
+            if error.temporary:
+                code = DISCONNECT_SERVER_ERROR
+            elif error.code in (101, 109):
+                code = DISCONNECT_INVALID_TOKEN
+            else:
+                code = DISCONNECT_BAD_REQUEST
             client.disconnect(code)
             return
         except DisconnectError as exc:
@@ -215,7 +228,12 @@ class CentrifugoSession:
             raise error
         if isinstance(cmd, ConnectRequest):
             result = await client.connect(
-                token=cmd.token, name=cmd.name, version=cmd.version, subs=cmd.subs
+                token=cmd.token,
+                name=cmd.name,
+                version=cmd.version,
+                subs=cmd.subs,
+                data=cmd.data,
+                headers=cmd.headers,
             )
             self._write(codec.connect_reply(cmd.id, result))
             client.activate_all()
@@ -234,6 +252,7 @@ class CentrifugoSession:
                 # the hub checks and compiles the tree from its plain form
                 tags_filter=asdict(cmd.tf) if cmd.tf is not None else None,
                 delta=cmd.delta,
+                client_data=cmd.data,
             )
             if result.delta:
                 self._start_delta(cmd.channel, result)
@@ -268,11 +287,11 @@ class CentrifugoSession:
             expires, ttl = await client.sub_refresh(cmd.channel, cmd.token)
             self._write(codec.sub_refresh_reply(cmd.id, expires, ttl))
         elif isinstance(cmd, DataRequest) and method == "rpc":
-            raise ERROR_NOT_AVAILABLE.with_message("not available: no RPC handler configured")
+            data = await client.rpc(cmd.rpc_method, cmd.data)
+            self._write(codec.rpc_reply(cmd.id, data))
         elif isinstance(cmd, DataRequest):
-            # ``send`` is asynchronous and expects no reply; with no backend to take it
-            # the message is dropped (and said so in the log).
-            log.debug("send from client=%s dropped: no message handler", client.id)
+            # ``send`` is asynchronous and expects no reply: to the send proxy, or dropped
+            await client.send(cmd.data)
         elif method == "ping":
             self._write(codec.empty_reply(cmd.id, method))
         else:

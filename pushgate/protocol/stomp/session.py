@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from pushgate.auth import looks_like_jwt
+from pushgate.engine.base import BinaryData
 from pushgate.hub.client import DisconnectError, count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -101,6 +103,8 @@ class StompSettings:
     max_frame_bytes: int = 65536
     server: str = "pushgate"
     transactions: TransactionLimits = field(default_factory=TransactionLimits)
+    #: a SEND to ``<rpc_prefix><method>`` is a client RPC ("" = none)
+    rpc_prefix: str = "/rpc/"
 
 
 class StompFailure(Exception):
@@ -223,6 +227,7 @@ class StompSession:
         self.last_rx = clock()
         self._closing = False
         self.client = hub.new_client(self, transport)
+        self.client.protocol = DIALECT
 
     # --- incoming -----------------------------------------------------------------
     async def feed(self, data: bytes | str) -> None:
@@ -260,7 +265,8 @@ class StompSession:
         except DestinationError as exc:
             self._fail(exc.message, receipt=frame.get("receipt"))
         except HubError as error:
-            self._fail(error.message, f"code {error.code}", frame.get("receipt"))
+            detail = f"code {error.code}" + (" (temporary: try again)" if error.temporary else "")
+            self._fail(error.message, detail, frame.get("receipt"))
         except DisconnectError as exc:
             self._fail(exc.disconnect.reason, receipt=frame.get("receipt"))
         except Exception:
@@ -319,6 +325,8 @@ class StompSession:
     def _hold(self, frame: Frame) -> None:
         """A SEND, ACK or NACK inside a transaction: checked now, applied at COMMIT."""
         transaction = self._transaction(frame)
+        if frame.command == "SEND" and self._rpc_method(frame) is not None:
+            raise StompFailure("an RPC cannot be part of a transaction", frame.get("destination"))
         if frame.command == "SEND":
             channel, data = self._publication(frame)
             self.client.check_publish(channel)
@@ -343,8 +351,15 @@ class StompSession:
         token = frame.get("passcode") or _bearer(
             frame.get("Authorization") or frame.get("authorization")
         )
-        await client.connect(token=token, name="stomp", version=version)
         login = frame.get("login")
+        data = None
+        if client.hub.proxies.connect is not None and not looks_like_jwt(token):
+            # not a token: the connect proxy decides, from the WebSocket upgrade's headers
+            # (a cookie) and the login and passcode, if any (docs/proxy.md)
+            given = {"login": login, "passcode": token}
+            data = orjson.dumps({k: v for k, v in given.items() if v}) if login or token else None
+            token = ""
+        await client.connect(token=token, name="stomp", version=version, data=data)
         if login and login != client.user:
             raise StompFailure("login does not match the token's subject")
         settings = self.settings
@@ -368,8 +383,60 @@ class StompSession:
             self.wheel.schedule(self, self._next_due(now))
 
     async def _send(self, frame: Frame) -> None:
+        method = self._rpc_method(frame)
+        if method is not None:
+            await self._rpc(frame, method)
+            return
         channel, data = self._publication(frame)
         await self.client.publish(channel, data)
+
+    def _rpc_method(self, frame: Frame) -> str | None:
+        """The RPC method a SEND names (``<rpc_prefix><method>``), or None."""
+        prefix = self.settings.rpc_prefix
+        destination = frame.get("destination")
+        if not prefix or not destination.startswith(prefix):
+            return None
+        return destination[len(prefix) :]
+
+    async def _rpc(self, frame: Frame, method: str) -> None:
+        """A client RPC: the rpc proxy's answer goes back as a MESSAGE to the SEND's
+        ``reply-to`` (with its ``correlation-id``); without ``reply-to`` the result is
+        dropped and an error is an ERROR frame. The receipt follows the answer."""
+        if not method:
+            raise StompFailure("missing RPC method", f"SEND to {self.settings.rpc_prefix}<method>")
+        data = json_body(frame.body, frame.get("content-type"))
+        if data is None:
+            data = BinaryData(frame.body)
+        reply_to = frame.get("reply-to")
+        try:
+            result = await self.client.rpc(method, data)
+        except HubError as error:
+            if not reply_to:
+                raise
+            self._rpc_answer(frame, reply_to, None, error)
+            return
+        if reply_to:
+            self._rpc_answer(frame, reply_to, result, None)
+
+    def _rpc_answer(
+        self, frame: Frame, reply_to: str, data: bytes | None, error: HubError | None
+    ) -> None:
+        headers = [
+            ("destination", reply_to),
+            ("subscription", reply_to),
+            ("message-id", f"rpc-{next(_message_ids)}"),
+        ]
+        correlation = frame.get("correlation-id")
+        if correlation:
+            headers.append(("correlation-id", correlation))
+        if error is not None:
+            headers.append(("x-pushgate-error-code", str(error.code)))
+            headers.append(("x-pushgate-error-message", error.message))
+            if error.temporary:
+                headers.append(("x-pushgate-error-temporary", "true"))
+        binary = type(data) is BinaryData
+        headers.append(("content-type", "application/octet-stream" if binary else CONTENT_TYPE))
+        self.writer.send(encode_frame("MESSAGE", headers, data or b"", version=self.version))
 
     def _publication(self, frame: Frame) -> tuple[str, bytes]:
         """The channel and data a SEND publishes (its destination and body checked)."""

@@ -39,7 +39,8 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
-from pushgate.auth import TokenError
+from pushgate.auth import TokenError, looks_like_jwt
+from pushgate.engine.base import BinaryData
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.protocol.xmpp import stanzas as st
@@ -232,6 +233,7 @@ class XmppSession:
         self.wants_pong = False
         self._key = (DIALECT, writer.framing)
         self.client = hub.new_client(self, transport)
+        self.client.protocol = DIALECT
         self.phase = Phase.AUTH
         self.stream_id = uuid.uuid4().hex
         self.resource = ""
@@ -333,15 +335,24 @@ class XmppSession:
             return
         client = self.client
         recover: dict[str, dict] = {}
-        try:
-            claims = self.hub.tokens.verify_connection(password)
-        except TokenError:
-            claims = None
-        if claims is not None and claims.user:
-            for channel, (offset, epoch) in self.resume.load(claims.user).items():
+        token, data, user = password, None, ""
+        if self.hub.proxies.connect is not None and not looks_like_jwt(password):
+            # a password, not a token: the connect proxy checks it (the way ejabberd's
+            # external authentication asks a script), with the HTTP headers
+            token, user = "", authcid.partition("@")[0]
+            given = {"login": authcid, "password": password}
+            data = orjson.dumps({k: v for k, v in given.items() if v})
+        else:
+            try:
+                claims = self.hub.tokens.verify_connection(password)
+            except TokenError:
+                claims = None
+            user = claims.user if claims is not None else ""
+        if user:
+            for channel, (offset, epoch) in self.resume.load(user).items():
                 recover[channel] = {"recover": True, "offset": offset, "epoch": epoch}
         try:
-            result = await client.connect(token=password, subs=recover)
+            result = await client.connect(token=token, subs=recover, data=data)
         except HubError as error:
             log.info("XMPP login refused for %r: %s", authcid, error.message)
             condition = "credentials-expired" if error.code == 109 else "not-authorized"
@@ -383,8 +394,29 @@ class XmppSession:
             self._send(st.iq_result(iq_id))
         elif key == (st.NS_ROSTER, "query", "get"):
             self._send(st.roster_result(iq_id, await self._contact_jids()))
+        elif key == (st.NS_RPC, "rpc", "set"):
+            await self._rpc(iq_id, payload)
         else:
             self._send(st.stanza_error("iq", iq_id, "service-unavailable"))
+
+    async def _rpc(self, iq_id: str, rpc: Element) -> None:
+        """A client RPC (``<rpc xmlns='urn:pushgate:rpc' method='…'>JSON</rpc>``),
+        answered by the rpc proxy: the result's JSON in the iq result, or an iq error."""
+        method = rpc.get("method")
+        text = rpc.text.strip()
+        data = text.encode() if text else None
+        if not method or (data is not None and not _is_json(data)):
+            self._send(st.rpc_error(iq_id, 107, "an rpc needs a method and JSON data", False))
+            return
+        try:
+            result = await self.client.rpc(method, data)
+        except HubError as error:
+            self._send(st.rpc_error(iq_id, error.code, error.message, error.temporary))
+            return
+        if type(result) is BinaryData:
+            self._send(st.rpc_error(iq_id, 100, "the result is not JSON", False))
+            return
+        self._send(st.rpc_result(iq_id, result.decode() if result is not None else "null"))
 
     async def _bind(self, iq_id: str, bind: Element) -> None:
         if self.phase != Phase.BIND:
@@ -837,6 +869,14 @@ class XmppSession:
     def close(self, disconnect: Disconnect) -> None:
         if not self.writer.closed:
             self.writer.end(disconnect_condition(disconnect), disconnect.reason)
+
+
+def _is_json(data: bytes) -> bool:
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _valid_local(user: str) -> bool:

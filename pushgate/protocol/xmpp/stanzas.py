@@ -28,6 +28,8 @@ NS_PUBSUB_EVENT = "http://jabber.org/protocol/pubsub#event"
 NS_JSON = "urn:xmpp:json:0"
 NS_MUC = "http://jabber.org/protocol/muc"
 NS_MUC_USER = "http://jabber.org/protocol/muc#user"
+#: pushgate's client RPC over iq: ``<rpc xmlns=… method='…'>JSON</rpc>`` (docs/xmpp.md)
+NS_RPC = "urn:pushgate:rpc"
 
 SHOW_VALUES = ("away", "chat", "dnd", "xa")
 
@@ -132,6 +134,36 @@ def stanza_error(
         f'<{kind} xmlns="{NS_CLIENT}" type="error"{_attrs(id=stanza_id, from_=from_)}>'
         f'<error type="{error_type}"><{condition} xmlns="{NS_STANZAS}"/>{detail}</error>'
         f"</{kind}>"
+    ).encode()
+
+
+def rpc_result(iq_id: str, json_text: str) -> bytes:
+    """The answer to an RPC iq: the backend's JSON result inside ``<rpc/>``."""
+    return iq_result(iq_id, f'<rpc xmlns="{NS_RPC}">{escape_text(json_text)}</rpc>')
+
+
+#: a hub error code → (RFC 6120 condition, error type) of an RPC's error
+RPC_CONDITIONS = {
+    101: ("not-authorized", "auth"),
+    103: ("forbidden", "auth"),
+    104: ("item-not-found", "cancel"),
+    107: ("bad-request", "modify"),
+    108: ("service-unavailable", "cancel"),
+}
+
+
+def rpc_error(iq_id: str, code: int, message: str, temporary: bool) -> bytes:
+    """An RPC's error: the closest RFC 6120 condition, and the code and message the
+    backend gave in ``<rpc-error xmlns='urn:pushgate:rpc' code='…'>``."""
+    if temporary:
+        condition, error_type = "internal-server-error", "wait"
+    else:
+        condition, error_type = RPC_CONDITIONS.get(code, ("undefined-condition", "cancel"))
+    return (
+        f'<iq xmlns="{NS_CLIENT}" type="error"{_attrs(id=iq_id)}>'
+        f'<error type="{error_type}"><{condition} xmlns="{NS_STANZAS}"/>'
+        f'<text xmlns="{NS_STANZAS}">{escape_text(message)}</text>'
+        f'<rpc-error xmlns="{NS_RPC}" code="{code}"/></error></iq>'
     ).encode()
 
 
