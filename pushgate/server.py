@@ -10,6 +10,7 @@ one (``server.port``) and the internal one (``server.internal_host``, default
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
@@ -22,7 +23,7 @@ from pathlib import Path
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from pushgate import metrics
+from pushgate import loop_lag, metrics
 from pushgate.api.http import api_handler
 from pushgate.auth import TokenVerifier
 from pushgate.config import Config, ConfigError
@@ -226,7 +227,25 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
 
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)
+    watch_the_loop(app)
     return app
+
+
+def watch_the_loop(app: web.Application) -> None:
+    """Measure how long the event loop is blocked while the app runs (loop_lag.py)."""
+    watcher: list[asyncio.Task] = []
+
+    async def start(_: web.Application) -> None:
+        watcher.append(asyncio.create_task(loop_lag.watch(), name="pushgate-loop-lag"))
+
+    async def stop(_: web.Application) -> None:
+        for task in watcher:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app.on_startup.append(start)
+    app.on_cleanup.append(stop)
 
 
 def install_uvloop() -> None:

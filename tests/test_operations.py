@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 
 import aiohttp
 import orjson
@@ -207,3 +208,20 @@ async def test_client_chosen_names_never_become_metric_labels(server):
         before, "pushgate_commands_total", **unknown
     ) == len(names)
     await ws.close()
+
+
+async def test_a_blocked_event_loop_is_measured_and_logged(server, caplog):
+    """pushgate_event_loop_lag_*: how long the loop that serves every connection was kept
+    from running; a stretch over 100 ms is logged (the c1m target is none)."""
+    await scrape(server)  # resets the since-last-scrape maximum
+    with caplog.at_level(logging.WARNING, logger="pushgate.loop"):
+        time.sleep(0.3)  # the test blocks the server's own loop, as a slow callback would
+        async with asyncio.timeout(5):
+            while not any("event loop blocked" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    samples = await scrape(server)
+    assert value(samples, "pushgate_event_loop_lag_max_seconds") >= 0.25
+    assert value(samples, "pushgate_event_loop_lag_seconds_bucket", le="+Inf") >= 1
+    assert value(samples, "pushgate_event_loop_lag_seconds_bucket", le="0.1") < value(
+        samples, "pushgate_event_loop_lag_seconds_bucket", le="+Inf"
+    )
