@@ -6,7 +6,7 @@
   kept without ``since``), for a backend that pulls instead of being called;
 - ``events_replay {sink, since}``: deliver again to ``webhook`` or ``amqp`` everything
   after ``since`` (an event id; ``"<shard>:0-0"`` = all that is kept);
-- ``events_status``: per sink and log, the cursor and how far behind it is.
+- ``events_status``: per configured sink and log, its cursor and whether it caught up.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import orjson
 
 from pushgate.api.params import bad_request, optional_int, optional_str, require_str
 from pushgate.engine.tracking import ReadPosition, parse_cursor
-from pushgate.events.sinks import SINK_NAMES
+from pushgate.events.sinks import SINK_NAMES, configured
 from pushgate.hub import notifications
 from pushgate.hub.errors import ERROR_NOT_AVAILABLE
 from pushgate.hub.hub import Hub
@@ -91,7 +91,7 @@ async def events_status(hub: Hub, params: dict) -> dict:
     out = []
     for shard in range(hub.engine.event_shards):
         first, last = await hub.engine.events_bounds(shard)
-        for sink in SINK_NAMES:
+        for sink in configured(hub.config.events):
             cursor = await hub.engine.events_cursor(shard, sink)
             out.append(
                 {

@@ -44,6 +44,7 @@ from pushgate.engine.tracking import (
     Tracking,
     UserStatus,
 )
+from pushgate.metrics import EVENTS_PRODUCED
 
 log = logging.getLogger("pushgate.engine.memory")
 
@@ -118,6 +119,7 @@ class MemoryTracking:
             del self._log[:excess]
             del self._log_keys[:excess]
         self._log_added.set()
+        EVENTS_PRODUCED.inc()
 
     def _kept(self) -> int:
         """Index of the oldest event still within the retention."""

@@ -138,7 +138,7 @@ class Reaper:
 
     async def _timers(self, shard: Shard) -> None:
         engine = self.engine
-        offline, _, _ = await engine._run(
+        offline, added, _ = await engine._run(
             shard,
             "CLAIM_TIMERS",
             [f"{engine.prefix}:timers", engine._key("events", "log"), f"{engine.prefix}:handoffs"],
@@ -150,6 +150,7 @@ class Reaper:
                 86400,
             ],
         )
+        engine._wrote(added)
         handler = engine._handler
         for i in range(0, len(offline), 2):
             user = offline[i].decode()

@@ -11,6 +11,7 @@ A removal Redis could not take (an outage) is said again at every heartbeat unti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
@@ -36,6 +37,7 @@ from pushgate.engine.tracking import (
     Tracking,
     UserStatus,
 )
+from pushgate.metrics import EVENTS_PRODUCED
 
 if TYPE_CHECKING:
     from pushgate.engine.redis_engine import Shard
@@ -50,6 +52,8 @@ USER_KEEP = 86400
 READ_KEEP = 30 * 86400
 #: acknowledged or handed-off notifications are remembered this long
 SETTLED_KEEP = 86400
+#: how often a waiting read of the event log looks again (events of other nodes)
+POLL = 0.2
 
 
 class NodeLost(Exception):
@@ -90,6 +94,8 @@ class RedisTracking:
         self.tracking = Tracking()
         #: removals Redis did not take yet: key → the call that makes it
         self._unsaid: dict[tuple, Callable[[], Awaitable[Any]]] = {}
+        #: set when a script of this node wrote an event (wakes a waiting events_read)
+        self._events_added = asyncio.Event()
 
     def _run(self, shard: Shard, name: str, keys: list[str], args: list) -> asyncio.Future:
         return shard.script(SHAS[name], keys, args)
@@ -99,6 +105,12 @@ class RedisTracking:
 
     def _flags(self) -> str:
         return self.tracking.flags
+
+    def _wrote(self, events: int) -> None:
+        """A script wrote ``events`` events: count them, wake a waiting reader."""
+        if events:
+            EVENTS_PRODUCED.inc(events)
+            self._events_added.set()
 
     def _announced(self, user: str, code: bytes | str, when: float | None = None) -> None:
         """A script announced ``user``'s status ``code``: tell the hub (status channels)."""
@@ -159,6 +171,7 @@ class RedisTracking:
         if result == -1:
             self._node_lost_soon()
             raise NodeLost("this node was found dead by the cluster")
+        self._wrote(result)
 
     async def member_joined(self, channel: str, info: ClientInfo) -> None:
         await self._run(
@@ -185,7 +198,7 @@ class RedisTracking:
 
     async def _remove_member(self, inc: str, channel: str, client_id: str, announce: bool) -> bool:
         keys = [*self._member_keys(channel, inc), self._key("events", "log")]
-        removed, _ = await self._run(
+        removed, added = await self._run(
             self.shard(channel),
             "MEMBER_REMOVE",
             keys,
@@ -199,6 +212,7 @@ class RedisTracking:
                 self.tracking.retention,
             ],
         )
+        self._wrote(added)
         return bool(removed)
 
     async def refresh_presence(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
@@ -255,12 +269,13 @@ class RedisTracking:
         if result[0] == -1:
             self._node_lost_soon()
             raise NodeLost("this node was found dead by the cluster")
-        _, told, _, reads = result
+        _, told, added, reads = result
+        self._wrote(added)
         self._announced(conn.user, told)
         return _positions(reads)
 
     async def connection_state(self, conn: Connection, state: str) -> None:
-        _, told, _ = await self._run(
+        _, told, added = await self._run(
             self.shard(conn.user),
             "CONN_STATE",
             [self._key("user", conn.user), self._key("events", "log"), f"{self.prefix}:timers"],
@@ -273,6 +288,7 @@ class RedisTracking:
                 self.tracking.retention,
             ],
         )
+        self._wrote(added)
         self._announced(conn.user, told)
 
     async def connection_closed(self, conn: Connection, reason: str) -> None:
@@ -284,7 +300,7 @@ class RedisTracking:
     async def _close(
         self, inc: str, client: str, user: str, reason: str, when: float | None = None
     ) -> bool:
-        closed, told, _ = await self._run(
+        closed, told, added = await self._run(
             self.shard(user),
             "CONN_CLOSE",
             [
@@ -303,6 +319,7 @@ class RedisTracking:
                 "" if when is None else when,
             ],
         )
+        self._wrote(added)
         self._announced(user, told, when)
         return bool(closed)
 
@@ -382,14 +399,21 @@ class RedisTracking:
     async def events_read(
         self, shard: int, after: str, count: int, wait: float = 0.0
     ) -> list[LoggedEvent]:
-        client = self._log_shard(shard).client
+        """XRANGE after ``after``; while there is nothing, polled every POLL seconds (or
+        woken at once by an event this node wrote) until ``wait`` is over."""
+        batch = self._log_shard(shard).batch
         key = self._key("events", "log")
-        if wait > 0:
-            got = await client.xread({key: after}, count=count, block=max(1, int(wait * 1000)))
-            entries = got[0][1] if got else []
-        else:
-            entries = await client.xrange(key, min=f"({after}", max="+", count=count)
-        return [LoggedEvent(_text(entry_id), fields[b"e"]) for entry_id, fields in entries]
+        deadline = time.monotonic() + wait
+        while True:
+            self._events_added.clear()
+            entries = await batch.run(("XRANGE", key, f"({after}", "+", "COUNT", count))
+            left = deadline - time.monotonic()
+            if entries or left <= 0:
+                return [
+                    LoggedEvent(_text(entry_id), _field(fields)) for entry_id, fields in entries
+                ]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_added.wait(), min(POLL, left))
 
     async def events_bounds(self, shard: int) -> tuple[str | None, str | None]:
         client = self._log_shard(shard).client
@@ -432,6 +456,13 @@ class RedisTracking:
 
     async def events_rewind(self, shard: int, sink: str, cursor: str) -> None:
         await self._log_shard(shard).batch.run(("SET", self._key("events:cursor", sink), cursor))
+
+
+def _field(fields: list | dict) -> bytes:
+    """The ``e`` field of a stream entry (RESP2: a flat list; a dict otherwise)."""
+    if isinstance(fields, dict):
+        return fields[b"e"]
+    return fields[fields.index(b"e") + 1]
 
 
 def _positions(flat: list) -> dict[str, ReadPosition]:

@@ -193,7 +193,7 @@ class Hub:
         if status.tracked(client):
             try:
                 await self.engine.connection_closed(
-                    status.connection_of(client), client.close_reason
+                    status.connection_of(client), client.close_reason or "connection closed"
                 )
             except Exception as exc:  # the engine retries it (or reaps it if this node dies)
                 log.warning("cannot tell the engine %s closed: %s", client.id, exc)
