@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import orjson
 
+from pushgate.hub import status
 from pushgate.hub.client import DisconnectError, count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -101,6 +102,10 @@ class StompSettings:
     max_frame_bytes: int = 65536
     server: str = "pushgate"
     transactions: TransactionLimits = field(default_factory=TransactionLimits)
+
+
+#: a SEND here reports the user's attention (header ``state``), publishing nothing
+PRESENCE_DESTINATION = "/pushgate/presence"
 
 
 class StompFailure(Exception):
@@ -276,6 +281,10 @@ class StompSession:
             self._closing = True
             self.writer.close(NORMAL_CLOSE, "")
             return
+        if command == "SEND" and frame.get("destination") == PRESENCE_DESTINATION:
+            await self._attention(frame)  # not a publication, inside a transaction or not
+            self._receipt(frame)
+            return
         transaction = frame.get("transaction")
         if transaction and command in ("SEND", "ACK", "NACK"):
             self._hold(frame)
@@ -366,6 +375,17 @@ class StompSession:
             now = self.clock()
             self.next_send = now + self.send_every
             self.wheel.schedule(self, self._next_due(now))
+
+    async def _attention(self, frame: Frame) -> None:
+        """``SEND destination:/pushgate/presence`` with ``state: active|idle|hidden``: the
+        user's attention on this connection (hub/status.py)."""
+        state = status.parse_attention(frame.get("state"))
+        if state is None:
+            raise StompFailure(
+                "invalid state header",
+                f"{PRESENCE_DESTINATION} takes state: active, idle or hidden",
+            )
+        await self.client.set_attention(state)
 
     async def _send(self, frame: Frame) -> None:
         channel, data = self._publication(frame)
