@@ -277,9 +277,10 @@ class Engine(ABC):
         acknowledged within its TTL; False if it was acknowledged or handled already."""
 
     @abstractmethod
-    async def handoff_ack(self, channel: str, offset: int) -> bool:
+    async def handoff_ack(self, channel: str, offset: int, epoch: str = "") -> bool:
         """A connection displayed the publication: no hand-off for it, on any node.
-        True when a waiting hand-off was cancelled."""
+        True when a waiting hand-off was cancelled; with ``epoch``, only one of that
+        stream (after a stream is lost, offsets start again)."""
 
     @abstractmethod
     async def read_mark(self, user: str, channel: str, position: ReadPosition, limit: int) -> bool:

@@ -326,8 +326,11 @@ class MemoryTracking:
         self._timer(handoff.ttl, "h", key)
         return True
 
-    async def handoff_ack(self, channel: str, offset: int) -> bool:
+    async def handoff_ack(self, channel: str, offset: int, epoch: str = "") -> bool:
         key = (channel, offset)
+        waiting = self._handoffs.get(key)
+        if waiting is not None and epoch and waiting.epoch != epoch:
+            return False  # an older stream's publication at the same offset
         self._settled[key] = time.monotonic() + SETTLED_KEEP
         return self._handoffs.pop(key, None) is not None
 

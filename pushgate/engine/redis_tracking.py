@@ -365,14 +365,14 @@ class RedisTracking:
         )
         return bool(added)
 
-    async def handoff_ack(self, channel: str, offset: int) -> bool:
+    async def handoff_ack(self, channel: str, offset: int, epoch: str = "") -> bool:
         cancelled = await self._run(
             self.shard(channel),
             "HANDOFF_ACK",
             self._handoff_keys(channel),
-            [f"{channel}\n{offset}", offset, SETTLED_KEEP],
+            [f"{channel}\n{offset}", offset, SETTLED_KEEP, epoch],
         )
-        return bool(cancelled)
+        return cancelled == 1
 
     async def read_mark(self, user: str, channel: str, position: ReadPosition, limit: int) -> bool:
         stored = await self._run(

@@ -325,8 +325,13 @@ return 1
 """
 )
 
-# KEYS: timers, handoffs, settled:<ch>; ARGV: id, offset, keep (s) → 1 if one was waiting
+# KEYS: timers, handoffs, settled:<ch>; ARGV: id, offset, keep (s), epoch ("" = any)
+# → 1 if one was waiting, 0 if none, -1 if the one waiting is of another epoch (kept)
 HANDOFF_ACK = """
+if ARGV[4] ~= "" then
+  local body = redis.call("hget", KEYS[2], ARGV[1])
+  if body and cjson.decode(body)["epoch"] ~= ARGV[4] then return -1 end
+end
 redis.call("sadd", KEYS[3], ARGV[2])
 redis.call("expire", KEYS[3], ARGV[3])
 redis.call("zrem", KEYS[1], "h:" .. ARGV[1])

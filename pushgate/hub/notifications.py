@@ -3,7 +3,7 @@
 A publication to a user's channel (a user-limited channel of one user, ``notifications:#bob``,
 that keeps history) may carry ``handoff`` (a TTL): it is tagged ``pushgate.ack`` and, unless
 one of the user's connections acknowledges it within the TTL (``pushgate.ack`` RPC with its
-channel and offset: pushgate.js sends it once the page shows it), the engine writes a
+channel, offset and epoch: pushgate.js sends it once the page shows it), the engine writes a
 ``notification_handoff`` event, which the product turns into an e-mail or a mobile push. The
 timer lives in the engine (a Redis sorted set with the redis engine): an ack on any node
 cancels it, and one node claims it when due, atomically with writing the event — one
@@ -115,13 +115,14 @@ def _offset(value: object) -> int:
 
 
 async def ack(client: Client, params: dict) -> None:
-    """``pushgate.ack {channel, offset}``: the publication was shown to the user."""
+    """``pushgate.ack {channel, offset, epoch?}``: the publication was shown to the user."""
     channel = params.get("channel")
-    if not isinstance(channel, str):
-        raise ERROR_BAD_REQUEST.with_message("bad request: channel must be a string")
+    epoch = params.get("epoch", "")
+    if not isinstance(channel, str) or not isinstance(epoch, str):
+        raise ERROR_BAD_REQUEST.with_message("bad request: channel and epoch must be strings")
     _check_own_channel(client, channel, "ack")
     offset = _offset(params.get("offset"))
-    if await client.hub.engine.handoff_ack(channel, offset):
+    if await client.hub.engine.handoff_ack(channel, offset, epoch):
         log.debug("client=%s acknowledged %s/%d: no hand-off", client.id, channel, offset)
 
 

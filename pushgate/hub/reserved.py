@@ -6,7 +6,7 @@ name Centrifugo PRO gives its client RPC) is answered too, as ``pushgate.presenc
 with ``active``. Each takes a JSON object and replies with an empty result.
 
 - ``pushgate.presence {"state": "active" | "idle" | "hidden"}``: the connection's attention;
-- ``pushgate.ack {"channel", "offset"}``: a notification was shown (no hand-off);
+- ``pushgate.ack {"channel", "offset", "epoch"?}``: a notification was shown (no hand-off);
 - ``pushgate.mark_read {"channel", "offset", "epoch"}``: read up to there.
 """
 
