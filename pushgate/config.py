@@ -334,8 +334,18 @@ class EngineConfig:
         ),
     )
     node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
-    node_ttl: float = _opt(10.0, "A node unseen for this long is gone (duration).", lo=0)
-    presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).", lo=0)
+    node_ttl: float = _opt(
+        10.0,
+        "A node unseen for this long is gone: another node removes its connections, "
+        "announcing each leave and disconnect once (duration).",
+        lo=0,
+    )
+    presence_ttl: float = _opt(
+        60.0,
+        "Presence entries expire unless refreshed; a backstop, as a dead node's entries are "
+        "removed within node_ttl (duration).",
+        lo=0,
+    )
     history_meta_ttl: float = _opt(
         86400.0,
         "How long a channel's stream position (offset, epoch) outlives its history; after "
@@ -708,7 +718,7 @@ class EventsConfig:
         "Durable topic exchange events are published to, routing key = the event type.",
     )
     batch_size: int = _opt(
-        100, "Events per webhook request (and per AMQP confirm round).", lo=1, hi=10000
+        100, "Events per webhook request (and per read of the log).", lo=1, hi=10000
     )
     retry_min_delay: float = _opt(
         0.5, "First pause before delivering again after a failure (duration).", lo=0.01
@@ -721,7 +731,7 @@ class EventsConfig:
     retention: int = _opt(
         100000,
         "Events kept in the log, delivered or not (replay reaches back this far; a backlog "
-        "beyond it loses its oldest events, counted in pushgate_events_dropped_total).",
+        "beyond it loses its oldest events, counted in pushgate_events_gaps_total).",
         lo=100,
     )
     lease: float = _opt(
