@@ -207,7 +207,8 @@ class Engine(ABC):
 
     # --- presence -----------------------------------------------------------------
     @abstractmethod
-    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None: ...
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        """A raw presence entry, outside any membership (the hub uses ``member_add``)."""
 
     @abstractmethod
     async def remove_presence(self, channel: str, client_id: str) -> None: ...

@@ -584,27 +584,6 @@ class RedisEngine(RedisTracking, Engine):
             ("EXPIRE", zset_key, int(ttl) + 1),
         )
 
-    async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
-        """Add or refresh presence entries: four commands per channel, however many
-        of its members are on this node, pipelined per shard."""
-        expires = time.time() + ttl
-        by_channel: dict[str, list[ClientInfo]] = {}
-        for channel, info in entries:
-            by_channel.setdefault(channel, []).append(info)
-        by_shard: dict[Shard, list[str]] = {}
-        for channel in by_channel:
-            by_shard.setdefault(self.shard(channel), []).append(channel)
-        for shard, channels in by_shard.items():
-            pipe = shard.client.pipeline(transaction=False)
-            for channel in channels:
-                infos = by_channel[channel]
-                hash_key, zset_key = self._presence_keys(channel)
-                pipe.hset(hash_key, mapping={i.client: orjson.dumps(_info_dict(i)) for i in infos})
-                pipe.zadd(zset_key, {i.client: expires for i in infos})
-                pipe.expire(hash_key, int(ttl) + 1)
-                pipe.expire(zset_key, int(ttl) + 1)
-            await pipe.execute()
-
     async def remove_presence(self, channel: str, client_id: str) -> None:
         hash_key, zset_key = self._presence_keys(channel)
         await self.shard(channel).batch.run(
@@ -679,9 +658,11 @@ class RedisEngine(RedisTracking, Engine):
         ttl = self.config.presence_ttl
         try:
             for channel, info, presence, joined in snapshot.get("members", []):
-                await self.member_add(channel, info, presence=presence, ttl=ttl, joined=joined)
+                await self.member_add(
+                    channel, info, presence=presence, ttl=ttl, joined=joined, quiet=True
+                )
             for conn, state in snapshot.get("connections", []):
-                await self.connection_opened(conn, state)
+                await self.connection_opened(conn, state, quiet=True)
         except NodeLost:
             return
         self._next_user_refresh = self._next_presence_refresh = 0.0

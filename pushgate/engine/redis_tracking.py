@@ -147,8 +147,17 @@ class RedisTracking:
         ]
 
     async def member_add(
-        self, channel: str, info: ClientInfo, *, presence: bool, ttl: float, joined: bool = False
+        self,
+        channel: str,
+        info: ClientInfo,
+        *,
+        presence: bool,
+        ttl: float,
+        joined: bool = False,
+        quiet: bool = False,
     ) -> None:
+        """``joined``, ``quiet``: a membership written again after Redis lost it — its join
+        was announced already, and it makes no event."""
         shard = self.shard(channel)
         keys = self._member_keys(channel)
         keys += [self._key("tomb", self.incarnation), self._key("events", "log")]
@@ -163,7 +172,7 @@ class RedisTracking:
                 "1" if presence else "0",
                 ttl,
                 channel,
-                self._flags(),
+                "" if quiet else self._flags(),
                 self.tracking.retention,
                 "1" if joined else "0",
             ],
@@ -241,7 +250,10 @@ class RedisTracking:
     def _user_keys(self, user: str) -> list[str]:
         return [self._key("user", user)]
 
-    async def connection_opened(self, conn: Connection, state: str) -> dict[str, ReadPosition]:
+    async def connection_opened(
+        self, conn: Connection, state: str, quiet: bool = False
+    ) -> dict[str, ReadPosition]:
+        """``quiet``: a connection written again after Redis lost it (no connect event)."""
         template = conn.event(DISCONNECT, self.tracking.node_name)
         result = await self._run(
             self.shard(conn.user),
@@ -258,7 +270,7 @@ class RedisTracking:
                 conn.client,
                 CODES[state],
                 conn.user,
-                self._flags(),
+                "" if quiet else self._flags(),
                 self.tracking.offline_delay,
                 self.tracking.retention,
                 conn.event(CONNECT, self.tracking.node_name),
