@@ -507,9 +507,7 @@ async def second_redis(tmp_path: Path) -> AsyncIterator[RedisProcess]:
     server.kill()
 
 
-async def test_a_shard_with_nothing_subscribed_keeps_its_pubsub_connection(
-    engines, second_redis
-):
+async def test_a_shard_with_nothing_subscribed_keeps_its_pubsub_connection(engines, second_redis):
     """The second shard has no channel at first: its PUB/SUB reader must stay connected
     (not end its listen loop, reconnect and report a resync each time), and a subscribe
     arriving later is confirmed."""
@@ -588,3 +586,61 @@ async def test_a_killed_pubsub_connection_resubscribes_everything_before_the_res
     await handler.wait(lambda: all(handler.of(c) for c in channels), timeout=10)
     numsub = await local_redis.pubsub_numsub(*(engine._pubsub_channel(c) for c in channels))
     assert all(count == 1 for _, count in numsub)
+
+
+# --- no ghosts: a dead node's memberships and connections -----------------------------
+
+
+async def test_a_dead_node_is_reaped_once_on_every_shard_and_cannot_come_back(
+    engines, second_redis
+):
+    """Node C dies holding members of channels on both shards and users on both shards;
+    nodes A and B both look for dead nodes: each leave and each offline happens once.
+    When C "comes back" (its heartbeat resumes), it is told it was found dead, and
+    nothing it held reappears."""
+    urls = [REDIS_URL, second_redis.url]
+    engine_a, handler_a = await engines("node-a", redis_url=urls)
+    engine_b, handler_b = await engines("node-b", redis_url=urls)
+    engine_c, handler_c = await engines("node-c", redis_url=urls)
+    channels = [f"room{n}" for n in range(6)]  # on both shards (crc32 % 2)
+    users = [f"user{n}" for n in range(6)]
+    assert {engine_c.shards.index(engine_c.shard(x)) for x in channels} == {0, 1}
+    assert {engine_c.shards.index(engine_c.shard(x)) for x in users} == {0, 1}
+    for channel in channels:
+        await engine_a.subscribe(channel)
+    for n, (channel, user) in enumerate(zip(channels, users, strict=True)):
+        info = ClientInfo(f"c{n}", user)
+        await engine_c.connection_opened(Connection(f"c{n}", user, "websocket"), "active")
+        await engine_c.member_add(channel, info, presence=True, ttl=60)
+        await engine_c.member_joined(channel, info)
+    await handler_a.wait(lambda: len(handler_a.joins) == 6)
+    crash(engine_c)
+    await handler_a.wait(lambda: len(handler_a.leaves) == 6, timeout=4)
+    assert sorted(info.client for _, info in handler_a.leaves) == [f"c{n}" for n in range(6)]
+    for channel in channels:
+        assert await engine_a.presence(channel) == {}
+    statuses = await engine_b.user_statuses(users)
+    assert all(s.status == "offline" for s in statuses.values()), statuses
+    reaped = engine_a.reaper.reaped + engine_b.reaper.reaped
+    assert reaped == [engine_c.incarnation]  # one node did it
+    announced = [u for u, s in handler_a.statuses + handler_b.statuses if s.status == "offline"]
+    assert sorted(announced) == users  # each offline told once
+
+    # C comes back: found dead, it drops what it had (nothing is announced again)
+    engine_c._handler = handler_c
+    old = engine_c.incarnation
+    assert not await engine_c.member_remove(channels[0], "c0", announce=True)
+    await engine_c._beat()
+    await handler_c.wait(lambda: handler_c.lost == 1)
+    await engine_c._losing
+    assert engine_c.incarnation != old
+    with pytest.raises(Exception, match="found dead"):
+        # a straggler of the old life cannot write a membership again
+        engine_c.incarnation, saved = old, engine_c.incarnation
+        try:
+            await engine_c.member_add(channels[0], ClientInfo("c0", "user0"), presence=True, ttl=60)
+        finally:
+            engine_c.incarnation = saved
+    await asyncio.sleep(0.3)
+    assert len(handler_a.leaves) == 6
+    assert await engine_a.presence(channels[0]) == {}

@@ -150,8 +150,8 @@ class Client:
         self.attention = ACTIVE
         #: why it closed, for the disconnect event ("" while open: the peer went away)
         self.close_reason = ""
-        #: the user's read positions, read when the connection registered
-        self.read_positions: dict[str, ReadPosition] = {}
+        #: the user's read positions, read when the connection registered (None: none)
+        self.read_positions: dict[str, ReadPosition] | None = None
         self.subs: dict[str, Subscription] = {}
         #: the connection token's ``caps``: channel operations granted beyond the options
         self.caps: tuple[Capability, ...] = ()

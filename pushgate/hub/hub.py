@@ -176,9 +176,10 @@ class Hub:
             session = self.users[client.user] = UserSession(client.user)
         session.add(client)
         if status.tracked(client):
-            client.read_positions = await self.engine.connection_opened(
+            positions = await self.engine.connection_opened(
                 status.connection_of(client), client.attention
             )
+            client.read_positions = positions or None
 
     async def unregister(self, client: Client) -> None:
         self.clients.pop(client.id, None)
