@@ -107,10 +107,14 @@ class EngineHandler(Protocol):
         ``node_ttl``) and removed its connections: drop every connection, which the
         clients then make again."""
 
-    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
+    def node_snapshot(
+        self, presence: bool = True, users: bool = True, members: bool = False
+    ) -> dict:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
         of this node, for the engine's heartbeat (``presence`` and ``users`` empty
-        unless asked: a node with many connections should not list them every beat)."""
+        unless asked: a node with many connections should not list them every beat);
+        with ``members`` also ``"members"`` [(channel, info, presence, joined)] and
+        ``"connections"`` [(Connection, attention)], to write again what Redis lost."""
 
 
 class Engine(ABC):

@@ -419,7 +419,7 @@ class RedisEngine(RedisTracking, Engine):
         self._unsaid.clear()
         self.incarnation = f"{self._node_id}.{next(self._lives)}"
         log.warning("incarnation %s was found dead; this node goes on as %s", old, self.incarnation)
-        await self._beat()
+        await self._beat(losing=False)
 
     def resynced(self) -> None:
         if self._handler is not None:
@@ -613,14 +613,16 @@ class RedisEngine(RedisTracking, Engine):
             except Exception:
                 log.exception("heartbeat failed")
 
-    async def _beat(self) -> None:
+    async def _beat(self, losing: bool | None = None) -> None:
         """Announce this node. Presence expiries are pushed forward every third of
         ``presence_ttl`` and users' keys hourly; when this incarnation's registry entry
         was missing (first beat, or Redis lost its data), everything this node holds is
         written again; when the cluster found it dead, it starts again (_node_lost)."""
         handler = self._handler
-        if handler is None or (self._losing is not None and not self._losing.done()):
-            return
+        if losing is None:
+            losing = self._losing is not None and not self._losing.done()
+        if handler is None or losing:
+            return  # starting again: _node_lost beats when it is done
         now = time.time()
         info = dict(handler.node_snapshot(presence=False, users=False)["info"])
         info["expires"] = now + self.config.node_ttl

@@ -57,7 +57,7 @@ class Reaper:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+                await asyncio.wait([self._task], timeout=2)
             self._task = None
 
     async def _forever(self) -> None:
@@ -92,15 +92,15 @@ class Reaper:
         engine = self.engine
         started = time.monotonic()
         for shard in engine.shards:
-            await shard.client.set(engine._key("tomb", inc), 1, ex=TOMB_KEEP)
+            await shard.batch.run(("SET", engine._key("tomb", inc), 1, "EX", TOMB_KEEP))
         members = connections = 0
         for shard in engine.shards:
             members += await self._members(shard, inc)
             connections += await self._connections(shard, inc, last_beat)
-            await shard.client.delete(engine._key("members", inc), engine._key("conns", inc))
-        first = engine.shards[0].client
-        await first.zrem(f"{engine.prefix}:alive", inc)
-        await first.delete(f"{engine.prefix}:reap:{inc}")
+            await shard.batch.run(("DEL", engine._key("members", inc), engine._key("conns", inc)))
+        await engine.shards[0].batch.run(
+            ("ZREM", f"{engine.prefix}:alive", inc), ("DEL", f"{engine.prefix}:reap:{inc}")
+        )
         self.reaped.append(inc)
         log.warning(
             "node %s was found dead: %d memberships and %d connections removed (%.2f s)",
@@ -112,7 +112,7 @@ class Reaper:
 
     async def _members(self, shard: Shard, inc: str) -> int:
         engine = self.engine
-        fields = [f async for f in shard.client.hscan_iter(engine._key("members", inc), count=1000)]
+        fields = await _scan(shard, engine._key("members", inc))
         removed = 0
         for at in range(0, len(fields), REAP_CHUNK):
             jobs = []
@@ -125,7 +125,7 @@ class Reaper:
 
     async def _connections(self, shard: Shard, inc: str, last_beat: float | None) -> int:
         engine = self.engine
-        entries = [e async for e in shard.client.hscan_iter(engine._key("conns", inc), count=1000)]
+        entries = await _scan(shard, engine._key("conns", inc))
         closed = 0
         for at in range(0, len(entries), REAP_CHUNK):
             jobs = []
@@ -157,3 +157,14 @@ class Reaper:
             seen = float(offline[i + 1]) if offline[i + 1] else None
             if handler is not None:
                 handler.handle_status(user, UserStatus(OFFLINE, seen, None))
+
+
+async def _scan(shard: Shard, key: str) -> list[tuple[bytes, bytes]]:
+    """Every field and value of a hash, by HSCAN on the shard's command connection."""
+    out: list[tuple[bytes, bytes]] = []
+    cursor: bytes | int = 0
+    while True:
+        cursor, flat = await shard.batch.run(("HSCAN", key, cursor, "COUNT", 1000))
+        out.extend(zip(flat[::2], flat[1::2], strict=True))
+        if cursor in (b"0", 0, "0"):
+            return out

@@ -80,9 +80,9 @@ class Dispatcher:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
+        if self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait(self._tasks, timeout=2)
         self._tasks.clear()
         for sink in self.sinks:
             for shard in range(self.engine.event_shards):

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -105,6 +106,7 @@ class AmqpSink:
         self.url = url
         self.exchange_name = exchange
         self._connection = None
+        self._channel = None
         self._exchange = None
 
     async def _exchange_ready(self):
@@ -113,8 +115,8 @@ class AmqpSink:
         if self._exchange is None:
             if self._connection is None:
                 self._connection = await aio_pika.connect_robust(self.url)
-            channel = await self._connection.channel(publisher_confirms=True)
-            self._exchange = await channel.declare_exchange(
+            self._channel = await self._connection.channel(publisher_confirms=True)
+            self._exchange = await self._channel.declare_exchange(
                 self.exchange_name, aio_pika.ExchangeType.TOPIC, durable=True
             )
         return self._exchange
@@ -136,8 +138,13 @@ class AmqpSink:
                     routing_key=event.type,
                 )
         except Exception as exc:
-            # a closed channel or connection is made again on the next attempt
+            # the channel is made again on the next attempt (the connection reconnects
+            # by itself)
             self._exchange = None
+            channel, self._channel = self._channel, None
+            if channel is not None:
+                with contextlib.suppress(Exception):
+                    await channel.close()
             raise DeliveryFailed(f"AMQP: {exc!r}") from None
 
     async def close(self) -> None:
