@@ -6,9 +6,12 @@ and how a card moves (its proxies, ``proxy.py``: the pages need no token) — an
 committed write publishes the result through pushgate's HTTP server API:
 
 - ``board:<id>``: ``{type: "card", card, actor}``, the card's whole new state with its
-  ``version``; ``{type: "status", user, status}`` for away / back;
-- ``notifications:#<user>``: ``{type: "notification", notification, unread, stamp}`` and
-  ``{type: "read", ids, unread, stamp}``.
+  ``version``;
+- ``notifications:#<user>``: ``{type: "notification", notification}``, with a hand-off TTL:
+  if no tab of the user shows it in time, pushgate hands it back (demo/hooks.py).
+
+Online dots and read positions are pushgate's own: the pages subscribe to the members'
+status channels (``status:<user>``) and mark notifications read with ``pushgate.mark_read``.
 
 Pages: ``/demo/`` picks a user (cookie ``demo_user``, or ``?as=<user>`` on any page) and a
 board; ``/demo/board/<id>`` is the board. The cookie's path is ``/``, so it also goes with
@@ -25,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 
+from demo.hooks import hook
 from demo.push import PushgateError, ServerApi
 from demo.store import COLUMN_TITLES, COLUMNS, Change, Invalid, NotFound, Store
 
@@ -49,13 +53,18 @@ class Settings:
     browser_pushgate_url: str = ""
     """What pages pass to ``new Pushgate()``: ``''`` is the page's own origin."""
     away_after: float = 60.0
-    """Seconds of a hidden or idle page before its user shows as away."""
+    """Seconds without input before a visible page counts as idle (amber)."""
+    status_namespace: str = "status"
+    """pushgate's ``presence.status_namespace``: teammates' dots come from there."""
+    handoff_ttl: float = 30.0
+    """Seconds a notification waits for a tab to show it before pushgate hands it back."""
+    webhook_secret: str = ""
+    """pushgate's ``events.webhook_secret``: what signs the events it sends us."""
 
 
 STORE = web.AppKey("store", Store)
 API = web.AppKey("api", ServerApi)
 SETTINGS = web.AppKey("settings", Settings)
-AWAY = web.AppKey("away", set)
 USERS = web.AppKey("users", dict)
 
 
@@ -142,18 +151,25 @@ async def publish_change(request: web.Request, change: Change, actor: str) -> bo
         )
     ]
     for notice in change.notices:
-        jobs.append(
-            api.publish(
-                f"notifications:#{notice['user']}",
-                {"type": "notification", **{k: v for k, v in notice.items() if k != "user"}},
-                idempotency_key=f"notification-{notice['notification']['id']}",
-            )
-        )
+        jobs.append(notify(request, notice))
     results = await asyncio.gather(*jobs, return_exceptions=True)
     failed = [r for r in results if isinstance(r, Exception)]
     for exc in failed:
         log.warning("publish failed: %s", exc)
     return not failed
+
+
+async def notify(request: web.Request, notice: dict[str, Any]) -> None:
+    """A notification to the user's tabs, handed back to us if none shows it in time;
+    where pushgate put it is kept, for read positions."""
+    notification = notice["notification"]
+    published = await request.app[API].publish(
+        f"notifications:#{notice['user']}",
+        {"type": "notification", "notification": notification},
+        idempotency_key=f"notification-{notification['id']}",
+        handoff=request.app[SETTINGS].handoff_ttl,
+    )
+    await db(request, "set_position", notification["id"], published["offset"], published["epoch"])
 
 
 # --- handlers: session -----------------------------------------------------------
@@ -184,6 +200,7 @@ async def me(request: web.Request) -> web.Response:
             "config": {
                 "pushgate_url": settings.browser_pushgate_url,
                 "away_after": settings.away_after,
+                "status_namespace": settings.status_namespace,
                 "columns": [{"id": c, "title": COLUMN_TITLES[c]} for c in COLUMNS],
             },
         }
@@ -202,7 +219,6 @@ async def get_board(request: web.Request) -> web.Response:
     except PushgateError as exc:
         log.warning("user_status: %s", exc)
         statuses = {}
-    away = request.app[AWAY]
     members = []
     for member in board["members"]:
         status = statuses.get(member, {})
@@ -210,8 +226,8 @@ async def get_board(request: web.Request) -> web.Response:
             {
                 **users[member],
                 "online": bool(status.get("online")),
+                "status": status.get("status", "offline"),
                 "last_seen": status.get("last_seen", 0),
-                "away": member in away,
             }
         )
     return web.json_response({"board": board, "members": members, "cards": cards})
@@ -262,54 +278,25 @@ async def delete_card(request: web.Request) -> web.Response:
 
 # --- handlers: notifications and presence ---------------------------------------------------------
 async def notifications(request: web.Request) -> web.Response:
+    """The stored list, each marked read or not by pushgate's read position."""
     user = need_user(request)
-    return web.json_response(await db(request, "notifications", user))
-
-
-async def mark_read(request: web.Request) -> web.Response:
-    user = need_user(request)
-    data = await body(request)
-    ids = data.get("ids")
-    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
-        return web.json_response({"error": "ids: list of integers"}, status=400)
-    result = await db(request, "mark_read", user, ids)
     try:
-        await request.app[API].publish(f"notifications:#{user}", {"type": "read", **result})
+        read = await request.app[API].read_position(user, f"notifications:#{user}")
     except PushgateError as exc:
-        log.warning("publish failed: %s", exc)
-    return web.json_response(result)
+        log.warning("read_state: %s", exc)
+        read = None
+    return web.json_response(await db(request, "notifications", user, read))
 
 
-async def set_status(request: web.Request) -> web.Response:
-    """``away`` / ``online`` from a page: kept in memory (it is ephemeral, like presence)
-    and announced on every board the user belongs to."""
-    user = need_user(request)
-    status = (await body(request)).get("status")
-    if status not in ("away", "online"):
-        return web.json_response({"error": "status: away or online"}, status=400)
-    away = request.app[AWAY]
-    if (user in away) == (status == "away"):
-        return web.json_response({"status": status, "changed": False})
-    if status == "away":
-        away.add(user)
-    else:
-        away.discard(user)
-    boards = await db(request, "boards_of", user)
-    if boards:
-        try:
-            await request.app[API].broadcast(
-                [f"board:{b}" for b in boards], {"type": "status", "user": user, "status": status}
-            )
-        except PushgateError as exc:
-            log.warning("broadcast failed: %s", exc)
-    return web.json_response({"status": status, "changed": True})
+async def handoffs(request: web.Request) -> web.Response:
+    """What pushgate handed back for the signed-in user (what we would have e-mailed)."""
+    return web.json_response(await db(request, "handoffs", need_user(request)))
 
 
 # --- the app --------------------------------------------------------------------------------------
 def create_demo_app(settings: Settings) -> web.Application:
     app = web.Application(middlewares=[errors])
     app[SETTINGS] = settings
-    app[AWAY] = set()
 
     async def resources(app: web.Application):
         app[STORE] = await asyncio.to_thread(Store, settings.db_path)
@@ -333,6 +320,6 @@ def create_demo_app(settings: Settings) -> web.Application:
     r.add_patch("/api/cards/{card_id:\\d+}", update_card)
     r.add_delete("/api/cards/{card_id:\\d+}", delete_card)
     r.add_get("/api/notifications", notifications)
-    r.add_post("/api/notifications/read", mark_read)
-    r.add_post("/api/status", set_status)
+    r.add_get("/api/handoffs", handoffs)
+    r.add_post("/hooks/pushgate", hook(settings.webhook_secret, STORE))
     return app

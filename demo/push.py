@@ -58,10 +58,16 @@ class ServerApi:
             raise PushgateError(method, body["error"])
         return body.get("result", body)
 
-    async def publish(self, channel: str, data: Any, idempotency_key: str = "") -> Any:
+    async def publish(
+        self, channel: str, data: Any, idempotency_key: str = "", handoff: float = 0
+    ) -> Any:
+        """``handoff``: seconds within which one of the user's tabs must show it, else
+        pushgate hands it back to us (the webhook, demo/hooks.py) to e-mail it."""
         params: dict[str, Any] = {"channel": channel, "data": data}
         if idempotency_key:
             params["idempotency_key"] = idempotency_key
+        if handoff:
+            params["handoff"] = handoff
         return await self.call("publish", params)
 
     async def broadcast(self, channels: list[str], data: Any) -> Any:
@@ -70,3 +76,9 @@ class ServerApi:
     async def user_status(self, users: list[str]) -> dict[str, dict[str, Any]]:
         result = await self.call("user_status", {"users": users})
         return {s["user"]: s for s in result["statuses"]}
+
+    async def read_position(self, user: str, channel: str) -> tuple[int, str] | None:
+        """How far ``user`` has read ``channel`` (pushgate's read positions), or None."""
+        result = await self.call("read_state", {"user": user})
+        found = result["read"].get(channel)
+        return None if found is None else (found["offset"], found["epoch"])

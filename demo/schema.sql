@@ -43,6 +43,17 @@ CREATE TABLE IF NOT EXISTS notifications (
     card_id    INTEGER NOT NULL,
     text       TEXT NOT NULL,
     created_at REAL NOT NULL,
-    read       INTEGER NOT NULL DEFAULT 0
+    read       INTEGER NOT NULL DEFAULT 0, -- unused: read positions are pushgate's (mark_read)
+    pos_offset INTEGER,                    -- where pushgate published it in notifications:#<user>
+    pos_epoch  TEXT
 );
 CREATE INDEX IF NOT EXISTS notifications_by_user ON notifications(user_id, id);
+
+-- notifications nobody saw in time, as pushgate handed them off (one row per event id)
+CREATE TABLE IF NOT EXISTS handoffs (
+    event_id        TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    notification_id INTEGER,
+    text            TEXT NOT NULL,
+    at              REAL NOT NULL
+);

@@ -116,13 +116,21 @@ def settings_for(config: Config, pushgate_url: str, **overrides: object) -> Sett
         "pushgate_url": pushgate_url,
         "api_key": config.api.key,
         "proxy_key": proxy_key(config),
+        "status_namespace": config.presence.status_namespace,
+        "webhook_secret": config.events.webhook_secret,
         **overrides,
     }
     return Settings(**values)
 
 
+HOOK_PATH = "/demo/hooks/pushgate"
+
+
 def build_app(config: Config, settings: Settings) -> web.Application:
     """pushgate (``config`` already ``with_demo_proxies``) with the demo at /demo/."""
+    if config.events.enabled and not config.events.webhook_url:
+        # pushgate's events go to the demo backend, at its own address (any port)
+        config.events.webhook_url = settings.pushgate_url + HOOK_PATH
     app = create_app(config)
 
     async def to_demo(request: web.Request) -> web.Response:

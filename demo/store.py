@@ -66,7 +66,7 @@ class Change:
 
     card: dict[str, Any]
     notices: list[dict[str, Any]] = field(default_factory=list)
-    """Per notified user: ``{user, notification, unread, stamp}``."""
+    """Per notified user: ``{user, notification}``."""
 
 
 def _card(row: sqlite3.Row) -> dict[str, Any]:
@@ -94,7 +94,10 @@ def _notification(row: sqlite3.Row) -> dict[str, Any]:
         "card_id": row["card_id"],
         "text": row["text"],
         "created_at": row["created_at"],
-        "read": bool(row["read"]),
+        # where pushgate published it (None if publishing failed): read positions are
+        # pushgate's, "read up to this offset of notifications:#<user>"
+        "offset": row["pos_offset"],
+        "epoch": row["pos_epoch"],
     }
 
 
@@ -106,12 +109,20 @@ class Store:
         self._db.row_factory = sqlite3.Row
         self._lock = threading.Lock()
         self._db.execute("PRAGMA journal_mode = WAL")
+        self._migrate()
         self._db.executescript(SCHEMA.read_text())
         self._seed()
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+    def _migrate(self) -> None:
+        """A database made before notifications kept their position gets the columns."""
+        columns = {r["name"] for r in self._db.execute("PRAGMA table_info(notifications)")}
+        if columns and "pos_offset" not in columns:
+            self._db.execute("ALTER TABLE notifications ADD COLUMN pos_offset INTEGER")
+            self._db.execute("ALTER TABLE notifications ADD COLUMN pos_epoch TEXT")
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -277,30 +288,61 @@ class Store:
         return Change(card, notices)
 
     # --- notifications ----------------------------------------------------------------------
-    def notifications(self, user_id: str, limit: int = 30) -> dict[str, Any]:
+    def notifications(
+        self, user_id: str, read: tuple[int, str] | None = None, limit: int = 30
+    ) -> dict[str, Any]:
+        """Every unread notification and the ``limit`` latest, newest first, each with
+        ``read``; ``read`` is pushgate's read position of ``notifications:#<user>``:
+        everything up to the notification published there (ids grow with time, so one
+        published in an earlier stream is older too)."""
         with self._lock:
+            upto = _read_upto(self._db, user_id, read)
             rows = self._db.execute(
-                "SELECT * FROM notifications WHERE user_id = ? ORDER BY id DESC LIMIT ?",
-                (user_id, limit),
+                "SELECT * FROM notifications WHERE user_id = ? AND (id > ? OR id IN"
+                " (SELECT id FROM notifications WHERE user_id = ? ORDER BY id DESC LIMIT ?))"
+                " ORDER BY id DESC",
+                (user_id, upto, user_id, limit),
             ).fetchall()
-            unread, stamp = _unread_and_stamp(self._db, user_id)
-        return {"items": [_notification(r) for r in rows], "unread": unread, "stamp": stamp}
+        items = [{**_notification(r), "read": r["id"] <= upto} for r in rows]
+        return {"items": items, "unread": sum(1 for n in items if not n["read"]), "read_upto": upto}
 
-    def mark_read(self, user_id: str, ids: list[int] | None = None) -> dict[str, Any]:
-        """Mark ``ids`` (all when None) read; returns ``{ids, unread, stamp}``."""
+    def set_position(self, notification_id: int, offset: int, epoch: str) -> None:
+        """Where pushgate published the notification (its publish result)."""
         with self._write() as db:
-            if ids is None:
-                rows = db.execute(
-                    "SELECT id FROM notifications WHERE user_id = ? AND read = 0", (user_id,)
-                ).fetchall()
-                ids = [row["id"] for row in rows]
-            db.executemany(
-                "UPDATE notifications SET read = 1 WHERE id = ? AND user_id = ?",
-                [(i, user_id) for i in ids],
+            db.execute(
+                "UPDATE notifications SET pos_offset = ?, pos_epoch = ? WHERE id = ?",
+                (offset, epoch, notification_id),
             )
-            db.execute("UPDATE users SET notif_stamp = notif_stamp + 1 WHERE id = ?", (user_id,))
-            unread, stamp = _unread_and_stamp(db, user_id)
-        return {"ids": ids, "unread": unread, "stamp": stamp}
+
+    def record_handoff(
+        self, event_id: str, user_id: str, notification_id: int | None, text: str
+    ) -> bool:
+        """A hand-off from pushgate; False if this event id was already recorded."""
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO handoffs (event_id, user_id, notification_id, text, at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (event_id, user_id, notification_id, text, time.time()),
+            )
+            return cursor.rowcount == 1
+
+    def handoffs(self, user_id: str) -> list[dict[str, Any]]:
+        rows = self._read("SELECT * FROM handoffs WHERE user_id = ? ORDER BY at", user_id)
+        return [
+            {"notification": r["notification_id"], "text": r["text"], "at": r["at"]} for r in rows
+        ]
+
+
+def _read_upto(db: sqlite3.Connection, user_id: str, read: tuple[int, str] | None) -> int:
+    """Id of the newest notification at or before the read position (0: none read)."""
+    if read is None:
+        return 0
+    offset, epoch = read
+    row = db.execute(
+        "SELECT MAX(id) FROM notifications WHERE user_id = ? AND pos_epoch = ? AND pos_offset <= ?",
+        (user_id, epoch, offset),
+    ).fetchone()
+    return row[0] or 0
 
 
 # --- helpers (run inside a transaction) ---------------------------------------------------
@@ -406,18 +448,6 @@ def _notify(
             " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
             (user, kind, actor, card["board_id"], card["id"], text, now),
         )
-        db.execute("UPDATE users SET notif_stamp = notif_stamp + 1 WHERE id = ?", (user,))
         row = db.execute("SELECT * FROM notifications WHERE id = ?", (cursor.lastrowid,)).fetchone()
-        unread, stamp = _unread_and_stamp(db, user)
-        notices.append(
-            {"user": user, "notification": _notification(row), "unread": unread, "stamp": stamp}
-        )
+        notices.append({"user": user, "notification": _notification(row)})
     return notices
-
-
-def _unread_and_stamp(db: sqlite3.Connection, user_id: str) -> tuple[int, int]:
-    unread = db.execute(
-        "SELECT COUNT(*) FROM notifications WHERE user_id = ? AND read = 0", (user_id,)
-    ).fetchone()[0]
-    row = db.execute("SELECT notif_stamp FROM users WHERE id = ?", (user_id,)).fetchone()
-    return unread, row[0] if row else 0

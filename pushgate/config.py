@@ -34,8 +34,11 @@ __all__ = [
     "Config",
     "ConfigError",
     "EngineConfig",
+    "EventsConfig",
     "NamespaceConfig",
+    "NotificationsConfig",
     "PollingConfig",
+    "PresenceConfig",
     "ProxyConfig",
     "RpcConfig",
     "RpcNamespaceConfig",
@@ -377,8 +380,18 @@ class EngineConfig:
         ),
     )
     node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
-    node_ttl: float = _opt(10.0, "A node unseen for this long is gone (duration).", lo=0)
-    presence_ttl: float = _opt(60.0, "Presence entries expire unless refreshed (duration).", lo=0)
+    node_ttl: float = _opt(
+        10.0,
+        "A node unseen for this long is gone: another node removes its connections, "
+        "announcing each leave and disconnect once (duration).",
+        lo=0,
+    )
+    presence_ttl: float = _opt(
+        60.0,
+        "Presence entries expire unless refreshed; a backstop, as a dead node's entries are "
+        "removed within node_ttl (duration).",
+        lo=0,
+    )
     history_meta_ttl: float = _opt(
         86400.0,
         "How long a channel's stream position (offset, epoch) outlives its history; after "
@@ -827,6 +840,120 @@ class RpcNamespaceConfig(RpcOptions):
     )
 
 
+_EVENT_TYPES = (
+    "connect",
+    "disconnect",
+    "user_online",
+    "user_offline",
+    "user_status",
+    "channel_occupied",
+    "channel_vacated",
+    "notification_handoff",
+)
+
+
+def _check_event_type(value: str) -> str | None:
+    if value in _EVENT_TYPES:
+        return None
+    return f"unknown event type {value!r} (expected one of {', '.join(_EVENT_TYPES)})"
+
+
+def _check_http_url(value: str) -> str | None:
+    if not value or value.startswith(("http://", "https://")):
+        return None
+    return f"invalid URL {value!r} (expected http:// or https://)"
+
+
+@dataclass(slots=True)
+class PresenceConfig:
+    """``[presence]``: user status (attention rolled up over a user's connections)."""
+
+    status_namespace: str = _opt(
+        "",
+        "Namespace of user status channels: pushgate publishes each change of a user's "
+        "status to <namespace>:<user> and answers a subscribe with the current one "
+        "(empty = no status channels; the namespace must exist).",
+    )
+    offline_delay: float = _opt(
+        5.0,
+        "A user without a connection anywhere is announced offline (status channel, "
+        "user_offline event) only after this long: a reload is not an offline (duration).",
+        lo=0,
+    )
+
+
+@dataclass(slots=True)
+class EventsConfig:
+    """``[events]``: events for the product's backend, from an ordered, durable log."""
+
+    enabled: bool = _opt(False, "Write events to the event log and deliver them.")
+    types: list[str] = field(
+        default_factory=lambda: list(_EVENT_TYPES),
+        metadata=_meta(
+            "Event types written to the log (connect, disconnect, user_online, "
+            "user_offline, user_status, channel_occupied, channel_vacated, "
+            "notification_handoff).",
+            item_check=_check_event_type,
+        ),
+    )
+    webhook_url: str = _opt(
+        "",
+        "Deliver events by HTTP POST to this URL, signed (X-Pushgate-Signature) with "
+        "events.webhook_secret (empty = no webhook).",
+    )
+    webhook_secret: str = _opt(
+        "", "HMAC-SHA256 key of the webhook's signature (required with a webhook).", secret=True
+    )
+    webhook_timeout: float = _opt(
+        5.0, "A webhook request not answered 2xx within this time failed (duration).", lo=0.1
+    )
+    amqp_url: str = _opt(
+        "",
+        "Deliver events to this RabbitMQ broker (persistent messages, publisher confirms; "
+        "empty = no AMQP).",
+        secret=True,
+    )
+    amqp_exchange: str = _opt(
+        "pushgate.events",
+        "Durable topic exchange events are published to, routing key = the event type.",
+    )
+    batch_size: int = _opt(
+        100, "Events per webhook request (and per read of the log).", lo=1, hi=10000
+    )
+    retry_min_delay: float = _opt(
+        0.5, "First pause before delivering again after a failure (duration).", lo=0.01
+    )
+    retry_max_delay: float = _opt(
+        30.0,
+        "Longest pause between delivery attempts; the pause doubles up to it (duration).",
+        lo=0.01,
+    )
+    retention: int = _opt(
+        100000,
+        "Events kept in the log, delivered or not (replay reaches back this far; a backlog "
+        "beyond it loses its oldest events, counted in pushgate_events_gaps_total).",
+        lo=100,
+    )
+    lease: float = _opt(
+        10.0,
+        "One node delivers each log to each sink; another takes over when it has not "
+        "renewed its lease for this long (duration).",
+        lo=1,
+    )
+
+
+@dataclass(slots=True)
+class NotificationsConfig:
+    """``[notifications]``: hand-off of unseen notifications and read positions."""
+
+    handoff_max_ttl: float = _opt(
+        86400.0, "Longest hand-off TTL a publish may ask for (duration).", lo=1
+    )
+    read_channels_max: int = _opt(
+        100, "Channels a user may keep a read position for (pushgate.mark_read).", lo=1
+    )
+
+
 @dataclass(slots=True)
 class AdminConfig:
     """``[admin]``: the admin web page at ``/admin``."""
@@ -877,6 +1004,9 @@ class Config:
     amqp: AmqpConfig = field(default_factory=AmqpConfig)
     xmpp: XmppConfig = field(default_factory=XmppConfig)
     rpc: RpcConfig = field(default_factory=RpcConfig)
+    presence: PresenceConfig = field(default_factory=PresenceConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)
+    notifications: NotificationsConfig = field(default_factory=NotificationsConfig)
     channel: ChannelConfig = field(default_factory=ChannelConfig)
     namespaces: list[NamespaceConfig] = field(default_factory=list)
     proxies: list[ProxyConfig] = field(default_factory=list)
@@ -916,6 +1046,9 @@ SECTIONS: dict[str, type] = {
     "amqp": AmqpConfig,
     "xmpp": XmppConfig,
     "rpc": RpcConfig,
+    "presence": PresenceConfig,
+    "events": EventsConfig,
+    "notifications": NotificationsConfig,
     "channel": ChannelConfig,
 }
 _NAMESPACE_SECTION = "namespace"
@@ -1271,6 +1404,7 @@ def _validate(cfg: Config, builder: _Builder) -> None:
             _check_history(namespace, f"{label} ", builder)
     _check_personal_channel(cfg, builder)
     _check_proxies(cfg, builder)
+    _check_events(cfg, builder)
 
 
 def _complain(builder: _Builder, path: str, message: str, *involved: str) -> None:
@@ -1483,6 +1617,34 @@ def _check_proxies(cfg: Config, builder: _Builder) -> None:
 
 
 # --------------------------------------------------------------------------- entry points
+
+
+def _check_events(cfg: Config, builder: _Builder) -> None:
+    namespace = cfg.presence.status_namespace
+    if namespace and cfg.namespace(namespace) is None:
+        _complain(builder, "presence.status_namespace", f"no [[namespace]] named {namespace!r}")
+    events = cfg.events
+    problem = _check_http_url(events.webhook_url)
+    if problem:
+        _complain(builder, "events.webhook_url", problem)
+    elif events.webhook_url and not events.webhook_secret:
+        _complain(
+            builder,
+            "events.webhook_secret",
+            "required when events.webhook_url is set (every request is signed)",
+            "events.webhook_url",
+        )
+    if events.amqp_url:
+        problem = _check_amqp_url(events.amqp_url)
+        if problem:
+            _complain(builder, "events.amqp_url", problem)
+    if events.retry_max_delay < events.retry_min_delay:
+        _complain(
+            builder,
+            "events.retry_max_delay",
+            "must be at least events.retry_min_delay",
+            "events.retry_min_delay",
+        )
 
 
 def load_config(

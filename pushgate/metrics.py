@@ -66,6 +66,10 @@ ENGINE_DURATION = Histogram(
     ["operation"],
     buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5),
 )
+EVENTS_PRODUCED = Counter(
+    "pushgate_events_produced_total",
+    "Events this node wrote to the event log (connect, user_offline, …).",
+)
 ENGINE_ERRORS = Counter(
     "pushgate_engine_errors_total", "Engine operations that failed, by operation.", ["operation"]
 )

@@ -30,6 +30,8 @@ from pushgate.config import Config, ConfigError
 from pushgate.engine.base import Engine
 from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
+from pushgate.events.dispatcher import Dispatcher
+from pushgate.events.sinks import build as build_sinks
 from pushgate.gc_freeze import Freezer
 from pushgate.hub.hub import Hub
 from pushgate.listening import BACKLOG, bind_socket
@@ -81,6 +83,18 @@ def make_engine(config: Config) -> Engine:
 
 
 STATIC = Path(__file__).parent / "static"
+
+
+def events_dispatcher(hub: Hub) -> Dispatcher | None:
+    """The event dispatcher, when events are on and a sink is configured."""
+    config = hub.config.events
+    if not config.enabled:
+        return None
+    sinks = build_sinks(config)
+    if not sinks:
+        log.info("events.enabled without a sink: events are only kept (API method events)")
+        return None
+    return Dispatcher(hub.engine, config, hub.node_id, sinks)
 
 
 async def preflight_only(request: web.Request) -> web.Response:
@@ -175,6 +189,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
 
         ingress = AmqpIngress(hub, config.amqp, stomp.destinations)
     app[AMQP] = ingress
+    dispatcher = events_dispatcher(hub)
     for path in ("/connection/{transport}", "/emulation"):
         routes.add_route("OPTIONS", path, preflight_only)
     routes.add_static("/static/", STATIC, show_index=False)
@@ -207,6 +222,8 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
             await stomp_tcp.start()
         if ingress is not None:
             ingress.start()
+        if dispatcher is not None:
+            dispatcher.start()
         log.info(
             "pushgate %s node %s started (engine %s)", hub.version, hub.node_name, hub.engine.name
         )
@@ -216,6 +233,8 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
             await ingress.stop()  # unacknowledged messages go back to the queue
         if stomp_tcp is not None:
             stomp_tcp.close()
+        if dispatcher is not None:
+            await dispatcher.stop()  # the lease goes: another node delivers at once
         # disconnect everyone first (3001): waiting polling requests answer with it
         await stats.stop()
         await hub.shutdown()

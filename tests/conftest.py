@@ -38,6 +38,10 @@ type = "memory"
 [client]
 ping_interval = "25s"
 pong_timeout = "8s"
+[presence]
+# a user is offline as soon as their last connection closes (no reload grace), unless a
+# test asks for one
+offline_delay = 0
 [[namespace]]
 name = "board"
 presence = true

@@ -199,7 +199,9 @@ async def test_bad_params_of_each_method_are_errors(server):
 
 async def test_user_status_for_never_seen_user(server):
     reply = await server.api("user_status", {"users": ["ghost"]})
-    assert reply["result"]["statuses"] == [{"user": "ghost", "online": False, "last_seen": 0}]
+    assert reply["result"]["statuses"] == [
+        {"user": "ghost", "online": False, "status": "offline", "last_seen": 0, "last_active": 0}
+    ]
 
 
 async def test_get_user_status_through_cent(server, cent):

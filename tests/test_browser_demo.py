@@ -4,6 +4,7 @@ session timeout; every page fails the test on a console error."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -17,9 +18,11 @@ from browser import _PAGES, BrowserPage  # noqa: E402
 from demo.server import Running, start  # noqa: E402
 from demo.store import Store  # noqa: E402
 from pushgate.transport.app_keys import HUB  # noqa: E402
-from tests.conftest import make_config  # noqa: E402
+from tests.test_demo import demo_config  # noqa: E402
 
 SESSION_TIMEOUT = 3.0  # polling sessions of closed tabs end after this
+OFFLINE_DELAY = 0.5  # presence.offline_delay: a user gone this long is offline
+HANDOFF_TTL = 2.0  # a notification no tab shows this long is handed back to the backend
 
 DRAG_DEADLINE = 1.0
 AT_ONCE = 2.0  # seconds: the badge shows the network gone within this
@@ -29,10 +32,12 @@ PHONE = {"width": 390, "height": 844}
 
 @pytest.fixture
 async def demo(tmp_path) -> AsyncIterator[Running]:
-    config = make_config(
-        tmp_path, f'[polling]\nsession_timeout = "{SESSION_TIMEOUT}s"\nhold = "20s"\n'
+    config = demo_config(
+        tmp_path,
+        f'[polling]\nsession_timeout = "{SESSION_TIMEOUT}s"\nhold = "20s"\n',
+        offline_delay=f"{OFFLINE_DELAY}s",
     )
-    running = await start(config, db_path=str(tmp_path / "demo.sqlite3"))
+    running = await start(config, db_path=str(tmp_path / "demo.sqlite3"), handoff_ttl=HANDOFF_TTL)
     yield running
     await running.close()
 
@@ -165,9 +170,9 @@ async def test_closing_every_tab_turns_the_dot_off(open_board, transport):
     await open_board.contexts["bob"].close()  # the last tab
     await alice.wait_for_function(
         "document.querySelector('#members [data-user=bob]').dataset.status === 'offline'",
-        timeout=(SESSION_TIMEOUT + 2) * 1000,
+        timeout=(SESSION_TIMEOUT + OFFLINE_DELAY + 2) * 1000,
     )
-    assert time.monotonic() - closed < SESSION_TIMEOUT + 2
+    assert time.monotonic() - closed < SESSION_TIMEOUT + OFFLINE_DELAY + 2
     assert bob_tab2.is_closed()
 
 
@@ -184,6 +189,49 @@ async def test_away_after_inactivity(open_board, demo):
         "document.querySelector('#members [data-user=bob]').dataset.status === 'online'",
         timeout=3000,
     )
+
+
+async def test_the_bell_hands_off_what_no_tab_showed(open_board, demo, caplog):
+    """Every tab of bob closed: a card assigned to him is handed back to the backend (to
+    e-mail it) after the hand-off TTL. A tab of his open in time shows it, and nothing is
+    handed off — whether it was open when it came or opened a moment after."""
+    import logging
+
+    caplog.set_level(logging.INFO, logger="demo.hooks")
+    alice = await open_board("alice")
+    bob = await open_board("bob")
+    await open_board.contexts.pop("bob").close()  # every tab of bob
+
+    async def handoffs() -> list:
+        return await alice.evaluate("fetch('/demo/api/handoffs?as=bob').then(r => r.json())")
+
+    async def assign(card: int) -> None:
+        await alice.evaluate(
+            f"fetch('/demo/api/cards/{card}', {{method: 'PATCH', headers: {{'Content-Type': "
+            f"'application/json'}}, body: JSON.stringify({{assignee: 'bob'}})}})"
+        )
+
+    await assign(2)
+    assigned = time.monotonic()
+    async with asyncio.timeout(HANDOFF_TTL + 3):
+        while not await handoffs():  # the backend's table: polled, it has no event
+            await asyncio.sleep(0.1)
+    assert time.monotonic() - assigned >= HANDOFF_TTL - 0.1
+    [handed] = await handoffs()
+    assert handed["text"] == "Alice assigned you “Pricing page copy”"
+    assert any("hand-off: bob did not see" in r.getMessage() for r in caplog.records)
+
+    # bob's tab is open: it shows the next one (its toast), acknowledges it, no hand-off
+    bob = await open_board("bob")
+    await assign(3)
+    await bob.wait_for_selector(".toast >> text=Alice assigned you “Set up status page”")
+    # bob opens a tab just after the third one came: its bell shows it, no hand-off either
+    await open_board.contexts.pop("bob").close()
+    await assign(5)
+    bob = await open_board("bob")
+    await bob.wait_for_report("bell", where=lambda e: e["unread"] >= 1)
+    await alice.wait_for_timeout(HANDOFF_TTL * 1000 + 1000)  # past every TTL
+    assert len(await handoffs()) == 1
 
 
 async def test_after_a_drop_the_board_shows_what_it_missed(open_board, demo):

@@ -18,10 +18,35 @@ from demo.server import Running, start
 from tests.centrifuge_helpers import Recorder
 from tests.conftest import make_config
 
+#: what the demo needs of pushgate beyond the tests' base configuration (pushgate.toml
+#: has the same): status channels for the dots, events (to the demo's own hook) for the
+#: bell's hand-offs
+DEMO_CONFIG = """
+[[namespace]]
+name = "status"
+allow_subscribe_for_client = true
+[events]
+enabled = true
+webhook_secret = "demo-webhook-secret"
+retry_min_delay = "0.05s"
+retry_max_delay = "0.5s"
+"""
+
+
+def demo_config(tmp_path, extra: str = "", offline_delay: str = "0.5s"):
+    return make_config(
+        tmp_path,
+        DEMO_CONFIG + extra,
+        presence__status_namespace="status",
+        presence__offline_delay=offline_delay,
+    )
+
 
 @pytest.fixture
 async def demo(tmp_path) -> AsyncIterator[Running]:
-    running = await start(make_config(tmp_path), db_path=str(tmp_path / "demo.sqlite3"))
+    running = await start(
+        demo_config(tmp_path), db_path=str(tmp_path / "demo.sqlite3"), handoff_ttl=0.5
+    )
     yield running
     await running.close()
 
@@ -207,10 +232,33 @@ async def test_assign_and_mention_create_notifications(demo, users):
     assert (await users("dave").call("GET", "/api/notifications"))["unread"] == 1
     assert (await carol.call("GET", "/api/notifications"))["unread"] == 2
 
-    read = await bob.call("POST", "/api/notifications/read", {})
-    assert read["unread"] == 0 and len(read["ids"]) == 2
-    assert read["stamp"] > bob_notes["stamp"]
-    assert all(n["read"] for n in (await bob.call("GET", "/api/notifications"))["items"])
+    # read positions are pushgate's: bob's page marks the newest one read (pushgate.js's
+    # markRead; the server API's mark_read here), and everything up to it is read
+    newest = bob_notes["items"][0]
+    assert newest["offset"] and newest["epoch"]
+    await mark_read(demo, "bob", newest["offset"], newest["epoch"])
+    notes = await bob.call("GET", "/api/notifications")
+    assert notes["unread"] == 0 and all(n["read"] for n in notes["items"])
+    await alice.call("PATCH", "/api/cards/1", {"assignee": "bob"})
+    notes = await bob.call("GET", "/api/notifications")
+    assert notes["unread"] == 1 and [n["read"] for n in notes["items"]] == [False, True, True]
+
+
+async def mark_read(demo: Running, user: str, offset: int, epoch: str) -> None:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            demo.url + "/api/mark_read",
+            json={
+                "user": user,
+                "channel": f"notifications:#{user}",
+                "offset": offset,
+                "epoch": epoch,
+            },
+            headers={"X-API-Key": "test-api-key"},
+        ) as response,
+    ):
+        assert "result" in await response.json(), await response.text()
 
 
 async def test_changes_reach_subscribers_through_pushgate(demo, users):
@@ -229,18 +277,32 @@ async def test_changes_reach_subscribers_through_pushgate(demo, users):
         note = await bell.wait_for("publication")
         assert note.pub.data["type"] == "notification"
         assert note.pub.data["notification"]["kind"] == "assigned"
-        assert note.pub.data["unread"] == 1
+        assert note.pub.tags == {"pushgate.ack": "0.5"}  # shown in time, or handed off
+        await client.rpc(
+            "pushgate.ack", {"channel": "notifications:#bob", "offset": note.pub.offset}
+        )
+        await client.rpc(
+            "pushgate.mark_read",
+            {
+                "channel": "notifications:#bob",
+                "offset": note.pub.offset,
+                "epoch": (await bob.call("GET", "/api/notifications"))["items"][0]["epoch"],
+            },
+        )
+        assert (await bob.call("GET", "/api/notifications"))["unread"] == 0
 
-        await bob.call("POST", "/api/notifications/read", {})
-        read = await bell.wait_for("publication", lambda c: c.pub.data["type"] == "read")
-        assert read.pub.data["unread"] == 0 and read.pub.data["stamp"] > note.pub.data["stamp"]
-
-        await bob.call("POST", "/api/status", {"status": "away"})
-        status = await board.wait_for("publication", lambda c: c.pub.data["type"] == "status")
-        assert status.pub.data == {"type": "status", "user": "bob", "status": "away"}
+        # the dots: pushgate's status of each member, live on their status channels
+        status = await subscribe(client, "status:bob")
+        [subscribed] = status.of("subscribed")
+        assert subscribed.data["status"] == "active"
+        await client.rpc("pushgate.presence", {"state": "idle"})
+        idle = await status.wait_for("publication")
+        assert idle.pub.data["status"] == "idle"
         members = {m["id"]: m for m in (await alice.call("GET", "/api/boards/1"))["members"]}
-        assert members["bob"]["online"] is True and members["bob"]["away"] is True
-        assert members["carol"]["online"] is False
+        assert (members["bob"]["online"], members["bob"]["status"]) == (True, "idle")
+        assert (members["carol"]["online"], members["carol"]["status"]) == (False, "offline")
+        await asyncio.sleep(1)  # past the hand-off TTL: nothing was handed off
+        assert await bob.call("GET", "/api/handoffs") == []
     finally:
         await client.disconnect()
 
@@ -293,3 +355,28 @@ async def test_pages_and_redirects(demo, users):
     assert me["user"] == "bob" and [b["id"] for b in me["boards"]] == [1, 2]
     async with anyone.session.get(demo.url + "/static/pushgate.js") as response:
         assert response.status == 200
+
+
+async def test_a_notification_no_tab_shows_is_handed_back_once(demo, users):
+    alice, bob = users("alice"), users("bob")
+    await alice.call("PATCH", "/api/cards/2", {"assignee": "bob"})  # bob has no tab open
+    async with asyncio.timeout(5):
+        while not (handed := await bob.call("GET", "/api/handoffs")):
+            await asyncio.sleep(0.05)
+    [handoff] = handed
+    assert handoff["text"] == "Alice assigned you “Pricing page copy”"
+    assert (
+        handoff["notification"] == (await bob.call("GET", "/api/notifications"))["items"][0]["id"]
+    )
+
+
+async def test_the_hook_refuses_what_pushgate_did_not_sign(demo):
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            demo.url + "/demo/hooks/pushgate",
+            data=b'{"events": []}',
+            headers={"X-Pushgate-Timestamp": "1", "X-Pushgate-Signature": "sha256=00"},
+        ) as response,
+    ):
+        assert response.status == 401

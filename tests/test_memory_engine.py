@@ -8,6 +8,7 @@ import time
 import pytest
 
 import pushgate.engine.memory as memory_module
+import pushgate.engine.memory_tracking as memory_tracking
 from pushgate.engine.base import (
     ClientInfo,
     Publication,
@@ -15,6 +16,7 @@ from pushgate.engine.base import (
     UnrecoverablePosition,
 )
 from pushgate.engine.memory import MemoryEngine
+from pushgate.engine.tracking import Connection, UserStatus
 
 
 class Recorder:
@@ -25,6 +27,7 @@ class Recorder:
         self.joins: list[tuple[str, ClientInfo]] = []
         self.leaves: list[tuple[str, ClientInfo]] = []
         self.controls: list[dict] = []
+        self.statuses: list[tuple[str, UserStatus]] = []
 
     def handle_publication(self, channel: str, pub: Publication, epoch: str) -> None:
         self.publications.append((channel, pub, epoch))
@@ -34,6 +37,9 @@ class Recorder:
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None:
         self.leaves.append((channel, info))
+
+    def handle_status(self, user: str, status: UserStatus) -> None:
+        self.statuses.append((user, status))
 
     def handle_control(self, message: dict) -> None:
         self.controls.append(message)
@@ -274,17 +280,24 @@ async def test_presence_result_is_a_copy(engine_and_handler):
 
 
 async def test_user_status_online_and_last_seen(engine_and_handler):
-    engine, _ = engine_and_handler
+    engine, handler = engine_and_handler
     assert await engine.user_status(["alice"]) == {"alice": (False, None)}
-    await engine.user_connected("alice")
+    conn = Connection("c1", "alice", "websocket")
+    await engine.connection_opened(conn, "active")
     status = await engine.user_status(["alice", "bob"])
     assert status["alice"][0] is True
     assert status["bob"] == (False, None)
-    left_at = time.time() - 5
-    await engine.user_disconnected("alice", left_at)
-    assert await engine.user_status(["alice"]) == {"alice": (False, left_at)}
-    await engine.user_connected("alice")
-    assert (await engine.user_status(["alice"]))["alice"][0] is True
+    before = time.time()
+    await engine.connection_closed(conn, "gone")
+    online, seen = (await engine.user_status(["alice"]))["alice"]
+    assert online is False and before <= seen <= time.time()
+    await engine.connection_opened(Connection("c2", "alice", "sse"), "idle")
+    assert (await engine.user_statuses(["alice"]))["alice"].status == "idle"
+    assert [(user, s.status) for user, s in handler.statuses] == [
+        ("alice", "active"),
+        ("alice", "offline"),
+        ("alice", "idle"),
+    ]
 
 
 async def test_idempotency_key_returns_the_same_position_without_a_second_delivery(
@@ -356,23 +369,31 @@ async def test_idle_stream_meta_is_forgotten_after_meta_ttl_but_not_before():
     assert again.position.epoch != first.position.epoch and again.position.offset == 0
 
 
-async def test_last_seen_is_forgotten_after_a_day_but_not_before():
+async def test_last_seen_is_forgotten_after_a_day_but_not_before(monkeypatch):
     """Every user ever seen used to stay in memory for the process's lifetime."""
     from pushgate.engine.memory import LAST_SEEN_KEEP
     from pushgate.engine.memory import MemoryEngine as Engine
 
     engine = Engine(history_meta_ttl=100.0)  # shorter than a day: a day it is
     wall = time.time()
-    await engine.user_disconnected("old", wall - 100)
+    now = [wall - 100]
+    monkeypatch.setattr(memory_tracking.time, "time", lambda: now[0])
+
+    async def seen(user: str, at: float) -> None:
+        now[0] = at
+        conn = Connection(f"c-{user}-{at}", user, "websocket")
+        await engine.connection_opened(conn, "active")
+        await engine.connection_closed(conn, "gone")
+
+    await seen("old", wall - 100)
     for n in range(1000):
-        await engine.user_disconnected(f"churned-{n}", wall - 50)
-    await engine.user_disconnected("recent", wall - 10)
-    await engine.user_connected("old")  # back, and gone again: last seen now
-    await engine.user_disconnected("old", wall)
-    engine.sweep(time.monotonic(), wall + LAST_SEEN_KEEP - 60)
-    assert len(engine._last_seen) == 1002
-    engine.sweep(time.monotonic(), wall + LAST_SEEN_KEEP - 20)
-    assert set(engine._last_seen) == {"old", "recent"}
+        await seen(f"churned-{n}", wall - 50)
+    await seen("recent", wall - 10)
+    await seen("old", wall)  # back, and gone again: last seen now
+    engine.sweep(1e9, wall + LAST_SEEN_KEEP - 60)
+    assert len(engine._users) == 1002
+    engine.sweep(1e9, wall + LAST_SEEN_KEEP - 20)
+    assert set(engine._users) == {"old", "recent"}
     assert await engine.user_status(["old", "recent"]) == {
         "old": (False, wall),
         "recent": (False, wall - 10),

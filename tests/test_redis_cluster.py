@@ -113,6 +113,8 @@ def crash(engine: RedisEngine) -> None:
     for shard in engine.shards:
         if shard.reader is not None:
             shard.reader.cancel()
+    if engine.reaper._task is not None:
+        engine.reaper._task.cancel()
 
 
 async def test_a_stopped_node_drops_out_of_info_and_its_users_go_offline(

@@ -1,4 +1,7 @@
 // The board page: cards, drag and drop, the bell, online dots — all live through pushgate.js.
+// The dots and read positions are pushgate's own: each member's status channel says
+// active / idle / hidden / offline (pushgate.js reports this page's attention), and
+// opening the bell marks the notifications read with pg.markRead, which every tab hears.
 //
 // The pattern, in short:
 //   1. subscribe to board:<id> and notifications:#<me> first;
@@ -23,10 +26,10 @@
   const state = {
     me: null, users: new Map(), columns: [], members: [],
     cards: new Map(),           // id -> card (with version); tombstones have deleted: true
-    clients: new Map(),         // pushgate client id -> user, from presence + join/leave
-    away: new Set(), lastSeen: new Map(),
-    notifications: new Map(),   // id -> notification
-    unread: 0, stamp: -1,       // stamp: the backend's counter, newer wins
+    statuses: new Map(),        // user -> {status, last_seen}: their status channel (pushgate)
+    notifications: new Map(),   // id -> notification (with its offset/epoch in the channel)
+    unread: 0,
+    acked: new Set(),           // notification ids this page told pushgate it shows
     justRead: new Set(),        // marked read by opening the bell: highlighted until it closes
     dragging: null, renderQueued: false,
     changedBy: new Map(),       // card id -> {user, label}: someone else's change, shown briefly
@@ -68,14 +71,13 @@
     const forced = params.get('transport');
     // no token: the cookie goes with the connection, and the backend says who we are
     const options = { minReconnectDelay: 300 };
+    options.idleAfter = Number(params.get('away')) || config.away_after; // amber after this idle
     if (forced) options.transports = forced.split(','); // ?transport=longpoll and friends
     pg = new Pushgate(config.pushgate_url, options);
     pg.on('state', ({ state: s, transport, code }) => {
       connection = { state: s, transport, code, ever: connection.ever || s === 'connected' };
       renderConnection();
       emit('state', { state: s, transport, code });
-      if (s === 'connected') markOnline(state.me.id, pg.client);
-      renderMembers();
     });
     // pushgate.js itself reacts to these (drop at once, reconnect at once); the badge
     // follows too, so it never says "live" on a dead network.
@@ -83,34 +85,32 @@
     window.addEventListener('online', renderConnection);
 
     boardSub = pg.subscribe(`board:${boardId}`, {
-      joinLeave: true, // pushgate asks the backend (subscribe proxy): members only
+      // pushgate asks the backend (subscribe proxy): members of the board only
       onSubscribed: ({ recovered, wasRecovering }) => {
         emit('subscribed', { channel: 'board', recovered, wasRecovering });
         // first time, or a gap pushgate could not fill (or the board never loaded): reload;
         // recovered: the missed publications are delivered right after this call
         const caughtUp = recovered && state.loaded ? Promise.resolve(true) : loadBoard();
         caughtUp.then((ok) => { if (ok) retryMoves(); }); // up to date: make the failed moves now
-        refreshPresence();             // joins and leaves are not recovered: ask again
       },
       onPublication: ({ data, info }) => {
         if (info) return; // published by a browser, not by our backend: not trusted
         onBoardEvent(data);
       },
-      onJoin: ({ info }) => { state.clients.set(info.client, info.user); renderMembers(); },
-      onLeave: ({ info }) => {
-        state.clients.delete(info.client);
-        if (!isOnline(info.user)) state.lastSeen.set(info.user, Date.now() / 1000);
-        renderMembers();
-      },
     });
 
-    pg.subscribe(`notifications:#${state.me.id}`, {
+    // pushgate.js acknowledges each notification once this page shows it: a notification
+    // no tab shows within its hand-off TTL is handed back to the backend to e-mail.
+    pg.subscribe(notificationChannel(), {
       onSubscribed: ({ recovered, wasRecovering }) => {
         emit('subscribed', { channel: 'notifications', recovered, wasRecovering });
         if (!recovered) loadNotifications();
       },
-      onPublication: ({ data, info }) => { if (!info) onNotificationEvent(data); },
+      onPublication: ({ data, info, offset }) => { if (!info) onNotificationEvent(data, offset); },
     });
+    // read positions: marked on any tab (or device), told to every one
+    pg.on('read', ({ channel }) => { if (channel === notificationChannel()) loadNotifications(); });
+    watchStatuses(config.status_namespace);
 
     pg.connect();
     // Leave at once when the tab goes (polling transports would otherwise wait for the
@@ -127,8 +127,8 @@
       $('board-name').textContent = snapshot.board.name;
       state.members = snapshot.members.map((m) => m.id);
       for (const m of snapshot.members) {
-        if (m.away) state.away.add(m.id); else state.away.delete(m.id);
-        if (m.last_seen && !m.online) state.lastSeen.set(m.id, m.last_seen);
+        // until its status channel answers (it then stays up to date by itself)
+        if (!state.statuses.has(m.id)) state.statuses.set(m.id, { status: m.status, last_seen: m.last_seen });
       }
       // merge by version: publications that arrived meanwhile are never undone
       for (const card of snapshot.cards) applyCard(card, { quiet: true });
@@ -136,7 +136,6 @@
       emit('board-loaded', { cards: snapshot.cards.length });
       renderMembers();
       fillAssignees();
-      if (activity) activity.sync(); // now we know whether the backend thinks we are away
       return true;
     } catch (error) {
       const later = isNetwork(error) ? ' The board will refresh when the connection is back.' : '';
@@ -172,26 +171,32 @@
 
   function onBoardEvent(data) {
     if (data.type === 'card') applyCard(data.card, { actor: data.actor });
-    else if (data.type === 'status') {
-      if (data.status === 'away') state.away.add(data.user); else state.away.delete(data.user);
-      renderMembers();
+  }
+
+  // --- online dots: the members' status channels ------------------------------------------
+  // pushgate publishes each change of a user's status to status:<user> (active, idle,
+  // hidden, offline — an offline only after a short grace, so a reload is not one) and
+  // answers the subscribe with the current one.
+  function watchStatuses(namespace) {
+    for (const id of state.members) {
+      const apply = (data) => {
+        if (!data || data.user !== id) return;
+        state.statuses.set(id, { status: data.status, last_seen: data.last_seen });
+        renderMembers();
+      };
+      pg.subscribe(`${namespace}:${id}`, {
+        onSubscribed: ({ data }) => apply(data),
+        onPublication: ({ data }) => apply(data),
+      });
     }
   }
+  function isOnline(user) { const s = state.statuses.get(user); return !!s && s.status !== 'offline'; }
 
-  // --- presence ------------------------------------------------------------------------------
-  async function refreshPresence() {
-    try {
-      const { clients } = await boardSub.presence();
-      state.clients = new Map(Object.values(clients).map((c) => [c.client, c.user]));
-      renderMembers();
-    } catch (error) { /* resubscribing: onSubscribed will ask again */ }
-  }
-  function markOnline(user, client) { if (client) state.clients.set(client, user); }
-  function isOnline(user) { for (const u of state.clients.values()) if (u === user) return true; return false; }
-
+  // the dot: green while active, amber while idle or hidden, grey when offline
   function statusOf(user) {
-    if (!isOnline(user)) return 'offline';
-    return state.away.has(user) ? 'away' : 'online';
+    const s = state.statuses.get(user);
+    if (!s || s.status === 'offline') return 'offline';
+    return s.status === 'active' ? 'online' : 'away';
   }
 
   function renderMembers() {
@@ -200,7 +205,7 @@
     const nodes = state.members.map((id) => {
       const user = state.users.get(id);
       const status = statusOf(id);
-      const seen = state.lastSeen.get(id);
+      const seen = (state.statuses.get(id) || {}).last_seen;
       const label = status === 'offline' ? (seen ? 'offline · seen ' + timeAgo(seen) : 'offline') : status;
       const a = avatar(user, 'member status-' + status);
       a.dataset.status = status;
@@ -210,7 +215,7 @@
     });
     $('members').replaceChildren(...nodes);
     $('members').dataset.online = online.join(',');
-    emit('presence', { online, away: [...state.away] });
+    emit('presence', { online, away: state.members.filter((id) => statusOf(id) === 'away') });
   }
 
   // --- rendering the board -------------------------------------------------------------------
@@ -574,41 +579,47 @@
   }
 
   // --- the bell ---------------------------------------------------------------------------------
+  function notificationChannel() { return `notifications:#${state.me.id}`; }
   async function loadNotifications() {
     try {
-      const { items, unread, stamp } = await api('/api/notifications');
-      state.notifications = new Map(items.map((n) => [n.id, n]));
-      setUnread(unread, stamp);
+      // the stored list, each marked read by pushgate's read position: the truth
+      const { items } = await api('/api/notifications');
+      const loaded = new Map(items.map((n) => [n.id, n]));
+      const newest = items.length ? items[0].id : 0;
+      // a notification that came while the list was on its way stays
+      for (const [id, n] of state.notifications) if (id > newest) loaded.set(id, n);
+      state.notifications = loaded;
+      countUnread();
       renderNotifications();
+      // this page shows them (the bell's count): none of them needs handing off to e-mail
+      for (const n of items) {
+        if (n.read || !n.offset || state.acked.has(n.id)) continue;
+        state.acked.add(n.id);
+        pg.ack(notificationChannel(), n.offset, n.epoch);
+      }
     } catch (error) { toast('Couldn’t load your notifications. ' + explain(error), 'error'); }
   }
-  function setUnread(unread, stamp) {
-    if (stamp < state.stamp) return; // an older count than the one shown
-    state.stamp = stamp;
+  function countUnread() {
+    let unread = 0;
+    for (const n of state.notifications.values()) if (!n.read) unread++;
     state.unread = unread;
     const badge = $('bell-count');
     badge.textContent = unread > 99 ? '99+' : String(unread);
     badge.hidden = unread === 0;
     $('bell').dataset.unread = unread;
     $('bell').setAttribute('aria-label', `Notifications, ${unread} unread`);
-    emit('bell', { unread, stamp });
+    emit('bell', { unread });
   }
-  function onNotificationEvent(data) {
-    if (data.type === 'notification') {
-      const fresh = !state.notifications.has(data.notification.id);
-      state.notifications.set(data.notification.id, data.notification);
-      const newer = data.stamp > state.stamp;
-      setUnread(data.unread, data.stamp);
-      renderNotifications();
-      if (fresh && newer && !data.notification.read) {
-        toast(data.notification.text, 'notice', data.notification.actor);
-        const bell = $('bell');
-        bell.classList.remove('ring'); void bell.offsetWidth; bell.classList.add('ring');
-      }
-    } else if (data.type === 'read') {
-      for (const id of data.ids) { const n = state.notifications.get(id); if (n) n.read = true; }
-      setUnread(data.unread, data.stamp);
-      renderNotifications();
+  function onNotificationEvent(data, offset) {
+    if (data.type !== 'notification') return;
+    const known = state.notifications.get(data.notification.id);
+    state.notifications.set(data.notification.id, { ...data.notification, offset, read: known ? known.read : false });
+    countUnread();
+    renderNotifications();
+    if (!known) {
+      toast(data.notification.text, 'notice', data.notification.actor);
+      const bell = $('bell');
+      bell.classList.remove('ring'); void bell.offsetWidth; bell.classList.add('ring');
     }
   }
   function renderNotifications() {
@@ -624,43 +635,17 @@
       el('div', {}, el('div', { class: 'n-text' }, n.text), el('div', { class: 'muted small' }, timeAgo(n.created_at))));
     }) : [el('li', { class: 'empty-note' }, 'Nothing yet. When someone assigns you a card or writes @' + state.me.id + ', it shows up here.')]));
   }
+  // Opening the bell reads everything up to the newest notification: its position in the
+  // channel goes to pushgate (pg.markRead), which tells every tab of ours, this one too.
   async function openBell() {
     await loadNotifications(); // the stored list: the truth, whatever this tab missed
-    if (state.unread > 0) {
-      for (const n of state.notifications.values()) if (!n.read) state.justRead.add(n.id);
-      try {
-        const result = await api('/api/notifications/read', { method: 'POST', body: {} });
-        setUnread(result.unread, result.stamp); // every other tab gets the same from pushgate
-        renderNotifications();
-      } catch (error) { toast('Couldn’t mark your notifications read. ' + explain(error), 'error'); }
-    }
-  }
-
-  // --- away after inactivity ----------------------------------------------------------------------
-  // Whether the backend has us away is state.away (from the board snapshot and the status
-  // publications, shared by all our tabs): any use of a visible tab says "online" if it does.
-  // This tab says "away" once per idle spell, so an idle tab and a used one never take turns.
-  let activity = null;
-  function watchActivity(awayAfter) {
-    const me = state.me.id;
-    let last = Date.now(), idleSaid = false, sending = false;
-    const send = async (status) => {
-      sending = true;
-      try {
-        await api('/api/status', { method: 'POST', body: { status } });
-        if (status === 'away') { idleSaid = true; state.away.add(me); } else state.away.delete(me);
-        renderMembers();
-      } catch (error) { /* the next input or tick tries again */ }
-      sending = false;
-    };
-    const sync = () => { if (state.away.has(me) && !idleSaid && !sending && !document.hidden) send('online'); };
-    const active = () => { last = Date.now(); idleSaid = false; sync(); };
-    for (const type of ['pointerdown', 'pointermove', 'keydown', 'scroll', 'focus']) window.addEventListener(type, active, { passive: true });
-    document.addEventListener('visibilitychange', () => { if (!document.hidden) active(); else last = Date.now(); });
-    setInterval(() => {
-      if (state.loaded && !idleSaid && !sending && Date.now() - last > awayAfter * 1000) send('away');
-    }, Math.min(5000, awayAfter * 250));
-    return { sync }; // called when a board snapshot arrives: just opened, and maybe away
+    if (state.unread === 0) return;
+    const newest = [...state.notifications.values()].filter((n) => n.offset).sort((a, b) => b.id - a.id)[0];
+    if (!newest) return;
+    for (const n of state.notifications.values()) if (!n.read) state.justRead.add(n.id);
+    try {
+      await pg.markRead(notificationChannel(), newest.offset, newest.epoch || '');
+    } catch (error) { toast('Couldn’t mark your notifications read. ' + explain(error), 'error'); }
   }
 
   // --- small things ---------------------------------------------------------------------------------
@@ -733,9 +718,6 @@
     renderMembers();
     loadBoard();       // draw at once; merged by version with what the subscription brings
     connect(me.config);
-    const awayAfter = Number(params.get('away')) || me.config.away_after;
-    activity = watchActivity(awayAfter);
-    if (state.loaded) activity.sync();
     window.board = { state, pg: () => pg, moveCard, openCard };
   }
   main();

@@ -12,8 +12,10 @@ from collections.abc import Awaitable, Callable
 
 import orjson
 
+from pushgate.api import status_methods
 from pushgate.api.params import (
     bad_request,
+    duration,
     json_bytes,
     json_or_b64,
     optional_bool,
@@ -27,6 +29,7 @@ from pushgate.api.params import (
     str_list,
 )
 from pushgate.engine.base import ClientInfo, StreamPosition, UnrecoverablePosition
+from pushgate.hub import notifications
 from pushgate.hub.client import has_history
 from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
@@ -70,7 +73,19 @@ def _publication(pub) -> dict:
 
 
 def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
-    """A publish command started now (HubError at once for bad parameters)."""
+    """A publish command started now (HubError at once for bad parameters). With
+    ``handoff`` (seconds, or a duration), see hub/notifications.py."""
+    if params.get("handoff") is not None:
+        return asyncio.ensure_future(
+            notifications.publish_with_handoff(
+                hub,
+                require_str(params, "channel"),
+                _data(params),
+                duration(params, "handoff"),
+                tags=str_dict(params, "tags"),
+                idempotency_key=optional_str(params, "idempotency_key"),
+            )
+        )
     return hub.publish_soon(
         require_str(params, "channel"),
         _data(params),
@@ -235,14 +250,18 @@ async def info(hub: Hub, params: dict) -> dict:
 
 
 async def user_status(hub: Hub, params: dict) -> dict:
+    """Ours: each user's status (active / idle / hidden / offline: hub/status.py), whether
+    online, and unix seconds last seen (now if online) and last active (now if active)."""
     users = str_list(params, "users", required=True)
-    statuses = await hub.user_status(users)
+    statuses = await hub.engine.user_statuses(users)
     return {
         "statuses": [
             {
                 "user": user,
-                "online": statuses[user][0],
-                "last_seen": int(statuses[user][1] or 0),
+                "online": statuses[user].online,
+                "status": statuses[user].status,
+                "last_seen": int(statuses[user].last_seen or 0),
+                "last_active": int(statuses[user].last_active or 0),
             }
             for user in users
         ]
@@ -250,16 +269,20 @@ async def user_status(hub: Hub, params: dict) -> dict:
 
 
 async def get_user_status(hub: Hub, params: dict) -> dict:
-    """``cent``'s GetUserStatusRequest: unix seconds a user was last online (now if
-    online); ``active`` carries the same time, pushgate not tracking activity apart."""
+    """``cent``'s GetUserStatusRequest (Centrifugo PRO): unix seconds a user was last
+    online (now if online) and last active (now if a connection says active)."""
     users = str_list(params, "users", required=True)
-    statuses = await hub.user_status(users)
-    now = int(time.time())
+    statuses = await hub.engine.user_statuses(users)
     out = []
     for user in users:
-        online, last_seen = statuses[user]
-        seen = now if online else int(last_seen or 0)
-        out.append({"user": user, "active": seen, "online": seen})
+        found = statuses[user]
+        out.append(
+            {
+                "user": user,
+                "active": int(found.last_active or 0),
+                "online": int(found.last_seen or 0),
+            }
+        )
     return {"statuses": out}
 
 
@@ -291,4 +314,5 @@ METHODS: dict[str, Method] = {
     "user_status": user_status,
     "get_user_status": get_user_status,
     "send": send_message,
+    **status_methods.METHODS,
 }

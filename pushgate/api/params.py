@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from pushgate import b64json, subscribe_options
+from pushgate.durations import parse_duration
 from pushgate.hub.errors import HubError
 
 
@@ -114,3 +115,16 @@ def position(params: dict, key: str) -> tuple[int, str] | None:
     if not isinstance(epoch, str) or offset < 0:
         raise bad_request(f"{key} must be an object with offset and epoch")
     return offset, epoch
+
+
+def duration(params: dict, key: str) -> float:
+    """A number of seconds, or a duration string ("30s", "2m"); error 107 otherwise."""
+    value = params.get(key)
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return parse_duration(value)
+        except ValueError:
+            pass
+    raise bad_request(f"{key} must be a number of seconds or a duration like '30s'")

@@ -11,7 +11,17 @@ from __future__ import annotations
 import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from pushgate.engine.tracking import (
+        Connection,
+        Handoff,
+        LoggedEvent,
+        ReadPosition,
+        Tracking,
+        UserStatus,
+    )
 
 
 @dataclass(slots=True, frozen=True)
@@ -97,10 +107,22 @@ class EngineHandler(Protocol):
     def handle_resync(self) -> None:
         """The engine's feed was interrupted: publications may have been missed."""
 
-    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
+    def handle_status(self, user: str, status: UserStatus) -> None:
+        """A user's status changed, as announced (once, by the node that saw it)."""
+
+    async def handle_node_lost(self) -> None:
+        """The cluster declared this node dead (it stopped beating for longer than
+        ``node_ttl``) and removed its connections: drop every connection, which the
+        clients then make again."""
+
+    def node_snapshot(
+        self, presence: bool = True, users: bool = True, members: bool = False
+    ) -> dict:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
         of this node, for the engine's heartbeat (``presence`` and ``users`` empty
-        unless asked: a node with many connections should not list them every beat)."""
+        unless asked: a node with many connections should not list them every beat);
+        with ``members`` also ``"members"`` [(channel, info, presence, joined)] and
+        ``"connections"`` [(Connection, attention)], to write again what Redis lost."""
 
 
 class Engine(ABC):
@@ -197,7 +219,8 @@ class Engine(ABC):
 
     # --- presence -----------------------------------------------------------------
     @abstractmethod
-    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None: ...
+    async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        """A raw presence entry, outside any membership (the hub uses ``member_add``)."""
 
     @abstractmethod
     async def remove_presence(self, channel: str, client_id: str) -> None: ...
@@ -209,18 +232,115 @@ class Engine(ABC):
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         """(number of clients, number of unique users) present in ``channel``."""
 
-    # --- users --------------------------------------------------------------------
+    # --- memberships: presence and join/leave, each announced once -----------------
     @abstractmethod
-    async def user_connected(self, user: str) -> None:
-        """A user has at least one connection on this node."""
+    async def member_add(
+        self, channel: str, info: ClientInfo, *, presence: bool, ttl: float
+    ) -> None:
+        """``info`` became a member of ``channel`` (with a presence entry when
+        ``presence``; the first presence entry of a channel is a channel_occupied
+        event). Its join is announced later, by ``member_joined``."""
 
     @abstractmethod
-    async def user_disconnected(self, user: str, last_seen: float) -> None:
-        """The user's last connection on this node closed at ``last_seen``."""
+    async def member_joined(self, channel: str, info: ClientInfo) -> None:
+        """Announce the member's join to the channel (again after a change of info)."""
 
     @abstractmethod
+    async def member_update(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        """The member's info changed: its presence entry shows the new one."""
+
+    @abstractmethod
+    async def member_remove(self, channel: str, client_id: str, *, announce: bool) -> bool:
+        """The membership ends: its presence entry goes (the last one: channel_vacated)
+        and, with ``announce``, its leave is published if its join was. Exactly once
+        cluster-wide, whoever removes it (this node, or the one that found this node
+        dead): False when it was already gone."""
+
+    # --- connections and user status -----------------------------------------------
+    def track(self, tracking: Tracking) -> None:
+        """What to track and tell; set before ``start``."""
+        self.tracking = tracking
+
+    @abstractmethod
+    async def connection_opened(self, conn: Connection, state: str) -> dict[str, ReadPosition]:
+        """A connection of ``conn.user`` opened with attention ``state``; returns the
+        user's read positions (for the connect)."""
+
+    @abstractmethod
+    async def connection_state(self, conn: Connection, state: str) -> None:
+        """The connection reports another attention state."""
+
+    @abstractmethod
+    async def connection_closed(self, conn: Connection, reason: str) -> None:
+        """The connection closed; exactly once, like ``member_remove``."""
+
+    @abstractmethod
+    async def user_statuses(self, users: list[str]) -> dict[str, UserStatus]:
+        """Each user's status, rolled up over their connections on every node."""
+
     async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
         """user → (online anywhere, last seen time or None if never seen)."""
+        statuses = await self.user_statuses(users)
+        return {user: (s.online, s.last_seen) for user, s in statuses.items()}
+
+    # --- notifications: hand-off timers and read positions --------------------------
+    @abstractmethod
+    async def handoff_add(self, handoff: Handoff) -> bool:
+        """Hand ``handoff`` to the product (a notification_handoff event) unless it is
+        acknowledged within its TTL; False if it was acknowledged or handled already."""
+
+    @abstractmethod
+    async def handoff_ack(self, channel: str, offset: int, epoch: str = "") -> bool:
+        """A connection displayed the publication: no hand-off for it, on any node.
+        True when a waiting hand-off was cancelled; with ``epoch``, only one of that
+        stream (after a stream is lost, offsets start again)."""
+
+    @abstractmethod
+    async def read_mark(self, user: str, channel: str, position: ReadPosition, limit: int) -> bool:
+        """``user`` has read ``channel`` up to ``position`` (a newer offset, or another
+        epoch); False when it says nothing new. ReadLimitExceeded beyond ``limit`` channels."""
+
+    @abstractmethod
+    async def read_positions(self, user: str) -> dict[str, ReadPosition]: ...
+
+    # --- the event log ------------------------------------------------------------
+    @property
+    def event_shards(self) -> int:
+        """Number of separate event logs (one per Redis shard): each is ordered."""
+        return 1
+
+    @abstractmethod
+    async def events_read(
+        self, shard: int, after: str, count: int, wait: float = 0.0
+    ) -> list[LoggedEvent]:
+        """Events after id ``after`` ("0-0": from the oldest kept), at most ``count``;
+        waits up to ``wait`` seconds for one when there is none."""
+
+    @abstractmethod
+    async def events_bounds(self, shard: int) -> tuple[str | None, str | None]:
+        """Ids of the oldest and newest events kept (None, None when empty)."""
+
+    @abstractmethod
+    async def events_lock(self, shard: int, sink: str, owner: str, lease: float) -> bool:
+        """Take or renew the right to deliver ``shard``'s events to ``sink``."""
+
+    @abstractmethod
+    async def events_unlock(self, shard: int, sink: str, owner: str) -> None: ...
+
+    @abstractmethod
+    async def events_cursor(self, shard: int, sink: str) -> str | None:
+        """Id of the last event ``sink`` took, None if it never took one."""
+
+    @abstractmethod
+    async def events_commit(
+        self, shard: int, sink: str, owner: str, old: str | None, new: str
+    ) -> bool:
+        """Move the cursor from ``old`` to ``new``, if ``owner`` still holds the lock and
+        nobody moved it meanwhile (a replay); else False."""
+
+    @abstractmethod
+    async def events_rewind(self, shard: int, sink: str, cursor: str) -> None:
+        """Set the cursor (replay from there)."""
 
     # --- small shared values ------------------------------------------------------
     # What every node of the cluster must agree on beyond channels: admin sessions,

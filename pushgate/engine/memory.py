@@ -24,6 +24,7 @@ from pushgate.engine.base import (
     StreamPosition,
     UnrecoverablePosition,
 )
+from pushgate.engine.memory_tracking import MemoryTracking
 
 IDEMPOTENCY_WINDOW = 300.0
 SWEEP_EVERY = 60.0
@@ -48,7 +49,7 @@ class _Stream:
             self.items.clear()
 
 
-class MemoryEngine(Engine):
+class MemoryEngine(MemoryTracking, Engine):
     """All engine state in this process's memory."""
 
     name = "memory"
@@ -62,18 +63,19 @@ class MemoryEngine(Engine):
         self._streams: dict[str, _Stream] = {}
         self._idempotency: dict[tuple[str, str], tuple[StreamPosition, float]] = {}
         self._presence: dict[str, dict[str, ClientInfo]] = {}
-        self._users_online: set[str] = set()
-        self._last_seen: dict[str, float] = {}
         #: small shared values: key → (value, monotonic expiry or 0 = none)
         self._kv: dict[str, tuple[bytes, float]] = {}
+        self._init_tracking()
 
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler
         self._node_id = node_id
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        self._start_tracking()
 
     async def close(self) -> None:
         self._handler = None
+        self._stop_tracking()
         if self._sweeper is not None:
             self._sweeper.cancel()
             self._sweeper = None
@@ -90,18 +92,9 @@ class MemoryEngine(Engine):
             ch for ch, st in self._streams.items() if st.expires_at + self._meta_ttl <= now
         ]:
             del self._streams[channel]
-        # oldest first (user_disconnected moves a user to the end): stop at the first
-        # one still kept
-        forget_before = (time.time() if wall is None else wall) - max(
-            self._meta_ttl, LAST_SEEN_KEEP
+        self._forget_users(
+            (time.time() if wall is None else wall) - max(self._meta_ttl, LAST_SEEN_KEEP)
         )
-        gone = []
-        for user, seen in self._last_seen.items():
-            if seen > forget_before:
-                break
-            gone.append(user)
-        for user in gone:
-            del self._last_seen[user]
         for key in [k for k, (_, expires) in self._kv.items() if 0 < expires <= now]:
             del self._kv[key]
 
@@ -247,22 +240,6 @@ class MemoryEngine(Engine):
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         clients = self._presence.get(channel, {})
         return len(clients), len({info.user for info in clients.values()})
-
-    # --- users --------------------------------------------------------------------
-    async def user_connected(self, user: str) -> None:
-        self._users_online.add(user)
-
-    async def user_disconnected(self, user: str, last_seen: float) -> None:
-        self._users_online.discard(user)
-        self._last_seen.pop(user, None)  # to the end: the dict stays oldest first
-        self._last_seen[user] = last_seen
-
-    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
-        now = time.time()
-        return {
-            user: (True, now) if user in self._users_online else (False, self._last_seen.get(user))
-            for user in users
-        }
 
     # --- small shared values ------------------------------------------------------
     def _kv_live(self, key: str) -> tuple[bytes, float] | None:

@@ -5,11 +5,13 @@ name, or served by one master found through Sentinel. Per channel: a Stream with
 history and a meta hash with its top offset and epoch, written by one Lua script that
 also publishes to the channel's PUB/SUB channel, so offsets are atomic and delivery
 order is offset order. A node subscribes to the PUB/SUB channels of the channels it has
-subscribers for, and nothing else. Presence, the user → nodes map (user status) and the
-node registry are hashes whose entries carry an expiry time that each node's heartbeat
-pushes forward; a node that stops (even killed) drops out when they lapse. After a lost
-PUB/SUB connection the node resubscribes with backoff and asks the hub to check every
-channel for publications it may have missed.
+subscribers for, and nothing else. After a lost PUB/SUB connection the node resubscribes
+with backoff and asks the hub to check every channel for publications it may have missed.
+
+Memberships (presence, join/leave), connections, user status, hand-off timers, read
+positions and the event log are redis_tracking.py's; the node registry and its heartbeat
+are here, and redis_reaper.py removes what a dead node held — leaves and disconnects
+announced once, cluster-wide, within ``node_ttl`` and a second.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from pushgate.config import EngineConfig
-from pushgate.engine import redis_scripts, resp
+from pushgate.engine import redis_scripts, redis_tracking_scripts, resp
 from pushgate.engine.base import (
     BinaryData,
     ClientInfo,
@@ -47,12 +49,14 @@ from pushgate.engine.base import (
     UnrecoverablePosition,
 )
 from pushgate.engine.redis_batch import AutoPipeline
+from pushgate.engine.redis_reaper import Reaper
+from pushgate.engine.redis_tracking import USER_KEEP, NodeLost, RedisTracking
 from pushgate.engine.resp import Address, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
 
 IDEMPOTENCY_TTL = 300
-#: a node's users are written again this often (their keys live a day; see _beat)
+#: a node's users' keys are made to live a day longer this often (see _beat)
 USER_REFRESH_SECONDS = 3600.0
 #: dead nodes stay in the registry this long after they expire, for users' last-seen
 DEAD_NODE_KEEP_SECONDS = 3600.0
@@ -152,6 +156,7 @@ class Shard:
         self.scripts = {
             self.publish_sha: redis_scripts.PUBLISH.encode(),
             self.history_sha: redis_scripts.HISTORY.encode(),
+            **{_sha(body): body.encode() for body in redis_tracking_scripts.ALL.values()},
         }
         self.presence_script = client.register_script(redis_scripts.PRESENCE)
         #: this tick's commands, written together on the command connection
@@ -294,7 +299,7 @@ class Shard:
                     waiter.set_result(None)
 
 
-class RedisEngine(Engine):
+class RedisEngine(RedisTracking, Engine):
     name = "redis"
     multi_node = True
 
@@ -303,12 +308,17 @@ class RedisEngine(Engine):
         self.prefix = config.redis_prefix
         self._handler: EngineHandler | None = None
         self._node_id = ""
+        #: this node's current life in the registry: "<node id>.<n>", n bumped when the
+        #: cluster found it dead and it started again (redis_reaper.py)
+        self.incarnation = ""
+        self._lives = itertools.count()
+        self._losing: asyncio.Task | None = None
         self.shards: list[Shard] = []
         self._heartbeat: asyncio.Task | None = None
+        self.reaper = Reaper(self)
         self._next_user_refresh = 0.0
-        #: users who left this node while Redis could not be told: user → last seen
-        self._offline_unsaid: dict[str, float] = {}
         self._next_presence_refresh = 0.0
+        self._init_tracking()
         self._channel_prefix = f"{self.prefix}:ch:".encode()
         self._control = f"{self.prefix}:control"
         # epochs for streams a publish or history read creates: sent with every call
@@ -373,6 +383,7 @@ class RedisEngine(Engine):
     async def start(self, handler: EngineHandler, node_id: str) -> None:
         self._handler = handler
         self._node_id = node_id
+        self.incarnation = f"{node_id}.{next(self._lives)}"
         self.shards = [Shard(self, *shard) for shard in self._clients()]
         await self.shards[0].client.ping()  # fail at start, not at the first publish
         self.shards[0].channels.add(self._control)
@@ -380,15 +391,38 @@ class RedisEngine(Engine):
             await shard.start()
         await self._beat()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever())
+        self.reaper.start()
 
     async def close(self) -> None:
         if self._heartbeat is not None:
             self._heartbeat.cancel()
+        await self.reaper.close()
         with contextlib.suppress(RedisError, OSError):
-            await self.shards[0].client.hdel(f"{self.prefix}:nodes", self._node_id)
+            first = self.shards[0].client
+            await first.hdel(f"{self.prefix}:nodes", self._node_id)
+            # due at once: whatever Redis did not take of this node's goodbyes (an
+            # outage) is removed by the next node that looks (or by this one restarted)
+            await first.zadd(f"{self.prefix}:alive", {self.incarnation: 0}, xx=True)
         for shard in self.shards:
             await shard.close()
         self._handler = None
+
+    def _node_lost_soon(self) -> None:
+        if self._losing is None or self._losing.done():
+            self._losing = asyncio.ensure_future(self._node_lost())
+
+    async def _node_lost(self) -> None:
+        """The cluster found this incarnation dead and removed what it held: drop every
+        connection (their removals find nothing left: no second leave), then live on as
+        a new incarnation."""
+        handler = self._handler
+        old = self.incarnation
+        if handler is not None:
+            await handler.handle_node_lost()
+        self._unsaid.clear()
+        self.incarnation = f"{self._node_id}.{next(self._lives)}"
+        log.warning("incarnation %s was found dead; this node goes on as %s", old, self.incarnation)
+        await self._beat(losing=False)
 
     def resynced(self) -> None:
         if self._handler is not None:
@@ -553,27 +587,6 @@ class RedisEngine(Engine):
             ("EXPIRE", zset_key, int(ttl) + 1),
         )
 
-    async def add_presence_many(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
-        """Add or refresh presence entries: four commands per channel, however many
-        of its members are on this node, pipelined per shard."""
-        expires = time.time() + ttl
-        by_channel: dict[str, list[ClientInfo]] = {}
-        for channel, info in entries:
-            by_channel.setdefault(channel, []).append(info)
-        by_shard: dict[Shard, list[str]] = {}
-        for channel in by_channel:
-            by_shard.setdefault(self.shard(channel), []).append(channel)
-        for shard, channels in by_shard.items():
-            pipe = shard.client.pipeline(transaction=False)
-            for channel in channels:
-                infos = by_channel[channel]
-                hash_key, zset_key = self._presence_keys(channel)
-                pipe.hset(hash_key, mapping={i.client: orjson.dumps(_info_dict(i)) for i in infos})
-                pipe.zadd(zset_key, {i.client: expires for i in infos})
-                pipe.expire(hash_key, int(ttl) + 1)
-                pipe.expire(zset_key, int(ttl) + 1)
-            await pipe.execute()
-
     async def remove_presence(self, channel: str, client_id: str) -> None:
         hash_key, zset_key = self._presence_keys(channel)
         await self.shard(channel).batch.run(
@@ -592,69 +605,6 @@ class RedisEngine(Engine):
         clients = await self.presence(channel)
         return len(clients), len({info.user for info in clients.values()})
 
-    # --- users --------------------------------------------------------------------
-    def _user_key(self, user: str) -> str:
-        return f"{self.prefix}:user:{user}"
-
-    async def user_connected(self, user: str) -> None:
-        self._offline_unsaid.pop(user, None)
-        key = self._user_key(user)
-        now = time.time()
-        keep = max(int(self.config.history_meta_ttl), 86400)
-        await self.shard(user).batch.run(("HSET", key, self._node_id, now), ("EXPIRE", key, keep))
-
-    async def _mark_users_online(self, users: list[str]) -> None:
-        """Each user's hash gets this node's field; the user is online while this node
-        is alive in the registry, so nothing per user is refreshed on a heartbeat."""
-        now = time.time()
-        keep = max(int(self.config.history_meta_ttl), 86400)
-        by_shard: dict[Shard, list[str]] = {}
-        for user in users:
-            by_shard.setdefault(self.shard(user), []).append(user)
-        for shard, items in by_shard.items():
-            pipe = shard.client.pipeline(transaction=False)
-            for user in items:
-                pipe.hset(self._user_key(user), self._node_id, now)
-                pipe.expire(self._user_key(user), keep)
-            await pipe.execute()
-
-    async def user_disconnected(self, user: str, last_seen: float) -> None:
-        key = self._user_key(user)
-        try:
-            await self.shard(user).batch.run(
-                ("HDEL", key, self._node_id), ("HSET", key, "_seen", last_seen)
-            )
-        except (RedisError, OSError):
-            # said again at the next heartbeats until Redis takes it: a user must not
-            # stay online because this node is alive
-            self._offline_unsaid[user] = last_seen
-            raise
-
-    async def user_status(self, users: list[str]) -> dict[str, tuple[bool, float | None]]:
-        now = time.time()
-        node_expires = await self._node_expiries()
-        out: dict[str, tuple[bool, float | None]] = {}
-        for user in users:
-            fields = await self.shard(user).client.hgetall(self._user_key(user))
-            seen = fields.pop(b"_seen", None)
-            if any(node_expires.get(node, 0.0) > now for node in fields):
-                out[user] = (True, now)
-                continue
-            # every node that held the user is gone: online until it stopped beating,
-            # or (once the registry forgot the node) until its last write of the user
-            candidates = [float(seen)] if seen is not None else []
-            for node, written in fields.items():
-                expired = node_expires.get(node)
-                candidates.append(
-                    expired - self.config.node_ttl if expired is not None else float(written)
-                )
-            out[user] = (False, max(candidates) if candidates else None)
-        return out
-
-    async def _node_expiries(self) -> dict[bytes, float]:
-        raw = await self.shards[0].client.hgetall(f"{self.prefix}:nodes")
-        return {node: float(orjson.loads(body).get("expires", 0)) for node, body in raw.items()}
-
     # --- cluster ------------------------------------------------------------------
     async def _heartbeat_forever(self) -> None:
         while True:
@@ -666,46 +616,72 @@ class RedisEngine(Engine):
             except Exception:
                 log.exception("heartbeat failed")
 
-    async def _beat(self) -> None:
-        """Announce this node. Users and presence are written again only when due
-        (users hourly, presence every third of ``presence_ttl``) or when this node's
-        registry entry was missing (first beat, or Redis lost its data)."""
+    async def _beat(self, losing: bool | None = None) -> None:
+        """Announce this node. Presence expiries are pushed forward every third of
+        ``presence_ttl`` and users' keys hourly; when this incarnation's registry entry
+        was missing (first beat, or Redis lost its data), everything this node holds is
+        written again; when the cluster found it dead, it starts again (_node_lost)."""
         handler = self._handler
-        if handler is None:
-            return
+        if losing is None:
+            losing = self._losing is not None and not self._losing.done()
+        if handler is None or losing:
+            return  # starting again: _node_lost beats when it is done
         now = time.time()
         info = dict(handler.node_snapshot(presence=False, users=False)["info"])
         info["expires"] = now + self.config.node_ttl
-        added = await self.shards[0].client.hset(
-            f"{self.prefix}:nodes", self._node_id, orjson.dumps(info)
+        first = self.shards[0]
+        added = await self._run(
+            first,
+            "BEAT",
+            [f"{self.prefix}:nodes", f"{self.prefix}:alive", self._key("tomb", self.incarnation)],
+            [self._node_id, orjson.dumps(info), self.incarnation, self.config.node_ttl],
         )
-        presence_due = added or now >= self._next_presence_refresh
-        users_due = added or now >= self._next_user_refresh
-        if not (presence_due or users_due or self._offline_unsaid):
-            return  # the usual beat: one command, nothing listed
-        snapshot = handler.node_snapshot(
-            presence=presence_due, users=users_due or bool(self._offline_unsaid)
-        )
-        if self._offline_unsaid:
-            await self._retry_offline(set(snapshot["users"]))
+        if added == -1:
+            self._node_lost_soon()
+            return
+        if self._unsaid:
+            await self._said_again()
+        if added:
+            await self._write_all(handler)
+        presence_due = now >= self._next_presence_refresh
+        users_due = now >= self._next_user_refresh
+        if not (presence_due or users_due):
+            return  # the usual beat: one script, nothing listed
+        snapshot = handler.node_snapshot(presence=presence_due, users=users_due)
         if users_due and snapshot["users"]:
-            await self._mark_users_online(snapshot["users"])
+            await self._keep_users(snapshot["users"])
             self._next_user_refresh = now + USER_REFRESH_SECONDS
         if presence_due:
             if snapshot["presence"]:
-                await self.add_presence_many(snapshot["presence"], self.config.presence_ttl)
+                await self.refresh_presence(snapshot["presence"], self.config.presence_ttl)
             self._next_presence_refresh = now + self.config.presence_ttl / 3
 
-    async def _retry_offline(self, online_here: set[str]) -> None:
-        for user, last_seen in list(self._offline_unsaid.items()):
-            if user in online_here:  # back on this node: nothing to correct
-                del self._offline_unsaid[user]
-                continue
-            try:
-                await self.user_disconnected(user, last_seen)
-            except (RedisError, OSError):
-                return  # Redis still unreachable; the next beat tries again
-            self._offline_unsaid.pop(user, None)
+    async def _write_all(self, handler: EngineHandler) -> None:
+        """Every membership and connection of this node, written again (the first beat
+        writes nothing: the node has none yet)."""
+        snapshot = handler.node_snapshot(presence=False, users=False, members=True)
+        ttl = self.config.presence_ttl
+        try:
+            for channel, info, presence, joined in snapshot.get("members", []):
+                await self.member_add(
+                    channel, info, presence=presence, ttl=ttl, joined=joined, quiet=True
+                )
+            for conn, state in snapshot.get("connections", []):
+                await self.connection_opened(conn, state, quiet=True)
+        except NodeLost:
+            return
+        self._next_user_refresh = self._next_presence_refresh = 0.0
+
+    async def _keep_users(self, users: list[str]) -> None:
+        """Users connected here keep their keys (which live a day after a connect)."""
+        by_shard: dict[Shard, list[str]] = {}
+        for user in users:
+            by_shard.setdefault(self.shard(user), []).append(user)
+        for shard, items in by_shard.items():
+            pipe = shard.client.pipeline(transaction=False)
+            for user in items:
+                pipe.expire(self._key("user", user), USER_KEEP)
+            await pipe.execute()
 
     # --- small shared values (on the first shard, like the node registry) ----------
     def _kv_key(self, key: str) -> str:

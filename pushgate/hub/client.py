@@ -23,7 +23,8 @@ from pushgate.engine.base import (
     StreamPosition,
     UnrecoverablePosition,
 )
-from pushgate.hub import access, recovery
+from pushgate.engine.tracking import ACTIVE, ReadPosition
+from pushgate.hub import access, recovery, status
 from pushgate.hub import internal as internal_tokens
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -125,8 +126,10 @@ class Client:
         "_connect_attempts",
         "_pub_bucket",
         "_rate_strikes",
+        "attention",
         "awaiting_pong",
         "caps",
+        "close_reason",
         "closed",
         "closing",
         "conn_info",
@@ -141,6 +144,7 @@ class Client:
         "name",
         "ping_slot",
         "protocol",
+        "read_positions",
         "session",
         "sink",
         "subs",
@@ -166,6 +170,12 @@ class Client:
         self.expires_at = 0.0
         self.awaiting_pong = False
         self.ping_slot = -1  # the hub's ping wheel bucket
+        #: what the connection says of its user's attention (hub/status.py)
+        self.attention = ACTIVE
+        #: why it closed, for the disconnect event ("" while open: the peer went away)
+        self.close_reason = ""
+        #: the user's read positions, read when the connection registered (None: none)
+        self.read_positions: dict[str, ReadPosition] | None = None
         self.subs: dict[str, Subscription] = {}
         #: the connection token's ``caps``: channel operations granted beyond the options
         self.caps: tuple[Capability, ...] = ()
@@ -213,12 +223,14 @@ class Client:
         subs: dict[str, dict] | None = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
+        attention: str = ACTIVE,
     ) -> ConnectResult:
         """Authenticate and register; raises HubError or DisconnectError.
 
         With a token, the token decides; without one, the connect proxy when there is
         one (told ``name``, ``version``, ``data`` and the forwarded ``headers``), else
-        ``client.anonymous`` / ``client.insecure``."""
+        ``client.anonymous`` / ``client.insecure``. ``attention``: what the connection
+        says of its user's attention as it connects (hub/status)."""
         hub = self.hub
         if self.connected:
             raise DisconnectError(DISCONNECT_BAD_REQUEST)
@@ -275,6 +287,7 @@ class Client:
         if personal and hub.config.client.personal_channel_single_connection:
             await self._close_other_connections(personal)
         self.connected = True
+        self.attention = attention
         await hub.register(self)
         if self.closed:
             await hub.unregister(self)
@@ -530,7 +543,7 @@ class Client:
         result = await self._start(
             sub, since, reject_unrecovered=bool(flag & FLAG_REJECT_UNRECOVERED)
         )
-        result.data = data
+        result.data = data if data is not None else await status.subscribe_data(hub, channel)
         result.delta = use_delta
         return sub, result
 
@@ -598,7 +611,7 @@ class Client:
             positioned=options.force_positioning,
         )
         result = await self._start(sub, recover_since)
-        result.data = data
+        result.data = data if data is not None else await status.subscribe_data(self.hub, channel)
         return result
 
     async def _start(
@@ -869,6 +882,14 @@ class Client:
         except UnrecoverablePosition:
             raise ERROR_UNRECOVERABLE_POSITION from None
 
+    async def set_attention(self, state: str) -> None:
+        """The connection says its user is active, idle or hidden (hub/status.py)."""
+        if state == self.attention:
+            return
+        self.attention = state
+        if self.connected and not self.closed and status.tracked(self):
+            await self.hub.engine.connection_state(status.connection_of(self), state)
+
     # --- liveness -----------------------------------------------------------------
     def pong(self) -> None:
         self.awaiting_pong = False
@@ -883,6 +904,7 @@ class Client:
         if self.closed or self.closing:
             return
         self.closing = True
+        self.close_reason = disconnect.reason
         log.info(
             "disconnect: %s",
             disconnect.reason,

@@ -26,6 +26,8 @@ from typing import TYPE_CHECKING
 
 from pushgate import __version__, metrics
 from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
+from pushgate.engine.tracking import UserStatus
+from pushgate.hub import status
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client, has_history
 from pushgate.hub.errors import (
@@ -33,6 +35,7 @@ from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
     DISCONNECT_INSUFFICIENT_STATE,
     DISCONNECT_NO_PONG,
+    DISCONNECT_NODE_LOST,
     DISCONNECT_SERVER_ERROR,
     DISCONNECT_SHUTDOWN,
     DISCONNECT_SLOW,
@@ -124,6 +127,7 @@ class Hub:
 
     # --- lifecycle ----------------------------------------------------------------
     async def start(self) -> None:
+        self.engine.track(status.tracking_of(self.config, self.node_name))
         await self.engine.start(self, self.node_id)
         self._ticker = asyncio.create_task(self._run_ticker(), name="pushgate-hub-ticker")
 
@@ -178,10 +182,12 @@ class Hub:
         session = self.users.get(client.user)
         if session is None:
             session = self.users[client.user] = UserSession(client.user)
-            session.add(client)
-            await self.engine.user_connected(client.user)
-        else:
-            session.add(client)
+        session.add(client)
+        if status.tracked(client):
+            positions = await self.engine.connection_opened(
+                status.connection_of(client), client.attention
+            )
+            client.read_positions = positions or None
 
     async def unregister(self, client: Client) -> None:
         self.clients.pop(client.id, None)
@@ -193,10 +199,13 @@ class Hub:
         session.remove(client)
         if not session:
             del self.users[client.user]
+        if status.tracked(client):
             try:
-                await self.engine.user_disconnected(client.user, time.time())
-            except Exception as exc:  # the user's entry lapses when heartbeats stop
-                log.warning("cannot tell the engine %s went offline: %s", client.user, exc)
+                await self.engine.connection_closed(
+                    status.connection_of(client), client.close_reason or "connection closed"
+                )
+            except Exception as exc:  # the engine retries it (or reaps it if this node dies)
+                log.warning("cannot tell the engine %s closed: %s", client.id, exc)
 
     def user_connection_count(self, user: str) -> int:
         session = self.users.get(user)
@@ -225,15 +234,20 @@ class Hub:
                 await asyncio.shield(ready)
         if sub.delta:
             self._delta_subscribers[channel] += 1
-        if sub.options.presence:
-            await self.engine.add_presence(
-                channel, sub.client.chan_info_for(channel), self.config.engine.presence_ttl
+        if sub.options.presence or sub.options.join_leave:
+            await self.engine.member_add(
+                channel,
+                sub.client.chan_info_for(channel),
+                presence=sub.options.presence,
+                ttl=self.config.engine.presence_ttl,
             )
 
     def after_activate(self, sub: Subscription) -> None:
         """The subscriber is live: announce it to the channel."""
         if sub.options.join_leave:
-            self.spawn(self.engine.publish_join(sub.channel, sub.client.chan_info_for(sub.channel)))
+            self.spawn(
+                self.engine.member_joined(sub.channel, sub.client.chan_info_for(sub.channel))
+            )
 
     async def announce_presence(self, sub: Subscription, present: bool) -> None:
         """Re-announce a live subscriber whose ``chan_info`` changed, or say it left while
@@ -241,23 +255,23 @@ class Hub:
         channel = sub.channel
         info = sub.client.chan_info_for(channel)
         sub.present = present  # the heartbeat's presence refresh follows it
-        if sub.options.presence:
-            if present:
-                await self.engine.add_presence(channel, info, self.config.engine.presence_ttl)
-            else:
-                await self.engine.remove_presence(channel, sub.client.id)
-        if sub.active and sub.options.join_leave:
-            if present:
-                await self.engine.publish_join(channel, info)
-            else:
-                await self.engine.publish_leave(channel, info)
+        options = sub.options
+        if not (options.presence or options.join_leave):
+            return
+        if not present:
+            await self.engine.member_remove(channel, sub.client.id, announce=sub.active)
+            return
+        ttl = self.config.engine.presence_ttl
+        await self.engine.member_add(channel, info, presence=options.presence, ttl=ttl)
+        if sub.active and options.join_leave:
+            await self.engine.member_joined(channel, info)
 
     async def refresh_presence(self, sub: Subscription) -> None:
         """Rewrite a present subscriber's presence entry after its ``chan_info`` changed,
         without a join (XMPP learns the resource after login subscribed the channels)."""
         if sub.options.presence and sub.present and sub.client.subs.get(sub.channel) is sub:
             info = sub.client.chan_info_for(sub.channel)
-            await self.engine.add_presence(sub.channel, info, self.config.engine.presence_ttl)
+            await self.engine.member_update(sub.channel, info, self.config.engine.presence_ttl)
 
     async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None:
         channel = sub.channel
@@ -274,15 +288,15 @@ class Hub:
                 self._engine_subs.pop(channel, None)
                 self._positions.pop(channel, None)
                 await self.engine.unsubscribe(channel)
-        info = ClientInfo(sub.client.id, sub.client.user, sub.client.conn_info, sub.chan_info)
         # The local state is already gone; what follows tells the cluster, and an engine
         # outage must not abort the caller's cleanup (a closing connection would stay
-        # registered forever). Unremoved presence lapses: the heartbeat stops renewing it.
+        # registered forever). The engine says it again later (redis: at its heartbeats).
+        if not (sub.options.presence or sub.options.join_leave):
+            return
         try:
-            if sub.options.presence:
-                await self.engine.remove_presence(channel, sub.client.id)
-            if announce and sub.active and sub.options.join_leave:
-                await self.engine.publish_leave(channel, info)
+            await self.engine.member_remove(
+                channel, sub.client.id, announce=announce and sub.active
+            )
         except Exception as exc:
             log.warning("cannot tell the engine %s left %s: %s", sub.client.id, channel, exc)
 
@@ -390,7 +404,50 @@ class Hub:
             if known is None or known.epoch != position.epoch or position.offset > known.offset:
                 self._positions[channel] = position
 
-    def node_snapshot(self, presence: bool = True, users: bool = True) -> dict:
+    def handle_status(self, user: str, user_status: UserStatus) -> None:
+        status.announce(self, user, user_status)
+
+    async def handle_node_lost(self) -> None:
+        """The cluster found this node dead and removed its connections (announcing
+        their leaves and disconnects): every connection is closed, to come back fresh."""
+        log.error("this node was declared dead by the cluster: closing every connection")
+        for client in [*self.clients.values(), *self._pending]:
+            client.disconnect(DISCONNECT_NODE_LOST)
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=self.config.server.shutdown_timeout)
+
+    def node_snapshot(
+        self,
+        presence: bool = True,
+        users: bool = True,
+        members: bool = False,
+    ) -> dict:
+        """What the engine's heartbeat needs of this node: its info; its users and
+        present subscribers (``presence``, ``users``: only when asked, they can be
+        many); with ``members``, every membership (channel, info, presence, joined) and
+        tracked connection (Connection, attention) — to write them all again after
+        Redis lost them."""
+        snapshot = self._snapshot(presence, users)
+        if members:
+            snapshot["members"] = [
+                (
+                    channel,
+                    sub.client.chan_info_for(channel),
+                    sub.options.presence,
+                    sub.active and sub.options.join_leave,
+                )
+                for channel, subs in self.channels.items()
+                for sub in subs.values()
+                if (sub.options.presence or sub.options.join_leave) and sub.present
+            ]
+            snapshot["connections"] = [
+                (status.connection_of(client), client.attention)
+                for client in self.clients.values()
+                if status.tracked(client)
+            ]
+        return snapshot
+
+    def _snapshot(self, presence: bool, users: bool) -> dict:
         presence_entries = (
             [
                 (channel, sub.client.chan_info_for(channel))

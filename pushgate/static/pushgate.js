@@ -21,6 +21,9 @@
     timeout: 10000, // command timeout
     name: 'pushgate-js',
     debug: false,
+    attention: true, // report active / idle / hidden from page visibility and input
+    idleAfter: 60, // seconds without input before a visible page counts as idle
+    ackOn: 'visible', // acknowledge notifications that ask for it: 'visible' | 'receive' | 'manual'
   };
 
   // Client-side error codes. Errors from the server keep their own codes (100-112).
@@ -394,7 +397,10 @@
       // onSubscribed first (on recovered:false the app reloads its state), then what
       // recovery brought, in order; live publications can only come after.
       safeCall(this._opts.onSubscribed, { channel: this.channel, recovered, wasRecovering, data: result.data });
-      for (const pub of pubs) safeCall(this._opts.onPublication, pubContext(this.channel, pub));
+      for (const pub of pubs) {
+        safeCall(this._opts.onPublication, pubContext(this.channel, pub));
+        this._client._delivered(this.channel, pub, this._pos.epoch);
+      }
       this._settle();
     }
     _onSubscribeError(err) {
@@ -450,6 +456,7 @@
           return this._subscribe();
         }
         safeCall(this._opts.onPublication, pubContext(channel, push.pub));
+        this._client._delivered(channel, push.pub, this._pos.epoch);
       } else if (push.join) {
         safeCall(this._opts.onJoin, { channel, info: push.join.info });
       } else if (push.leave) {
@@ -461,6 +468,62 @@
         if (code === 2501 && this._opts.getToken) this._token = '';
         this._subscribe();
       }
+    }
+  }
+
+  // --- Attention: what the page says of its user (active / idle / hidden) ----------------
+  // Hidden while the page is hidden; idle once visible without input for `idleAfter`
+  // seconds; active otherwise. Each change is told with the `pushgate.presence` RPC (a
+  // quarter second later, so that quick flips cost nothing), and the state at connect
+  // travels in the connect command. Input only moves a timestamp.
+  class Attention {
+    constructor(client) {
+      this._client = client;
+      this._idleMs = client._opts.idleAfter * 1000;
+      this.enabled = !!client._opts.attention && typeof document !== 'undefined' && typeof addEventListener === 'function';
+      this._last = Date.now();
+      this._sent = null; // what the server was last told
+      this._timer = null;
+      this._sendTimer = null;
+      this.state = this._compute();
+      if (typeof document !== 'undefined' && typeof addEventListener === 'function') {
+        document.addEventListener('visibilitychange', () => {
+          if (!document.hidden) { this._last = Date.now(); client._flushAcks(); }
+          this._update();
+        });
+      }
+      if (!this.enabled) return;
+      const input = () => { this._last = Date.now(); if (this.state !== 'active') this._update(); };
+      for (const type of ['pointerdown', 'pointermove', 'keydown', 'wheel', 'scroll', 'touchstart', 'focus']) {
+        addEventListener(type, input, { passive: true, capture: true });
+      }
+      this._arm();
+    }
+    _compute() {
+      if (typeof document !== 'undefined' && document.hidden) return 'hidden';
+      return Date.now() - this._last >= this._idleMs ? 'idle' : 'active';
+    }
+    _arm() {
+      clearTimeout(this._timer);
+      this._timer = setTimeout(() => this._update(), Math.max(0, this._last + this._idleMs - Date.now()) + 50);
+    }
+    _update() {
+      const state = this._compute();
+      if (state === 'active') this._arm();
+      if (state === this.state) return;
+      this.state = state;
+      this._client._emit('attention', { state });
+      clearTimeout(this._sendTimer);
+      this._sendTimer = setTimeout(() => this._flush(), 250);
+    }
+    // The state to put in a connect command, or null.
+    connecting() { return this.enabled ? (this._connectState = this.state) : null; }
+    connected() { this._sent = this._connectState || null; this._flush(); }
+    _flush() {
+      const c = this._client;
+      if (!this.enabled || c.state !== 'connected' || this.state === this._sent) return;
+      const state = (this._sent = this.state);
+      c._rpc('pushgate.presence', { state }).catch(() => { if (this._sent === state) this._sent = null; });
     }
   }
 
@@ -488,6 +551,9 @@
       this._pong = false;
       this._pingMs = 0;
       this._timers = {};
+      this._attention = new Attention(this);
+      this._acks = []; // {channel, offset} shown, not yet acknowledged
+      this._reads = new Map(); // channel -> {offset, epoch}: the user's read positions
       // A page going away (tab closed, navigation) ends its session at once: a polling
       // session would otherwise stay until its timeout, the user shown online meanwhile.
       // A page kept in the back-forward cache reconnects when it is shown again.
@@ -580,6 +646,8 @@
       const id = (this._connectId = this._nextId++);
       const params = { name: this._opts.name, version: VERSION };
       if (this._token) params.token = this._token;
+      const attention = this._attention.connecting();
+      if (attention) params.data = Object.assign({}, params.data, { pushgate: { state: attention } });
       const subs = {}; // recovery positions of server-side subscriptions
       for (const [channel, pos] of this._serverSubs) if (pos.request()) subs[channel] = pos.request();
       if (Object.keys(subs).length) params.subs = subs;
@@ -661,6 +729,8 @@
         this._send(p.cmd);
       }
       this._setState('connected', 0, '', true);
+      this._attention.connected();
+      this._flushAcks();
       // Server-side subscriptions (token `channels`): recovered through connect `subs`.
       const subs = r.subs || {};
       for (const channel of [...this._serverSubs.keys()]) {
@@ -753,7 +823,11 @@
     _onPush(push) {
       const channel = push.channel;
       if (push.disconnect) return this._onServerDisconnect(push.disconnect.code, push.disconnect.reason);
-      if (push.message) return this._emit('message', { data: push.message.data });
+      if (push.message) {
+        const data = push.message.data;
+        if (data && typeof data === 'object' && data.pushgate) return this._onPushgateMessage(data);
+        return this._emit('message', { data });
+      }
       if (push.refresh) {
         if (push.refresh.expires) this._timer('refresh', refreshDelay(push.refresh.ttl), () => this._refresh());
         else this._clear('refresh');
@@ -775,7 +849,8 @@
       if (push.pub) {
         if (!this._serverSubs.has(channel)) this._serverSubs.set(channel, new Position());
         if (this._serverSubs.get(channel).check(push.pub, false) === 'dup') return this._log('dropped duplicate', channel, push.pub.offset);
-        return this._emit('publication', pubContext(channel, push.pub));
+        this._emit('publication', pubContext(channel, push.pub));
+        return this._delivered(channel, push.pub, this._serverSubs.get(channel).epoch);
       }
       if (push.join) this._emit('join', { channel, info: push.join.info });
       if (push.leave) this._emit('leave', { channel, info: push.leave.info });
@@ -784,7 +859,49 @@
       if (!this._serverSubs.has(channel)) this._serverSubs.set(channel, new Position());
       const { recovered, wasRecovering, pubs } = this._serverSubs.get(channel).apply(result, pubsFollow);
       this._emit('subscribed', { channel, recovered, wasRecovering, data: result.data });
-      for (const pub of pubs) this._emit('publication', pubContext(channel, pub));
+      for (const pub of pubs) {
+        this._emit('publication', pubContext(channel, pub));
+        this._delivered(channel, pub, this._serverSubs.get(channel).epoch);
+      }
+    }
+
+    // --- pushgate's own RPCs: attention, acknowledgements, read positions ---
+    // (the `pushgate.*` methods; see docs/presence-and-events.md)
+    // The page shows a notification (e.g. one it loaded from its backend): acknowledge it,
+    // as soon as the page is visible, so that it is not handed off to e-mail or mobile push.
+    ack(channel, offset, epoch) {
+      this._acks.push({ channel, offset, epoch: epoch || '' });
+      this._flushAcks();
+    }
+    // The user has read `channel` up to `offset` (of stream `epoch`): every connection of
+    // the user gets a `read` event, this one included.
+    markRead(channel, offset, epoch) {
+      return this._rpc('pushgate.mark_read', { channel, offset, epoch: epoch || '' }).then(() => {});
+    }
+    // {offset, epoch} the user has read `channel` up to, or null (known once connected).
+    readPosition(channel) { return this._reads.get(channel) || null; }
+    // 'active', 'idle' or 'hidden': what this page tells pushgate of its user.
+    get attention() { return this._attention.state; }
+    _rpc(method, data) { return this._call('rpc', { method, data }); }
+    // A publication reached the app: acknowledge it if it asks (tag `pushgate.ack`).
+    _delivered(channel, pub, epoch) {
+      if (!pub.offset || !pub.tags || !pub.tags['pushgate.ack'] || this._opts.ackOn === 'manual') return;
+      this.ack(channel, pub.offset, epoch);
+    }
+    // A notification counts as seen once the page shows it (ackOn 'receive': at once).
+    _flushAcks() {
+      if (this.state !== 'connected' || !this._acks.length) return;
+      if (this._opts.ackOn !== 'receive' && typeof document !== 'undefined' && document.hidden) return;
+      for (const ack of this._acks.splice(0)) {
+        this._rpc('pushgate.ack', ack).catch((err) => { if (isLocal(err)) this._acks.push(ack); });
+      }
+    }
+    _onPushgateMessage(data) {
+      if (data.pushgate !== 'read') return;
+      for (const [channel, pos] of Object.entries(data.read || {})) {
+        this._reads.set(channel, pos);
+        this._emit('read', { channel, offset: pos.offset, epoch: pos.epoch });
+      }
     }
 
     // --- commands ---

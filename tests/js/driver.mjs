@@ -179,6 +179,10 @@ const commands = {
     const data = toWire(msg.data);
     return target ? target.publish(data) : client.publish(msg.channel, data);
   },
+  // {method, data}: an RPC (pushgate answers its own pushgate.* methods)
+  rpc(msg) {
+    return client.rpc(msg.method, toWire(msg.data));
+  },
   presence(msg) {
     return msg.via === 'sub' ? subscription(msg.channel).presence() : client.presence(msg.channel);
   },

@@ -15,6 +15,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from pushgate.engine.base import ClientInfo, Publication, StreamPosition
+from pushgate.hub import notifications, reserved, status
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -234,9 +235,12 @@ class CentrifugoSession:
                 subs=cmd.subs,
                 data=cmd.data,
                 headers=cmd.headers,
+                attention=status.attention_in(cmd.data),
             )
             self._write(codec.connect_reply(cmd.id, result))
             client.activate_all()
+            if client.read_positions:  # the user's read positions (hub/notifications.py)
+                self.push_message(notifications.read_message(client.read_positions))
         elif isinstance(cmd, SubscribeRequest):
             sub, result = await client.subscribe(
                 cmd.channel,
@@ -286,6 +290,10 @@ class CentrifugoSession:
         elif isinstance(cmd, SubRefreshRequest):
             expires, ttl = await client.sub_refresh(cmd.channel, cmd.token)
             self._write(codec.sub_refresh_reply(cmd.id, expires, ttl))
+        elif isinstance(cmd, DataRequest) and method == "rpc" and reserved.owns(cmd.rpc_method):
+            # pushgate's own methods (hub/reserved.py): never an RPC proxy's
+            await reserved.call(client, cmd.rpc_method, cmd.data)
+            self._write(codec.empty_reply(cmd.id, method))
         elif isinstance(cmd, DataRequest) and method == "rpc":
             data = await client.rpc(cmd.rpc_method, cmd.data)
             self._write(codec.rpc_reply(cmd.id, data))

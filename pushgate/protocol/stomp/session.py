@@ -30,6 +30,7 @@ import orjson
 
 from pushgate.auth import looks_like_jwt
 from pushgate.engine.base import BinaryData
+from pushgate.hub import status
 from pushgate.hub.client import DisconnectError, count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
@@ -105,6 +106,10 @@ class StompSettings:
     transactions: TransactionLimits = field(default_factory=TransactionLimits)
     #: a SEND to ``<rpc_prefix><method>`` is a client RPC ("" = none)
     rpc_prefix: str = "/rpc/"
+
+
+#: a SEND here reports the user's attention (header ``state``), publishing nothing
+PRESENCE_DESTINATION = "/pushgate/presence"
 
 
 class StompFailure(Exception):
@@ -282,6 +287,10 @@ class StompSession:
             self._closing = True
             self.writer.close(NORMAL_CLOSE, "")
             return
+        if command == "SEND" and frame.get("destination") == PRESENCE_DESTINATION:
+            await self._attention(frame)  # not a publication, inside a transaction or not
+            self._receipt(frame)
+            return
         transaction = frame.get("transaction")
         if transaction and command in ("SEND", "ACK", "NACK"):
             self._hold(frame)
@@ -381,6 +390,17 @@ class StompSession:
             now = self.clock()
             self.next_send = now + self.send_every
             self.wheel.schedule(self, self._next_due(now))
+
+    async def _attention(self, frame: Frame) -> None:
+        """``SEND destination:/pushgate/presence`` with ``state: active|idle|hidden``: the
+        user's attention on this connection (hub/status.py)."""
+        state = status.parse_attention(frame.get("state"))
+        if state is None:
+            raise StompFailure(
+                "invalid state header",
+                f"{PRESENCE_DESTINATION} takes state: active, idle or hidden",
+            )
+        await self.client.set_attention(state)
 
     async def _send(self, frame: Frame) -> None:
         method = self._rpc_method(frame)

@@ -41,6 +41,7 @@ import orjson
 
 from pushgate.auth import TokenError, looks_like_jwt
 from pushgate.engine.base import BinaryData
+from pushgate.engine.tracking import ACTIVE, HIDDEN, IDLE
 from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.protocol.xmpp import stanzas as st
@@ -467,6 +468,7 @@ class XmppSession:
             if self.available:
                 self.available = False
                 await self._announce(False)
+                await self.client.set_attention(HIDDEN)
                 self._send(st.presence(self.jid, type_="unavailable"))
             return
         if ptype:
@@ -476,6 +478,9 @@ class XmppSession:
         self.status = (presence.find_text("status") or "")[:1024]
         first = not self.available
         self.available = True
+        # the user's attention (hub/status.py): away, xa and dnd are idle; chat or no
+        # show, active
+        await self.client.set_attention(IDLE if self.show in ("away", "xa", "dnd") else ACTIVE)
         await self._announce(True)
         self._send(st.presence(self.jid, show=self.show, status=self.status))
         if first:

@@ -1,0 +1,485 @@
+"""The redis engine's memberships, connections, user status, notifications and event log.
+
+Mixed into RedisEngine. Every change is one Lua script (redis_tracking_scripts.py) on the
+shard of the channel or user it is about, so the change, the event it makes and the
+leave it publishes happen together and once. Entries are indexed by this node's
+*incarnation* (``<node id>.<n>``): the reaper (redis_reaper.py) finds a dead
+incarnation's memberships and connections there and removes them with the same scripts.
+A removal Redis could not take (an outage) is said again at every heartbeat until it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.exceptions import RedisError
+
+from pushgate.engine import redis_tracking_scripts as scripts
+from pushgate.engine.base import ClientInfo
+from pushgate.engine.tracking import (
+    CODES,
+    CONNECT,
+    DISCONNECT,
+    NAMES,
+    OFFLINE,
+    Connection,
+    Handoff,
+    LoggedEvent,
+    ReadLimitExceeded,
+    ReadPosition,
+    Tracking,
+    UserStatus,
+)
+from pushgate.metrics import EVENTS_PRODUCED
+
+if TYPE_CHECKING:
+    from pushgate.engine.redis_engine import Shard
+
+log = logging.getLogger("pushgate.engine.redis")
+
+SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in scripts.ALL.items()}
+#: a user's key lives this long after their last connection opened (refreshed hourly
+#: for users still connected: redis_engine._beat)
+USER_KEEP = 86400
+#: read positions are kept this long after the last change
+READ_KEEP = 30 * 86400
+#: acknowledged or handed-off notifications are remembered this long
+SETTLED_KEEP = 86400
+#: how often a waiting read of the event log looks again (events of other nodes)
+POLL = 0.2
+
+
+class NodeLost(Exception):
+    """This node's incarnation was found dead by the cluster: it must start again."""
+
+
+def _info_json(info: ClientInfo) -> bytes:
+    out: dict[str, Any] = {"c": info.client, "u": info.user}
+    if info.conn_info is not None:
+        out["ci"] = orjson.Fragment(info.conn_info)
+    if info.chan_info is not None:
+        out["chi"] = orjson.Fragment(info.chan_info)
+    return orjson.dumps(out)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisTracking:
+    """The tracking half of the engine interface, over Redis."""
+
+    prefix: str
+    tracking: Tracking
+    incarnation: str
+    _handler: Any
+
+    def shard(self, name: str) -> Shard:
+        raise NotImplementedError
+
+    def _pubsub_channel(self, channel: str) -> str:
+        raise NotImplementedError
+
+    def _node_lost_soon(self) -> None:
+        raise NotImplementedError
+
+    def _init_tracking(self) -> None:
+        self.tracking = Tracking()
+        #: removals Redis did not take yet: key → the call that makes it
+        self._unsaid: dict[tuple, Callable[[], Awaitable[Any]]] = {}
+        #: set when a script of this node wrote an event (wakes a waiting events_read)
+        self._events_added = asyncio.Event()
+
+    def _run(self, shard: Shard, name: str, keys: list[str], args: list) -> asyncio.Future:
+        return shard.script(SHAS[name], keys, args)
+
+    def _key(self, kind: str, name: str) -> str:
+        return f"{self.prefix}:{kind}:{name}"
+
+    def _flags(self) -> str:
+        return self.tracking.flags
+
+    def _wrote(self, events: int) -> None:
+        """A script wrote ``events`` events: count them, wake a waiting reader."""
+        if events:
+            EVENTS_PRODUCED.inc(events)
+            self._events_added.set()
+
+    def _announced(self, user: str, code: bytes | str, when: float | None = None) -> None:
+        """A script announced ``user``'s status ``code``: tell the hub (status channels)."""
+        code = _text(code)
+        if not code or self._handler is None:
+            return
+        name = NAMES[code]
+        now = time.time() if when is None else when
+        status = UserStatus(name, now, now if name == "active" else None)
+        self._handler.handle_status(user, status)
+
+    async def _said_again(self) -> None:
+        """Retry the removals Redis could not take (at each heartbeat)."""
+        for key, call in list(self._unsaid.items()):
+            try:
+                await call()
+            except (RedisError, OSError):
+                return  # still unreachable: the next beat tries again
+            self._unsaid.pop(key, None)
+
+    async def _say(self, key: tuple, call: Callable[[], Awaitable[Any]]) -> Any:
+        try:
+            return await call()
+        except (RedisError, OSError):
+            self._unsaid[key] = call
+            raise
+
+    # --- memberships ----------------------------------------------------------------
+    def _member_keys(self, channel: str, inc: str | None = None) -> list[str]:
+        return [
+            self._key("members", inc or self.incarnation),
+            self._key("presence", channel),
+            self._key("presence_exp", channel),
+        ]
+
+    async def member_add(
+        self,
+        channel: str,
+        info: ClientInfo,
+        *,
+        presence: bool,
+        ttl: float,
+        joined: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        """``joined``, ``quiet``: a membership written again after Redis lost it — its join
+        was announced already, and it makes no event."""
+        shard = self.shard(channel)
+        keys = self._member_keys(channel)
+        keys += [self._key("tomb", self.incarnation), self._key("events", "log")]
+        result = await self._run(
+            shard,
+            "MEMBER_ADD",
+            keys,
+            [
+                f"{info.client} {channel}",
+                info.client,
+                _info_json(info),
+                "1" if presence else "0",
+                ttl,
+                channel,
+                "" if quiet else self._flags(),
+                self.tracking.retention,
+                "1" if joined else "0",
+            ],
+        )
+        if result == -1:
+            self._node_lost_soon()
+            raise NodeLost("this node was found dead by the cluster")
+        self._wrote(result)
+
+    async def member_joined(self, channel: str, info: ClientInfo) -> None:
+        await self._run(
+            self.shard(channel),
+            "MEMBER_JOINED",
+            [self._key("members", self.incarnation)],
+            [f"{info.client} {channel}", self._pubsub_channel(channel)],
+        )
+
+    async def member_update(self, channel: str, info: ClientInfo, ttl: float) -> None:
+        await self._run(
+            self.shard(channel),
+            "MEMBER_UPDATE",
+            self._member_keys(channel),
+            [f"{info.client} {channel}", info.client, _info_json(info), ttl],
+        )
+
+    async def member_remove(self, channel: str, client_id: str, *, announce: bool) -> bool:
+        inc = self.incarnation
+        return await self._say(
+            ("member", channel, client_id),
+            lambda: self._remove_member(inc, channel, client_id, announce),
+        )
+
+    async def _remove_member(self, inc: str, channel: str, client_id: str, announce: bool) -> bool:
+        keys = [*self._member_keys(channel, inc), self._key("events", "log")]
+        removed, added = await self._run(
+            self.shard(channel),
+            "MEMBER_REMOVE",
+            keys,
+            [
+                f"{client_id} {channel}",
+                client_id,
+                self._pubsub_channel(channel),
+                "1" if announce else "0",
+                channel,
+                self._flags(),
+                self.tracking.retention,
+            ],
+        )
+        self._wrote(added)
+        return bool(removed)
+
+    async def refresh_presence(self, entries: list[tuple[str, ClientInfo]], ttl: float) -> None:
+        """Push the expiry of this node's presence entries forward — only of entries that
+        exist (``ZADD XX``): a refresh never brings back one the cluster removed."""
+        expires = time.time() + ttl
+        by_channel: dict[str, list[str]] = {}
+        for channel, info in entries:
+            by_channel.setdefault(channel, []).append(info.client)
+        by_shard: dict[Shard, list[str]] = {}
+        for channel in by_channel:
+            by_shard.setdefault(self.shard(channel), []).append(channel)
+        for shard, channels in by_shard.items():
+            pipe = shard.client.pipeline(transaction=False)
+            for channel in channels:
+                hash_key, zset_key = (
+                    self._key("presence", channel),
+                    self._key("presence_exp", channel),
+                )
+                pipe.zadd(zset_key, dict.fromkeys(by_channel[channel], expires), xx=True)
+                pipe.expire(hash_key, int(ttl) + 1)
+                pipe.expire(zset_key, int(ttl) + 1)
+            await pipe.execute()
+
+    # --- connections and user status ----------------------------------------------------
+    def _user_keys(self, user: str) -> list[str]:
+        return [self._key("user", user)]
+
+    async def connection_opened(
+        self, conn: Connection, state: str, quiet: bool = False
+    ) -> dict[str, ReadPosition]:
+        """``quiet``: a connection written again after Redis lost it (no connect event)."""
+        template = conn.event(DISCONNECT, self.tracking.node_name)
+        result = await self._run(
+            self.shard(conn.user),
+            "CONN_OPEN",
+            [
+                self._key("user", conn.user),
+                self._key("conns", self.incarnation),
+                self._key("tomb", self.incarnation),
+                self._key("events", "log"),
+                f"{self.prefix}:timers",
+                self._key("reads", conn.user),
+            ],
+            [
+                conn.client,
+                CODES[state],
+                conn.user,
+                "" if quiet else self._flags(),
+                self.tracking.offline_delay,
+                self.tracking.retention,
+                conn.event(CONNECT, self.tracking.node_name),
+                conn.user.encode() + b"\n" + template,
+                USER_KEEP,
+            ],
+        )
+        if result[0] == -1:
+            self._node_lost_soon()
+            raise NodeLost("this node was found dead by the cluster")
+        _, told, added, reads = result
+        self._wrote(added)
+        self._announced(conn.user, told)
+        return _positions(reads)
+
+    async def connection_state(self, conn: Connection, state: str) -> None:
+        _, told, added = await self._run(
+            self.shard(conn.user),
+            "CONN_STATE",
+            [self._key("user", conn.user), self._key("events", "log"), f"{self.prefix}:timers"],
+            [
+                conn.client,
+                CODES[state],
+                conn.user,
+                self._flags(),
+                self.tracking.offline_delay,
+                self.tracking.retention,
+            ],
+        )
+        self._wrote(added)
+        self._announced(conn.user, told)
+
+    async def connection_closed(self, conn: Connection, reason: str) -> None:
+        inc = self.incarnation
+        await self._say(
+            ("conn", conn.client), lambda: self._close(inc, conn.client, conn.user, reason)
+        )
+
+    async def _close(
+        self, inc: str, client: str, user: str, reason: str, when: float | None = None
+    ) -> bool:
+        closed, told, added = await self._run(
+            self.shard(user),
+            "CONN_CLOSE",
+            [
+                self._key("user", user),
+                self._key("conns", inc),
+                self._key("events", "log"),
+                f"{self.prefix}:timers",
+            ],
+            [
+                client,
+                user,
+                self._flags(),
+                self.tracking.offline_delay,
+                self.tracking.retention,
+                reason or "connection closed",
+                "" if when is None else when,
+            ],
+        )
+        self._wrote(added)
+        self._announced(user, told, when)
+        return bool(closed)
+
+    async def user_statuses(self, users: list[str]) -> dict[str, UserStatus]:
+        now = time.time()
+        replies = await asyncio.gather(
+            *(
+                self.shard(user).batch.run(
+                    ("HMGET", self._key("user", user), "_pub", "_seen", "_act")
+                )
+                for user in users
+            )
+        )
+        out = {}
+        for user, (told, seen, active) in zip(users, replies, strict=True):
+            name = NAMES[_text(told)] if told else OFFLINE
+            out[user] = UserStatus(
+                status=name,
+                last_seen=now if name != OFFLINE else (float(seen) if seen else None),
+                last_active=now if name == "active" else (float(active) if active else None),
+            )
+        return out
+
+    # --- notifications --------------------------------------------------------------
+    def _handoff_keys(self, channel: str) -> list[str]:
+        return [
+            f"{self.prefix}:timers",
+            f"{self.prefix}:handoffs",
+            self._key("settled", channel),
+        ]
+
+    async def handoff_add(self, handoff: Handoff) -> bool:
+        added = await self._run(
+            self.shard(handoff.channel),
+            "HANDOFF_ADD",
+            self._handoff_keys(handoff.channel),
+            [
+                f"{handoff.channel}\n{handoff.offset}",
+                handoff.offset,
+                handoff.ttl,
+                handoff.event(),
+            ],
+        )
+        return bool(added)
+
+    async def handoff_ack(self, channel: str, offset: int, epoch: str = "") -> bool:
+        cancelled = await self._run(
+            self.shard(channel),
+            "HANDOFF_ACK",
+            self._handoff_keys(channel),
+            [f"{channel}\n{offset}", offset, SETTLED_KEEP, epoch],
+        )
+        return cancelled == 1
+
+    async def read_mark(self, user: str, channel: str, position: ReadPosition, limit: int) -> bool:
+        stored = await self._run(
+            self.shard(user),
+            "READ_MARK",
+            [self._key("reads", user)],
+            [channel, position.offset, position.epoch, limit, READ_KEEP],
+        )
+        if stored == -1:
+            raise ReadLimitExceeded(channel)
+        return bool(stored)
+
+    async def read_positions(self, user: str) -> dict[str, ReadPosition]:
+        return _positions(await self.shard(user).batch.run(("HGETALL", self._key("reads", user))))
+
+    # --- the event log ---------------------------------------------------------------
+    @property
+    def event_shards(self) -> int:
+        return len(self.shards)  # type: ignore[attr-defined]
+
+    def _log_shard(self, shard: int) -> Shard:
+        return self.shards[shard]  # type: ignore[attr-defined]
+
+    async def events_read(
+        self, shard: int, after: str, count: int, wait: float = 0.0
+    ) -> list[LoggedEvent]:
+        """XRANGE after ``after``; while there is nothing, polled every POLL seconds (or
+        woken at once by an event this node wrote) until ``wait`` is over."""
+        batch = self._log_shard(shard).batch
+        key = self._key("events", "log")
+        deadline = time.monotonic() + wait
+        while True:
+            self._events_added.clear()
+            entries = await batch.run(("XRANGE", key, f"({after}", "+", "COUNT", count))
+            left = deadline - time.monotonic()
+            if entries or left <= 0:
+                return [
+                    LoggedEvent(_text(entry_id), _field(fields)) for entry_id, fields in entries
+                ]
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._events_added.wait(), min(POLL, left))
+
+    async def events_bounds(self, shard: int) -> tuple[str | None, str | None]:
+        client = self._log_shard(shard).client
+        key = self._key("events", "log")
+        first = await client.xrange(key, count=1)
+        last = await client.xrevrange(key, count=1)
+        return (
+            _text(first[0][0]) if first else None,
+            _text(last[0][0]) if last else None,
+        )
+
+    async def events_lock(self, shard: int, sink: str, owner: str, lease: float) -> bool:
+        held = await self._run(
+            self._log_shard(shard),
+            "EVENTS_LOCK",
+            [self._key("events:lock", sink)],
+            [owner, max(1, int(lease * 1000))],
+        )
+        return bool(held)
+
+    async def events_unlock(self, shard: int, sink: str, owner: str) -> None:
+        await self._run(
+            self._log_shard(shard), "EVENTS_UNLOCK", [self._key("events:lock", sink)], [owner]
+        )
+
+    async def events_cursor(self, shard: int, sink: str) -> str | None:
+        value = await self._log_shard(shard).batch.run(("GET", self._key("events:cursor", sink)))
+        return _text(value) if value else None
+
+    async def events_commit(
+        self, shard: int, sink: str, owner: str, old: str | None, new: str
+    ) -> bool:
+        moved = await self._run(
+            self._log_shard(shard),
+            "EVENTS_COMMIT",
+            [self._key("events:lock", sink), self._key("events:cursor", sink)],
+            [owner, old or "", new],
+        )
+        return bool(moved)
+
+    async def events_rewind(self, shard: int, sink: str, cursor: str) -> None:
+        await self._log_shard(shard).batch.run(("SET", self._key("events:cursor", sink), cursor))
+
+
+def _field(fields: list | dict) -> bytes:
+    """The ``e`` field of a stream entry (RESP2: a flat list; a dict otherwise)."""
+    if isinstance(fields, dict):
+        return fields[b"e"]
+    return fields[fields.index(b"e") + 1]
+
+
+def _positions(flat: list) -> dict[str, ReadPosition]:
+    out = {}
+    for i in range(0, len(flat), 2):
+        offset, _, epoch = _text(flat[i + 1]).partition(":")
+        out[_text(flat[i])] = ReadPosition(int(offset), epoch)
+    return out
