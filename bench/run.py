@@ -858,6 +858,12 @@ def run_c100k(args) -> None:
     run(args)
 
 
+def run_c1m(args) -> None:
+    from bench.c1m import run_c1m as run  # loaded only when asked for
+
+    run(args)
+
+
 SCENARIOS = {
     "baseline": run_baseline,
     "fanout": run_fanout,
@@ -869,9 +875,10 @@ SCENARIOS = {
     "transports": run_transports,
     "cluster": run_cluster,
     "c100k": run_c100k,
+    "c1m": run_c1m,
 }
 #: scenarios run only when named (too long for a plain `make bench`)
-ON_REQUEST = {"c100k"}
+ON_REQUEST = {"c100k", "c1m"}
 
 
 def main() -> None:
@@ -977,6 +984,15 @@ def main() -> None:
         help="load processes: bench/wsload.c (default; built with gcc, reading eagerly) "
         "or bench/wsload.py (half the speed: more of the 2 cores go to the load)",
     )
+    c100k_args.add_argument(
+        "--c100k-idle-seconds",
+        type=float,
+        default=0.0,
+        help="after the ramp, this long with pings only, to measure their cost (0 = none)",
+    )
+    from bench.c1m import add_arguments as add_c1m_arguments
+
+    add_c1m_arguments(parser)
     args = parser.parse_args()
     RESULTS.mkdir(parents=True, exist_ok=True)
     for scenario in args.scenarios:
