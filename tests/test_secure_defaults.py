@@ -169,6 +169,20 @@ async def test_a_pong_flood_is_cut_off_by_default(server):
     assert ws.close_code == 3013
 
 
+async def test_a_flood_of_pong_frames_is_cut_off_by_default(server):
+    """Pongs one per frame take the short way in (no task each): the rate still holds."""
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str(orjson.dumps({"id": 1, "connect": {"token": server.token("f")}}).decode())
+    await ws.receive_json(timeout=5)
+    for _ in range(3000):
+        if ws.closed:
+            break
+        await ws.send_str("{}")
+    async for _ in ws:
+        pass
+    assert ws.close_code == 3013
+
+
 async def test_connect_attempts_are_bounded(server):
     expired = mint_connection_token(SECRET, "late", ttl=-10)
     ws = await server.session.ws_connect(server.ws_url)

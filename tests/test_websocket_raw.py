@@ -97,6 +97,13 @@ async def test_server_pings_and_disconnects_without_pong(make_server, server_con
     await answering.close()
 
 
+async def test_a_pong_before_connect_is_a_bad_request(server):
+    ws = await server.session.ws_connect(server.ws_url)
+    await ws.send_str("{}")
+    message = await ws.receive(timeout=5)
+    assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 3501)
+
+
 async def test_malformed_frame_closes_with_bad_request(server):
     ws = await connect(server)
     await ws.send_str("{this is not json")

@@ -52,5 +52,5 @@ async def websocket_handler(request: web.Request) -> web.StreamResponse:
     session = CentrifugoSession(hub, connection, "websocket", codec=codec)
     session.client.headers = hub.proxies.pick_headers(request.headers.items())
     connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
-    connection.start(session.handle_frame, session.closed, received)
+    connection.start(session.handle_frame, session.closed, received, session.handle_now)
     return Detached()

@@ -77,6 +77,8 @@ class OpenSockets:
 
 
 OnMessage = Callable[[bytes], Awaitable[None]]
+#: takes a message at once, without a task, if it can (True); else it waits its turn
+HandleNow = Callable[[bytes], bool]
 OnClosed = Callable[[], Awaitable[None]]
 
 
@@ -85,6 +87,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     __slots__ = (
         "_closed",
+        "_handle_now",
         "_inbox",
         "_lost",
         "_max_queue",
@@ -119,6 +122,7 @@ class WebSocketConnection(asyncio.Protocol):
         self._paused = False
         self._on_slow: Callable[[], None] | None = None
         self._on_message: OnMessage | None = None
+        self._handle_now: HandleNow | None = None
         self._on_closed: OnClosed | None = None
         self._inbox: deque[bytes] | None = None
         self._task: asyncio.Task | None = None
@@ -128,9 +132,17 @@ class WebSocketConnection(asyncio.Protocol):
     def on_slow(self, callback: Callable[[], None]) -> None:
         self._on_slow = callback
 
-    def start(self, on_message: OnMessage, on_closed: OnClosed, received: bytes = b"") -> None:
-        """Begin feeding messages to the session; ``received`` came with the handshake."""
+    def start(
+        self,
+        on_message: OnMessage,
+        on_closed: OnClosed,
+        received: bytes = b"",
+        handle_now: HandleNow | None = None,
+    ) -> None:
+        """Begin feeding messages to the session; ``received`` came with the handshake.
+        ``handle_now`` takes what needs no waiting (a pong) when nothing is queued before it."""
         self._on_message = on_message
+        self._handle_now = handle_now
         self._on_closed = on_closed
         if received:
             self.data_received(received)
@@ -222,6 +234,10 @@ class WebSocketConnection(asyncio.Protocol):
             elif opcode == OP_CLOSE:
                 self._peer_closed(payload)
             elif opcode != OP_PONG:
+                # in order: only while no task holds earlier messages
+                now = self._handle_now
+                if self._task is None and now is not None and now(payload):
+                    continue
                 self._enqueue(payload)
         if latest is not None and not self._closed:
             # past a few, one pong answers the latest of the pings read at once (RFC 6455
@@ -293,6 +309,7 @@ class WebSocketConnection(asyncio.Protocol):
             # the session's callbacks hold the session, which holds this connection
             on_closed, self._on_closed = self._on_closed, None
             self._on_message = None
+            self._handle_now = None
             self._on_slow = None
             try:
                 await on_closed()

@@ -44,6 +44,8 @@ class Codec(Protocol):
     binary: bool
     #: the server's ping message
     ping: bytes
+    #: a client's pong as SDKs send it (an empty command), recognised without decoding
+    pong: bytes
 
     def decode_commands(self, frame: bytes | str) -> list[Command]: ...
 
@@ -116,6 +118,7 @@ class JsonCodec:
     dialect = "centrifugo-json"
     binary = False
     ping = replies.PING
+    pong = b"{}"
 
     decode_commands = staticmethod(decode_commands)
 
@@ -212,6 +215,7 @@ class ProtobufCodec:
     dialect = "centrifugo-protobuf"
     binary = True
     ping = protobuf_codec.PING
+    pong = b"\x00"  # an empty Command, length-delimited
 
     decode_commands = staticmethod(protobuf_codec.decode_commands)
 

@@ -172,6 +172,27 @@ class CentrifugoSession:
                 return
             await self.handle_command(command)
 
+    def handle_now(self, frame: bytes) -> bool:
+        """Take a lone pong at once, without a task (a ping's round trip is most of what an
+        idle connection costs); anything else is for ``handle_frame`` (False)."""
+        if frame != self.codec.pong or self.uni or not self.client.connected:
+            return False
+        if not (self.client.closed or self.writer.closed):
+            self._pong()
+        return True
+
+    def _pong(self) -> None:
+        client = self.client
+        # pongs spend the command rate too: a flood of them is a flood
+        try:
+            client.check_command_rate()
+        except HubError:
+            return  # no reply to a pong; the refusal counts towards disconnecting
+        except DisconnectError as exc:
+            client.disconnect(exc.disconnect)
+            return
+        client.pong()
+
     async def handle_command(self, command: Command) -> None:
         client = self.client
         if command.is_pong:
@@ -180,15 +201,7 @@ class CentrifugoSession:
                 log.info("empty command before connect from %s", client.id)
                 client.disconnect(DISCONNECT_BAD_REQUEST)
                 return
-            # pongs spend the command rate too: a flood of them is a flood
-            try:
-                client.check_command_rate()
-            except HubError:
-                return  # no reply to a pong; the refusal counts towards disconnecting
-            except DisconnectError as exc:
-                client.disconnect(exc.disconnect)
-                return
-            client.pong()
+            self._pong()
             return
         if not client.connected and command.method != "connect":
             log.info("command %s before connect from %s", command.method, client.id)
