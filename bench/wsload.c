@@ -11,7 +11,7 @@
  *   --port P --connections N --tokens FILE --channel C [--channel C …]
  *   [--group-size G (10)] [--sample-every S (max(1, N / 200))]
  *   [--source-address A] [--first-index F (0)] [--rate R [--max-pending M (1000)]
- *   [--connect-timeout T (60)]] [--timeline] [--eager]
+ *   [--connect-timeout T (60)]] [--timeline] [--eager] [--protobuf]
  *
  * Connection k of this process has the index i = F + k: it uses token k % count and
  * subscribes to every --channel with {i} → i and {g} → i / G; it is sampled for latency
@@ -39,6 +39,16 @@
  * each read) and "latency_seconds" (the second of each latency sample, in the order of
  * "latencies"). --eager (no wsload.py twin: it always reads at once) turns busy mode's
  * lazy reads off, below: every connection is read as soon as data arrives.
+ *
+ * --protobuf: the Centrifugo Protobuf protocol, as wsload.py --protobuf speaks it. The
+ * upgrade asks for the centrifuge-protobuf subprotocol; connect and each subscribe go as
+ * one binary frame each, a Command prefixed with its length as a varint; a frame from
+ * the server holds one or more Replies, each prefixed the same way (client.proto in
+ * pushgate/protocol/centrifugo). The server's ping, a frame holding one empty Reply
+ * (the single byte 0), is answered with an empty Command (the same byte). A Reply
+ * carrying push.pub is a publication: offset (when not 0) and the "t" of its data are
+ * checked and sampled as in JSON mode. The few fields needed are read and written by
+ * hand, below ("Protobuf"): no protobuf library.
  *
  * Build: gcc -O2 -Wall -Wextra -o bench/.build/wsload-native bench/wsload.c
  */
@@ -144,6 +154,7 @@ static long opt_max_pending = 1000;
 static double opt_connect_timeout = 60.0;
 static int opt_timeline = 0;
 static int opt_eager = 0;
+static int opt_protobuf = 0;
 static int debug = 0; /* WSLOAD_NATIVE_DEBUG=1: busy mode's switches on stderr */
 static struct sockaddr_in source_addr;
 
@@ -496,6 +507,128 @@ static void masked_frame(Str *s, int opcode, const char *payload, size_t n) {
 
 static Str scratch, scratch2;
 
+/* --- Protobuf (--protobuf): the few fields of client.proto this client needs ----------
+
+   Written: Command {id = 1; connect = 4 {token = 1}; subscribe = 5 {channel = 1}}.
+   Read: Reply {id = 1; error = 2 {code = 1; message = 2}; push = 4}, Push {channel = 2;
+   pub = 4}, Publication {data = 4; offset = 6}. Every other field is skipped. */
+
+enum { PB_VARINT = 0, PB_FIXED64 = 1, PB_LEN = 2, PB_FIXED32 = 5 };
+enum { CMD_ID = 1, CMD_CONNECT = 4, CMD_SUBSCRIBE = 5, REQUEST_NAME = 1 };
+enum { REPLY_ID = 1, REPLY_ERROR = 2, REPLY_PUSH = 4, ERROR_CODE = 1, ERROR_MESSAGE = 2 };
+enum { PUSH_CHANNEL = 2, PUSH_PUB = 4, PUB_DATA = 4, PUB_OFFSET = 6 };
+
+/* A part of a buffer (p == NULL: absent). */
+typedef struct {
+    const char *p;
+    size_t n;
+} Span;
+
+/* One field as read: its number, wire type and value (a number, or bytes for PB_LEN). */
+typedef struct {
+    unsigned number;
+    unsigned wire;
+    uint64_t value;
+    Span bytes;
+} PbField;
+
+static void pb_varint(Str *s, uint64_t v) {
+    unsigned char b[10];
+    size_t k = 0;
+    while (v >= 0x80) {
+        b[k++] = (unsigned char)(v | 0x80);
+        v >>= 7;
+    }
+    b[k++] = (unsigned char)v;
+    str_add(s, (const char *)b, k);
+}
+
+static void pb_uint_field(Str *s, unsigned number, uint64_t v) {
+    pb_varint(s, (uint64_t)number << 3 | PB_VARINT);
+    pb_varint(s, v);
+}
+
+static void pb_bytes_field(Str *s, unsigned number, const char *p, size_t n) {
+    pb_varint(s, (uint64_t)number << 3 | PB_LEN);
+    pb_varint(s, n);
+    str_add(s, p, n);
+}
+
+/* Command {id, <request> {1: name}}, length-delimited, as one masked binary frame:
+   connect {token} and subscribe {channel} have that same shape. */
+static void pb_command_frame(Str *out, uint32_t id, unsigned request, const char *name) {
+    static Str inner, command, delimited;
+    inner.len = command.len = delimited.len = 0;
+    pb_bytes_field(&inner, REQUEST_NAME, name, strlen(name));
+    pb_uint_field(&command, CMD_ID, id);
+    pb_bytes_field(&command, request, inner.p, inner.len);
+    pb_varint(&delimited, command.len);
+    str_add(&delimited, command.p, command.len);
+    masked_frame(out, 0x2, delimited.p, delimited.len);
+}
+
+/* The varint at *p (before end): 1 and *p after it, or 0 if cut short or too long. */
+static int pb_read_varint(const char **p, const char *end, uint64_t *v) {
+    uint64_t r = 0;
+    for (int shift = 0; shift < 64 && *p < end; shift += 7) {
+        unsigned char b = (unsigned char)*(*p)++;
+        r |= (uint64_t)(b & 0x7F) << shift;
+        if (b < 0x80) {
+            *v = r;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* The next field of the message at *p (before end): 1, 0 at its end, -1 if malformed. */
+static int pb_next(const char **p, const char *end, PbField *f) {
+    if (*p >= end) return 0;
+    uint64_t tag, n;
+    if (!pb_read_varint(p, end, &tag) || tag >> 3 == 0 || tag >> 3 > 0x1FFFFFFF) return -1;
+    f->number = (unsigned)(tag >> 3);
+    f->wire = (unsigned)(tag & 7);
+    switch (f->wire) {
+    case PB_VARINT: return pb_read_varint(p, end, &f->value) ? 1 : -1;
+    case PB_FIXED64: n = 8; break;
+    case PB_FIXED32: n = 4; break;
+    case PB_LEN:
+        if (!pb_read_varint(p, end, &n)) return -1;
+        break;
+    default: return -1; /* groups: not in client.proto */
+    }
+    if (n > (uint64_t)(end - *p)) return -1;
+    f->bytes.p = *p;
+    f->bytes.n = (size_t)n;
+    *p += n;
+    return 1;
+}
+
+/* A field wanted from a message: read as bytes (PB_LEN) into *bytes or as a number
+   (PB_VARINT) into *value, whichever is not NULL. */
+typedef struct {
+    unsigned number;
+    Span *bytes;
+    uint64_t *value;
+} PbWant;
+
+/* The wanted fields of a message, in one pass (a repeated field: the last one wins).
+   Returns 0, or -1 if the message is malformed. */
+static int pb_read(Span msg, const PbWant *want, int nwant) {
+    const char *p = msg.p, *end = msg.p + msg.n;
+    PbField f = {0, 0, 0, {NULL, 0}};
+    int r;
+    while ((r = pb_next(&p, end, &f)) > 0) {
+        for (int k = 0; k < nwant; k++) {
+            if (f.number != want[k].number) continue;
+            if (want[k].bytes && f.wire == PB_LEN) *want[k].bytes = f.bytes;
+            if (want[k].value && f.wire == PB_VARINT) *want[k].value = f.value;
+        }
+    }
+    return r;
+}
+
+
 static void send_upgrade(Conn *c) {
     unsigned char key[16], digest[20];
     char key64[32], accept[32];
@@ -515,8 +648,8 @@ static void send_upgrade(Conn *c) {
     str_printf(&scratch,
                "GET /connection/websocket HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n",
-               key64);
+               "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n",
+               key64, opt_protobuf ? "Sec-WebSocket-Protocol: centrifuge-protobuf\r\n" : "");
     c->state = HANDSHAKE;
     conn_write(c, scratch.p, scratch.len);
 }
@@ -525,6 +658,13 @@ static void send_commands(Conn *c) {
     long i = (long)(c - conns);
     const char *token = tokens[i % ntokens];
     scratch.len = 0;
+    if (opt_protobuf) {
+        pb_command_frame(&scratch, 1, CMD_CONNECT, token);
+        for (int n = 0; n < opt_nchannels; n++)
+            pb_command_frame(&scratch, (uint32_t)(2 + n), CMD_SUBSCRIBE, c->names[n]);
+        conn_write(c, scratch.p, scratch.len);
+        return;
+    }
     scratch2.len = 0;
     str_cat(&scratch2, "{\"id\":1,\"connect\":{\"token\":");
     str_json(&scratch2, token, strlen(token));
@@ -689,9 +829,51 @@ static void timeline_add(double when, uint64_t n) {
     tl_count[ntl++] = n;
 }
 
+/* The order check: offset must follow the last one received on this channel. */
+static void check_offset(Conn *c, const char *channel, size_t chlen, int64_t offset) {
+    for (int k = 0; k < opt_nchannels; k++) {
+        const char *name = c->names[k];
+        if (strlen(name) == chlen && (chlen == 0 || memcmp(name, channel, chlen) == 0)) {
+            int64_t previous = c->last[k];
+            if (previous != NO_OFFSET && offset != previous + 1)
+                disorder(c, channel, chlen, previous, offset);
+            c->last[k] = offset;
+            return;
+        }
+    }
+}
+
+/* A latency sample from the send time "t": found in p[0..n) (after its first byte). */
+static void sample_latency(const char *p, size_t n) {
+    const char *t = memmem(p, n, "\"t\":", 4);
+    if (!t || t == p) return;
+    t += 4;
+    char num[64];
+    size_t k = 0, left = (size_t)(p + n - t);
+    while (k < left && k < sizeof num - 1 && t[k] != '}' && t[k] != ',') {
+        num[k] = t[k];
+        k++;
+    }
+    num[k] = 0;
+    char *stop;
+    double sent = strtod(num, &stop);
+    if (stop != num && isfinite(sent)) {
+        double now = now_real();
+        add_latency(now - sent, now);
+    }
+}
+
+/* The reply to the last subscribe arrived without an error. */
+static void on_ready(Conn *c) {
+    c->state = READY;
+    ready_in_batch++;
+    ready_total++;
+}
+
 static const char PUSH[] = "{\"push\":{\"channel\":\"";
 #define PUSH_LEN 20
 
+/* A JSON publication push p[0..n); quote ends its channel name. */
 static void on_publication(Conn *c, const char *p, size_t n, const char *quote) {
     const char *channel = p + PUSH_LEN;
     size_t chlen = (size_t)(quote - channel);
@@ -709,39 +891,9 @@ static void on_publication(Conn *c, const char *p, size_t n, const char *quote) 
         int64_t offset = 0;
         const char *digits = q;
         while (q < end && *q >= '0' && *q <= '9') offset = offset * 10 + (*q++ - '0');
-        if (q > digits) {
-            if (neg) offset = -offset;
-            for (int k = 0; k < opt_nchannels; k++) {
-                const char *name = c->names[k];
-                if (strlen(name) == chlen && memcmp(name, channel, chlen) == 0) {
-                    int64_t previous = c->last[k];
-                    if (previous != NO_OFFSET && offset != previous + 1)
-                        disorder(c, channel, chlen, previous, offset);
-                    c->last[k] = offset;
-                    break;
-                }
-            }
-        }
+        if (q > digits) check_offset(c, channel, chlen, neg ? -offset : offset);
     }
-    if (c->sampled) {
-        const char *t = memmem(p, n, "\"t\":", 4);
-        if (t && t > p) {
-            t += 4;
-            char num[64];
-            size_t k = 0, left = (size_t)(p + n - t);
-            while (k < left && k < sizeof num - 1 && t[k] != '}' && t[k] != ',') {
-                num[k] = t[k];
-                k++;
-            }
-            num[k] = 0;
-            char *stop;
-            double sent = strtod(num, &stop);
-            if (stop != num && isfinite(sent)) {
-                double now = now_real();
-                add_latency(now - sent, now);
-            }
-        }
-    }
+    if (c->sampled) sample_latency(p, n);
 }
 
 static void finish_expect(void);
@@ -764,11 +916,82 @@ static void on_message(Conn *c, const char *p, size_t n) {
                 conn_fail(c, "RuntimeError", "%.*s", (int)(n > 400 ? 400 : n), p);
                 return;
             }
-            c->state = READY;
-            ready_in_batch++;
-            ready_total++;
+            on_ready(c);
         }
     }
+}
+
+/* A Protobuf Push: a publication (Push.pub) is counted, its offset checked (0: none)
+   and its data's "t" sampled; other pushes are not publications. 0, or -1 if malformed. */
+static int on_pb_push(Conn *c, Span push) {
+    Span channel = {"", 0}, pub = {NULL, 0}, data = {NULL, 0};
+    uint64_t offset = 0;
+    const PbWant push_fields[] = {{PUSH_CHANNEL, &channel, NULL}, {PUSH_PUB, &pub, NULL}};
+    if (pb_read(push, push_fields, 2) < 0) return -1;
+    if (!pub.p) return 0; /* join, leave, subscribe …: not a publication */
+    const PbWant pub_fields[] = {{PUB_DATA, &data, NULL}, {PUB_OFFSET, NULL, &offset}};
+    if (pb_read(pub, pub_fields, 2) < 0) return -1;
+    c->count++;
+    pubs++;
+    if (offset) check_offset(c, channel.p, channel.n, (int64_t)offset);
+    if (c->sampled && data.p) sample_latency(data.p, data.n);
+    return 0;
+}
+
+/* A subscribe's Reply carried an error: wsload.py names it by str(reply.error). */
+static void pb_failed(Conn *c, Span error) {
+    Span message = {"", 0};
+    uint64_t code = 0;
+    const PbWant fields[] = {{ERROR_CODE, NULL, &code}, {ERROR_MESSAGE, &message, NULL}};
+    pb_read(error, fields, 2);
+    conn_fail(c, "RuntimeError", "code: %llu\nmessage: \"%.*s\"\n", (unsigned long long)code,
+              (int)(message.n > 300 ? 300 : message.n), message.p);
+}
+
+/* One Reply of a Protobuf frame: a push, or the reply to a command. 0, or -1 if
+   malformed. */
+static int on_pb_reply(Conn *c, Span reply) {
+    Span error = {NULL, 0}, push = {NULL, 0};
+    uint64_t id = 0;
+    const PbWant fields[] = {
+        {REPLY_ID, NULL, &id}, {REPLY_ERROR, &error, NULL}, {REPLY_PUSH, &push, NULL}};
+    if (pb_read(reply, fields, 3) < 0) return -1;
+    if (push.p) return on_pb_push(c, push);
+    if (c->state == SUBSCRIBING && id == (uint64_t)(1 + opt_nchannels)) {
+        if (error.p)
+            pb_failed(c, error);
+        else
+            on_ready(c);
+    }
+    return 0;
+}
+
+/* One binary message from the server (--protobuf): the server's ping (an empty Reply,
+   answered with an empty Command), or length-delimited Replies. */
+static void on_pb_message(Conn *c, const char *p, size_t n) {
+    if (n == 1 && p[0] == 0) {
+        static const char pong[] = {(char)0x82, (char)0x81, 0, 0, 0, 0, 0};
+        conn_write(c, pong, sizeof pong);
+        return;
+    }
+    const char *end = p + n;
+    while (p < end) {
+        uint64_t size;
+        if (!pb_read_varint(&p, end, &size) || size > (uint64_t)(end - p)) break;
+        Span reply = {p, (size_t)size};
+        p += size;
+        if (on_pb_reply(c, reply) < 0) break;
+        if (c->state >= CLOSED) return;
+    }
+    if (p == end) return;
+    /* wsload.py: the DecodeError ends the connection */
+    if (c->state != READY) {
+        conn_fail(c, "RuntimeError", "malformed Protobuf message from the server");
+        return;
+    }
+    fprintf(stderr, "wsload-native: connection %ld: malformed Protobuf message\n",
+            conn_index(c));
+    conn_lost(c, 0);
 }
 
 /* Handle the bytes in buf: the handshake response, then complete frames. Returns how
@@ -844,7 +1067,10 @@ static long consume(Conn *c, const char *buf, size_t len) {
         pos += head + (size_t)length;
         frames++;
         if (opcode == 0x1 || opcode == 0x0 || opcode == 0x2) {
-            on_message(c, payload, (size_t)length);
+            if (opt_protobuf)
+                on_pb_message(c, payload, (size_t)length);
+            else
+                on_message(c, payload, (size_t)length);
             if (c->state >= CLOSED) return -1;
         } else if (opcode == 0x8) { /* close: answer it and end the connection */
             if (c->state != READY) {
@@ -1300,7 +1526,7 @@ static void usage(void) {
             "usage: wsload-native --port P --connections N --tokens FILE --channel C "
             "[--channel C ...] [--group-size G] [--sample-every S] [--source-address A] "
             "[--first-index F] [--rate R] [--max-pending M] [--connect-timeout T] "
-            "[--timeline] [--eager]\n");
+            "[--timeline] [--eager] [--protobuf]\n");
     exit(2);
 }
 
@@ -1355,6 +1581,7 @@ int main(int argc, char **argv) {
         {"connect-timeout", required_argument, NULL, 'T'},
         {"timeline", no_argument, NULL, 'l'},
         {"eager", no_argument, NULL, 'e'},
+        {"protobuf", no_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
@@ -1377,6 +1604,7 @@ int main(int argc, char **argv) {
         case 'T': opt_connect_timeout = parse_double(optarg, "--connect-timeout"); break;
         case 'l': opt_timeline = 1; break;
         case 'e': opt_eager = 1; break;
+        case 'b': opt_protobuf = 1; break;
         default: usage();
         }
     }

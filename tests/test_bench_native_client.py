@@ -6,14 +6,17 @@ in bench/wsload.py's JSON lines. Once as under a light load (every socket read a
 and once in its busy mode (WSLOAD_NATIVE_BUSY=1: naps, and the connections not sampled
 read twice a second, the completion time taken from the kernel's arrival timestamps),
 where it also answers the server's pings (a short ping interval: an unanswered ping
-would drop the connection and show as short connections).
+would drop the connection and show as short connections). Each in JSON and with
+--protobuf (the centrifuge-protobuf subprotocol, length-delimited Commands and Replies in
+binary frames; the ping an empty Reply, the pong an empty Command).
 
 Then with the flags of the c100k scenario: 200 connections numbered from 1000, ramped at
 a bounded rate from 127.0.0.2, each on its personal and its group channel (named by the
 global index, which the server's channel list shows), 3 publications on each channel in
 offset order, with the per-second timeline in the report; in busy mode with --eager
-(every connection read at once: lazy reads never switch on) and without (they do). And a
-ramp that fails reports its failures in the ready line exactly as bench/wsload.py does.
+(every connection read at once: lazy reads never switch on) and without (they do), and
+with --protobuf. A ramp that fails reports its failures in the ready line exactly as
+bench/wsload.py does, and so does a Protobuf subscribe the server refuses.
 """
 
 from __future__ import annotations
@@ -68,9 +71,10 @@ async def line(process: asyncio.subprocess.Process, timeout: float = 10) -> dict
     return json.loads(raw)
 
 
+@pytest.mark.parametrize("protocol", ["json", "protobuf"])
 @pytest.mark.parametrize("busy", [False, True], ids=["light", "busy"])
 async def test_native_client_counts_every_publication_in_order(
-    binary, make_server, server_config, tmp_path, busy
+    binary, make_server, server_config, tmp_path, busy, protocol
 ):
     # a pong read lazily is up to 0.5 s late (busy mode reads twice a second): a pong
     # timeout of 0.5 s would race with it, and drop connections now and then
@@ -84,6 +88,7 @@ async def test_native_client_counts_every_publication_in_order(
         str(binary),
         *("--port", port, "--connections", str(CONNECTIONS), "--tokens", str(tokens)),
         *("--channel", "bench:native", "--sample-every", "5"),
+        *(["--protobuf"] if protocol == "protobuf" else []),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         env={**os.environ, "WSLOAD_NATIVE_BUSY": "1" if busy else "0"},
@@ -148,9 +153,13 @@ def established_from(source: str, port: int) -> int:
     return count
 
 
-@pytest.mark.parametrize("eager", [True, False], ids=["eager", "lazy"])
+@pytest.mark.parametrize(
+    ("eager", "protobuf"),
+    [(True, False), (False, False), (True, True)],
+    ids=["eager", "lazy", "eager-protobuf"],
+)
 async def test_native_client_with_the_c100k_flags(
-    binary, make_server, server_config, tmp_path, eager
+    binary, make_server, server_config, tmp_path, eager, protobuf
 ):
     server = await make_server(server_config(BENCH_NAMESPACE))
     indexes = range(FIRST_INDEX, FIRST_INDEX + RAMPED)
@@ -164,6 +173,7 @@ async def test_native_client_with_the_c100k_flags(
         *("--source-address", "127.0.0.2", "--first-index", str(FIRST_INDEX)),
         *("--rate", "400", "--max-pending", "20", "--connect-timeout", "10"),
         *("--sample-every", "5", "--timeline", *(["--eager"] if eager else [])),
+        *(["--protobuf"] if protobuf else []),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -230,14 +240,16 @@ async def test_native_client_with_the_c100k_flags(
             await process.wait()
 
 
-def ready_line(program: list[str], port: int, tokens: Path) -> dict:
+def ready_line(
+    program: list[str], port: int, tokens: Path, channel: str = "bench:u{i}", *extra: str
+) -> dict:
     """The ready line of a ramp of 5 connections onto ``port`` (then quit)."""
     result = subprocess.run(
         [
             *program,
             *("--port", str(port), "--connections", "5", "--tokens", str(tokens)),
-            *("--channel", "bench:u{i}", "--source-address", "127.0.0.3"),
-            *("--rate", "100", "--connect-timeout", "0.5", "--first-index", "7"),
+            *("--channel", channel, "--source-address", "127.0.0.3"),
+            *("--rate", "100", "--connect-timeout", "0.5", "--first-index", "7", *extra),
         ],
         input=b'{"cmd": "quit"}\n',
         capture_output=True,
@@ -269,3 +281,22 @@ def test_native_ramp_reports_failures_as_wsload_py(binary, tmp_path, failure):
     }[failure]
     expected = {"phase": "ready", "connected": 0, "failed": 5, "errors": {kind: 5}}
     assert native == python == expected
+
+
+async def test_native_protobuf_subscribe_refused_as_wsload_py(
+    binary, make_server, server_config, tmp_path
+):
+    """A subscribe the server refuses (an unknown namespace), in Protobuf: the ramp reports
+    it under the same kind as wsload.py (str() of the Reply's Error)."""
+    server = await make_server(server_config(BENCH_NAMESPACE))
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text(server.token("refused"))
+    port = int(server.url.rsplit(":", 1)[1])
+    args = (port, tokens, "nowhere:u{i}", "--protobuf")
+    native = await asyncio.to_thread(ready_line, [str(binary)], *args)
+    python = await asyncio.to_thread(ready_line, [sys.executable, "-m", "bench.wsload"], *args)
+    assert native == python, (native, python)
+    assert (native["connected"], native["failed"]) == (0, 5)
+    [(kind, count)] = native["errors"].items()
+    assert count == 5
+    assert kind.startswith("RuntimeError: code: 1"), kind
