@@ -281,7 +281,10 @@ def split(connections: int, processes: int) -> list[tuple[int, int]]:
 
 
 def worker_index(pid: int) -> int:
+    """The worker's index from its command line (0 for a single-process server)."""
     argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if b"--worker-index" not in argv:
+        return 0
     return int(argv[argv.index(b"--worker-index") + 1])
 
 
