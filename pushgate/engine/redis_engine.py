@@ -576,11 +576,13 @@ class RedisEngine(RedisTracking, Engine):
     ) -> asyncio.Future[StreamPosition]:
         shard = self.shard(channel)
         stream, meta = shard.key("stream", channel), shard.key("meta", channel)
-        idem = shard.key("idem", f"{channel}:{idempotency_key}") if idempotency_key else ""
+        keys = [stream, meta]
+        if idempotency_key:
+            keys.append(shard.key("idem", f"{channel}:{idempotency_key}"))
         keep = history_size > 0 and history_ttl > 0
         reply = shard.script(
             shard.publish_sha,
-            [stream, meta, idem],
+            keys,
             [
                 encode_publication(pub),
                 history_size if keep else 0,
@@ -618,10 +620,18 @@ class RedisEngine(RedisTracking, Engine):
         await self._publish_raw(channel, b"l" + orjson.dumps(_info_dict(info)))
 
     async def _publish_raw(self, channel: str, body: bytes) -> None:
-        await self.shard(channel).batch.run(("PUBLISH", self._pubsub_channel(channel), body))
+        await self.shard(channel).batch.run((self._publish, self._pubsub_channel(channel), body))
 
     async def publish_control(self, message: dict) -> None:
+        if self.router is not None:
+            await self.shards[0].batch.run((self._publish, self._control, orjson.dumps(message)))
+            return
         await self.shards[0].client.publish(self._control, orjson.dumps(message))
+
+    @property
+    def _publish(self) -> str:
+        """PUBLISH, or SPUBLISH on a cluster that has sharded PUB/SUB."""
+        return "SPUBLISH" if self.router is not None and self.router.sharded else "PUBLISH"
 
     async def subscribe(self, channel: str) -> None:
         await self.shard(channel).subscribe(self._pubsub_channel(channel))
@@ -799,6 +809,12 @@ class RedisEngine(RedisTracking, Engine):
         await self.shards[0].client.delete(self._kv_key(key))
 
     async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        if self.router is not None:  # on the bucket's master, in one transaction
+            name, expiry = self._kv_key(key), max(1, int(ttl * 1000))
+            replies = await self.shards[0].batch.run(
+                ("MULTI",), ("INCRBY", name, amount), ("PEXPIRE", name, expiry), ("EXEC",)
+            )
+            return int(replies[-1][0])
         pipe = self.shards[0].client.pipeline(transaction=True)
         pipe.incrby(self._kv_key(key), amount)
         pipe.pexpire(self._kv_key(key), max(1, int(ttl * 1000)))

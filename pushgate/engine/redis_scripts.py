@@ -14,11 +14,11 @@ next read or written: positions in the old epoch are reported lost (recovered=fa
 never silently continued.
 """
 
-# KEYS: stream, meta, idempotency key (or "")
+# KEYS: stream, meta[, idempotency key]
 # ARGV: message body, history_size, history_ttl (s), meta_ttl (s), pubsub channel,
 #       epoch to use if the stream is new, idempotency ttl (s)
 PUBLISH = """
-if KEYS[3] ~= "" then
+if KEYS[3] then
   local seen = redis.call("get", KEYS[3])
   if seen then
     local sep = string.find(seen, ":", 1, true)
@@ -40,7 +40,7 @@ if size > 0 then
   redis.call("expire", KEYS[1], ARGV[3])
 end
 redis.call("publish", ARGV[5], "p" .. offset .. "\\n" .. epoch .. "\\n" .. ARGV[1])
-if KEYS[3] ~= "" then
+if KEYS[3] then
   redis.call("set", KEYS[3], offset .. ":" .. epoch, "EX", ARGV[7])
 end
 return {offset, epoch}
