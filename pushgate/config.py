@@ -132,6 +132,17 @@ def _check_host_port(value: str) -> str | None:
     return f"invalid sentinel address {value!r} (expected 'host:port')"
 
 
+def _check_cluster_seed(value: str) -> str | None:
+    if value.startswith(("redis://", "rediss://")):
+        return None
+    if _HOST_PORT.fullmatch(value) and 0 < int(value.rsplit(":", 1)[1]) < 65536:
+        return None
+    return (
+        f"invalid Redis Cluster node {value!r} (expected 'host:port' or a redis:// or "
+        "rediss:// URL)"
+    )
+
+
 @dataclass(slots=True)
 class ChannelOptions:
     """Per-namespace channel options; ``[channel]`` holds them for channels without one."""
@@ -378,6 +389,23 @@ class EngineConfig:
             "Sentinel addresses as 'host:port' (empty = no Sentinel).",
             item_check=_check_host_port,
         ),
+    )
+    redis_cluster: list[str] = field(
+        default_factory=list,
+        metadata=_meta(
+            "Redis Cluster seed nodes as 'host:port' or redis:// / rediss:// URLs (the "
+            "first one's password and TLS settings apply to every node); empty = no "
+            "cluster. Replaces redis_url.",
+            item_check=_check_cluster_seed,
+        ),
+    )
+    redis_cluster_shards: int = _opt(
+        16,
+        "On a Redis Cluster, channels and users are spread over this many hash slots "
+        "(each with its own hash tag, spread evenly over the slot range); every node must "
+        "use the same number.",
+        lo=1,
+        hi=1024,
     )
     node_heartbeat: float = _opt(3.0, "How often a node announces itself (duration).", lo=0)
     node_ttl: float = _opt(
@@ -1458,6 +1486,20 @@ def _check_engine(engine: EngineConfig, builder: _Builder) -> None:
             "required when engine.redis_sentinels is set",
             "engine.redis_sentinels",
         )
+    if engine.redis_cluster and engine.redis_sentinels:
+        _complain(
+            builder,
+            "engine.redis_cluster",
+            "cannot be combined with engine.redis_sentinels",
+            "engine.redis_sentinels",
+        )
+    if engine.redis_cluster and ("{" in engine.redis_prefix or "}" in engine.redis_prefix):
+        _complain(
+            builder,
+            "engine.redis_prefix",
+            "must not contain '{' or '}' with engine.redis_cluster (hash tags)",
+            "engine.redis_cluster",
+        )
     if engine.type == "redis" and not engine.redis_url and not engine.redis_sentinels:
         _complain(
             builder,
@@ -1700,7 +1742,7 @@ def _section_dict(obj: object, mask: bool) -> dict[str, Any]:
             value = [f"{header.partition(':')[0]}: {_MASK}" for header in value]
         elif mask and f.metadata.get("secret") and _is_secret_text(f.name, value):
             value = _MASK
-        elif mask and f.name == "redis_url":
+        elif mask and f.name in ("redis_url", "redis_cluster"):
             value = [_mask_url_password(url) for url in value]
         result[f.name] = value
     return result

@@ -10,7 +10,8 @@ commands queued so far are written on the shard's one command connection
 
 Order: commands run in the order they were handed over, across ticks too (one
 connection). A lost connection fails the commands in flight (their callers see a
-``redis.exceptions.ConnectionError``); the next tick connects again.
+``redis.exceptions.ConnectionError``); the next tick connects again. Commands that could
+not be written at all fail with ``resp.NotSent`` (a ConnectionError), safe to resend.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
-from pushgate.engine.resp import Command, RespConnection
+from pushgate.engine.resp import Command, NotSent, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -62,7 +63,8 @@ class AutoPipeline:
             self._connection = await self._connect()
         except Exception as exc:
             log.warning("redis: command connection failed: %s", exc)
-            self._fail_waiting(exc)
+            # none of them was written: a caller may send them again (cluster failover)
+            self._fail_waiting(NotSent(str(exc)))
         finally:
             self._connecting = None
         if self._waiting:

@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
+from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
@@ -49,6 +50,7 @@ from pushgate.engine.base import (
     UnrecoverablePosition,
 )
 from pushgate.engine.redis_batch import AutoPipeline
+from pushgate.engine.redis_cluster import ClusterRouter
 from pushgate.engine.redis_reaper import Reaper
 from pushgate.engine.redis_tracking import USER_KEEP, NodeLost, RedisTracking
 from pushgate.engine.resp import Address, RespConnection
@@ -131,36 +133,50 @@ def decode_publication(body: bytes, offset: int, epoch: str) -> Publication:
 
 
 class Shard:
-    """One Redis server (or Sentinel-managed master): this node's command connection
-    and PUB/SUB connection to it (resp.py), and a redis-py client for the rest."""
+    """One Redis server (or Sentinel-managed master, or Redis Cluster master): this node's
+    command connection and PUB/SUB connection to it (resp.py), and a redis-py client for
+    the rest. Its keys start with ``prefix``; on a cluster, redis_cluster.py's buckets
+    play the shards and these are their masters' connections (``sharded``: SSUBSCRIBE)."""
 
     def __init__(
         self,
         engine: RedisEngine,
-        client: aioredis.Redis,
+        client: Any,
         name: str,
         address: Callable[[], Awaitable[Address]],
+        *,
+        prefix: str = "",
+        sharded: bool = False,
+        on_lost: Callable[[], None] | None = None,
     ) -> None:
         self.engine = engine
         self.client = client
         self.name = name
         self.address = address
+        self.prefix = prefix or engine.prefix
+        self.sharded = sharded
+        #: called when the PUB/SUB connection is lost or Redis dropped a subscription
+        self.on_lost = on_lost
+        #: tell the hub to resync once the first connection is subscribed, too
+        self.resync_on_first = False
+        self._sub, self._unsub = (
+            ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
+        )
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
         self.pubsub: RespConnection | None = None
         #: set while ``pubsub`` is connected and subscribed to what was wanted
         self.connected = asyncio.Event()
         self.confirmations: dict[bytes, list[asyncio.Future]] = {}
         self.reader: asyncio.Task | None = None
-        self.publish_sha = _sha(redis_scripts.PUBLISH)
-        self.history_sha = _sha(redis_scripts.HISTORY)
-        self.scripts = {
-            self.publish_sha: redis_scripts.PUBLISH.encode(),
-            self.history_sha: redis_scripts.HISTORY.encode(),
-            **{_sha(body): body.encode() for body in redis_tracking_scripts.ALL.values()},
-        }
-        self.presence_script = client.register_script(redis_scripts.PRESENCE)
+        self.publish_sha = engine.shas["PUBLISH"]
+        self.history_sha = engine.shas["HISTORY"]
+        self.scripts = engine.script_bodies
         #: this tick's commands, written together on the command connection
         self.batch = AutoPipeline(self._open_commands)
+
+    def key(self, kind: str, name: str = "") -> str:
+        """``<prefix>:<kind>:<name>`` (``<prefix>:<kind>`` without a name)."""
+        return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
 
     async def _open_commands(self) -> RespConnection:
         return await resp.connect(await self.address(), scripts=self.scripts)
@@ -180,7 +196,8 @@ class Shard:
         if self.pubsub is not None:
             self.pubsub.close()
         await self.batch.close()
-        await self.client.aclose()
+        if self.client is not None:
+            await self.client.aclose()
 
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
@@ -194,7 +211,7 @@ class Shard:
         key = channel.encode()
         confirmed = asyncio.get_running_loop().create_future()
         self.confirmations.setdefault(key, []).append(confirmed)
-        pubsub.write("SUBSCRIBE", channel)
+        pubsub.write(self._sub, channel)
         # publications are only received once Redis has confirmed the subscription;
         # history must not be read before that or one could fall in between
         await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
@@ -202,11 +219,46 @@ class Shard:
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
         if self.pubsub is not None:
-            self.pubsub.write("UNSUBSCRIBE", channel)
+            self.pubsub.write(self._unsub, channel)
+
+    def subscribe_commands(self, channels: list[str], unsubscribe: bool = False) -> list[tuple]:
+        """(UN)SUBSCRIBE commands for ``channels``, in chunks; SSUBSCRIBE takes the
+        channels of one slot at a time."""
+        verb = self._unsub if unsubscribe else self._sub
+        groups: dict[int, list[str]] = {}
+        for channel in channels:
+            groups.setdefault(key_slot(channel.encode()) if self.sharded else 0, []).append(channel)
+        return [
+            (verb, *chunk[at : at + SUBSCRIBE_CHUNK])
+            for chunk in groups.values()
+            for at in range(0, len(chunk), SUBSCRIBE_CHUNK)
+        ]
+
+    async def subscribe_many(self, channels: list[str]) -> None:
+        """Subscribe to ``channels`` on the current connection, confirmed (a cluster's
+        slots moved here)."""
+        self.channels.update(channels)
+        await asyncio.wait_for(self.connected.wait(), SUBSCRIBE_TIMEOUT)
+        pubsub = self.pubsub
+        if pubsub is None or not pubsub.is_open:
+            raise RedisConnectionError("redis connection lost")
+        waiters = self._expect(channels)
+        for command in self.subscribe_commands(channels):
+            pubsub.write(*command)
+        await self._confirmed(pubsub, waiters)
+
+    def _expect(self, channels: list[str]) -> list[asyncio.Future]:
+        loop = asyncio.get_running_loop()
+        waiters = []
+        for channel in channels:
+            waiter = loop.create_future()
+            self.confirmations.setdefault(channel.encode(), []).append(waiter)
+            waiters.append(waiter)
+        return waiters
 
     async def _read_forever(self) -> None:
         delay = 0.1
-        first = True
+        first = not self.resync_on_first
         while True:
             connection: RespConnection | None = None
             try:
@@ -215,14 +267,9 @@ class Shard:
                 wanted = sorted(self.channels)
                 # confirmed before anyone is told the feed is back: a publication made
                 # after the hub's resync check must reach this node
-                loop = asyncio.get_running_loop()
-                confirmed = []
-                for channel in wanted:
-                    waiter = loop.create_future()
-                    self.confirmations.setdefault(channel.encode(), []).append(waiter)
-                    confirmed.append(waiter)
-                for at in range(0, len(wanted), SUBSCRIBE_CHUNK):
-                    connection.write("SUBSCRIBE", *wanted[at : at + SUBSCRIBE_CHUNK])
+                confirmed = self._expect(wanted)
+                for command in self.subscribe_commands(wanted):
+                    connection.write(*command)
                 if confirmed:
                     await self._confirmed(connection, confirmed)
                 self.pubsub = connection
@@ -238,6 +285,8 @@ class Shard:
                 raise
             except (RedisError, OSError) as exc:
                 log.warning("redis %s: PUB/SUB connection lost (%s); retrying", self.name, exc)
+                if self.on_lost is not None:
+                    self.on_lost()
             finally:
                 if connection is not None:
                     connection.close()
@@ -284,12 +333,17 @@ class Shard:
                 log.warning("redis %s: PUB/SUB error: %s", self.name, reply)
             return
         kind = reply[0]
-        if kind == b"message":
+        if kind == b"message" or kind == b"smessage":
             try:
                 self.engine.dispatch(reply[1], reply[2])
             except Exception:
                 log.exception("redis %s: bad message on %r", self.name, reply[1])
-        elif kind == b"subscribe":
+        elif kind == b"sunsubscribe":
+            # not asked for when still wanted: the channel's slot moved to another master
+            if reply[1].decode() in self.channels and self.on_lost is not None:
+                log.warning("redis %s: %r moved to another master", self.name, reply[1])
+                self.on_lost()
+        elif kind == b"subscribe" or kind == b"ssubscribe":
             waiters = self.confirmations.get(reply[1])
             if waiters:
                 waiter = waiters.pop(0)
@@ -320,11 +374,32 @@ class RedisEngine(RedisTracking, Engine):
         self._next_presence_refresh = 0.0
         self._init_tracking()
         self._channel_prefix = f"{self.prefix}:ch:".encode()
-        self._control = f"{self.prefix}:control"
+        #: a Redis Cluster's buckets and masters (redis_cluster.py), or None
+        self.router: ClusterRouter | None = None
+        self._load_scripts(cluster=False)
         # epochs for streams a publish or history read creates: sent with every call
         # (the script uses it only if the stream is new), so made without a system call
         self._epoch_seed = secrets.token_urlsafe(6)
         self._epochs = itertools.count()
+
+    def _load_scripts(self, cluster: bool, sharded: bool = True) -> None:
+        """name → sha (``shas``) and sha → body (``script_bodies``) of every script."""
+        bodies = {
+            "PUBLISH": redis_scripts.PUBLISH,
+            "HISTORY": redis_scripts.HISTORY,
+            "PRESENCE": redis_scripts.PRESENCE,
+            **redis_tracking_scripts.ALL,
+        }
+        if cluster:
+            bodies = {
+                name: redis_scripts.cluster_variant(body, sharded) for name, body in bodies.items()
+            }
+        self.shas = {name: _sha(body) for name, body in bodies.items()}
+        self.script_bodies = {_sha(body): body.encode() for body in bodies.values()}
+
+    @property
+    def _control(self) -> str:
+        return self.shards[0].key("control")
 
     def _new_epoch(self) -> str:
         return f"{self._epoch_seed}{next(self._epochs):x}"
@@ -337,10 +412,25 @@ class RedisEngine(RedisTracking, Engine):
         return shards[zlib.crc32(name.encode()) % len(shards)]
 
     def _pubsub_channel(self, channel: str) -> str:
-        return f"{self.prefix}:ch:{channel}"
+        return self.shard(channel).key("ch", channel)
 
     def _keys(self, channel: str) -> tuple[str, str]:
-        return f"{self.prefix}:stream:{channel}", f"{self.prefix}:meta:{channel}"
+        shard = self.shard(channel)
+        return shard.key("stream", channel), shard.key("meta", channel)
+
+    def _channel_of(self, pubsub_channel: bytes) -> str | None:
+        """The channel a PUB/SUB channel is of (None: the control channel)."""
+        prefix = self._channel_prefix
+        if self.router is None:
+            if pubsub_channel.startswith(prefix):
+                return pubsub_channel[len(prefix) :].decode()
+            return None
+        # <prefix>:{<bucket tag>}:ch:<channel>
+        head = len(self.prefix) + 2
+        end = pubsub_channel.find(b"}", head)
+        if end == -1 or not pubsub_channel.startswith(b":ch:", end + 1):
+            return None
+        return pubsub_channel[end + 5 :].decode()
 
     # --- lifecycle ----------------------------------------------------------------
     def _clients(
@@ -384,11 +474,18 @@ class RedisEngine(RedisTracking, Engine):
         self._handler = handler
         self._node_id = node_id
         self.incarnation = f"{node_id}.{next(self._lives)}"
-        self.shards = [Shard(self, *shard) for shard in self._clients()]
-        await self.shards[0].client.ping()  # fail at start, not at the first publish
-        self.shards[0].channels.add(self._control)
-        for shard in self.shards:
-            await shard.start()
+        if self.config.redis_cluster:
+            self.router = ClusterRouter(self, self.config.redis_cluster, Shard)
+            await self.router.prepare()
+            self.shards = self.router.buckets  # type: ignore[assignment]
+            self.shards[0].channels.add(self._control)
+            await self.router.start()
+        else:
+            self.shards = [Shard(self, *shard) for shard in self._clients()]
+            await self.shards[0].client.ping()  # fail at start, not at the first publish
+            self.shards[0].channels.add(self._control)
+            for shard in self.shards:
+                await shard.start()
         await self._beat()
         self._heartbeat = asyncio.create_task(self._heartbeat_forever())
         self.reaper.start()
@@ -398,13 +495,15 @@ class RedisEngine(RedisTracking, Engine):
             self._heartbeat.cancel()
         await self.reaper.close()
         with contextlib.suppress(RedisError, OSError):
-            first = self.shards[0].client
-            await first.hdel(f"{self.prefix}:nodes", self._node_id)
+            first = self.shards[0]
+            await first.client.hdel(first.key("nodes"), self._node_id)
             # due at once: whatever Redis did not take of this node's goodbyes (an
             # outage) is removed by the next node that looks (or by this one restarted)
-            await first.zadd(f"{self.prefix}:alive", {self.incarnation: 0}, xx=True)
+            await first.client.zadd(first.key("alive"), {self.incarnation: 0}, xx=True)
         for shard in self.shards:
             await shard.close()
+        if self.router is not None:
+            await self.router.close()
         self._handler = None
 
     def _node_lost_soon(self) -> None:
@@ -433,10 +532,10 @@ class RedisEngine(RedisTracking, Engine):
         handler = self._handler
         if handler is None:
             return
-        if not pubsub_channel.startswith(self._channel_prefix):
+        channel = self._channel_of(pubsub_channel)
+        if channel is None:
             handler.handle_control(orjson.loads(body))
             return
-        channel = pubsub_channel[len(self._channel_prefix) :].decode()
         kind = body[:1]
         if kind == b"p":
             offset, epoch, rest = body[1:].split(b"\n", 2)
@@ -475,19 +574,21 @@ class RedisEngine(RedisTracking, Engine):
         history_ttl: float,
         idempotency_key: str | None = None,
     ) -> asyncio.Future[StreamPosition]:
-        stream, meta = self._keys(channel)
-        idem = f"{self.prefix}:idem:{channel}:{idempotency_key}" if idempotency_key else ""
-        keep = history_size > 0 and history_ttl > 0
         shard = self.shard(channel)
+        stream, meta = shard.key("stream", channel), shard.key("meta", channel)
+        keys = [stream, meta]
+        if idempotency_key:
+            keys.append(shard.key("idem", f"{channel}:{idempotency_key}"))
+        keep = history_size > 0 and history_ttl > 0
         reply = shard.script(
             shard.publish_sha,
-            [stream, meta, idem],
+            keys,
             [
                 encode_publication(pub),
                 history_size if keep else 0,
                 max(1, int(history_ttl + 0.999)),
                 max(1, int(self.config.history_meta_ttl)),
-                self._pubsub_channel(channel),
+                shard.key("ch", channel),
                 self._new_epoch(),
                 IDEMPOTENCY_TTL,
             ],
@@ -519,10 +620,18 @@ class RedisEngine(RedisTracking, Engine):
         await self._publish_raw(channel, b"l" + orjson.dumps(_info_dict(info)))
 
     async def _publish_raw(self, channel: str, body: bytes) -> None:
-        await self.shard(channel).batch.run(("PUBLISH", self._pubsub_channel(channel), body))
+        await self.shard(channel).batch.run((self._publish, self._pubsub_channel(channel), body))
 
     async def publish_control(self, message: dict) -> None:
+        if self.router is not None:
+            await self.shards[0].batch.run((self._publish, self._control, orjson.dumps(message)))
+            return
         await self.shards[0].client.publish(self._control, orjson.dumps(message))
+
+    @property
+    def _publish(self) -> str:
+        """PUBLISH, or SPUBLISH on a cluster that has sharded PUB/SUB."""
+        return "SPUBLISH" if self.router is not None and self.router.sharded else "PUBLISH"
 
     async def subscribe(self, channel: str) -> None:
         await self.shard(channel).subscribe(self._pubsub_channel(channel))
@@ -574,7 +683,8 @@ class RedisEngine(RedisTracking, Engine):
 
     # --- presence -----------------------------------------------------------------
     def _presence_keys(self, channel: str) -> tuple[str, str]:
-        return f"{self.prefix}:presence:{channel}", f"{self.prefix}:presence_exp:{channel}"
+        shard = self.shard(channel)
+        return shard.key("presence", channel), shard.key("presence_exp", channel)
 
     async def add_presence(self, channel: str, info: ClientInfo, ttl: float) -> None:
         hash_key, zset_key = self._presence_keys(channel)
@@ -594,8 +704,8 @@ class RedisEngine(RedisTracking, Engine):
         )
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
-        flat = await self.shard(channel).presence_script(
-            keys=list(self._presence_keys(channel)), args=[time.time()]
+        flat = await self.shard(channel).script(
+            self.shas["PRESENCE"], list(self._presence_keys(channel)), [time.time()]
         )
         return {
             flat[i].decode(): _info_from(orjson.loads(flat[i + 1])) for i in range(0, len(flat), 2)
@@ -633,7 +743,7 @@ class RedisEngine(RedisTracking, Engine):
         added = await self._run(
             first,
             "BEAT",
-            [f"{self.prefix}:nodes", f"{self.prefix}:alive", self._key("tomb", self.incarnation)],
+            [first.key("nodes"), first.key("alive"), first.key("tomb", self.incarnation)],
             [self._node_id, orjson.dumps(info), self.incarnation, self.config.node_ttl],
         )
         if added == -1:
@@ -680,12 +790,12 @@ class RedisEngine(RedisTracking, Engine):
         for shard, items in by_shard.items():
             pipe = shard.client.pipeline(transaction=False)
             for user in items:
-                pipe.expire(self._key("user", user), USER_KEEP)
+                pipe.expire(shard.key("user", user), USER_KEEP)
             await pipe.execute()
 
     # --- small shared values (on the first shard, like the node registry) ----------
     def _kv_key(self, key: str) -> str:
-        return f"{self.prefix}:kv:{key}"
+        return self.shards[0].key("kv", key)
 
     async def kv_get(self, key: str) -> bytes | None:
         return await self.shards[0].client.get(self._kv_key(key))
@@ -699,6 +809,12 @@ class RedisEngine(RedisTracking, Engine):
         await self.shards[0].client.delete(self._kv_key(key))
 
     async def kv_incr(self, key: str, ttl: float, amount: int = 1) -> int:
+        if self.router is not None:  # on the bucket's master, in one transaction
+            name, expiry = self._kv_key(key), max(1, int(ttl * 1000))
+            replies = await self.shards[0].batch.run(
+                ("MULTI",), ("INCRBY", name, amount), ("PEXPIRE", name, expiry), ("EXEC",)
+            )
+            return int(replies[-1][0])
         pipe = self.shards[0].client.pipeline(transaction=True)
         pipe.incrby(self._kv_key(key), amount)
         pipe.pexpire(self._kv_key(key), max(1, int(ttl * 1000)))
@@ -706,6 +822,9 @@ class RedisEngine(RedisTracking, Engine):
         return int(count)
 
     async def ping(self) -> None:
+        if self.router is not None:
+            await asyncio.wait_for(self.router.ping(), 2.0)
+            return
         for shard in self.shards:
             await asyncio.wait_for(shard.client.ping(), 2.0)
 
@@ -718,7 +837,7 @@ class RedisEngine(RedisTracking, Engine):
         answers = [local_answer]
         if not others:
             return answers
-        reply_to = f"{self.prefix}:survey:{secrets.token_hex(8)}"
+        reply_to = self.shards[0].key("survey", secrets.token_hex(8))
         client = self.shards[0].client
         await self.publish_control(
             {**question, "op": "survey", "reply_to": reply_to, "from": self._node_id}
@@ -745,7 +864,7 @@ class RedisEngine(RedisTracking, Engine):
 
     async def nodes(self, this_node: dict) -> list[dict]:
         now = time.time()
-        raw = await self.shards[0].client.hgetall(f"{self.prefix}:nodes")
+        raw = await self.shards[0].client.hgetall(self.shards[0].key("nodes"))
         live, dead = [], []
         for node_id, body in raw.items():
             info = orjson.loads(body)
@@ -755,6 +874,6 @@ class RedisEngine(RedisTracking, Engine):
             elif expires < now - DEAD_NODE_KEEP_SECONDS:
                 dead.append(node_id)  # kept until then for its users' last-seen time
         if dead:
-            await self.shards[0].client.hdel(f"{self.prefix}:nodes", *dead)
+            await self.shards[0].client.hdel(self.shards[0].key("nodes"), *dead)
         live = [n for n in live if n.get("uid") != this_node["uid"]]
         return sorted([this_node, *live], key=lambda n: n["name"])

@@ -74,11 +74,12 @@ class Reaper:
 
     async def check(self) -> None:
         engine = self.engine
+        first = engine.shards[0]
         claimed = await engine._run(
-            engine.shards[0],
+            first,
             "REAP_CLAIM",
-            [f"{engine.prefix}:alive"],
-            [engine.prefix, engine.incarnation, int(REAP_LEASE * 1000), 16],
+            [first.key("alive")],
+            [first.prefix, engine.incarnation, int(REAP_LEASE * 1000), 16],
         )
         for i in range(0, len(claimed), 2):
             inc = claimed[i].decode() if isinstance(claimed[i], bytes) else claimed[i]
@@ -92,15 +93,14 @@ class Reaper:
         engine = self.engine
         started = time.monotonic()
         for shard in engine.shards:
-            await shard.batch.run(("SET", engine._key("tomb", inc), 1, "EX", TOMB_KEEP))
+            await shard.batch.run(("SET", shard.key("tomb", inc), 1, "EX", TOMB_KEEP))
         members = connections = 0
         for shard in engine.shards:
             members += await self._members(shard, inc)
             connections += await self._connections(shard, inc, last_beat)
-            await shard.batch.run(("DEL", engine._key("members", inc), engine._key("conns", inc)))
-        await engine.shards[0].batch.run(
-            ("ZREM", f"{engine.prefix}:alive", inc), ("DEL", f"{engine.prefix}:reap:{inc}")
-        )
+            await shard.batch.run(("DEL", shard.key("members", inc), shard.key("conns", inc)))
+        first = engine.shards[0]
+        await first.batch.run(("ZREM", first.key("alive"), inc), ("DEL", first.key("reap", inc)))
         self.reaped.append(inc)
         log.warning(
             "node %s was found dead: %d memberships and %d connections removed (%.2f s)",
@@ -112,7 +112,7 @@ class Reaper:
 
     async def _members(self, shard: Shard, inc: str) -> int:
         engine = self.engine
-        fields = await _scan(shard, engine._key("members", inc))
+        fields = await _scan(shard, shard.key("members", inc))
         removed = 0
         for at in range(0, len(fields), REAP_CHUNK):
             jobs = []
@@ -125,7 +125,7 @@ class Reaper:
 
     async def _connections(self, shard: Shard, inc: str, last_beat: float | None) -> int:
         engine = self.engine
-        entries = await _scan(shard, engine._key("conns", inc))
+        entries = await _scan(shard, shard.key("conns", inc))
         closed = 0
         for at in range(0, len(entries), REAP_CHUNK):
             jobs = []
@@ -141,9 +141,9 @@ class Reaper:
         offline, added, _ = await engine._run(
             shard,
             "CLAIM_TIMERS",
-            [f"{engine.prefix}:timers", engine._key("events", "log"), f"{engine.prefix}:handoffs"],
+            [shard.key("timers"), shard.key("events", "log"), shard.key("handoffs")],
             [
-                engine.prefix,
+                shard.prefix,
                 engine.tracking.flags,
                 engine.tracking.retention,
                 TIMERS_CHUNK,

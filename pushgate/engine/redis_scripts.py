@@ -4,13 +4,21 @@ A channel's stream lives in two keys on its shard: a Redis Stream of publication
 id ``<offset>-0``) and a meta hash (``s`` = top offset, ``e`` = epoch). Publishing assigns
 the next offset, appends, trims and publishes to the channel's PUB/SUB channel in one
 script, so offsets are atomic and the PUB/SUB order is the offset order.
+
+On a Redis Cluster every script runs in its ``cluster_variant``: ``SPUBLISH`` (sharded
+PUB/SUB, Redis >= 7) instead of ``PUBLISH``, and a stream's meta remembers which master
+wrote it (``n``). Replication is asynchronous: a replica promoted after its master died
+may lack the master's last publications, and would hand their offsets out again. So a
+meta written by another master (a failover, or a slot moved) ends its epoch when it is
+next read or written: positions in the old epoch are reported lost (recovered=false),
+never silently continued.
 """
 
-# KEYS: stream, meta, idempotency key (or "")
+# KEYS: stream, meta[, idempotency key]
 # ARGV: message body, history_size, history_ttl (s), meta_ttl (s), pubsub channel,
 #       epoch to use if the stream is new, idempotency ttl (s)
 PUBLISH = """
-if KEYS[3] ~= "" then
+if KEYS[3] then
   local seen = redis.call("get", KEYS[3])
   if seen then
     local sep = string.find(seen, ":", 1, true)
@@ -32,7 +40,7 @@ if size > 0 then
   redis.call("expire", KEYS[1], ARGV[3])
 end
 redis.call("publish", ARGV[5], "p" .. offset .. "\\n" .. epoch .. "\\n" .. ARGV[1])
-if KEYS[3] ~= "" then
+if KEYS[3] then
   redis.call("set", KEYS[3], offset .. ":" .. epoch, "EX", ARGV[7])
 end
 return {offset, epoch}
@@ -87,3 +95,26 @@ if #gone > 0 then
 end
 return redis.call("hgetall", KEYS[1])
 """
+
+# the cluster variants read a meta's epoch through this: another master's epoch is dropped
+_OWNED_EPOCH = """
+local function owned_epoch(meta)
+  local me = redis.call("cluster", "myid")
+  local got = redis.call("hmget", meta, "e", "n")
+  if got[1] and got[2] == me then return got[1] end
+  if got[1] then redis.call("hdel", meta, "e") end
+  redis.call("hset", meta, "n", me)
+  return false
+end
+"""
+_READ_EPOCH = 'redis.call("hget", KEYS[2], "e")'
+
+
+def cluster_variant(body: str, sharded: bool = True) -> str:
+    """``body`` for a Redis Cluster: sharded PUB/SUB (where the server has it) and epochs
+    that end when another master wrote the meta (see the module docstring)."""
+    if sharded:
+        body = body.replace('redis.call("publish",', 'redis.call("spublish",')
+    if body.count(_READ_EPOCH) == 1:
+        body = _OWNED_EPOCH + body.replace(_READ_EPOCH, "owned_epoch(KEYS[2])")
+    return body

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -21,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
-from pushgate.engine import redis_tracking_scripts as scripts
 from pushgate.engine.base import ClientInfo
 from pushgate.engine.tracking import (
     CODES,
@@ -44,7 +42,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pushgate.engine.redis")
 
-SHAS = {name: hashlib.sha1(body.encode()).hexdigest() for name, body in scripts.ALL.items()}
 #: a user's key lives this long after their last connection opened (refreshed hourly
 #: for users still connected: redis_engine._beat)
 USER_KEEP = 86400
@@ -79,6 +76,7 @@ class RedisTracking:
     prefix: str
     tracking: Tracking
     incarnation: str
+    shas: dict[str, str]
     _handler: Any
 
     def shard(self, name: str) -> Shard:
@@ -98,10 +96,7 @@ class RedisTracking:
         self._events_added = asyncio.Event()
 
     def _run(self, shard: Shard, name: str, keys: list[str], args: list) -> asyncio.Future:
-        return shard.script(SHAS[name], keys, args)
-
-    def _key(self, kind: str, name: str) -> str:
-        return f"{self.prefix}:{kind}:{name}"
+        return shard.script(self.shas[name], keys, args)
 
     def _flags(self) -> str:
         return self.tracking.flags
@@ -140,10 +135,11 @@ class RedisTracking:
 
     # --- memberships ----------------------------------------------------------------
     def _member_keys(self, channel: str, inc: str | None = None) -> list[str]:
+        shard = self.shard(channel)
         return [
-            self._key("members", inc or self.incarnation),
-            self._key("presence", channel),
-            self._key("presence_exp", channel),
+            shard.key("members", inc or self.incarnation),
+            shard.key("presence", channel),
+            shard.key("presence_exp", channel),
         ]
 
     async def member_add(
@@ -160,7 +156,7 @@ class RedisTracking:
         was announced already, and it makes no event."""
         shard = self.shard(channel)
         keys = self._member_keys(channel)
-        keys += [self._key("tomb", self.incarnation), self._key("events", "log")]
+        keys += [shard.key("tomb", self.incarnation), shard.key("events", "log")]
         result = await self._run(
             shard,
             "MEMBER_ADD",
@@ -186,7 +182,7 @@ class RedisTracking:
         await self._run(
             self.shard(channel),
             "MEMBER_JOINED",
-            [self._key("members", self.incarnation)],
+            [self.shard(channel).key("members", self.incarnation)],
             [f"{info.client} {channel}", self._pubsub_channel(channel)],
         )
 
@@ -206,7 +202,7 @@ class RedisTracking:
         )
 
     async def _remove_member(self, inc: str, channel: str, client_id: str, announce: bool) -> bool:
-        keys = [*self._member_keys(channel, inc), self._key("events", "log")]
+        keys = [*self._member_keys(channel, inc), self.shard(channel).key("events", "log")]
         removed, added = await self._run(
             self.shard(channel),
             "MEMBER_REMOVE",
@@ -238,8 +234,8 @@ class RedisTracking:
             pipe = shard.client.pipeline(transaction=False)
             for channel in channels:
                 hash_key, zset_key = (
-                    self._key("presence", channel),
-                    self._key("presence_exp", channel),
+                    shard.key("presence", channel),
+                    shard.key("presence_exp", channel),
                 )
                 pipe.zadd(zset_key, dict.fromkeys(by_channel[channel], expires), xx=True)
                 pipe.expire(hash_key, int(ttl) + 1)
@@ -247,24 +243,22 @@ class RedisTracking:
             await pipe.execute()
 
     # --- connections and user status ----------------------------------------------------
-    def _user_keys(self, user: str) -> list[str]:
-        return [self._key("user", user)]
-
     async def connection_opened(
         self, conn: Connection, state: str, quiet: bool = False
     ) -> dict[str, ReadPosition]:
         """``quiet``: a connection written again after Redis lost it (no connect event)."""
         template = conn.event(DISCONNECT, self.tracking.node_name)
+        shard = self.shard(conn.user)
         result = await self._run(
-            self.shard(conn.user),
+            shard,
             "CONN_OPEN",
             [
-                self._key("user", conn.user),
-                self._key("conns", self.incarnation),
-                self._key("tomb", self.incarnation),
-                self._key("events", "log"),
-                f"{self.prefix}:timers",
-                self._key("reads", conn.user),
+                shard.key("user", conn.user),
+                shard.key("conns", self.incarnation),
+                shard.key("tomb", self.incarnation),
+                shard.key("events", "log"),
+                shard.key("timers"),
+                shard.key("reads", conn.user),
             ],
             [
                 conn.client,
@@ -287,10 +281,11 @@ class RedisTracking:
         return _positions(reads)
 
     async def connection_state(self, conn: Connection, state: str) -> None:
+        shard = self.shard(conn.user)
         _, told, added = await self._run(
-            self.shard(conn.user),
+            shard,
             "CONN_STATE",
-            [self._key("user", conn.user), self._key("events", "log"), f"{self.prefix}:timers"],
+            [shard.key("user", conn.user), shard.key("events", "log"), shard.key("timers")],
             [
                 conn.client,
                 CODES[state],
@@ -312,14 +307,15 @@ class RedisTracking:
     async def _close(
         self, inc: str, client: str, user: str, reason: str, when: float | None = None
     ) -> bool:
+        shard = self.shard(user)
         closed, told, added = await self._run(
-            self.shard(user),
+            shard,
             "CONN_CLOSE",
             [
-                self._key("user", user),
-                self._key("conns", inc),
-                self._key("events", "log"),
-                f"{self.prefix}:timers",
+                shard.key("user", user),
+                shard.key("conns", inc),
+                shard.key("events", "log"),
+                shard.key("timers"),
             ],
             [
                 client,
@@ -340,7 +336,7 @@ class RedisTracking:
         replies = await asyncio.gather(
             *(
                 self.shard(user).batch.run(
-                    ("HMGET", self._key("user", user), "_pub", "_seen", "_act")
+                    ("HMGET", self.shard(user).key("user", user), "_pub", "_seen", "_act")
                 )
                 for user in users
             )
@@ -357,11 +353,8 @@ class RedisTracking:
 
     # --- notifications --------------------------------------------------------------
     def _handoff_keys(self, channel: str) -> list[str]:
-        return [
-            f"{self.prefix}:timers",
-            f"{self.prefix}:handoffs",
-            self._key("settled", channel),
-        ]
+        shard = self.shard(channel)
+        return [shard.key("timers"), shard.key("handoffs"), shard.key("settled", channel)]
 
     async def handoff_add(self, handoff: Handoff) -> bool:
         added = await self._run(
@@ -390,7 +383,7 @@ class RedisTracking:
         stored = await self._run(
             self.shard(user),
             "READ_MARK",
-            [self._key("reads", user)],
+            [self.shard(user).key("reads", user)],
             [channel, position.offset, position.epoch, limit, READ_KEEP],
         )
         if stored == -1:
@@ -398,7 +391,8 @@ class RedisTracking:
         return bool(stored)
 
     async def read_positions(self, user: str) -> dict[str, ReadPosition]:
-        return _positions(await self.shard(user).batch.run(("HGETALL", self._key("reads", user))))
+        shard = self.shard(user)
+        return _positions(await shard.batch.run(("HGETALL", shard.key("reads", user))))
 
     # --- the event log ---------------------------------------------------------------
     @property
@@ -414,7 +408,7 @@ class RedisTracking:
         """XRANGE after ``after``; while there is nothing, polled every POLL seconds (or
         woken at once by an event this node wrote) until ``wait`` is over."""
         batch = self._log_shard(shard).batch
-        key = self._key("events", "log")
+        key = self._log_shard(shard).key("events", "log")
         deadline = time.monotonic() + wait
         while True:
             self._events_added.clear()
@@ -429,7 +423,7 @@ class RedisTracking:
 
     async def events_bounds(self, shard: int) -> tuple[str | None, str | None]:
         client = self._log_shard(shard).client
-        key = self._key("events", "log")
+        key = self._log_shard(shard).key("events", "log")
         first = await client.xrange(key, count=1)
         last = await client.xrevrange(key, count=1)
         return (
@@ -441,33 +435,35 @@ class RedisTracking:
         held = await self._run(
             self._log_shard(shard),
             "EVENTS_LOCK",
-            [self._key("events:lock", sink)],
+            [self._log_shard(shard).key("events:lock", sink)],
             [owner, max(1, int(lease * 1000))],
         )
         return bool(held)
 
     async def events_unlock(self, shard: int, sink: str, owner: str) -> None:
-        await self._run(
-            self._log_shard(shard), "EVENTS_UNLOCK", [self._key("events:lock", sink)], [owner]
-        )
+        log_shard = self._log_shard(shard)
+        await self._run(log_shard, "EVENTS_UNLOCK", [log_shard.key("events:lock", sink)], [owner])
 
     async def events_cursor(self, shard: int, sink: str) -> str | None:
-        value = await self._log_shard(shard).batch.run(("GET", self._key("events:cursor", sink)))
+        log_shard = self._log_shard(shard)
+        value = await log_shard.batch.run(("GET", log_shard.key("events:cursor", sink)))
         return _text(value) if value else None
 
     async def events_commit(
         self, shard: int, sink: str, owner: str, old: str | None, new: str
     ) -> bool:
+        log_shard = self._log_shard(shard)
         moved = await self._run(
-            self._log_shard(shard),
+            log_shard,
             "EVENTS_COMMIT",
-            [self._key("events:lock", sink), self._key("events:cursor", sink)],
+            [log_shard.key("events:lock", sink), log_shard.key("events:cursor", sink)],
             [owner, old or "", new],
         )
         return bool(moved)
 
     async def events_rewind(self, shard: int, sink: str, cursor: str) -> None:
-        await self._log_shard(shard).batch.run(("SET", self._key("events:cursor", sink), cursor))
+        log_shard = self._log_shard(shard)
+        await log_shard.batch.run(("SET", log_shard.key("events:cursor", sink), cursor))
 
 
 def _field(fields: list | dict) -> bytes:

@@ -41,6 +41,10 @@ COMMAND_TIMEOUT = 10.0
 Command = tuple[Any, ...]
 
 
+class NotSent(RedisConnectionError):
+    """The commands were never written (no connection): sending them again is safe."""
+
+
 @dataclass(frozen=True)
 class Address:
     """Where a Redis server is and how to log in: from a ``redis://``, ``rediss://``
@@ -168,7 +172,7 @@ class RespConnection(asyncio.Protocol):
         or the list of its replies (several; the first error reply fails it)."""
         transport = self.transport
         if transport is None or transport.is_closing():
-            error = RedisConnectionError("redis connection lost")
+            error = NotSent("redis connection lost")
             for future, _ in commands:
                 if not future.done():
                     future.set_exception(error)
