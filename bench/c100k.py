@@ -496,8 +496,10 @@ async def ramp(
 ) -> float:
     """Wait for every load process's ready line, showing the cluster's count meanwhile."""
     started = time.monotonic()
-    pending = {asyncio.create_task(load.read(timeout=600)): load for load in loads}
     total = sum(load.count for load in loads)
+    # at least 200 connections/s, or the ramp failed (a shared machine can be that slow)
+    timeout = max(600.0, total / 200)
+    pending = {asyncio.create_task(load.read(timeout=timeout)): load for load in loads}
     try:
         while pending:
             done, _ = await asyncio.wait(pending, timeout=2.0)
