@@ -34,6 +34,7 @@ from pushgate.events.dispatcher import Dispatcher
 from pushgate.events.sinks import build as build_sinks
 from pushgate.gc_freeze import Freezer
 from pushgate.hub.hub import Hub
+from pushgate.hub.metrics_collector import HubCollector
 from pushgate.listening import BACKLOG, bind_socket
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
 from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
@@ -205,7 +206,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     routes.add_get("/health", health)
     routes.add_get("/ready", ready)
     routes.add_get("/metrics", metrics_handler)
-    app[METRICS] = metrics.registry_for(hub)
+    app[METRICS] = metrics.registry_for(HubCollector(hub))
 
     async def start_hub(app: web.Application) -> None:
         if not config.api.key and not config.api.insecure:
