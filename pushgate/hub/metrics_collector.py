@@ -40,8 +40,8 @@ class HubCollector(Collector):
         queued = 0
         for client in hub.clients.values():
             sink = client.sink
-            tally[(client.transport, getattr(sink, "dialect", type(sink).__name__))] += 1
-            queued += queued_bytes(sink)
+            tally[(client.transport, sink.dialect)] += 1
+            queued += sink.queued_bytes()
         for (transport, dialect), count in sorted(tally.items()):
             connections.add_metric([transport, dialect], count)
         yield connections
@@ -83,9 +83,3 @@ class HubCollector(Collector):
             "Seconds since this node started.",
             value=time.time() - hub.started_at,
         )
-
-
-def queued_bytes(sink: object) -> int:
-    writer = getattr(sink, "writer", None)
-    size = getattr(writer, "queued_bytes", None)
-    return size() if callable(size) else 0
