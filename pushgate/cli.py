@@ -39,6 +39,7 @@ def _overrides(args: argparse.Namespace, flags: dict[str, str]) -> dict[str, obj
     """Flags as ``section.key`` overrides: named flags, then ``-o`` ones."""
     overrides: dict[str, object] = {}
     for attr, key in flags.items():
+        # by name: argparse sets only the flags of the subcommand that ran
         value = getattr(args, attr, None)
         if value is not None:
             overrides[key] = value
@@ -70,7 +71,7 @@ def _worker_args(args: argparse.Namespace) -> list[str]:
     if args.config:
         argv += ["--config", args.config]
     for attr in SERVE_FLAGS:
-        value = getattr(args, attr, None)
+        value = getattr(args, attr, None)  # by name, as above
         if value is not None and attr != "port":
             argv += [f"--{attr.replace('_', '-')}", str(value)]
     for item in args.option:

@@ -41,7 +41,7 @@ def escape(text: str) -> str:
 def _fields(record: logging.LogRecord) -> dict[str, object]:
     out: dict[str, object] = {}
     for name in FIELDS:
-        value = getattr(record, name, None)
+        value = getattr(record, name, None)  # set only by a call that passed extra={…}
         if value is not None and value != "":
             out[name] = value
     return out

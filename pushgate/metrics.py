@@ -1,22 +1,19 @@
 """Prometheus metrics: what operators watch (``/metrics``).
 
-Counters and histograms are module-level (one process, one set); what describes the
+Counters and histograms are module-level (one process, one set). What describes the
 node's current state — connections by transport and dialect, subscriptions, channels,
 users online, queued bytes — and the per-publication counts (publications, deliveries)
-are read from the hub when Prometheus scrapes, so the hot path pays nothing for them.
-Deliveries are counted once per publication (its number of local subscribers), never
-per write.
+are read from the hub when Prometheus scrapes: hub/metrics_collector.py, registered
+beside these by ``registry_for``. This module imports nothing of pushgate's, so every
+layer may count here.
 """
 
 from __future__ import annotations
 
-import gc
 import itertools
-import time
 from bisect import bisect_left
-from collections import Counter as Tally
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -25,12 +22,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from prometheus_client.utils import floatToGoString
-
-if TYPE_CHECKING:
-    from pushgate.hub.hub import Hub
 
 COMMANDS = Counter(
     "pushgate_commands_total",
@@ -116,79 +110,13 @@ GC_PAUSES = GcPauses()
 REGISTRY.register(GC_PAUSES)
 
 
-class HubCollector(Collector):
-    """Gauges read from a hub at scrape time."""
-
-    def __init__(self, hub: Hub) -> None:
-        self.hub = hub
-
-    def collect(self) -> Iterator[Any]:
-        hub = self.hub
-        connections = GaugeMetricFamily(
-            "pushgate_connections",
-            "Open, authenticated connections, by transport and dialect.",
-            labels=["transport", "dialect"],
-        )
-        tally: Tally[tuple[str, str]] = Tally()
-        queued = 0
-        for client in hub.clients.values():
-            sink = client.sink
-            tally[(client.transport, getattr(sink, "dialect", type(sink).__name__))] += 1
-            queued += queued_bytes(sink)
-        for (transport, dialect), count in sorted(tally.items()):
-            connections.add_metric([transport, dialect], count)
-        yield connections
-        # counted by the hub as plain integers: the publish and delivery paths pay no
-        # lock for them
-        yield CounterMetricFamily(
-            "pushgate_publications",
-            "Publications accepted by this node.",
-            value=hub.published,
-        )
-        yield CounterMetricFamily(
-            "pushgate_deliveries",
-            "Publications written to subscribers of this node.",
-            value=hub.delivered,
-        )
-        yield GaugeMetricFamily(
-            "pushgate_subscriptions",
-            "Channel subscriptions on this node.",
-            value=sum(len(subs) for subs in hub.channels.values()),
-        )
-        yield GaugeMetricFamily(
-            "pushgate_channels", "Channels with subscribers on this node.", value=len(hub.channels)
-        )
-        yield GaugeMetricFamily(
-            "pushgate_users_online", "Users with a connection on this node.", value=len(hub.users)
-        )
-        yield GaugeMetricFamily(
-            "pushgate_write_queue_bytes",
-            "Bytes waiting in connections' write queues.",
-            value=queued,
-        )
-        yield GaugeMetricFamily(
-            "pushgate_gc_frozen_objects",
-            "Objects frozen out of garbage collections (server.gc_freeze).",
-            value=gc.get_freeze_count(),
-        )
-        yield GaugeMetricFamily(
-            "pushgate_uptime_seconds",
-            "Seconds since this node started.",
-            value=time.time() - hub.started_at,
-        )
-
-
-def queued_bytes(sink: object) -> int:
-    writer = getattr(sink, "writer", None)
-    size = getattr(writer, "queued_bytes", None)
-    return size() if callable(size) else 0
-
-
-def registry_for(hub: Hub) -> CollectorRegistry:
-    """The default registry (counters, process figures) plus this hub's gauges."""
+def registry_for(*collectors: Collector) -> CollectorRegistry:
+    """The default registry (counters, process figures) plus ``collectors`` (the hub's
+    gauges: hub/metrics_collector.py)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Forward(REGISTRY))
-    registry.register(HubCollector(hub))
+    for collector in collectors:
+        registry.register(collector)
     return registry
 
 

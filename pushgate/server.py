@@ -1,4 +1,8 @@
-"""Assembles the aiohttp application: hub, engine, transports, API; and runs it.
+"""Assembles the aiohttp application: hub, engine, dialects, API; and runs it.
+
+The dialects (pushgate/dialects/: Centrifugo, STOMP, XMPP) bring their own routes and
+start and stop with the node; the server adds what is everyone's: the CORS middleware,
+``/static``, the server API, the admin, health, readiness and metrics.
 
 With ``server.internal_port`` set, one application listens on two sockets: the public
 one (``server.port``) and the internal one (``server.internal_host``, default
@@ -27,6 +31,7 @@ from pushgate import loop_lag, metrics
 from pushgate.api.http import api_handler
 from pushgate.auth import TokenVerifier
 from pushgate.config import Config, ConfigError
+from pushgate.dialects import DIALECTS
 from pushgate.engine.base import Engine
 from pushgate.engine.measured import MeasuredEngine
 from pushgate.engine.memory import MemoryEngine
@@ -34,28 +39,11 @@ from pushgate.events.dispatcher import Dispatcher
 from pushgate.events.sinks import build as build_sinks
 from pushgate.gc_freeze import Freezer
 from pushgate.hub.hub import Hub
+from pushgate.hub.metrics_collector import HubCollector
 from pushgate.listening import BACKLOG, bind_socket
 from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
-from pushgate.transport.bosh import XMPP, XmppEndpoint, bosh_handler, bosh_preflight
 from pushgate.transport.cors import add_cors_headers, cors_middleware
-from pushgate.transport.emulation import (
-    SESSIONS,
-    EmulationSessions,
-    emulation_handler,
-    http_stream_handler,
-    sse_handler,
-)
-from pushgate.transport.polling import POLLING, PollingSessions, longpoll_handler, poll_handler
-from pushgate.transport.stomp_tcp import StompTcpListener
-from pushgate.transport.stomp_ws import STOMP, StompEndpoint, stomp_websocket_handler
-from pushgate.transport.uni import (
-    uni_http_stream_handler,
-    uni_sse_handler,
-    uni_websocket_handler,
-)
-from pushgate.transport.websocket import websocket_handler
 from pushgate.transport.ws_connection import OpenSockets
-from pushgate.transport.xmpp_ws import xmpp_websocket_handler
 from pushgate.web import admin
 from pushgate.worker_metrics import WorkerMetrics
 
@@ -63,9 +51,6 @@ log = logging.getLogger("pushgate.server")
 
 METRICS = web.AppKey("metrics", CollectorRegistry)
 WORKER_METRICS = web.AppKey("worker_metrics", WorkerMetrics)
-
-STOMP_TCP = web.AppKey("stomp_tcp", object)
-AMQP = web.AppKey("amqp", object)
 
 
 #: served only on the internal listener when there is one (route paths beginning so)
@@ -95,11 +80,6 @@ def events_dispatcher(hub: Hub) -> Dispatcher | None:
         log.info("events.enabled without a sink: events are only kept (API method events)")
         return None
     return Dispatcher(hub.engine, config, hub.node_id, sinks)
-
-
-async def preflight_only(request: web.Request) -> web.Response:
-    """OPTIONS that is not a CORS preflight (those the CORS middleware answers)."""
-    return web.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
 
 
 async def health(request: web.Request) -> web.Response:
@@ -160,52 +140,20 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
     )
     app[HUB] = hub
     app[OPEN_SOCKETS] = OpenSockets()
-    app[SESSIONS] = EmulationSessions()
-    polling = app[POLLING] = PollingSessions(config.polling.session_timeout)
     app.on_response_prepare.append(add_cors_headers)
     routes = app.router
-    routes.add_get("/connection/websocket", websocket_handler)
-    routes.add_post("/connection/http_stream", http_stream_handler)
-    routes.add_get("/connection/sse", sse_handler)
-    routes.add_post("/emulation", emulation_handler)
-    routes.add_get("/connection/uni_websocket", uni_websocket_handler)
-    routes.add_get("/connection/uni_sse", uni_sse_handler)
-    routes.add_post("/connection/uni_sse", uni_sse_handler)
-    routes.add_post("/connection/uni_http_stream", uni_http_stream_handler)
-    routes.add_post("/connection/longpoll", longpoll_handler)
-    routes.add_post("/connection/poll", poll_handler)
-    stomp = app[STOMP] = StompEndpoint(hub)
-    routes.add_get("/stomp", stomp_websocket_handler)
-    routes.add_get("/ws", stomp_websocket_handler)
-    stomp_tcp = (
-        StompTcpListener(stomp, config.server.host, config.stomp.tcp_port)
-        if config.stomp.tcp_port
-        else None
-    )
-    app[STOMP_TCP] = stomp_tcp
-    ingress = None
-    if config.amqp.enabled:
-        from pushgate.api.amqp import AmqpIngress
-
-        ingress = AmqpIngress(hub, config.amqp, stomp.destinations)
-    app[AMQP] = ingress
+    dialects = [dialect(app, hub) for dialect in DIALECTS if dialect.enabled(config)]
+    for dialect in dialects:
+        dialect.add_routes(routes)
     dispatcher = events_dispatcher(hub)
-    for path in ("/connection/{transport}", "/emulation"):
-        routes.add_route("OPTIONS", path, preflight_only)
     routes.add_static("/static/", STATIC, show_index=False)
-    xmpp = app[XMPP] = XmppEndpoint(hub)
-    for path in ("/http-bind", "/bosh"):
-        routes.add_post(path, bosh_handler)
-        routes.add_get(path, bosh_handler)
-        routes.add_route("OPTIONS", path, bosh_preflight)
-    routes.add_get("/xmpp-websocket", xmpp_websocket_handler)
     routes.add_post("/api/{method}", api_handler)
     admin.add_routes(app)
     stats = admin.StatsPublisher(hub)
     routes.add_get("/health", health)
     routes.add_get("/ready", ready)
     routes.add_get("/metrics", metrics_handler)
-    app[METRICS] = metrics.registry_for(hub)
+    app[METRICS] = metrics.registry_for(HubCollector(hub))
 
     async def start_hub(app: web.Application) -> None:
         if not config.api.key and not config.api.insecure:
@@ -213,15 +161,9 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         if not hub.tokens.configured and not config.client.anonymous:
             log.warning("no token key configured: every connection will be refused")
         await hub.start()
-        polling.start()
         stats.start()
-        hub.control_handlers["emulation"] = app[SESSIONS].forwarded
-        stomp.start()
-        xmpp.start()
-        if stomp_tcp is not None:
-            await stomp_tcp.start()
-        if ingress is not None:
-            ingress.start()
+        for dialect in dialects:
+            await dialect.start()
         if dispatcher is not None:
             dispatcher.start()
         log.info(
@@ -229,10 +171,8 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         )
 
     async def stop_hub(app: web.Application) -> None:
-        if ingress is not None:
-            await ingress.stop()  # unacknowledged messages go back to the queue
-        if stomp_tcp is not None:
-            stomp_tcp.close()
+        for dialect in dialects:
+            await dialect.stop_accepting()  # listeners and ingress: nothing new comes in
         if dispatcher is not None:
             await dispatcher.stop()  # the lease goes: another node delivers at once
         # disconnect everyone first (3001): waiting polling requests answer with it
@@ -240,9 +180,8 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         await hub.shutdown()
         # the close frames reach the clients before the loop stops
         await app[OPEN_SOCKETS].wait_closed(config.server.shutdown_timeout)
-        await polling.stop()
-        await stomp.stop()
-        await xmpp.stop()
+        for dialect in dialects:
+            await dialect.stop()
 
     app.on_startup.append(start_hub)
     app.on_shutdown.append(stop_hub)

@@ -349,3 +349,19 @@ async def test_groupchat_publishes_to_the_room_channel(xserver):
     msg = next(s for s in seen if s.name == "message")
     assert msg.get("type") == "groupchat" and msg.find_text("body") == "card moved"
     assert msg.get("from") == f"board1@conference.{DOMAIN}/alice"
+
+
+async def test_stanzas_waiting_for_a_request_show_in_the_write_queue_gauge(xserver):
+    from tests.test_operations import scrape, value
+
+    bosh = Bosh(xserver)
+    await bosh.login(xserver.token("alice", channels=["notifications:alice"]), "alice")
+    # no request held: the headlines wait in the session's outbox
+    for n in range(1, 4):
+        await xserver.publish("notifications:alice", n)
+    waiting = await scrape(xserver)
+    assert value(waiting, "pushgate_connections", transport="bosh", dialect="xmpp") == 1
+    assert value(waiting, "pushgate_write_queue_bytes") > 0
+    answer = await bosh.send()
+    assert [d for _, _, d in headlines(answer.children)] == [1, 2, 3]
+    assert value(await scrape(xserver), "pushgate_write_queue_bytes") == 0

@@ -385,6 +385,7 @@ class FakeWriter:
         self.bidirectional = True
         self.close_carries_code = True
         self.pings = True
+        self.event_ids = False
         self.written: list[bytes] = []
         self.close_args: tuple[int, str] | None = None
 

@@ -159,6 +159,7 @@ def test_grafana_dashboard_only_uses_metrics_that_exist():
     from pathlib import Path
 
     from pushgate import metrics
+    from pushgate.hub import metrics_collector
 
     dashboard = json.loads(
         (Path(__file__).parent.parent / "docs/grafana-dashboard.json").read_text()
@@ -169,7 +170,7 @@ def test_grafana_dashboard_only_uses_metrics_that_exist():
         for target in panel["targets"]
         for name in re.findall(r"\b(pushgate_[a-z_]+)", target["expr"])
     }
-    source = Path(metrics.__file__).read_text()
+    source = Path(metrics.__file__).read_text() + Path(metrics_collector.__file__).read_text()
     exported = set(re.findall(r'"(pushgate_[a-z_]+)"', source))
     suffixes = ("_total", "_bucket", "_count", "_sum")
     unknown = {

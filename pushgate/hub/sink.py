@@ -41,6 +41,9 @@ class ClientSink(Protocol):
     def close(self, disconnect: Disconnect) -> None:
         """Close the connection; the transport then reports it closed to the hub."""
 
+    def queued_bytes(self) -> int:
+        """Bytes written to the connection and not yet sent (read when Prometheus scrapes)."""
+
 
 class ClosedSink:
     """The sink of a client whose connection is gone: every push goes nowhere.
@@ -80,6 +83,9 @@ class ClosedSink:
 
     def close(self, disconnect: Disconnect) -> None:
         pass
+
+    def queued_bytes(self) -> int:
+        return 0
 
 
 CLOSED_SINK = ClosedSink()

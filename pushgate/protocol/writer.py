@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, TypeGuard
 
 
 class FrameWriter(Protocol):
@@ -15,6 +15,10 @@ class FrameWriter(Protocol):
     close_carries_code: bool
     #: the server should ping this connection (not polling: its requests show liveness)
     pings: bool
+    #: a publication's frame may carry its stream position as an event id (unidirectional
+    #: SSE: a reconnecting EventSource sends it back); such a writer is an
+    #: ``EventIdWriter``, whose ``frame`` takes the id
+    event_ids: bool
 
     def frame(self, payload: bytes) -> bytes:
         """One message as it goes on the wire (built once, written to many)."""
@@ -25,5 +29,20 @@ class FrameWriter(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Close the connection with a code and reason."""
 
+    def queued_bytes(self) -> int:
+        """Bytes written and not yet sent (the ``pushgate_write_queue_bytes`` gauge)."""
+
     @property
     def closed(self) -> bool: ...
+
+
+class EventIdWriter(FrameWriter, Protocol):
+    """A FrameWriter whose frames can name the event they carry (``event_ids`` is True)."""
+
+    def frame(self, payload: bytes, event_id: str = "") -> bytes:
+        """One message, with ``event_id`` as its id when there is one."""
+
+
+def carries_event_ids(writer: FrameWriter) -> TypeGuard[EventIdWriter]:
+    """True when ``writer``'s frames can carry event ids: ``frame(payload, event_id)``."""
+    return writer.event_ids

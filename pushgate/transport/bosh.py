@@ -134,6 +134,10 @@ class BoshWriter:
     def frame(stanza: bytes) -> bytes:
         return stanza
 
+    def queued_bytes(self) -> int:
+        """Stanzas waiting in the outbox for the client's next request."""
+        return self._size
+
     def write(self, data: bytes, mark: Mark | None = None) -> None:
         conn = self._conn
         if conn.state.terminated is not None:

@@ -45,6 +45,11 @@ async def cors_middleware(request: web.Request, handler) -> web.StreamResponse:
     return await handler(request)
 
 
+async def preflight_only(request: web.Request) -> web.Response:
+    """OPTIONS that is not a CORS preflight (those the middleware answers)."""
+    return web.Response(status=204, headers={"Allow": "GET, POST, OPTIONS"})
+
+
 async def add_cors_headers(request: web.Request, response: web.StreamResponse) -> None:
     if not request.headers.get("Origin") or not _browser_facing(request):
         return

@@ -50,6 +50,7 @@ class Outbox:
     bidirectional = False
     close_carries_code = False
     pings = False  # the requests themselves show the client is there
+    event_ids = False
 
     def __init__(self, max_bytes: int) -> None:
         self.messages: deque[tuple[int, bytes]] = deque()

@@ -38,6 +38,9 @@ class StompTcpWriter:
     def closed(self) -> bool:
         return self._closed or self._transport.is_closing()
 
+    def queued_bytes(self) -> int:
+        return 0 if self._transport.is_closing() else self._transport.get_write_buffer_size()
+
     def send(self, frame: bytes) -> None:
         if not self.closed:
             self._transport.write(frame)

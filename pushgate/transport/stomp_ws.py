@@ -18,23 +18,20 @@ import contextlib
 import logging
 import struct
 import time
-from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.destinations import Destinations
 from pushgate.protocol.stomp.heartbeat import HeartbeatWheel
 from pushgate.protocol.stomp.session import StompSession, StompSettings, StompWriter
 from pushgate.protocol.stomp.transactions import TransactionLimits
-from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
-from pushgate.transport.origin import origin_allowed, refuse_origin
-from pushgate.transport.ws_connection import WebSocketConnection
+from pushgate.transport.ws_accept import Opened, accept
+from pushgate.transport.ws_connection import OpenSockets, WebSocketConnection
 from pushgate.transport.ws_frames import build_frame
-from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 if TYPE_CHECKING:
+    from pushgate.config import Config
     from pushgate.hub.hub import Hub
 
 log = logging.getLogger("pushgate.stomp")
@@ -121,27 +118,39 @@ class StompWebSocketWriter(WebSocketConnection):
         self.write(_WS_HEARTBEAT)
 
 
+class StompWebSocket:
+    """``/stomp`` and ``/ws``: the version a client names by subprotocol only is the
+    session's default."""
+
+    label = "STOMP websocket"
+    log = log
+
+    @staticmethod
+    def negotiate(request: web.Request) -> tuple[None, tuple[str, ...]]:
+        return None, SUBPROTOCOLS
+
+    @staticmethod
+    def connection(terms: None, sockets: OpenSockets, config: Config) -> StompWebSocketWriter:
+        return StompWebSocketWriter(
+            sockets, config.client.queue_max_bytes, config.stomp.max_frame_bytes + 4096
+        )
+
+    @staticmethod
+    def open(
+        request: web.Request,
+        connection: StompWebSocketWriter,
+        terms: None,
+        subprotocol: str | None,
+    ) -> Opened:
+        session = request.app[STOMP].session(connection, "stomp_websocket")
+        if subprotocol:
+            # a client that names its version by subprotocol only
+            session.default_version = subprotocol[1] + "." + subprotocol[2]
+        return Opened(session.client, session.feed, session.closed)
+
+
+STOMP_WEBSOCKET = StompWebSocket()
+
+
 async def stomp_websocket_handler(request: web.Request) -> web.StreamResponse:
-    hub: Hub = request.app[HUB]
-    endpoint = request.app[STOMP]
-    config = hub.config
-    if not origin_allowed(request, config.server.allowed_origins):
-        log.info("STOMP websocket refused: origin %s", request.headers.get("Origin"))
-        return refuse_origin(request)
-    response, subprotocol = handshake(request, SUBPROTOCOLS)
-    connection = StompWebSocketWriter(
-        request.app[OPEN_SOCKETS],
-        config.client.queue_max_bytes,
-        config.stomp.max_frame_bytes + 4096,
-    )
-    received = take_over(request, response, connection)
-    if received is None:
-        return Detached()
-    session = endpoint.session(connection, "stomp_websocket")
-    session.client.headers = endpoint.hub.proxies.pick_headers(request.headers.items())
-    if subprotocol:
-        # a client that names its version by subprotocol only
-        session.default_version = subprotocol[1] + "." + subprotocol[2]
-    connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
-    connection.start(session.feed, session.closed, received)
-    return Detached()
+    return await accept(request, STOMP_WEBSOCKET)

@@ -25,7 +25,7 @@ from pushgate.hub.errors import DISCONNECT_BAD_REQUEST, DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.codecs import JSON, Codec
 from pushgate.protocol.centrifugo.commands import ProtocolError
 from pushgate.protocol.centrifugo.session import CentrifugoSession, parse_position_event_id
-from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
+from pushgate.transport.app_keys import HUB
 from pushgate.transport.connection_loss import watch_loss
 from pushgate.transport.negotiation import (
     OCTET_STREAM,
@@ -33,11 +33,11 @@ from pushgate.transport.negotiation import (
     http_codec,
     json_only,
     refuse,
-    websocket_codec,
 )
 from pushgate.transport.streaming import StreamWriter, open_stream
-from pushgate.transport.ws_connection import BinaryWebSocketConnection, WebSocketConnection
-from pushgate.transport.ws_handshake import Detached, handshake, take_over
+from pushgate.transport.websocket import CentrifugoWebSocket
+from pushgate.transport.ws_accept import Opened, accept
+from pushgate.transport.ws_connection import WebSocketConnection
 
 log = logging.getLogger("pushgate.uni")
 
@@ -137,52 +137,54 @@ async def uni_http_stream_handler(request: web.Request) -> web.StreamResponse:
     return await _uni_stream(request, framing, "uni_http_stream", codec)
 
 
-async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
-    hub = request.app[HUB]
-    config = hub.config
-    try:
-        codec, subprotocol = websocket_codec(request)
-    except Unsupported as exc:
-        log.info("uni_websocket refused: %s", exc)
-        return refuse(exc)
-    response, _ = handshake(request, (subprotocol,) if subprotocol else ())
-    connection_type = BinaryWebSocketConnection if codec.binary else WebSocketConnection
-    connection = connection_type(
-        request.app[OPEN_SOCKETS],
-        config.client.queue_max_bytes,
-        config.client.max_frame_bytes,
-        bidirectional=False,
-    )
-    received = take_over(request, response, connection)
-    if received is None:
-        return Detached()
-    session = CentrifugoSession(hub, connection, "uni_websocket", uni=True, codec=codec)
-    session.client.headers = hub.proxies.pick_headers(request.headers.items())
-    connection.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
-    client = session.client
+class UniWebSocket(CentrifugoWebSocket):
+    """``/connection/uni_websocket``: the connect request comes as ``cf_connect`` or the
+    first message; anything after it is ignored (the client only listens)."""
 
-    async def on_message(data: bytes) -> None:
-        if client.connected:
-            return  # anything after the connect request is ignored: the client only listens
-        if codec.binary:
-            await session.connect_unidirectional(data)  # a ConnectRequest message
-            return
-        try:
-            connect = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            client.disconnect(DISCONNECT_BAD_REQUEST)
-            return
-        await session.connect_unidirectional(connect)
+    label = "uni_websocket"
+    log = log
+    bidirectional = False
 
-    try:
-        if "cf_connect" in request.query:
+    def open(
+        self,
+        request: web.Request,
+        connection: WebSocketConnection,
+        codec: Codec,
+        subprotocol: str | None,
+    ) -> Opened:
+        hub = request.app[HUB]
+        session = CentrifugoSession(hub, connection, "uni_websocket", uni=True, codec=codec)
+        client = session.client
+
+        async def on_message(data: bytes) -> None:
+            if client.connected:
+                return  # anything after the connect request is ignored: the client only listens
+            if codec.binary:
+                await session.connect_unidirectional(data)  # a ConnectRequest message
+                return
             try:
-                connect = JSON.decode_connect_request(request.query["cf_connect"])
+                connect = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                client.disconnect(DISCONNECT_BAD_REQUEST)
+                return
+            await session.connect_unidirectional(connect)
+
+        query = request.query.get("cf_connect")
+
+        async def connect_from_query() -> None:
+            try:
+                connect = JSON.decode_connect_request(query)
             except ProtocolError:
                 client.disconnect(DISCONNECT_BAD_REQUEST)
             else:
                 await session.connect_unidirectional(connect)
-    finally:
-        # also when the connect failed: the connection's loss is what closes the session
-        connection.start(on_message, session.closed, received)
-    return Detached()
+
+        first = connect_from_query if query is not None else None
+        return Opened(client, on_message, session.closed, first)
+
+
+UNI_WEBSOCKET = UniWebSocket()
+
+
+async def uni_websocket_handler(request: web.Request) -> web.StreamResponse:
+    return await accept(request, UNI_WEBSOCKET)

@@ -105,6 +105,7 @@ class WebSocketConnection(asyncio.Protocol):
     framing = "ws"
     close_carries_code = True
     pings = True
+    event_ids = False
 
     def __init__(
         self,

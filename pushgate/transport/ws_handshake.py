@@ -85,6 +85,7 @@ def take_over(request: web.Request, response: bytes, protocol: asyncio.Protocol)
     transport = request.transport
     if transport is None or transport.is_closing():
         return None
+    # by name with a default: a private attribute of aiohttp's, absent in some versions
     tail = getattr(handler, "_message_tail", b"") or b""
     transport.write(response)
     transport.set_protocol(protocol)

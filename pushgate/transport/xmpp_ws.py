@@ -11,24 +11,21 @@ XMPP WebSocket recipient.
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.session import Mark, StreamError, XmppSession
 from pushgate.protocol.xmpp.xml import XmlError
-from pushgate.transport.app_keys import HUB, OPEN_SOCKETS
+from pushgate.transport.app_keys import HUB
 from pushgate.transport.bosh import XMPP
-from pushgate.transport.origin import origin_allowed, refuse_origin
-from pushgate.transport.ws_connection import WebSocketConnection
+from pushgate.transport.ws_accept import Opened, accept
+from pushgate.transport.ws_connection import OpenSockets, WebSocketConnection
 from pushgate.transport.ws_frames import build_frame
-from pushgate.transport.ws_handshake import Detached, handshake, take_over
 
 if TYPE_CHECKING:
-    from pushgate.hub.hub import Hub
+    from pushgate.config import Config
 
 log = logging.getLogger("pushgate.xmpp")
 
@@ -59,41 +56,60 @@ class XmppWebSocketWriter(WebSocketConnection):
         self.close(NORMAL_CLOSE, condition)
 
 
+class XmppWebSocket:
+    """``/xmpp-websocket``: one element per message, the framing's ``<open/>`` and
+    ``<close/>`` answered here, stanzas handed to the session."""
+
+    label = "XMPP websocket"
+    log = log
+
+    @staticmethod
+    def negotiate(request: web.Request) -> tuple[None, tuple[str, ...]]:
+        return None, ("xmpp",)
+
+    @staticmethod
+    def connection(terms: None, sockets: OpenSockets, config: Config) -> XmppWebSocketWriter:
+        return XmppWebSocketWriter(
+            sockets, config.client.queue_max_bytes, config.xmpp.max_stanza_bytes * 4
+        )
+
+    @staticmethod
+    def open(
+        request: web.Request,
+        writer: XmppWebSocketWriter,
+        terms: None,
+        subprotocol: str | None,
+    ) -> Opened:
+        endpoint = request.app[XMPP]
+        session = XmppSession(
+            request.app[HUB], writer, "xmpp_websocket", endpoint.settings, endpoint.resume
+        )
+
+        async def on_message(data: bytes) -> None:
+            try:
+                element = endpoint.parse(data)
+                if element.ns == st.NS_FRAMING and element.name == "open":
+                    session.check_domain(element.get("to"))
+                    writer.write(
+                        build_frame(st.ws_open(endpoint.settings.domain, session.stream_id))
+                    )
+                    session.open_stream()
+                elif element.ns == st.NS_FRAMING and element.name == "close":
+                    writer.end("")
+                else:
+                    await session.handle(element)
+            except XmlError as exc:
+                log.info("XMPP websocket client=%s sent bad XML: %s", session.client.id, exc)
+                writer.end(exc.condition, str(exc))
+            except StreamError as exc:
+                log.info("XMPP websocket client=%s: stream error %s", session.client.id, exc)
+                writer.end(exc.condition, exc.text)
+
+        return Opened(session.client, on_message, session.closed)
+
+
+XMPP_WEBSOCKET = XmppWebSocket()
+
+
 async def xmpp_websocket_handler(request: web.Request) -> web.StreamResponse:
-    hub: Hub = request.app[HUB]
-    endpoint = request.app[XMPP]
-    config = hub.config
-    if not origin_allowed(request, config.server.allowed_origins):
-        log.info("XMPP websocket refused: origin %s", request.headers.get("Origin"))
-        return refuse_origin(request)
-    response, _ = handshake(request, ("xmpp",))
-    writer = XmppWebSocketWriter(
-        request.app[OPEN_SOCKETS], config.client.queue_max_bytes, config.xmpp.max_stanza_bytes * 4
-    )
-    received = take_over(request, response, writer)
-    if received is None:
-        return Detached()
-    session = XmppSession(hub, writer, "xmpp_websocket", endpoint.settings, endpoint.resume)
-    session.client.headers = hub.proxies.pick_headers(request.headers.items())
-    writer.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
-
-    async def on_message(data: bytes) -> None:
-        try:
-            element = endpoint.parse(data)
-            if element.ns == st.NS_FRAMING and element.name == "open":
-                session.check_domain(element.get("to"))
-                writer.write(build_frame(st.ws_open(endpoint.settings.domain, session.stream_id)))
-                session.open_stream()
-            elif element.ns == st.NS_FRAMING and element.name == "close":
-                writer.end("")
-            else:
-                await session.handle(element)
-        except XmlError as exc:
-            log.info("XMPP websocket client=%s sent bad XML: %s", session.client.id, exc)
-            writer.end(exc.condition, str(exc))
-        except StreamError as exc:
-            log.info("XMPP websocket client=%s: stream error %s", session.client.id, exc)
-            writer.end(exc.condition, exc.text)
-
-    writer.start(on_message, session.closed, received)
-    return Detached()
+    return await accept(request, XMPP_WEBSOCKET)

@@ -29,6 +29,9 @@ class Command:
     method: str
     #: True for an empty object, the client's pong
     is_pong: bool = False
+    #: the kind of subscription, publication or sub_refresh (0 stream; 1-3 map, 4 shared
+    #: poll: kinds pushgate refuses); 0 for every other command
+    type: int = 0
 
 
 @dataclass(slots=True)
@@ -87,8 +90,6 @@ class SubscribeRequest(Command):
     tf: FilterNode | None = None
     #: subscription feature bits (1 channel compaction, 2 reject unrecovered)
     flag: int = 0
-    #: subscription type: 0 stream; 1-3 map, 4 shared poll (not supported)
-    type: int = 0
     phase: int = 0
     cursor: str = ""
     limit: int = 0
@@ -106,7 +107,6 @@ class ChannelRequest(Command):
 class PublishRequest(Command):
     channel: str = ""
     data: bytes = b"null"
-    type: int = 0
     key: str = ""
     removed: bool = False
 
@@ -128,7 +128,6 @@ class RefreshRequest(Command):
 class SubRefreshRequest(Command):
     channel: str = ""
     token: str = ""
-    type: int = 0
     track: list[TrackBatch] = field(default_factory=list)
     untrack: list[str] = field(default_factory=list)
 

@@ -394,7 +394,7 @@ def empty_reply(command_id: int, method: str) -> bytes:
     """publish, unsubscribe, ping: a result with nothing in it, there all the same (the
     reply names its command)."""
     reply = _reply(command_id)
-    getattr(reply, method).SetInParent()
+    getattr(reply, method).SetInParent()  # the Reply field named as the method is
     return delimited(reply)
 
 

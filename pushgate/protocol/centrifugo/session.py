@@ -44,6 +44,7 @@ from pushgate.protocol.centrifugo.commands import (
     SubRefreshRequest,
     SubscribeRequest,
 )
+from pushgate.protocol.writer import carries_event_ids
 
 if TYPE_CHECKING:
     from pushgate.hub.hub import Hub
@@ -234,7 +235,7 @@ class CentrifugoSession:
         client = self.client
         codec = self.codec
         method = cmd.method
-        if getattr(cmd, "type", 0):
+        if cmd.type:
             # map and shared-poll subscriptions, map publishes, track/untrack: kinds
             # pushgate does not have; refused rather than served as something else
             error = _unsupported_type(method, cmd.type)
@@ -352,10 +353,10 @@ class CentrifugoSession:
             payload = self.codec.pub_push(channel, pub, self.uni)
         except UnfitData:
             return UNFIT
-        if pub.offset and getattr(self.writer, "event_ids", False):
-            event_id = position_event_id(channel, pub.offset, pub.epoch)
-            return self.writer.frame(payload, event_id)  # type: ignore[call-arg]
-        return self.writer.frame(payload)
+        writer = self.writer
+        if pub.offset and carries_event_ids(writer):
+            return writer.frame(payload, position_event_id(channel, pub.offset, pub.epoch))
+        return writer.frame(payload)
 
     # --- delta compression (delta.py) -----------------------------------------------
     def _start_delta(self, channel: str, result: SubscribeResult) -> None:
@@ -429,6 +430,9 @@ class CentrifugoSession:
     def send_ping(self) -> None:
         if self.writer.pings:
             self._write(self.codec.ping)
+
+    def queued_bytes(self) -> int:
+        return self.writer.queued_bytes()
 
     def close(self, disconnect: Disconnect) -> None:
         writer = self.writer

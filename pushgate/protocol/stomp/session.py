@@ -95,6 +95,9 @@ class StompWriter(Protocol):
 
     def close(self, code: int, reason: str) -> None: ...
 
+    def queued_bytes(self) -> int:
+        """Bytes written and not yet sent (the ``pushgate_write_queue_bytes`` gauge)."""
+
 
 @dataclass(slots=True, frozen=True)
 class StompSettings:
@@ -683,6 +686,9 @@ class StompSession:
 
     def send_ping(self) -> None:
         """STOMP connections beat on the heart-beat wheel instead."""
+
+    def queued_bytes(self) -> int:
+        return self.writer.queued_bytes()
 
     def close(self, disconnect: Disconnect) -> None:
         writer = self.writer

@@ -99,6 +99,9 @@ class StanzaWriter(Protocol):
     def end(self, condition: str, text: str = "") -> None:
         """End the stream: with a stream error ``condition`` ("" = a normal close)."""
 
+    def queued_bytes(self) -> int:
+        """Bytes written and not yet sent (the ``pushgate_write_queue_bytes`` gauge)."""
+
 
 @dataclass(slots=True)
 class XmppSettings:
@@ -870,6 +873,9 @@ class XmppSession:
 
     def send_ping(self) -> None:
         pass  # BOSH requests and the WebSocket's own pings show liveness
+
+    def queued_bytes(self) -> int:
+        return self.writer.queued_bytes()
 
     def close(self, disconnect: Disconnect) -> None:
         if not self.writer.closed:
