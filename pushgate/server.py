@@ -215,7 +215,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         await hub.start()
         polling.start()
         stats.start()
-        hub.control_handlers["emulation"] = app[SESSIONS].forwarded
+        hub.emulation = app[SESSIONS].forwarded
         stomp.start()
         xmpp.start()
         if stomp_tcp is not None:

@@ -132,32 +132,26 @@ async def subscribe(hub: Hub, params: dict) -> dict:
     expire_at = optional_int(params, "expire_at", 0) or 0
     if expire_at and expire_at <= time.time():
         raise bad_request("expire_at must be a Unix time in the future")
-    await hub.control(
-        {
-            "op": "subscribe",
-            "user": user,
-            "channel": channel,
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-            "info": optional_json_text(params, "info"),
-            "data": optional_json_text(params, "data"),
-            "recover_since": {"offset": since[0], "epoch": since[1]} if since else None,
-            "expire_at": expire_at or None,
-            "override": override(params),
-        }
+    await hub.subscribe_user(
+        user,
+        channel,
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
+        info=optional_json_text(params, "info"),
+        data=optional_json_text(params, "data"),
+        recover_since=StreamPosition(*since) if since else None,
+        expire_at=expire_at or None,
+        override=override(params),
     )
     return {}
 
 
 async def unsubscribe(hub: Hub, params: dict) -> dict:
-    await hub.control(
-        {
-            "op": "unsubscribe",
-            "user": require_str(params, "user"),
-            "channel": require_str(params, "channel"),
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-        }
+    await hub.unsubscribe_user(
+        require_str(params, "user"),
+        require_str(params, "channel"),
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
     )
     return {}
 
@@ -184,16 +178,13 @@ async def disconnect(hub: Hub, params: dict) -> dict:
 
 
 async def refresh(hub: Hub, params: dict) -> dict:
-    await hub.control(
-        {
-            "op": "refresh",
-            "user": require_str(params, "user"),
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-            "expired": optional_bool(params, "expired"),
-            "expire_at": optional_int(params, "expire_at"),
-            "info": optional_json_text(params, "info"),
-        }
+    await hub.refresh_user(
+        require_str(params, "user"),
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
+        expired=optional_bool(params, "expired"),
+        expire_at=optional_int(params, "expire_at"),
+        info=optional_json_text(params, "info"),
     )
     return {}
 
@@ -288,13 +279,7 @@ async def get_user_status(hub: Hub, params: dict) -> dict:
 
 async def send_message(hub: Hub, params: dict) -> dict:
     """Ours: a direct ``message`` push to every connection of a user."""
-    await hub.control(
-        {
-            "op": "message",
-            "user": require_str(params, "user"),
-            "data": _data(params).decode(),
-        }
-    )
+    await hub.message_user(require_str(params, "user"), _data(params).decode())
     return {}
 
 

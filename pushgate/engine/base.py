@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -366,10 +367,13 @@ class Engine(ABC):
     async def ping(self) -> None:  # noqa: B027 - nothing to reach for an in-process engine
         """Raise if the engine's backing service cannot be reached."""
 
-    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
-        """Ask every live node ``question`` (delivered as a control message with
-        ``op: "survey"``) and gather their answers, this node's ``local_answer`` first.
-        An engine of one node has nothing to ask."""
+    async def survey(
+        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
+    ) -> list[dict]:
+        """Ask every other live node a question and gather their answers, this node's
+        ``local_answer`` first. ``ask(reply_to)`` is the control message to send (the
+        hub's, hub/control.py), naming where the answers go. An engine of one node has
+        nothing to ask."""
         return [local_answer]
 
     async def answer_survey(self, reply_to: str, answer: dict) -> None:  # noqa: B027

@@ -709,7 +709,9 @@ class RedisEngine(RedisTracking, Engine):
         for shard in self.shards:
             await asyncio.wait_for(shard.client.ping(), 2.0)
 
-    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
+    async def survey(
+        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
+    ) -> list[dict]:
         others = [
             n
             for n in await self.nodes({"uid": self._node_id, "name": ""})
@@ -720,9 +722,7 @@ class RedisEngine(RedisTracking, Engine):
             return answers
         reply_to = f"{self.prefix}:survey:{secrets.token_hex(8)}"
         client = self.shards[0].client
-        await self.publish_control(
-            {**question, "op": "survey", "reply_to": reply_to, "from": self._node_id}
-        )
+        await self.publish_control(ask(reply_to))
         deadline = time.monotonic() + timeout
         try:
             for _ in others:

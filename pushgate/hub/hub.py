@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 from pushgate import __version__, metrics
 from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
 from pushgate.engine.tracking import UserStatus
-from pushgate.hub import status
+from pushgate.hub import control, status
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client, has_history
 from pushgate.hub.errors import (
@@ -106,8 +106,9 @@ class Hub:
         self.registered = 0
         #: set when the node stops taking work (shutdown): /ready answers 503
         self.draining = False
-        #: node-addressed control messages a transport handles (op → handler)
-        self.control_handlers: dict[str, Callable[[dict], None]] = {}
+        #: runs the commands other nodes forward for this node's emulation sessions
+        #: (set by the transport: transport/emulation.py)
+        self.emulation: Callable[[control.EmulationCommand], None] | None = None
         self.disconnects: Counter[int] = Counter()
         self.recoveries: Counter[str] = Counter()
         if config.client.insecure:
@@ -489,46 +490,55 @@ class Hub:
                     self._delivery_failed(sub.client, channel)
 
     def handle_control(self, message: dict) -> None:
-        """An order for users' connections, sent through the engine to every node; or a
-        message for one node that a transport registered a handler for."""
-        op = message.get("op")
-        if op == "survey":
-            if message.get("from") != self.node_id:
-                self.spawn(self._answer_survey(message))
-            return
-        handler = self.control_handlers.get(op)  # type: ignore[arg-type]
-        if handler is not None:
-            if message.get("node") == self.node_id:
-                handler(message)
-            return
-        session = self.users.get(message.get("user", ""))
-        if session is None:
-            return
-        clients = session.select(
-            message.get("client"), message.get("session"), message.get("whitelist")
-        )
-        if op == "disconnect":
-            disconnect = Disconnect(message["code"], message["reason"])
-            for client in clients:
-                client.disconnect(disconnect)
-        elif op == "unsubscribe":
-            for client in clients:
-                self.spawn(self._server_unsubscribe(client, message["channel"]))
-        elif op == "subscribe":
-            for client in clients:
-                self.spawn(self._server_subscribe(client, message))
-        elif op == "refresh":
-            for client in clients:
-                self._server_refresh(client, message)
-        elif op == "message":
-            data = message["data"].encode()
-            # an XMPP chat names the dialects it may reach (xmpp.chat_to_other_dialects)
-            dialects = message.get("dialects")
-            for client in clients:
-                if dialects is None or client.sink.dialect in dialects:
-                    client.sink.push_message(data)
-        else:
-            log.warning("unknown control message %r", op)
+        """A control message from any node (hub/control.py): decoded, then acted on
+        by the ``on_*`` method of its kind."""
+        control.dispatch(message, self)
+
+    def _targets(
+        self,
+        user: str,
+        client: str | None = None,
+        session: str | None = None,
+        whitelist: list[str] | None = None,
+    ) -> list[Client]:
+        """This node's connections an order addressed to ``user`` applies to."""
+        user_session = self.users.get(user)
+        if user_session is None:
+            return []
+        return user_session.select(client, session, whitelist)
+
+    def on_disconnect(self, order: control.DisconnectUser) -> None:
+        disconnect = Disconnect(order.code, order.reason)
+        for client in self._targets(order.user, order.client, order.session, order.whitelist):
+            client.disconnect(disconnect)
+
+    def on_unsubscribe(self, order: control.UnsubscribeUser) -> None:
+        for client in self._targets(order.user, order.client, order.session):
+            self.spawn(self._server_unsubscribe(client, order.channel))
+
+    def on_subscribe(self, order: control.SubscribeUser) -> None:
+        for client in self._targets(order.user, order.client, order.session):
+            self.spawn(self._server_subscribe(client, order))
+
+    def on_refresh(self, order: control.RefreshUser) -> None:
+        for client in self._targets(order.user, order.client, order.session):
+            self._server_refresh(client, order)
+
+    def on_message(self, order: control.MessageUser) -> None:
+        data = order.data.encode()
+        # an XMPP chat names the dialects it may reach (xmpp.chat_to_other_dialects)
+        dialects = order.dialects
+        for client in self._targets(order.user):
+            if dialects is None or client.sink.dialect in dialects:
+                client.sink.push_message(data)
+
+    def on_emulation(self, command: control.EmulationCommand) -> None:
+        if self.emulation is not None:
+            self.emulation(command)
+
+    def on_survey(self, survey: control.Survey) -> None:
+        if survey.sender != self.node_id:
+            self.spawn(self._answer_survey(survey))
 
     async def _server_unsubscribe(self, client: Client, channel: str) -> None:
         if channel in client.subs:
@@ -536,20 +546,16 @@ class Hub:
             client.sink.push_unsubscribe(channel, code, reason)
             await client.unsubscribe(channel)
 
-    async def _server_subscribe(self, client: Client, message: dict) -> None:
-        channel = message["channel"]
-        since = message.get("recover_since")
-        position = StreamPosition(since["offset"], since["epoch"]) if since else None
-        info = message.get("info")
-        data = message.get("data")
+    async def _server_subscribe(self, client: Client, order: control.SubscribeUser) -> None:
+        channel = order.channel
         try:
             result = await client.subscribe_server_side(
                 channel,
-                chan_info=info.encode() if info else None,
-                recover_since=position,
-                override=message.get("override") or None,
-                data=data.encode() if data else None,
-                expires_at=float(message.get("expire_at") or 0),
+                chan_info=order.info.encode() if order.info else None,
+                recover_since=order.recover_since,
+                override=order.override,
+                data=order.data.encode() if order.data else None,
+                expires_at=float(order.expire_at or 0),
             )
         except HubError as exc:
             log.info("API subscribe of %s to %s failed: %s", client.id, channel, exc.message)
@@ -561,16 +567,14 @@ class Hub:
             client.sink.push_publication(channel, pub)
         client.activate(client.subs[channel])
 
-    def _server_refresh(self, client: Client, message: dict) -> None:
-        if message.get("expired"):
+    def _server_refresh(self, client: Client, order: control.RefreshUser) -> None:
+        if order.expired:
             client.disconnect(DISCONNECT_EXPIRED)
             return
-        info = message.get("info")
-        if info:
-            client.conn_info = info.encode()
-        expire_at = message.get("expire_at")
-        if expire_at:
-            client.expires_at = float(expire_at)
+        if order.info:
+            client.conn_info = order.info.encode()
+        if order.expire_at:
+            client.expires_at = float(order.expire_at)
             self.schedule_expiry(client)
             client.sink.push_refresh(True, max(0, int(client.expires_at - time.time())))
 
@@ -771,8 +775,9 @@ class Hub:
             raise ERROR_NOT_AVAILABLE
         return await self.engine.presence_stats(channel)
 
-    async def control(self, message: dict) -> None:
-        await self.engine.publish_control(message)
+    async def control(self, message: control.ControlMessage) -> None:
+        """Send ``message`` to every node (this one included)."""
+        await self.engine.publish_control(message.encode())
 
     async def disconnect_user(
         self,
@@ -784,16 +789,59 @@ class Hub:
         disconnect: Disconnect = DISCONNECT_FORCE_NO_RECONNECT,
     ) -> None:
         await self.control(
-            {
-                "op": "disconnect",
-                "user": user,
-                "client": client,
-                "session": session,
-                "whitelist": whitelist,
-                "code": disconnect.code,
-                "reason": disconnect.reason,
-            }
+            control.DisconnectUser(
+                user, disconnect.code, disconnect.reason, client, session, whitelist
+            )
         )
+
+    async def subscribe_user(
+        self,
+        user: str,
+        channel: str,
+        *,
+        client: str | None = None,
+        session: str | None = None,
+        info: str | None = None,
+        data: str | None = None,
+        recover_since: StreamPosition | None = None,
+        expire_at: int | None = None,
+        override: dict[str, bool] | None = None,
+    ) -> None:
+        """Subscribe ``user``'s connections (or one client or session of theirs), on
+        every node, to ``channel``; ``info`` and ``data`` are JSON text."""
+        await self.control(
+            control.SubscribeUser(
+                user, channel, client, session, info, data, recover_since, expire_at, override
+            )
+        )
+
+    async def unsubscribe_user(
+        self, user: str, channel: str, *, client: str | None = None, session: str | None = None
+    ) -> None:
+        await self.control(control.UnsubscribeUser(user, channel, client, session))
+
+    async def refresh_user(
+        self,
+        user: str,
+        *,
+        client: str | None = None,
+        session: str | None = None,
+        expired: bool = False,
+        expire_at: int | None = None,
+        info: str | None = None,
+    ) -> None:
+        """End (``expired``), extend (``expire_at``) or re-describe (``info``, JSON
+        text) ``user``'s connections on every node."""
+        await self.control(control.RefreshUser(user, client, session, expired, expire_at, info))
+
+    async def message_user(self, user: str, data: str, dialects: list[str] | None = None) -> None:
+        """A ``message`` push (``data``: JSON text) to every connection of ``user``, or
+        only those of ``dialects``."""
+        await self.control(control.MessageUser(user, data, dialects))
+
+    async def forward_emulation(self, node: str, session: str, data: str | bytes) -> None:
+        """Commands for an emulation session another node holds (its ``emulation``)."""
+        await self.control(control.EmulationCommand(node, session, data))
 
     def local_info(self) -> dict:
         return {
@@ -810,16 +858,26 @@ class Hub:
     async def info(self) -> list[dict]:
         return await self.engine.nodes(self.local_info())
 
-    async def _answer_survey(self, message: dict) -> None:
-        if message.get("question") == "channels":
-            answer: dict = {"channels": self.channel_counts(message.get("pattern"))}
-        elif message.get("question") == "connections":
-            answer = {"connections": self.user_connections(message.get("user", ""))}
-        elif message.get("question") == "users":
+    async def _answer_survey(self, survey: control.Survey) -> None:
+        if survey.question == "channels":
+            answer: dict = {"channels": self.channel_counts(survey.pattern)}
+        elif survey.question == "connections":
+            answer = {"connections": self.user_connections(survey.user or "")}
+        elif survey.question == "users":
             answer = {"users": self.product_users()}
         else:
-            answer = {"error": f"unknown question {message.get('question')!r}"}
-        await self.engine.answer_survey(message["reply_to"], answer)
+            answer = {"error": f"unknown question {survey.question!r}"}
+        await self.engine.answer_survey(survey.reply_to, answer)
+
+    async def _survey(self, question: control.Survey, local_answer: dict) -> list[dict]:
+        """Every node's answer to ``question``, this node's ``local_answer`` first."""
+
+        def ask(reply_to: str) -> dict:
+            return control.Survey(
+                question.question, reply_to, self.node_id, question.pattern, question.user
+            ).encode()
+
+        return await self.engine.survey(ask, local_answer)
 
     def user_connections(self, user: str) -> list[dict]:
         """This node's connections of ``user``: what the admin page lists."""
@@ -837,8 +895,8 @@ class Hub:
         ]
 
     async def cluster_user_connections(self, user: str) -> list[dict]:
-        answers = await self.engine.survey(
-            {"question": "connections", "user": user}, {"connections": self.user_connections(user)}
+        answers = await self._survey(
+            control.Survey("connections", user=user), {"connections": self.user_connections(user)}
         )
         return [c for answer in answers for c in answer.get("connections", [])]
 
@@ -852,14 +910,13 @@ class Hub:
 
     async def cluster_user_count(self) -> int:
         """Distinct users online on any node: a user on several nodes counts once."""
-        answers = await self.engine.survey({"question": "users"}, {"users": self.product_users()})
+        answers = await self._survey(control.Survey("users"), {"users": self.product_users()})
         return len({user for answer in answers for user in answer.get("users", [])})
 
     async def cluster_channel_counts(self, pattern: str | None = None) -> dict[str, int]:
         """Channels with subscribers on any node → subscribers, summed over the cluster."""
-        answers = await self.engine.survey(
-            {"question": "channels", "pattern": pattern},
-            {"channels": self.channel_counts(pattern)},
+        answers = await self._survey(
+            control.Survey("channels", pattern=pattern), {"channels": self.channel_counts(pattern)}
         )
         total: Counter[str] = Counter()
         for answer in answers:

@@ -148,14 +148,7 @@ async def set_read(hub: Hub, user: str, channel: str, position: ReadPosition) ->
             "limit exceeded: read positions kept for too many channels"
         ) from None
     if changed:
-        await hub.control(
-            {
-                "op": "message",
-                "user": user,
-                "data": read_message({channel: position}).decode(),
-                "dialects": ["centrifugo"],
-            }
-        )
+        await hub.message_user(user, read_message({channel: position}).decode(), ["centrifugo"])
     return changed
 
 
