@@ -17,7 +17,8 @@ import orjson
 from aiohttp import web
 
 from pushgate import metrics
-from pushgate.api.methods import METHODS, publish_soon, published
+from pushgate.api.methods import METHODS, published, start_publish
+from pushgate.engine.base import StreamPosition
 from pushgate.hub.errors import ERROR_INTERNAL, HubError
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
@@ -84,15 +85,20 @@ async def batch(hub: Hub, params: dict) -> dict:
 
 
 async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
-    """Every command started at once. A publish is started right here and awaited as
-    the engine's future (no task or coroutine per publication: a batch of thousands
-    is the publisher's hot path); other methods run as their own tasks."""
+    """Every command started at once. A publish is started right here and its reply
+    taken from the position the engine returns, or awaited as the engine's future (no
+    task or coroutine per publication: a batch of thousands is the publisher's hot
+    path); other methods run as their own tasks."""
     replies: list[dict | None] = [None] * len(calls)
     started: list[tuple[int, bool, Awaitable]] = []
     for index, (method, params) in enumerate(calls):
         if method == "publish" and isinstance(params, dict):
             try:
-                started.append((index, True, publish_soon(hub, params)))
+                position = start_publish(hub, params)
+                if isinstance(position, StreamPosition):
+                    replies[index] = {"publish": published(position)}
+                else:
+                    started.append((index, True, position))
             except HubError as error:
                 replies[index] = _error_reply(error)
             except Exception:

@@ -72,9 +72,10 @@ def _publication(pub) -> dict:
     return out
 
 
-def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
-    """A publish command started now (HubError at once for bad parameters). With
-    ``handoff`` (seconds, or a duration), see hub/notifications.py."""
+def start_publish(hub: Hub, params: dict) -> Awaitable[StreamPosition]:
+    """A publish command started now (HubError at once for bad parameters): its
+    position, awaitable (a StreamPosition already, or a future). With ``handoff``
+    (seconds, or a duration), see hub/notifications.py."""
     if params.get("handoff") is not None:
         return asyncio.ensure_future(
             notifications.publish_with_handoff(
@@ -86,7 +87,7 @@ def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
                 idempotency_key=optional_str(params, "idempotency_key"),
             )
         )
-    return hub.publish_soon(
+    return hub.publish(
         require_str(params, "channel"),
         _data(params),
         tags=str_dict(params, "tags"),
@@ -101,7 +102,7 @@ def published(position_: StreamPosition) -> dict:
 
 
 async def publish(hub: Hub, params: dict) -> dict:
-    return published(await publish_soon(hub, params))
+    return published(await start_publish(hub, params))
 
 
 async def broadcast(hub: Hub, params: dict) -> dict:

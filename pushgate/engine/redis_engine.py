@@ -45,6 +45,7 @@ from pushgate.engine.base import (
     EngineHandler,
     HistoryResult,
     Publication,
+    PublishOptions,
     StreamPosition,
     UnrecoverablePosition,
 )
@@ -449,43 +450,21 @@ class RedisEngine(RedisTracking, Engine):
             handler.handle_leave(channel, _info_from(orjson.loads(body[1:])))
 
     # --- broker -------------------------------------------------------------------
-    async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> StreamPosition:
-        return await self.publish_soon(
-            channel,
-            pub,
-            history_size=history_size,
-            history_ttl=history_ttl,
-            idempotency_key=idempotency_key,
-        )
-
-    def publish_soon(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
+    def publish(
+        self, channel: str, pub: Publication, opts: PublishOptions
     ) -> asyncio.Future[StreamPosition]:
         stream, meta = self._keys(channel)
-        idem = f"{self.prefix}:idem:{channel}:{idempotency_key}" if idempotency_key else ""
-        keep = history_size > 0 and history_ttl > 0
+        key = opts.idempotency_key
+        idem = f"{self.prefix}:idem:{channel}:{key}" if key else ""
+        keep = opts.history_size > 0 and opts.history_ttl > 0
         shard = self.shard(channel)
         reply = shard.script(
             shard.publish_sha,
             [stream, meta, idem],
             [
                 encode_publication(pub),
-                history_size if keep else 0,
-                max(1, int(history_ttl + 0.999)),
+                opts.history_size if keep else 0,
+                max(1, int(opts.history_ttl + 0.999)),
                 max(1, int(self.config.history_meta_ttl)),
                 self._pubsub_channel(channel),
                 self._new_epoch(),

@@ -25,7 +25,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from pushgate import __version__, metrics
-from pushgate.engine.base import ClientInfo, Engine, Publication, StreamPosition
+from pushgate.engine.base import (
+    ClientInfo,
+    Engine,
+    Publication,
+    PublishOptions,
+    PublishResult,
+    StreamPosition,
+)
 from pushgate.engine.tracking import UserStatus
 from pushgate.hub import control, status
 from pushgate.hub.channels import ChannelRules
@@ -694,7 +701,7 @@ class Hub:
         metrics.RECOVERIES.labels(outcome).inc()
 
     # --- server API ---------------------------------------------------------------
-    async def publish(
+    def publish(
         self,
         channel: str,
         data: bytes,
@@ -705,35 +712,13 @@ class Hub:
         idempotency_key: str | None = None,
         internal: bool = False,
         delta: bool = False,
-    ) -> StreamPosition:
-        return await self.publish_soon(
-            channel,
-            data,
-            info=info,
-            tags=tags,
-            skip_history=skip_history,
-            idempotency_key=idempotency_key,
-            internal=internal,
-            delta=delta,
-        )
-
-    def publish_soon(
-        self,
-        channel: str,
-        data: bytes,
-        *,
-        info: ClientInfo | None = None,
-        tags: dict[str, str] | None = None,
-        skip_history: bool = False,
-        idempotency_key: str | None = None,
-        internal: bool = False,
-        delta: bool = False,
-    ) -> asyncio.Future[StreamPosition]:
-        """``publish`` started now (HubError at once for a channel no rule allows);
-        the new position as a future. ``internal``: the server's own publication, the
-        only kind a reserved channel takes. ``delta``: it may go to subscribers that
-        negotiated delta compression as a delta against the one before (also when the
-        namespace sets ``delta_publish``)."""
+    ) -> PublishResult:
+        """Publish ``data`` (JSON bytes, or BinaryData) to ``channel``, started now
+        (HubError at once for a channel no rule allows); the new position, awaitable
+        (engine.publish). ``internal``: the server's own publication, the only kind a
+        reserved channel takes. ``delta``: it may go to subscribers that negotiated
+        delta compression as a delta against the one before (also when the namespace
+        sets ``delta_publish``)."""
         options = self.rules.options(channel, internal=internal)
         pub = Publication(
             data,
@@ -742,15 +727,12 @@ class Hub:
             time=int(time.time() * 1000),
             use_delta=delta or options.delta_publish,
         )
-        keep = has_history(options) and not skip_history
         self.published += 1
-        return self.engine.publish_soon(
-            channel,
-            pub,
-            history_size=options.history_size if keep else 0,
-            history_ttl=options.history_ttl if keep else 0.0,
-            idempotency_key=idempotency_key,
-        )
+        if not (has_history(options) and not skip_history):
+            opts = PublishOptions(idempotency_key=idempotency_key)
+        else:
+            opts = PublishOptions(options.history_size, options.history_ttl, idempotency_key)
+        return self.engine.publish(channel, pub, opts)
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         if not self.rules.options(channel).presence:

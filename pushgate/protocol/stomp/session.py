@@ -76,7 +76,6 @@ CONTENT_TYPE = "application/json"
 NORMAL_CLOSE = 1000
 
 _message_ids = itertools.count(1)
-_ID_KEY = (DIALECT, "message-id")
 
 
 class StompWriter(Protocol):
@@ -137,10 +136,10 @@ class _Sub:
 
 def message_tail(pub: Publication, *, ack: bool, escaped: bool = True) -> bytes:
     """The subscription-independent part of a MESSAGE frame for ``pub``."""
-    message_id = pub.cache.get(_ID_KEY)
-    if message_id is None:
+    message_id = pub.message_id
+    if not message_id:
         message_id = f"{pub.epoch}-{pub.offset}" if pub.offset else f"n{next(_message_ids)}"
-        pub.cache[_ID_KEY] = message_id  # type: ignore[assignment]
+        pub.message_id = message_id
     headers = [("message-id", message_id)]
     if ack:
         headers.append(("ack", message_id))
