@@ -15,8 +15,8 @@ import pushgate.hub.hub as hub_module
 from pushgate.auth import TokenVerifier, mint_connection_token, mint_subscription_token
 from pushgate.engine.base import ClientInfo, Publication, StreamPosition
 from pushgate.engine.memory import MemoryEngine
-from pushgate.hub.client import Client, DisconnectError
-from pushgate.hub.errors import Disconnect, HubError
+from pushgate.hub.client import Client
+from pushgate.hub.errors import Disconnect, DisconnectError, HubError
 from pushgate.hub.hub import Hub
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from tests.conftest import SECRET, make_config

@@ -33,9 +33,9 @@ from pushgate.hub import notifications
 from pushgate.hub.client import has_history
 from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
-    ERROR_NOT_AVAILABLE,
-    ERROR_UNRECOVERABLE_POSITION,
     Disconnect,
+    ErrorNotAvailable,
+    ErrorUnrecoverablePosition,
     HubError,
 )
 from pushgate.hub.hub import Hub
@@ -203,7 +203,7 @@ async def presence_stats(hub: Hub, params: dict) -> dict:
 async def history(hub: Hub, params: dict) -> dict:
     channel = require_str(params, "channel")
     if not has_history(hub.rules.options(channel)):
-        raise ERROR_NOT_AVAILABLE
+        raise ErrorNotAvailable
     limit = optional_int(params, "limit", 0) or 0
     max_limit = hub.config.client.history_max_publications
     limit = max_limit if limit < 0 else min(limit, max_limit)
@@ -216,7 +216,7 @@ async def history(hub: Hub, params: dict) -> dict:
             reverse=optional_bool(params, "reverse"),
         )
     except UnrecoverablePosition:
-        raise ERROR_UNRECOVERABLE_POSITION from None
+        raise ErrorUnrecoverablePosition from None
     return {
         "publications": [_publication(p) for p in result.publications],
         "offset": result.position.offset,
@@ -227,7 +227,7 @@ async def history(hub: Hub, params: dict) -> dict:
 async def history_remove(hub: Hub, params: dict) -> dict:
     channel = require_str(params, "channel")
     if not has_history(hub.rules.options(channel)):
-        raise ERROR_NOT_AVAILABLE
+        raise ErrorNotAvailable
     await hub.engine.remove_history(channel)
     return {}
 

@@ -47,12 +47,12 @@ from pushgate.hub.errors import (
     DISCONNECT_SHUTDOWN,
     DISCONNECT_SLOW,
     DISCONNECT_STALE,
-    ERROR_LIMIT_EXCEEDED,
-    ERROR_NOT_AVAILABLE,
     UNSUBSCRIBE_EXPIRED,
     UNSUBSCRIBE_INSUFFICIENT_STATE,
     UNSUBSCRIBE_SERVER,
     Disconnect,
+    ErrorLimitExceeded,
+    ErrorNotAvailable,
     HubError,
 )
 from pushgate.hub.user_session import UserSession
@@ -736,11 +736,11 @@ class Hub:
 
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         if not self.rules.options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
+            raise ErrorNotAvailable
         clients = await self.engine.presence(channel)
         limit = self.config.client.presence_max_size
         if limit and len(clients) > limit:
-            raise ERROR_LIMIT_EXCEEDED.with_message(f"limit exceeded: presence larger than {limit}")
+            raise ErrorLimitExceeded(f"limit exceeded: presence larger than {limit}")
         return clients
 
     async def user_presence(self, channel: str, user: str) -> list[ClientInfo]:
@@ -754,7 +754,7 @@ class Hub:
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         if not self.rules.options(channel).presence:
-            raise ERROR_NOT_AVAILABLE
+            raise ErrorNotAvailable
         return await self.engine.presence_stats(channel)
 
     async def control(self, message: control.ControlMessage) -> None:

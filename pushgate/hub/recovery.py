@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pushgate.engine.base import StreamPosition, UnrecoverablePosition
-from pushgate.hub.errors import ERROR_UNRECOVERABLE_POSITION
+from pushgate.hub.errors import ErrorUnrecoverablePosition
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
@@ -87,13 +87,13 @@ async def _missed(
         )
     except UnrecoverablePosition:
         if reject_unrecovered:
-            raise ERROR_UNRECOVERABLE_POSITION from None
+            raise ErrorUnrecoverablePosition from None
         return (await engine.history(sub.channel, limit=0)).position
     pubs = history.publications
     if pubs and pubs[-1].offset < history.position.offset:
         # more were missed than one reply may carry: not recovered, never a partial list
         if reject_unrecovered:
-            raise ERROR_UNRECOVERABLE_POSITION
+            raise ErrorUnrecoverablePosition
         return history.position
     result.recovered = True
     accepts = sub.tags_filter

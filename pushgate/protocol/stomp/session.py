@@ -31,12 +31,13 @@ import orjson
 from pushgate.auth import looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.hub import status
-from pushgate.hub.client import DisconnectError, count_limit
+from pushgate.hub.client import count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_NO_PONG,
-    ERROR_LIMIT_EXCEEDED,
     Disconnect,
+    DisconnectError,
+    ErrorLimitExceeded,
     HubError,
 )
 from pushgate.protocol.stomp.codec import (
@@ -533,7 +534,7 @@ class StompSession:
         if limit and held >= limit:
             log.info("client=%s user=%s: %d STOMP subscriptions", client.id, client.user, held)
             count_limit("subscriptions")
-            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
+            raise ErrorLimitExceeded("limit exceeded: too many subscriptions")
 
     def _unrecovered(self, sub: _Sub, result: SubscribeResult) -> None:
         """Tell a subscriber that asked to recover that it could not: a MESSAGE with no

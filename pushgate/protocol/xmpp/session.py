@@ -42,8 +42,7 @@ import orjson
 from pushgate.auth import TokenError, looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.engine.tracking import ACTIVE, HIDDEN, IDLE
-from pushgate.hub.client import DisconnectError
-from pushgate.hub.errors import Disconnect, HubError
+from pushgate.hub.errors import Disconnect, DisconnectError, HubError
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.chat import (
     ChatRate,
