@@ -7,12 +7,13 @@ plain values; the dialect that called encodes them. Pushes go out through the si
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Coroutine, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pushgate import metrics
 from pushgate.auth import ConnectionClaims, TokenError, TokenExpired
@@ -69,11 +70,94 @@ from pushgate.subscribe_options import SubscribeOptions
 from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
-    from pushgate.config import ChannelOptions
-    from pushgate.hub.hub import Hub
+    from pushgate.auth import TokenVerifier
+    from pushgate.config import ChannelOptions, Config
+    from pushgate.engine.base import Engine, PublishResult
+    from pushgate.hub.channels import ChannelRules
+    from pushgate.proxy import Proxies
     from pushgate.proxy.caller import HttpProxy
 
 T = TypeVar("T")
+
+
+class ClientHub(Protocol):
+    """What a Client — and the helpers acting for it (access.py, recovery.py,
+    notifications.py, its dialect) — reaches in its node's hub (hub.py ``Hub``): the
+    node's settings and services, its own registration, its subscriptions' bookkeeping
+    and timers, and the few server-API calls a client command turns into."""
+
+    # settings and services
+    config: Config
+    rules: ChannelRules
+    proxies: Proxies
+    tokens: TokenVerifier
+    engine: Engine
+    version: str
+    node_id: str
+    clients: dict[str, Client]
+
+    @property
+    def ping_seconds(self) -> int: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    # the connection (registry.py, timers.py)
+    async def register(self, client: Client) -> None: ...
+
+    async def unregister(self, client: Client) -> None: ...
+
+    def forget_pending(self, client: Client) -> None: ...
+
+    def user_connection_count(self, user: str) -> int: ...
+
+    def schedule_expiry(self, client: Client) -> None: ...
+
+    def schedule_sub_expiry(self, sub: Subscription) -> None: ...
+
+    # its subscriptions (delivery.py)
+    async def add_subscription(self, sub: Subscription) -> None: ...
+
+    async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None: ...
+
+    def after_activate(self, sub: Subscription) -> None: ...
+
+    def note_position(self, channel: str, position: StreamPosition) -> None: ...
+
+    # counters
+    def count_disconnect(self, code: int) -> None: ...
+
+    def count_recovery(self, recovered: bool) -> None: ...
+
+    # server API calls a command makes
+    def publish(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str | None = None,
+        internal: bool = False,
+        delta: bool = False,
+    ) -> PublishResult: ...
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    async def disconnect_user(
+        self,
+        user: str,
+        *,
+        client: str | None = None,
+        session: str | None = None,
+        whitelist: list[str] | None = None,
+        disconnect: Disconnect = ...,
+    ) -> None: ...
+
+    async def message_user(
+        self, user: str, data: str, dialects: list[str] | None = None
+    ) -> None: ...
+
 
 log = logging.getLogger("pushgate.client")
 
@@ -162,7 +246,7 @@ class Client:
         "user",
     )
 
-    def __init__(self, hub: Hub, sink: ClientSink, transport: str) -> None:
+    def __init__(self, hub: ClientHub, sink: ClientSink, transport: str) -> None:
         self.hub = hub
         self.sink: ClientSink = sink
         self.transport = transport

@@ -39,8 +39,7 @@ from pushgate.hub.errors import (
 from pushgate.hub.recovery import has_history
 
 if TYPE_CHECKING:
-    from pushgate.hub.client import Client
-    from pushgate.hub.hub import Hub
+    from pushgate.hub.client import Client, ClientHub
 
 log = logging.getLogger("pushgate.notifications")
 
@@ -48,14 +47,14 @@ log = logging.getLogger("pushgate.notifications")
 ACK_TAG = "pushgate.ack"
 
 
-def channel_user(hub: Hub, channel: str) -> str | None:
+def channel_user(hub: ClientHub, channel: str) -> str | None:
     """The one user of a user-limited channel (``notifications:#bob``), else None."""
     users = hub.rules.allowed_users(channel)
     return users[0] if users is not None and len(users) == 1 else None
 
 
 async def publish_with_handoff(
-    hub: Hub,
+    hub: ClientHub,
     channel: str,
     data: bytes,
     ttl: float,
@@ -135,7 +134,7 @@ async def mark_read(client: Client, params: dict) -> None:
     await set_read(client.hub, client.user, channel, position)
 
 
-async def set_read(hub: Hub, user: str, channel: str, position: ReadPosition) -> bool:
+async def set_read(hub: ClientHub, user: str, channel: str, position: ReadPosition) -> bool:
     """Store a read position and tell every connection of the user; False if not newer."""
     try:
         changed = await hub.engine.read_mark(

@@ -25,7 +25,7 @@ from pushgate.hub.errors import ErrorUnrecoverablePosition
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
-    from pushgate.hub.hub import Hub
+    from pushgate.hub.client import ClientHub
     from pushgate.hub.results import SubscribeResult
     from pushgate.hub.subscription import Subscription
 
@@ -41,7 +41,7 @@ def has_history(options: ChannelOptions) -> bool:
 
 
 async def fill(
-    hub: Hub,
+    hub: ClientHub,
     sub: Subscription,
     result: SubscribeResult,
     since: StreamPosition | None,
@@ -74,7 +74,7 @@ async def fill(
 
 
 async def _missed(
-    hub: Hub,
+    hub: ClientHub,
     sub: Subscription,
     result: SubscribeResult,
     since: StreamPosition,
@@ -102,7 +102,7 @@ async def _missed(
 
 
 async def _latest(
-    hub: Hub, sub: Subscription, result: SubscribeResult, since: StreamPosition
+    hub: ClientHub, sub: Subscription, result: SubscribeResult, since: StreamPosition
 ) -> StreamPosition:
     accepts = sub.tags_filter
     window = 1 if accepts is None else hub.config.client.history_max_publications
