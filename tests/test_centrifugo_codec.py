@@ -14,8 +14,8 @@ from pushgate.engine.base import ClientInfo, Publication
 from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
     DISCONNECT_NO_PONG,
-    ERROR_INTERNAL,
-    ERROR_UNKNOWN_CHANNEL,
+    ErrorInternal,
+    ErrorUnknownChannel,
     HubError,
 )
 from pushgate.hub.results import ConnectResult, SubscribeResult
@@ -492,11 +492,11 @@ def test_disconnect_push_says_whether_to_reconnect():
 
 
 def test_error_reply():
-    assert orjson.loads(replies.error_reply(4, ERROR_UNKNOWN_CHANNEL)) == {
+    assert orjson.loads(replies.error_reply(4, ErrorUnknownChannel())) == {
         "id": 4,
         "error": {"code": 102, "message": "unknown channel"},
     }
-    assert orjson.loads(replies.error_reply(5, ERROR_INTERNAL)) == {
+    assert orjson.loads(replies.error_reply(5, ErrorInternal())) == {
         "id": 5,
         "error": {"code": 100, "message": "internal server error", "temporary": True},
     }

@@ -45,9 +45,7 @@ lease = "2s"
 @pytest.fixture(params=["memory", "redis"])
 def engine_config(request):
     """``server_config`` or ``redis_config``: each test runs on both engines."""
-    return request.getfixturevalue(
-        "redis_config" if request.param == "redis" else "server_config"
-    )
+    return request.getfixturevalue("redis_config" if request.param == "redis" else "server_config")
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import pushgate.engine.memory_tracking as memory_tracking
 from pushgate.engine.base import (
     ClientInfo,
     Publication,
+    PublishOptions,
     StreamPosition,
     UnrecoverablePosition,
 )
@@ -73,7 +74,7 @@ def clock(monkeypatch) -> Clock:
 
 async def publish(engine, channel, n, *, size=100, ttl=600.0, **kw) -> StreamPosition:
     return await engine.publish(
-        channel, Publication(f'{{"n":{n}}}'.encode()), history_size=size, history_ttl=ttl, **kw
+        channel, Publication(f'{{"n":{n}}}'.encode()), PublishOptions(size, ttl, **kw)
     )
 
 
@@ -320,14 +321,14 @@ async def test_channel_without_history_gives_offset_zero_and_still_delivers(
 ):
     engine, handler = engine_and_handler
     pub = Publication(b'{"x":1}')
-    position = await engine.publish("a", pub, history_size=0, history_ttl=0)
+    position = await engine.publish("a", pub, PublishOptions(0, 0))
     assert position == StreamPosition(0, "")
     assert pub.offset == 0
     assert handler.publications == [("a", pub, "")]
     assert (await engine.history("a")).publications == []
     # size without ttl (or ttl without size) keeps no history either
-    assert (await engine.publish("b", Publication(b"1"), history_size=5, history_ttl=0)).offset == 0
-    assert (await engine.publish("b", Publication(b"1"), history_size=0, history_ttl=5)).offset == 0
+    assert (await engine.publish("b", Publication(b"1"), PublishOptions(5, 0))).offset == 0
+    assert (await engine.publish("b", Publication(b"1"), PublishOptions(0, 5))).offset == 0
     assert len(handler.publications) == 3
 
 
@@ -357,7 +358,7 @@ async def test_idle_stream_meta_is_forgotten_after_meta_ttl_but_not_before():
 
     engine = Engine(history_meta_ttl=100.0)
     pub = Publication(b"1")
-    await engine.publish("c", pub, history_size=10, history_ttl=10)
+    await engine.publish("c", pub, PublishOptions(10, 10))
     first = await engine.history("c", limit=0)
     import time as _time
 
@@ -403,3 +404,26 @@ async def test_last_seen_is_forgotten_after_a_day_but_not_before(monkeypatch):
         "old": (False, None),
         "recent": (False, None),
     }
+
+
+async def test_publish_gives_the_position_itself_with_no_future(engine_and_handler):
+    engine, _ = engine_and_handler
+    position = engine.publish("a", Publication(b"1"), PublishOptions(10, 10))
+    assert isinstance(position, StreamPosition) and position.offset == 1
+    assert await position is position  # awaited like a redis engine's future
+
+
+async def test_the_measured_engine_is_an_engine_timing_publish():
+    from pushgate.engine.base import Engine
+    from pushgate.engine.measured import MeasuredEngine
+    from pushgate.metrics import ENGINE_DURATION
+
+    inner = MemoryEngine()
+    engine = MeasuredEngine(inner)
+    assert isinstance(engine, Engine) and engine.name == "memory"
+    count = ENGINE_DURATION.labels("publish")._sum
+    before = count.get()
+    position = await engine.publish("m", Publication(b"1"), PublishOptions(5, 5))
+    assert position.offset == 1 and count.get() > before
+    assert (await engine.history("m")).position == position  # forwarded
+    assert engine.position("m") == position  # the wrapped engine's own methods too

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from pushgate.engine.base import BinaryData, ClientInfo, Publication
 from pushgate.engine.redis_engine import decode_publication, encode_publication
-from pushgate.hub.errors import DISCONNECT_FORCE_NO_RECONNECT, ERROR_UNKNOWN_CHANNEL, HubError
+from pushgate.hub.errors import DISCONNECT_FORCE_NO_RECONNECT, ErrorUnknownChannel, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.protocol.centrifugo import client_pb2 as pb
 from pushgate.protocol.centrifugo import protobuf_codec as codec
@@ -536,7 +536,7 @@ CASES = [
     ("presence", lambda c: c.presence_reply(8, {"c-1": INFO, "c-2": ClientInfo("c-2", "bob")})),
     ("presence_stats", lambda c: c.presence_stats_reply(9, 3, 2)),
     ("history", lambda c: c.history_reply(10, [PUB, Publication(b"2", 43)], 43, "ep")),
-    ("error", lambda c: c.error_reply(11, ERROR_UNKNOWN_CHANNEL)),
+    ("error", lambda c: c.error_reply(11, ErrorUnknownChannel())),
     ("error", lambda c: c.error_reply(12, HubError(100, "internal", temporary=True))),
     ("pub", lambda c: c.pub_push("board:1", PUB)),
     ("join", lambda c: c.join_push("board:1", INFO)),

@@ -13,7 +13,13 @@ import pytest
 import redis.asyncio as aioredis
 
 from pushgate.config import EngineConfig
-from pushgate.engine.base import ClientInfo, Publication, StreamPosition, UnrecoverablePosition
+from pushgate.engine.base import (
+    ClientInfo,
+    Publication,
+    PublishOptions,
+    StreamPosition,
+    UnrecoverablePosition,
+)
 from pushgate.engine.redis_engine import RedisEngine
 from pushgate.engine.tracking import Connection, UserStatus
 from tests.centrifuge_helpers import RedisProcess, wait_until
@@ -133,7 +139,7 @@ def pub(data: object) -> Publication:
 async def publish(engine: RedisEngine, channel: str, data: object, **kwargs) -> StreamPosition:
     kwargs.setdefault("history_size", 100)
     kwargs.setdefault("history_ttl", 60)
-    return await engine.publish(channel, pub(data), **kwargs)
+    return await engine.publish(channel, pub(data), PublishOptions(**kwargs))
 
 
 # --- broker -------------------------------------------------------------------------
@@ -164,7 +170,7 @@ async def test_publication_keeps_its_info_tags_and_time(engines):
     await engine.subscribe("c")
     info = ClientInfo("client-1", "alice", b'{"name":"Alice"}', b'{"role":"x"}')
     sent = Publication(b'{"k":[1,2]}', info=info, tags={"t": "v"}, time=1234)
-    await engine.publish("c", sent, history_size=10, history_ttl=60)
+    await engine.publish("c", sent, PublishOptions(10, 60))
     await handler.wait(lambda: handler.of("c"))
     [got] = handler.of("c")
     [stored] = (await engine.history("c")).publications
@@ -419,7 +425,7 @@ async def test_publications_issued_together_keep_each_channels_order(engines):
     async def publish_in_order(channel: str) -> list[int]:
         offsets = []
         for n in range(25):
-            position = await engine.publish(channel, pub(n), history_size=100, history_ttl=60)
+            position = await engine.publish(channel, pub(n), PublishOptions(100, 60))
             offsets.append(position.offset)
         return offsets
 

@@ -17,8 +17,9 @@ import orjson
 from aiohttp import web
 
 from pushgate import metrics
-from pushgate.api.methods import METHODS, publish_soon, published
-from pushgate.hub.errors import ERROR_INTERNAL, HubError
+from pushgate.api.methods import METHODS, published, start_publish
+from pushgate.engine.base import StreamPosition
+from pushgate.hub.errors import ErrorBadRequest, ErrorInternal, ErrorMethodNotFound, HubError
 from pushgate.hub.hub import Hub
 from pushgate.transport.app_keys import HUB
 
@@ -53,9 +54,9 @@ async def call(hub: Hub, method: str, params: dict) -> dict:
         return await batch(hub, params)
     handler = METHODS.get(method)
     if handler is None:
-        raise HubError(104, f"method not found: {method}")
+        raise ErrorMethodNotFound(f"method not found: {method}")
     if not isinstance(params, dict):
-        raise HubError(107, "bad request: parameters must be a JSON object")
+        raise ErrorBadRequest("bad request: parameters must be a JSON object")
     return await handler(hub, params)
 
 
@@ -66,7 +67,7 @@ async def _reply(hub: Hub, method: str, params: object) -> dict:
         return {"error": {"code": error.code, "message": error.message}}
     except Exception:
         log.exception("API %s failed inside a batch", method)
-        return {"error": {"code": ERROR_INTERNAL.code, "message": ERROR_INTERNAL.message}}
+        return {"error": {"code": ErrorInternal.CODE, "message": ErrorInternal.MESSAGE}}
 
 
 async def batch(hub: Hub, params: dict) -> dict:
@@ -74,30 +75,35 @@ async def batch(hub: Hub, params: dict) -> dict:
     if not isinstance(commands, list) or not all(
         isinstance(c, dict) and len(c) == 1 for c in commands
     ):
-        raise HubError(107, "bad request: commands must be a list of {method: params} objects")
+        raise ErrorBadRequest("bad request: commands must be a list of {method: params} objects")
     calls = [next(iter(c.items())) for c in commands]
     if any(method == "batch" for method, _ in calls):
-        raise HubError(107, "bad request: batch inside batch")
+        raise ErrorBadRequest("bad request: batch inside batch")
     if params.get("parallel"):
         return {"replies": await _parallel(hub, calls)}
     return {"replies": [await _reply(hub, m, p) for m, p in calls]}
 
 
 async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
-    """Every command started at once. A publish is started right here and awaited as
-    the engine's future (no task or coroutine per publication: a batch of thousands
-    is the publisher's hot path); other methods run as their own tasks."""
+    """Every command started at once. A publish is started right here and its reply
+    taken from the position the engine returns, or awaited as the engine's future (no
+    task or coroutine per publication: a batch of thousands is the publisher's hot
+    path); other methods run as their own tasks."""
     replies: list[dict | None] = [None] * len(calls)
     started: list[tuple[int, bool, Awaitable]] = []
     for index, (method, params) in enumerate(calls):
         if method == "publish" and isinstance(params, dict):
             try:
-                started.append((index, True, publish_soon(hub, params)))
+                position = start_publish(hub, params)
+                if isinstance(position, StreamPosition):
+                    replies[index] = {"publish": published(position)}
+                else:
+                    started.append((index, True, position))
             except HubError as error:
                 replies[index] = _error_reply(error)
             except Exception:
                 log.exception("API publish failed inside a batch")
-                replies[index] = _error_reply(ERROR_INTERNAL)
+                replies[index] = _error_reply(ErrorInternal())
         else:
             started.append((index, False, _reply(hub, method, params)))
     results = await asyncio.gather(*(a for _, _, a in started), return_exceptions=True)
@@ -110,7 +116,7 @@ async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
             if not isinstance(result, Exception):
                 raise result
             log.error("API publish failed inside a batch", exc_info=result)
-            replies[index] = _error_reply(ERROR_INTERNAL)
+            replies[index] = _error_reply(ErrorInternal())
         else:
             replies[index] = {"publish": published(result)}  # type: ignore[arg-type]
     return replies  # type: ignore[return-value]
@@ -135,7 +141,7 @@ async def api_handler(request: web.Request) -> web.Response:
 def _too_large(method: str) -> web.Response:
     log.info("API %s refused: body larger than api.max_body_bytes", method)
     metrics.LIMIT_HITS.labels("api_body").inc()
-    return _error(HubError(107, "bad request: body too large"), 413)
+    return _error(ErrorBadRequest("bad request: body too large"), 413)
 
 
 async def _read_body(request: web.Request, limit: int) -> bytes:
@@ -158,11 +164,11 @@ async def _api(request: web.Request) -> web.Response:
         log.info("API %s refused: bad or missing API key from %s", method, request.remote)
         return _json({"error": {"code": 101, "message": "unauthorized"}}, 401)
     if method != "batch" and method not in METHODS:
-        return _error(HubError(104, f"method not found: {method}"), 404)
+        return _error(ErrorMethodNotFound(f"method not found: {method}"), 404)
     if hub.draining:
         # clients are being told to reconnect elsewhere: a publication accepted now
         # could reach nobody, so the caller is told to retry on another node
-        return _error(HubError(100, "shutting down: retry on another node", True), 503)
+        return _error(ErrorInternal("shutting down: retry on another node"), 503)
     if request.content_length and request.content_length > api.max_body_bytes:
         return _too_large(method)
     try:
@@ -173,9 +179,9 @@ async def _api(request: web.Request) -> web.Response:
         params = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError as exc:
         log.info("API %s: body is not JSON: %s", method, exc)
-        return _error(HubError(107, "bad request: body is not valid JSON"), 400)
+        return _error(ErrorBadRequest("bad request: body is not valid JSON"), 400)
     if not isinstance(params, dict):
-        return _error(HubError(107, "bad request: body must be a JSON object"), 400)
+        return _error(ErrorBadRequest("bad request: body must be a JSON object"), 400)
     try:
         result = await call(hub, method, params)
     except HubError as error:
@@ -183,7 +189,7 @@ async def _api(request: web.Request) -> web.Response:
         return _error(error)
     except Exception:
         log.exception("API %s failed", method)
-        return _error(ERROR_INTERNAL)
+        return _error(ErrorInternal())
     if method == "batch":
         return _json(result)  # Centrifugo answers a batch with top-level "replies"
     return _json({"result": result})

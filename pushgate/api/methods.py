@@ -33,9 +33,9 @@ from pushgate.hub import notifications
 from pushgate.hub.client import has_history
 from pushgate.hub.errors import (
     DISCONNECT_FORCE_NO_RECONNECT,
-    ERROR_NOT_AVAILABLE,
-    ERROR_UNRECOVERABLE_POSITION,
     Disconnect,
+    ErrorNotAvailable,
+    ErrorUnrecoverablePosition,
     HubError,
 )
 from pushgate.hub.hub import Hub
@@ -72,9 +72,10 @@ def _publication(pub) -> dict:
     return out
 
 
-def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
-    """A publish command started now (HubError at once for bad parameters). With
-    ``handoff`` (seconds, or a duration), see hub/notifications.py."""
+def start_publish(hub: Hub, params: dict) -> Awaitable[StreamPosition]:
+    """A publish command started now (HubError at once for bad parameters): its
+    position, awaitable (a StreamPosition already, or a future). With ``handoff``
+    (seconds, or a duration), see hub/notifications.py."""
     if params.get("handoff") is not None:
         return asyncio.ensure_future(
             notifications.publish_with_handoff(
@@ -86,7 +87,7 @@ def publish_soon(hub: Hub, params: dict) -> asyncio.Future[StreamPosition]:
                 idempotency_key=optional_str(params, "idempotency_key"),
             )
         )
-    return hub.publish_soon(
+    return hub.publish(
         require_str(params, "channel"),
         _data(params),
         tags=str_dict(params, "tags"),
@@ -101,7 +102,7 @@ def published(position_: StreamPosition) -> dict:
 
 
 async def publish(hub: Hub, params: dict) -> dict:
-    return published(await publish_soon(hub, params))
+    return published(await start_publish(hub, params))
 
 
 async def broadcast(hub: Hub, params: dict) -> dict:
@@ -132,32 +133,26 @@ async def subscribe(hub: Hub, params: dict) -> dict:
     expire_at = optional_int(params, "expire_at", 0) or 0
     if expire_at and expire_at <= time.time():
         raise bad_request("expire_at must be a Unix time in the future")
-    await hub.control(
-        {
-            "op": "subscribe",
-            "user": user,
-            "channel": channel,
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-            "info": optional_json_text(params, "info"),
-            "data": optional_json_text(params, "data"),
-            "recover_since": {"offset": since[0], "epoch": since[1]} if since else None,
-            "expire_at": expire_at or None,
-            "override": override(params),
-        }
+    await hub.subscribe_user(
+        user,
+        channel,
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
+        info=optional_json_text(params, "info"),
+        data=optional_json_text(params, "data"),
+        recover_since=StreamPosition(*since) if since else None,
+        expire_at=expire_at or None,
+        override=override(params),
     )
     return {}
 
 
 async def unsubscribe(hub: Hub, params: dict) -> dict:
-    await hub.control(
-        {
-            "op": "unsubscribe",
-            "user": require_str(params, "user"),
-            "channel": require_str(params, "channel"),
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-        }
+    await hub.unsubscribe_user(
+        require_str(params, "user"),
+        require_str(params, "channel"),
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
     )
     return {}
 
@@ -184,16 +179,13 @@ async def disconnect(hub: Hub, params: dict) -> dict:
 
 
 async def refresh(hub: Hub, params: dict) -> dict:
-    await hub.control(
-        {
-            "op": "refresh",
-            "user": require_str(params, "user"),
-            "client": optional_str(params, "client"),
-            "session": optional_str(params, "session"),
-            "expired": optional_bool(params, "expired"),
-            "expire_at": optional_int(params, "expire_at"),
-            "info": optional_json_text(params, "info"),
-        }
+    await hub.refresh_user(
+        require_str(params, "user"),
+        client=optional_str(params, "client"),
+        session=optional_str(params, "session"),
+        expired=optional_bool(params, "expired"),
+        expire_at=optional_int(params, "expire_at"),
+        info=optional_json_text(params, "info"),
     )
     return {}
 
@@ -211,7 +203,7 @@ async def presence_stats(hub: Hub, params: dict) -> dict:
 async def history(hub: Hub, params: dict) -> dict:
     channel = require_str(params, "channel")
     if not has_history(hub.rules.options(channel)):
-        raise ERROR_NOT_AVAILABLE
+        raise ErrorNotAvailable
     limit = optional_int(params, "limit", 0) or 0
     max_limit = hub.config.client.history_max_publications
     limit = max_limit if limit < 0 else min(limit, max_limit)
@@ -224,7 +216,7 @@ async def history(hub: Hub, params: dict) -> dict:
             reverse=optional_bool(params, "reverse"),
         )
     except UnrecoverablePosition:
-        raise ERROR_UNRECOVERABLE_POSITION from None
+        raise ErrorUnrecoverablePosition from None
     return {
         "publications": [_publication(p) for p in result.publications],
         "offset": result.position.offset,
@@ -235,7 +227,7 @@ async def history(hub: Hub, params: dict) -> dict:
 async def history_remove(hub: Hub, params: dict) -> dict:
     channel = require_str(params, "channel")
     if not has_history(hub.rules.options(channel)):
-        raise ERROR_NOT_AVAILABLE
+        raise ErrorNotAvailable
     await hub.engine.remove_history(channel)
     return {}
 
@@ -288,13 +280,7 @@ async def get_user_status(hub: Hub, params: dict) -> dict:
 
 async def send_message(hub: Hub, params: dict) -> dict:
     """Ours: a direct ``message`` push to every connection of a user."""
-    await hub.control(
-        {
-            "op": "message",
-            "user": require_str(params, "user"),
-            "data": _data(params).decode(),
-        }
-    )
+    await hub.message_user(require_str(params, "user"), _data(params).decode())
     return {}
 
 

@@ -8,11 +8,11 @@ import orjson
 
 from pushgate import b64json, subscribe_options
 from pushgate.durations import parse_duration
-from pushgate.hub.errors import HubError
+from pushgate.hub.errors import ErrorBadRequest, HubError
 
 
 def bad_request(message: str) -> HubError:
-    return HubError(107, f"bad request: {message}")
+    return ErrorBadRequest(f"bad request: {message}")
 
 
 def json_bytes(value: object, name: str) -> bytes:

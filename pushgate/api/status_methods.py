@@ -17,7 +17,7 @@ from pushgate.api.params import bad_request, optional_int, optional_str, require
 from pushgate.engine.tracking import ReadPosition, parse_cursor
 from pushgate.events.sinks import SINK_NAMES, configured
 from pushgate.hub import notifications
-from pushgate.hub.errors import ERROR_NOT_AVAILABLE
+from pushgate.hub.errors import ErrorNotAvailable
 from pushgate.hub.hub import Hub
 
 #: most events one ``events`` call returns
@@ -26,7 +26,7 @@ EVENTS_LIMIT_MAX = 1000
 
 def _check_events(hub: Hub) -> None:
     if not hub.config.events.enabled:
-        raise ERROR_NOT_AVAILABLE.with_message("not available: events.enabled is off")
+        raise ErrorNotAvailable("not available: events.enabled is off")
 
 
 def _cursor(params: dict, key: str) -> tuple[int, str]:

@@ -58,7 +58,7 @@ class Centrifugo(Dialect):
 
     async def start(self) -> None:
         self.polling.start()
-        self.hub.control_handlers["emulation"] = self.emulation.forwarded
+        self.hub.emulation = self.emulation.forwarded
 
     async def stop(self) -> None:
         await self.polling.stop()

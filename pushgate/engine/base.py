@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from pushgate.engine.tracking import (
@@ -26,10 +27,32 @@ if TYPE_CHECKING:
 
 @dataclass(slots=True, frozen=True)
 class StreamPosition:
-    """Where a channel's stream stands: the last offset and the stream's epoch."""
+    """Where a channel's stream stands: the last offset and the stream's epoch.
+
+    A position is its own awaitable (``await position`` is the position): an engine
+    that publishes synchronously returns it from ``publish`` as it is, with no future
+    made, and callers await whatever ``publish`` returned alike."""
 
     offset: int
     epoch: str
+
+    def __await__(self) -> Generator[Any, None, StreamPosition]:
+        return self
+        yield  # a generator that returns at once: no suspension
+
+
+#: what ``publish`` returns: the position when known at once, else its future
+PublishResult = StreamPosition | asyncio.Future[StreamPosition]
+
+
+@dataclass(slots=True)
+class PublishOptions:
+    """How an engine keeps a publication: the channel's history size and TTL (a
+    0 in either: no history, no offset) and the publisher's idempotency key."""
+
+    history_size: int = 0
+    history_ttl: float = 0.0
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -58,9 +81,10 @@ class Publication:
     """One message in a channel stream.
 
     ``data`` is raw JSON bytes, serialized once when published, or ``BinaryData``.
-    ``offset`` is 0 for a channel without history. ``cache`` holds the wire bytes built
-    for it, per dialect and framing, so a broadcast encodes it once whatever the number
-    of subscribers.
+    ``offset`` is 0 for a channel without history. The engine sets ``offset`` and
+    ``epoch``, the hub ``prev``; dialects fill ``cache`` with the wire bytes built for
+    it, per dialect and framing, so a broadcast encodes it once whatever the number
+    of subscribers, and ``message_id``.
     """
 
     data: bytes
@@ -79,6 +103,9 @@ class Publication:
     #: of its delta; cleared once a later one arrives (no chain is kept)
     prev: Publication | None = field(default=None, compare=False, repr=False)
     cache: dict[object, bytes] = field(default_factory=dict, compare=False, repr=False)
+    #: the id a dialect names it by, the same for every recipient (STOMP's message-id
+    #: of a publication without offset); "" until one is given
+    message_id: str = field(default="", compare=False, repr=False)
 
 
 @dataclass(slots=True)
@@ -142,42 +169,15 @@ class Engine(ABC):
 
     # --- broker -------------------------------------------------------------------
     @abstractmethod
-    async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> StreamPosition:
+    def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> PublishResult:
         """Assign the channel's next offset (when history is kept), append, fan out.
 
-        Returns the new stream position; ``StreamPosition(0, "")`` when no history is
-        kept. The publication reaches ``handle_publication`` on every node subscribed.
+        Returns the new stream position, ``StreamPosition(0, "")`` when no history is
+        kept: the position itself when the engine knows it at once, else a future of it
+        (either is awaited alike). Started before it returns (no coroutine or task per
+        publication), so a batch of publications costs one call each. The publication
+        reaches ``handle_publication`` on every node subscribed.
         """
-
-    def publish_soon(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> asyncio.Future[StreamPosition]:
-        """``publish`` started now; its position as a future. For callers with many
-        publications at once (an API batch): an engine whose publish is one round trip
-        overrides it so that no task or coroutine is made per publication."""
-        return asyncio.ensure_future(
-            self.publish(
-                channel,
-                pub,
-                history_size=history_size,
-                history_ttl=history_ttl,
-                idempotency_key=idempotency_key,
-            )
-        )
 
     @abstractmethod
     async def publish_join(self, channel: str, info: ClientInfo) -> None: ...
@@ -366,10 +366,13 @@ class Engine(ABC):
     async def ping(self) -> None:  # noqa: B027 - nothing to reach for an in-process engine
         """Raise if the engine's backing service cannot be reached."""
 
-    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
-        """Ask every live node ``question`` (delivered as a control message with
-        ``op: "survey"``) and gather their answers, this node's ``local_answer`` first.
-        An engine of one node has nothing to ask."""
+    async def survey(
+        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
+    ) -> list[dict]:
+        """Ask every other live node a question and gather their answers, this node's
+        ``local_answer`` first. ``ask(reply_to)`` is the control message to send (the
+        hub's, hub/control.py), naming where the answers go. An engine of one node has
+        nothing to ask."""
         return [local_answer]
 
     async def answer_survey(self, reply_to: str, answer: dict) -> None:  # noqa: B027

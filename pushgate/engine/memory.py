@@ -21,6 +21,7 @@ from pushgate.engine.base import (
     EngineHandler,
     HistoryResult,
     Publication,
+    PublishOptions,
     StreamPosition,
     UnrecoverablePosition,
 )
@@ -30,6 +31,10 @@ IDEMPOTENCY_WINDOW = 300.0
 SWEEP_EVERY = 60.0
 #: a user's last-seen time is kept at least this long (the redis engine's user key too)
 LAST_SEEN_KEEP = 86400.0
+
+
+#: the position of a publication kept in no history
+NO_POSITION = StreamPosition(0, "")
 
 
 def new_epoch() -> str:
@@ -106,58 +111,28 @@ class MemoryEngine(MemoryTracking, Engine):
         return stream
 
     # --- broker -------------------------------------------------------------------
-    async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> StreamPosition:
-        return self._publish(channel, pub, history_size, history_ttl, idempotency_key)
-
-    def publish_soon(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> asyncio.Future[StreamPosition]:
-        done: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
-        done.set_result(self._publish(channel, pub, history_size, history_ttl, idempotency_key))
-        return done
-
-    def _publish(
-        self,
-        channel: str,
-        pub: Publication,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None,
-    ) -> StreamPosition:
+    def publish(self, channel: str, pub: Publication, opts: PublishOptions) -> StreamPosition:
         now = time.monotonic()
-        if idempotency_key:
+        key = opts.idempotency_key
+        if key:
             self._forget_old_keys(now)
-            seen = self._idempotency.get((channel, idempotency_key))
+            seen = self._idempotency.get((channel, key))
             if seen is not None:
                 return seen[0]
-        position = StreamPosition(0, "")
-        if history_size > 0 and history_ttl > 0:
+        position = NO_POSITION
+        if opts.history_size > 0 and opts.history_ttl > 0:
             stream = self._stream(channel, now)
             stream.trim(now)
             stream.top += 1
             pub.offset = stream.top
             pub.epoch = stream.epoch
             stream.items.append(pub)
-            while len(stream.items) > history_size:
+            while len(stream.items) > opts.history_size:
                 stream.items.popleft()
-            stream.expires_at = now + history_ttl
+            stream.expires_at = now + opts.history_ttl
             position = StreamPosition(stream.top, stream.epoch)
-        if idempotency_key:
-            self._idempotency[(channel, idempotency_key)] = (position, now + IDEMPOTENCY_WINDOW)
+        if key:
+            self._idempotency[(channel, key)] = (position, now + IDEMPOTENCY_WINDOW)
         if self._handler is not None:
             self._handler.handle_publication(channel, pub, position.epoch)
         return position

@@ -46,6 +46,7 @@ from pushgate.engine.base import (
     EngineHandler,
     HistoryResult,
     Publication,
+    PublishOptions,
     StreamPosition,
     UnrecoverablePosition,
 )
@@ -548,45 +549,22 @@ class RedisEngine(RedisTracking, Engine):
             handler.handle_leave(channel, _info_from(orjson.loads(body[1:])))
 
     # --- broker -------------------------------------------------------------------
-    async def publish(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
-    ) -> StreamPosition:
-        return await self.publish_soon(
-            channel,
-            pub,
-            history_size=history_size,
-            history_ttl=history_ttl,
-            idempotency_key=idempotency_key,
-        )
-
-    def publish_soon(
-        self,
-        channel: str,
-        pub: Publication,
-        *,
-        history_size: int,
-        history_ttl: float,
-        idempotency_key: str | None = None,
+    def publish(
+        self, channel: str, pub: Publication, opts: PublishOptions
     ) -> asyncio.Future[StreamPosition]:
         shard = self.shard(channel)
         stream, meta = shard.key("stream", channel), shard.key("meta", channel)
         keys = [stream, meta]
-        if idempotency_key:
-            keys.append(shard.key("idem", f"{channel}:{idempotency_key}"))
-        keep = history_size > 0 and history_ttl > 0
+        if opts.idempotency_key:
+            keys.append(shard.key("idem", f"{channel}:{opts.idempotency_key}"))
+        keep = opts.history_size > 0 and opts.history_ttl > 0
         reply = shard.script(
             shard.publish_sha,
             keys,
             [
                 encode_publication(pub),
-                history_size if keep else 0,
-                max(1, int(history_ttl + 0.999)),
+                opts.history_size if keep else 0,
+                max(1, int(opts.history_ttl + 0.999)),
                 max(1, int(self.config.history_meta_ttl)),
                 shard.key("ch", channel),
                 self._new_epoch(),
@@ -828,7 +806,9 @@ class RedisEngine(RedisTracking, Engine):
         for shard in self.shards:
             await asyncio.wait_for(shard.client.ping(), 2.0)
 
-    async def survey(self, question: dict, local_answer: dict, timeout: float = 2.0) -> list[dict]:
+    async def survey(
+        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
+    ) -> list[dict]:
         others = [
             n
             for n in await self.nodes({"uid": self._node_id, "name": ""})
@@ -839,9 +819,7 @@ class RedisEngine(RedisTracking, Engine):
             return answers
         reply_to = self.shards[0].key("survey", secrets.token_hex(8))
         client = self.shards[0].client
-        await self.publish_control(
-            {**question, "op": "survey", "reply_to": reply_to, "from": self._node_id}
-        )
+        await self.publish_control(ask(reply_to))
         deadline = time.monotonic() + timeout
         try:
             for _ in others:

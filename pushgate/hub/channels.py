@@ -20,10 +20,10 @@ from pushgate.config import (
     NamespaceConfig,
 )
 from pushgate.hub.errors import (
-    ERROR_LIMIT_EXCEEDED,
-    ERROR_PERMISSION_DENIED,
-    ERROR_UNKNOWN_CHANNEL,
-    HubError,
+    ErrorBadRequest,
+    ErrorLimitExceeded,
+    ErrorPermissionDenied,
+    ErrorUnknownChannel,
 )
 
 #: the options of reserved channels: no history, no presence, nothing for clients
@@ -57,21 +57,21 @@ class ChannelRules:
         self.check_name(channel)
         if is_reserved(channel):
             if not internal:
-                raise ERROR_PERMISSION_DENIED
+                raise ErrorPermissionDenied
             return RESERVED_OPTIONS
         namespace = self.namespace_of(channel)
         if not namespace:
             return self.defaults
         options = self.namespaces.get(namespace)
         if options is None:
-            raise ERROR_UNKNOWN_CHANNEL
+            raise ErrorUnknownChannel
         return options
 
     def check_name(self, channel: str) -> None:
         if not channel:
-            raise HubError(107, "bad request: empty channel")
+            raise ErrorBadRequest("bad request: empty channel")
         if len(channel) > self.defaults.max_length:
-            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: channel name too long")
+            raise ErrorLimitExceeded("limit exceeded: channel name too long")
 
     def personal_channel(self, user: str, namespace: str) -> str:
         """A user's personal channel: ``<namespace>:#<user>``, ``#<user>`` without one."""

@@ -7,11 +7,13 @@ plain values; the dialect that called encodes them. Pushes go out through the si
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 import uuid
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Coroutine, Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pushgate import metrics
 from pushgate.auth import ConnectionClaims, TokenError, TokenExpired
@@ -33,20 +35,21 @@ from pushgate.hub.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_TOO_MANY_REQUESTS,
-    ERROR_ALREADY_SUBSCRIBED,
-    ERROR_BAD_REQUEST,
-    ERROR_INTERNAL,
-    ERROR_LIMIT_EXCEEDED,
-    ERROR_METHOD_NOT_FOUND,
-    ERROR_NOT_AVAILABLE,
-    ERROR_PERMISSION_DENIED,
-    ERROR_TOKEN_EXPIRED,
-    ERROR_TOO_MANY_REQUESTS,
-    ERROR_UNAUTHORIZED,
-    ERROR_UNRECOVERABLE_POSITION,
     UNSUBSCRIBE_EXPIRED,
     UNSUBSCRIBE_SERVER,
     Disconnect,
+    DisconnectError,
+    ErrorAlreadySubscribed,
+    ErrorBadRequest,
+    ErrorInternal,
+    ErrorLimitExceeded,
+    ErrorMethodNotFound,
+    ErrorNotAvailable,
+    ErrorPermissionDenied,
+    ErrorTokenExpired,
+    ErrorTooManyRequests,
+    ErrorUnauthorized,
+    ErrorUnrecoverablePosition,
     HubError,
 )
 from pushgate.hub.recovery import FLAG_REJECT_UNRECOVERED, has_history
@@ -67,11 +70,94 @@ from pushgate.subscribe_options import SubscribeOptions
 from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
-    from pushgate.config import ChannelOptions
-    from pushgate.hub.hub import Hub
+    from pushgate.auth import TokenVerifier
+    from pushgate.config import ChannelOptions, Config
+    from pushgate.engine.base import Engine, PublishResult
+    from pushgate.hub.channels import ChannelRules
+    from pushgate.proxy import Proxies
     from pushgate.proxy.caller import HttpProxy
 
 T = TypeVar("T")
+
+
+class ClientHub(Protocol):
+    """What a Client — and the helpers acting for it (access.py, recovery.py,
+    notifications.py, its dialect) — reaches in its node's hub (hub.py ``Hub``): the
+    node's settings and services, its own registration, its subscriptions' bookkeeping
+    and timers, and the few server-API calls a client command turns into."""
+
+    # settings and services
+    config: Config
+    rules: ChannelRules
+    proxies: Proxies
+    tokens: TokenVerifier
+    engine: Engine
+    version: str
+    node_id: str
+    clients: dict[str, Client]
+
+    @property
+    def ping_seconds(self) -> int: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+
+    # the connection (registry.py, timers.py)
+    async def register(self, client: Client) -> None: ...
+
+    async def unregister(self, client: Client) -> None: ...
+
+    def forget_pending(self, client: Client) -> None: ...
+
+    def user_connection_count(self, user: str) -> int: ...
+
+    def schedule_expiry(self, client: Client) -> None: ...
+
+    def schedule_sub_expiry(self, sub: Subscription) -> None: ...
+
+    # its subscriptions (delivery.py)
+    async def add_subscription(self, sub: Subscription) -> None: ...
+
+    async def remove_subscription(self, sub: Subscription, *, announce: bool) -> None: ...
+
+    def after_activate(self, sub: Subscription) -> None: ...
+
+    def note_position(self, channel: str, position: StreamPosition) -> None: ...
+
+    # counters
+    def count_disconnect(self, code: int) -> None: ...
+
+    def count_recovery(self, recovered: bool) -> None: ...
+
+    # server API calls a command makes
+    def publish(
+        self,
+        channel: str,
+        data: bytes,
+        *,
+        info: ClientInfo | None = None,
+        tags: dict[str, str] | None = None,
+        skip_history: bool = False,
+        idempotency_key: str | None = None,
+        internal: bool = False,
+        delta: bool = False,
+    ) -> PublishResult: ...
+
+    async def presence(self, channel: str) -> dict[str, ClientInfo]: ...
+
+    async def disconnect_user(
+        self,
+        user: str,
+        *,
+        client: str | None = None,
+        session: str | None = None,
+        whitelist: list[str] | None = None,
+        disconnect: Disconnect = ...,
+    ) -> None: ...
+
+    async def message_user(
+        self, user: str, data: str, dialects: list[str] | None = None
+    ) -> None: ...
+
 
 log = logging.getLogger("pushgate.client")
 
@@ -111,12 +197,20 @@ class TokenBucket:
         return False
 
 
-class DisconnectError(Exception):
-    """A command whose answer is closing the connection."""
-
-    def __init__(self, disconnect: Disconnect) -> None:
-        super().__init__(disconnect.reason)
-        self.disconnect = disconnect
+@contextmanager
+def token_errors(what: str, client_id: str, refused: Disconnect | type[HubError]) -> Iterator[None]:
+    """Verifying a token inside: an expired token is error 109 (the client refreshes
+    it); any other fault is logged and answered with ``refused``: a Disconnect (closes
+    the connection) or an error."""
+    try:
+        yield
+    except TokenExpired:
+        raise ErrorTokenExpired from None
+    except TokenError as exc:
+        log.info("%s refused for %s: invalid token (%s)", what, client_id, exc)
+        if isinstance(refused, Disconnect):
+            raise DisconnectError(refused) from None
+        raise refused from None
 
 
 class Client:
@@ -152,7 +246,7 @@ class Client:
         "user",
     )
 
-    def __init__(self, hub: Hub, sink: ClientSink, transport: str) -> None:
+    def __init__(self, hub: ClientHub, sink: ClientSink, transport: str) -> None:
         self.hub = hub
         self.sink: ClientSink = sink
         self.transport = transport
@@ -242,13 +336,8 @@ class Client:
         claims = None
         reply_data = None
         if token:
-            try:
+            with token_errors("connect", self.id, DISCONNECT_INVALID_TOKEN):
                 claims = await internal_tokens.verify_connection(hub.tokens, hub.engine, token)
-            except TokenExpired:
-                raise ERROR_TOKEN_EXPIRED from None
-            except TokenError as exc:
-                log.info("connect refused: invalid token (%s)", exc)
-                raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
         elif hub.proxies.connect is not None:
             if headers and hub.proxies.wants_emulated:
                 self.emulated = dict(headers)
@@ -257,7 +346,7 @@ class Client:
             )
         if claims is None and not (hub.config.client.anonymous or hub.config.client.insecure):
             log.info("connect refused: no token (nor user) and anonymous connections are off")
-            raise ERROR_UNAUTHORIZED
+            raise ErrorUnauthorized
         now = time.time()
         if claims is not None:
             self.user = claims.user
@@ -380,7 +469,7 @@ class Client:
             raise HubError(exc.code, exc.message, exc.temporary) from None
         except ProxyUnavailable as exc:
             log.warning("%s for client=%s user=%r failed: %s", what, self.id, self.user, exc.reason)
-            raise ERROR_INTERNAL from None
+            raise ErrorInternal from None
 
     def _personal_channel(self) -> str:
         """The user's personal channel when ``client.subscribe_to_user_personal_channel``
@@ -409,13 +498,8 @@ class Client:
 
     async def refresh(self, token: str) -> RefreshResult:
         hub = self.hub
-        try:
+        with token_errors("refresh", self.id, DISCONNECT_INVALID_TOKEN):
             claims = await internal_tokens.verify_connection(hub.tokens, hub.engine, token)
-        except TokenExpired:
-            raise ERROR_TOKEN_EXPIRED from None
-        except TokenError as exc:
-            log.info("refresh refused for %s: invalid token (%s)", self.id, exc)
-            raise DisconnectError(DISCONNECT_INVALID_TOKEN) from None
         if claims.user != self.user or claims.internal != self.internal:
             log.info("refresh refused for %s: token for another user", self.id)
             raise DisconnectError(DISCONNECT_INVALID_TOKEN)
@@ -462,11 +546,11 @@ class Client:
         hub = self.hub
         options = self._options(channel)
         if channel in self.subs:
-            raise ERROR_ALREADY_SUBSCRIBED
+            raise ErrorAlreadySubscribed
         limit = hub.config.client.max_subscriptions
         if limit and len(self.subs) >= limit:
             count_limit("subscriptions")
-            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
+            raise ErrorLimitExceeded("limit exceeded: too many subscriptions")
         chan_info: bytes | None = None
         expires_at = 0.0
         allow: frozenset[str] = frozenset()
@@ -486,7 +570,7 @@ class Client:
                 log.info(
                     "subscribe to %s refused for client=%s user=%r", channel, self.id, self.user
                 )
-                raise ERROR_PERMISSION_DENIED
+                raise ErrorPermissionDenied
             if found == access.BY_PROXY and proxy is not None:
                 reply = await self._ask(
                     f"subscribe proxy ({channel})",
@@ -505,13 +589,11 @@ class Client:
                 log.info(
                     "subscribe to %s refused for %s: tags filter not allowed", channel, self.id
                 )
-                raise ERROR_BAD_REQUEST.with_message(
-                    f"bad request: tags filter not allowed in {channel}"
-                )
+                raise ErrorBadRequest(f"bad request: tags filter not allowed in {channel}")
             try:
                 accepts = compile_filter(tags_filter, hub.config.client.tags_filter_max_nodes)
             except HubError as error:
-                if error.code == ERROR_LIMIT_EXCEEDED.code:
+                if error.code == ErrorLimitExceeded.CODE:
                     count_limit("tags_filter_nodes")
                 log.info("subscribe to %s refused for %s: %s", channel, self.id, error.message)
                 raise
@@ -557,29 +639,24 @@ class Client:
             return False
         if delta != "fossil":
             log.info("subscribe to %s refused for %s: delta type %r", channel, self.id, delta)
-            raise ERROR_BAD_REQUEST.with_message(
+            raise ErrorBadRequest(
                 f"bad request: unknown delta type {delta[:32]!r} (pushgate has 'fossil')"
             )
         if tags_filter is not None:
-            raise ERROR_BAD_REQUEST.with_message(
+            raise ErrorBadRequest(
                 "bad request: delta compression and a tags filter cannot be combined"
             )
         return delta in options.allowed_delta_types
 
     def _verify_subscription_token(self, token: str, channel: str):
-        try:
+        with token_errors(f"subscribe to {channel}", self.id, ErrorPermissionDenied):
             claims = self.hub.tokens.verify_subscription(token, channel)
-        except TokenExpired:
-            raise ERROR_TOKEN_EXPIRED from None
-        except TokenError as exc:
-            log.info("subscribe to %s refused for %s: %s", channel, self.id, exc)
-            raise ERROR_PERMISSION_DENIED from None
         if claims.user != self.user:
             log.info("subscribe to %s refused: token for user %r", channel, claims.user)
-            raise ERROR_PERMISSION_DENIED
+            raise ErrorPermissionDenied
         if claims.client and claims.client != self.id:
             log.info("subscribe to %s refused: token for another connection", channel)
-            raise ERROR_PERMISSION_DENIED
+            raise ErrorPermissionDenied
         return claims
 
     async def subscribe_server_side(
@@ -598,7 +675,7 @@ class Client:
         replaces namespace options for this subscription; ``expires_at`` ends it then."""
         options = apply_override(self.hub.rules.options(channel, internal=internal), override or {})
         if channel in self.subs:
-            raise ERROR_ALREADY_SUBSCRIBED
+            raise ErrorAlreadySubscribed
         sub = Subscription(
             self,
             channel,
@@ -674,16 +751,11 @@ class Client:
     async def sub_refresh(self, channel: str, token: str) -> tuple[bool, int]:
         sub = self.subs.get(channel)
         if sub is None:
-            raise HubError(103, "permission denied: not subscribed")
-        try:
+            raise ErrorPermissionDenied("permission denied: not subscribed")
+        with token_errors(f"sub_refresh of {channel}", self.id, ErrorPermissionDenied):
             claims = self.hub.tokens.verify_subscription(token, channel)
-        except TokenExpired:
-            raise ERROR_TOKEN_EXPIRED from None
-        except TokenError as exc:
-            log.info("sub_refresh of %s refused for %s: %s", channel, self.id, exc)
-            raise ERROR_PERMISSION_DENIED from None
         if claims.user != self.user:
-            raise ERROR_PERMISSION_DENIED
+            raise ErrorPermissionDenied
         expire_at = claims.expire_at if claims.expire_at is not None else claims.exp
         sub.expires_at = float(expire_at or 0)
         self.hub.schedule_sub_expiry(sub)
@@ -770,14 +842,14 @@ class Client:
         if self._rate_strikes >= RATE_STRIKES:
             log.info("client=%s user=%s keeps exceeding the command rate", self.id, self.user)
             raise DisconnectError(DISCONNECT_TOO_MANY_REQUESTS)
-        raise ERROR_TOO_MANY_REQUESTS
+        raise ErrorTooManyRequests
 
     def _options(self, channel: str) -> ChannelOptions:
         """The channel's options; a too-long name is counted as a limit hit."""
         try:
             return self.hub.rules.options(channel)
         except HubError as error:
-            if error.code == ERROR_LIMIT_EXCEEDED.code:
+            if error.code == ErrorLimitExceeded.CODE:
                 count_limit("channel_length")
             raise
 
@@ -787,7 +859,7 @@ class Client:
             log.info(
                 "%s in %s refused for client=%s user=%r", operation, channel, self.id, self.user
             )
-            raise ERROR_PERMISSION_DENIED
+            raise ErrorPermissionDenied
 
     def check_publish(self, channel: str) -> HttpProxy | None:
         """Raise the error ``publish`` would for the channel's rules (not for the rate);
@@ -802,7 +874,7 @@ class Client:
         proxy = self.check_publish(channel)
         if self._pub_bucket is not None and not self._pub_bucket.take():
             count_limit("publications_per_second")
-            raise ERROR_TOO_MANY_REQUESTS
+            raise ErrorTooManyRequests
         info = self.chan_info_for(channel)
         if proxy is None:
             return await self.hub.publish(channel, data, info=info)
@@ -825,9 +897,9 @@ class Client:
         found = self.hub.proxies.rpc(method)
         if found == UNKNOWN:
             log.info("rpc %r from client=%s: no such RPC namespace", method[:64], self.id)
-            raise ERROR_METHOD_NOT_FOUND
+            raise ErrorMethodNotFound
         if found == DISABLED or isinstance(found, str):
-            raise ERROR_NOT_AVAILABLE.with_message("not available: no RPC handler configured")
+            raise ErrorNotAvailable("not available: no RPC handler configured")
         return await self._ask(
             f"rpc proxy ({found.name})", events.rpc(found, self.caller(), method, data)
         )
@@ -846,19 +918,19 @@ class Client:
     async def presence(self, channel: str) -> dict[str, ClientInfo]:
         options = self._options(channel)
         if not options.presence:
-            raise ERROR_NOT_AVAILABLE
+            raise ErrorNotAvailable
         self._check_allowed(channel, options, PRESENCE)
         try:
             return await self.hub.presence(channel)
         except HubError as error:
-            if error.code == ERROR_LIMIT_EXCEEDED.code:
+            if error.code == ErrorLimitExceeded.CODE:
                 count_limit("presence_size")
             raise
 
     async def presence_stats(self, channel: str) -> tuple[int, int]:
         options = self._options(channel)
         if not options.presence:
-            raise ERROR_NOT_AVAILABLE
+            raise ErrorNotAvailable
         self._check_allowed(channel, options, PRESENCE)
         return await self.hub.engine.presence_stats(channel)
 
@@ -872,7 +944,7 @@ class Client:
     ) -> HistoryResult:
         options = self._options(channel)
         if not has_history(options):
-            raise ERROR_NOT_AVAILABLE
+            raise ErrorNotAvailable
         self._check_allowed(channel, options, HISTORY)
         max_limit = self.hub.config.client.history_max_publications
         # Centrifugo's meaning: no limit (0) gives only the position, -1 all there is
@@ -880,7 +952,7 @@ class Client:
         try:
             return await self.hub.engine.history(channel, since=since, limit=limit, reverse=reverse)
         except UnrecoverablePosition:
-            raise ERROR_UNRECOVERABLE_POSITION from None
+            raise ErrorUnrecoverablePosition from None
 
     async def set_attention(self, state: str) -> None:
         """The connection says its user is active, idle or hidden (hub/status.py)."""
@@ -948,7 +1020,7 @@ def _recover_position(opts: dict) -> StreamPosition | None:
     try:
         return StreamPosition(int(opts.get("offset") or 0), str(opts.get("epoch") or ""))
     except (TypeError, ValueError):
-        raise ERROR_BAD_REQUEST from None
+        raise ErrorBadRequest from None
 
 
-__all__ = ["Client", "DisconnectError", "Publication", "has_history"]
+__all__ = ["Client", "Publication", "has_history"]

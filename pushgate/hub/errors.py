@@ -7,6 +7,7 @@ to centrifuge-js unchanged; other dialects (STOMP, XMPP) map them onto their own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class HubError(Exception):
@@ -20,27 +21,107 @@ class HubError(Exception):
         self.message = message
         self.temporary = temporary
 
-    def with_message(self, message: str) -> HubError:
-        return HubError(self.code, message, self.temporary)
+
+class NamedError(HubError):
+    """A HubError of one of Centrifugo's codes. Raise the class (``raise
+    ErrorPermissionDenied``) or an instance with a more precise message; either way
+    each raise makes its own exception, so no traceback outlives its request."""
+
+    __slots__ = ()
+    CODE: ClassVar[int]
+    MESSAGE: ClassVar[str]
+    TEMPORARY: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(self.CODE, message or self.MESSAGE, self.TEMPORARY)
 
 
-def _error(code: int, message: str, temporary: bool = False) -> HubError:
-    return HubError(code, message, temporary)
+class ErrorInternal(NamedError):
+    __slots__ = ()
+    CODE = 100
+    MESSAGE = "internal server error"
+    TEMPORARY = True
 
 
-ERROR_INTERNAL = _error(100, "internal server error", temporary=True)
-ERROR_UNAUTHORIZED = _error(101, "unauthorized")
-ERROR_UNKNOWN_CHANNEL = _error(102, "unknown channel")
-ERROR_PERMISSION_DENIED = _error(103, "permission denied")
-ERROR_METHOD_NOT_FOUND = _error(104, "method not found")
-ERROR_ALREADY_SUBSCRIBED = _error(105, "already subscribed")
-ERROR_LIMIT_EXCEEDED = _error(106, "limit exceeded")
-ERROR_BAD_REQUEST = _error(107, "bad request")
-ERROR_NOT_AVAILABLE = _error(108, "not available")
-ERROR_TOKEN_EXPIRED = _error(109, "token expired")
-ERROR_EXPIRED = _error(110, "expired")
-ERROR_TOO_MANY_REQUESTS = _error(111, "too many requests", temporary=True)
-ERROR_UNRECOVERABLE_POSITION = _error(112, "unrecoverable position")
+class ErrorUnauthorized(NamedError):
+    __slots__ = ()
+    CODE = 101
+    MESSAGE = "unauthorized"
+
+
+class ErrorUnknownChannel(NamedError):
+    __slots__ = ()
+    CODE = 102
+    MESSAGE = "unknown channel"
+
+
+class ErrorPermissionDenied(NamedError):
+    __slots__ = ()
+    CODE = 103
+    MESSAGE = "permission denied"
+
+
+class ErrorMethodNotFound(NamedError):
+    __slots__ = ()
+    CODE = 104
+    MESSAGE = "method not found"
+
+
+class ErrorAlreadySubscribed(NamedError):
+    __slots__ = ()
+    CODE = 105
+    MESSAGE = "already subscribed"
+
+
+class ErrorLimitExceeded(NamedError):
+    __slots__ = ()
+    CODE = 106
+    MESSAGE = "limit exceeded"
+
+
+class ErrorBadRequest(NamedError):
+    __slots__ = ()
+    CODE = 107
+    MESSAGE = "bad request"
+
+
+class ErrorNotAvailable(NamedError):
+    __slots__ = ()
+    CODE = 108
+    MESSAGE = "not available"
+
+
+class ErrorTokenExpired(NamedError):
+    __slots__ = ()
+    CODE = 109
+    MESSAGE = "token expired"
+
+
+class ErrorExpired(NamedError):
+    __slots__ = ()
+    CODE = 110
+    MESSAGE = "expired"
+
+
+class ErrorTooManyRequests(NamedError):
+    __slots__ = ()
+    CODE = 111
+    MESSAGE = "too many requests"
+    TEMPORARY = True
+
+
+class ErrorUnrecoverablePosition(NamedError):
+    __slots__ = ()
+    CODE = 112
+    MESSAGE = "unrecoverable position"
+
+
+class DisconnectError(Exception):
+    """A command whose answer is closing the connection."""
+
+    def __init__(self, disconnect: Disconnect) -> None:
+        super().__init__(disconnect.reason)
+        self.disconnect = disconnect
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,16 +31,15 @@ from pushgate.engine.tracking import (
     ReadPosition,
 )
 from pushgate.hub.errors import (
-    ERROR_BAD_REQUEST,
-    ERROR_LIMIT_EXCEEDED,
-    ERROR_NOT_AVAILABLE,
-    ERROR_PERMISSION_DENIED,
+    ErrorBadRequest,
+    ErrorLimitExceeded,
+    ErrorNotAvailable,
+    ErrorPermissionDenied,
 )
 from pushgate.hub.recovery import has_history
 
 if TYPE_CHECKING:
-    from pushgate.hub.client import Client
-    from pushgate.hub.hub import Hub
+    from pushgate.hub.client import Client, ClientHub
 
 log = logging.getLogger("pushgate.notifications")
 
@@ -48,14 +47,14 @@ log = logging.getLogger("pushgate.notifications")
 ACK_TAG = "pushgate.ack"
 
 
-def channel_user(hub: Hub, channel: str) -> str | None:
+def channel_user(hub: ClientHub, channel: str) -> str | None:
     """The one user of a user-limited channel (``notifications:#bob``), else None."""
     users = hub.rules.allowed_users(channel)
     return users[0] if users is not None and len(users) == 1 else None
 
 
 async def publish_with_handoff(
-    hub: Hub,
+    hub: ClientHub,
     channel: str,
     data: bytes,
     ttl: float,
@@ -66,20 +65,18 @@ async def publish_with_handoff(
     """Publish, and hand the publication off to the product unless acknowledged in ``ttl``."""
     user = channel_user(hub, channel)
     if user is None:
-        raise ERROR_BAD_REQUEST.with_message(
-            "bad request: handoff needs a channel of one user (namespace:#user)"
-        )
+        raise ErrorBadRequest("bad request: handoff needs a channel of one user (namespace:#user)")
     if not has_history(hub.rules.options(channel)):
-        raise ERROR_BAD_REQUEST.with_message(
+        raise ErrorBadRequest(
             "bad request: handoff needs a channel with history (acks name an offset)"
         )
     if not (0 < ttl <= hub.config.notifications.handoff_max_ttl):
-        raise ERROR_BAD_REQUEST.with_message(
+        raise ErrorBadRequest(
             f"bad request: handoff must be between 0 and "
             f"{hub.config.notifications.handoff_max_ttl:g} seconds"
         )
     if NOTIFICATION_HANDOFF not in hub.engine.tracking.events:
-        raise ERROR_NOT_AVAILABLE.with_message(
+        raise ErrorNotAvailable(
             "not available: handoff needs events.enabled with notification_handoff in events.types"
         )
     published_ms = int(time.time() * 1000)
@@ -105,12 +102,12 @@ async def publish_with_handoff(
 def _check_own_channel(client: Client, channel: str, what: str) -> None:
     if not channel or channel_user(client.hub, channel) != client.user or not client.user:
         log.info("%s of %r refused for client=%s user=%r", what, channel, client.id, client.user)
-        raise ERROR_PERMISSION_DENIED
+        raise ErrorPermissionDenied
 
 
 def _offset(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ERROR_BAD_REQUEST.with_message("bad request: offset must be an integer >= 0")
+        raise ErrorBadRequest("bad request: offset must be an integer >= 0")
     return value
 
 
@@ -119,7 +116,7 @@ async def ack(client: Client, params: dict) -> None:
     channel = params.get("channel")
     epoch = params.get("epoch", "")
     if not isinstance(channel, str) or not isinstance(epoch, str):
-        raise ERROR_BAD_REQUEST.with_message("bad request: channel and epoch must be strings")
+        raise ErrorBadRequest("bad request: channel and epoch must be strings")
     _check_own_channel(client, channel, "ack")
     offset = _offset(params.get("offset"))
     if await client.hub.engine.handoff_ack(channel, offset, epoch):
@@ -131,31 +128,24 @@ async def mark_read(client: Client, params: dict) -> None:
     channel = params.get("channel")
     epoch = params.get("epoch", "")
     if not isinstance(channel, str) or not isinstance(epoch, str):
-        raise ERROR_BAD_REQUEST.with_message("bad request: channel and epoch must be strings")
+        raise ErrorBadRequest("bad request: channel and epoch must be strings")
     _check_own_channel(client, channel, "mark_read")
     position = ReadPosition(_offset(params.get("offset")), epoch)
     await set_read(client.hub, client.user, channel, position)
 
 
-async def set_read(hub: Hub, user: str, channel: str, position: ReadPosition) -> bool:
+async def set_read(hub: ClientHub, user: str, channel: str, position: ReadPosition) -> bool:
     """Store a read position and tell every connection of the user; False if not newer."""
     try:
         changed = await hub.engine.read_mark(
             user, channel, position, hub.config.notifications.read_channels_max
         )
     except ReadLimitExceeded:
-        raise ERROR_LIMIT_EXCEEDED.with_message(
+        raise ErrorLimitExceeded(
             "limit exceeded: read positions kept for too many channels"
         ) from None
     if changed:
-        await hub.control(
-            {
-                "op": "message",
-                "user": user,
-                "data": read_message({channel: position}).decode(),
-                "dialects": ["centrifugo"],
-            }
-        )
+        await hub.message_user(user, read_message({channel: position}).decode(), ["centrifugo"])
     return changed
 
 

@@ -21,11 +21,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pushgate.engine.base import StreamPosition, UnrecoverablePosition
-from pushgate.hub.errors import ERROR_UNRECOVERABLE_POSITION
+from pushgate.hub.errors import ErrorUnrecoverablePosition
 
 if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
-    from pushgate.hub.hub import Hub
+    from pushgate.hub.client import ClientHub
     from pushgate.hub.results import SubscribeResult
     from pushgate.hub.subscription import Subscription
 
@@ -41,7 +41,7 @@ def has_history(options: ChannelOptions) -> bool:
 
 
 async def fill(
-    hub: Hub,
+    hub: ClientHub,
     sub: Subscription,
     result: SubscribeResult,
     since: StreamPosition | None,
@@ -74,7 +74,7 @@ async def fill(
 
 
 async def _missed(
-    hub: Hub,
+    hub: ClientHub,
     sub: Subscription,
     result: SubscribeResult,
     since: StreamPosition,
@@ -87,13 +87,13 @@ async def _missed(
         )
     except UnrecoverablePosition:
         if reject_unrecovered:
-            raise ERROR_UNRECOVERABLE_POSITION from None
+            raise ErrorUnrecoverablePosition from None
         return (await engine.history(sub.channel, limit=0)).position
     pubs = history.publications
     if pubs and pubs[-1].offset < history.position.offset:
         # more were missed than one reply may carry: not recovered, never a partial list
         if reject_unrecovered:
-            raise ERROR_UNRECOVERABLE_POSITION
+            raise ErrorUnrecoverablePosition
         return history.position
     result.recovered = True
     accepts = sub.tags_filter
@@ -102,7 +102,7 @@ async def _missed(
 
 
 async def _latest(
-    hub: Hub, sub: Subscription, result: SubscribeResult, since: StreamPosition
+    hub: ClientHub, sub: Subscription, result: SubscribeResult, since: StreamPosition
 ) -> StreamPosition:
     accepts = sub.tags_filter
     window = 1 if accepts is None else hub.config.client.history_max_publications

@@ -19,7 +19,7 @@ import orjson
 
 from pushgate.engine.tracking import ACTIVE
 from pushgate.hub import notifications, status
-from pushgate.hub.errors import ERROR_BAD_REQUEST, ERROR_METHOD_NOT_FOUND
+from pushgate.hub.errors import ErrorBadRequest, ErrorMethodNotFound
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client
@@ -37,9 +37,7 @@ def owns(method: str) -> bool:
 async def _presence(client: Client, params: dict) -> None:
     state = status.parse_attention(params.get("state"))
     if state is None:
-        raise ERROR_BAD_REQUEST.with_message(
-            "bad request: state must be one of active, idle, hidden"
-        )
+        raise ErrorBadRequest("bad request: state must be one of active, idle, hidden")
     await client.set_attention(state)
 
 
@@ -59,11 +57,11 @@ async def call(client: Client, method: str, data: bytes | None) -> None:
     """Run a reserved method; HubError 104 for an unknown one, 107 for bad data."""
     handler = METHODS.get(method)
     if handler is None:
-        raise ERROR_METHOD_NOT_FOUND
+        raise ErrorMethodNotFound
     try:
         params = orjson.loads(data) if data else {}
     except orjson.JSONDecodeError:
         params = None
     if not isinstance(params, dict):
-        raise ERROR_BAD_REQUEST.with_message(f"bad request: {method} takes a JSON object")
+        raise ErrorBadRequest(f"bad request: {method} takes a JSON object")
     await handler(client, params)

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Mapping
 from decimal import Decimal
 
-from pushgate.hub.errors import ERROR_BAD_REQUEST, ERROR_LIMIT_EXCEEDED, HubError
+from pushgate.hub.errors import ErrorBadRequest, ErrorLimitExceeded, HubError
 
 Tags = Mapping[str, str]
 Predicate = Callable[[Tags], bool]
@@ -33,7 +33,7 @@ _NO_TAGS: Tags = {}
 
 
 def _bad(message: str) -> HubError:
-    return ERROR_BAD_REQUEST.with_message(f"bad request: tags filter: {message}")
+    return ErrorBadRequest(f"bad request: tags filter: {message}")
 
 
 def _number(text: str) -> Decimal | None:
@@ -55,7 +55,7 @@ def compile_filter(node: object, max_nodes: int) -> Predicate:
 def _compile(node: object, budget: list[int]) -> Predicate:
     budget[0] -= 1
     if budget[0] < 0:
-        raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: tags filter has too many nodes")
+        raise ErrorLimitExceeded("limit exceeded: tags filter has too many nodes")
     if not isinstance(node, dict):
         raise _bad("a node must be an object")
     op = _text(node, "op")

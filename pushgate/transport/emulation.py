@@ -16,8 +16,6 @@ which sends centrifuge-js on to its next transport.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import logging
 from dataclasses import dataclass, field
 from functools import partial
@@ -25,6 +23,7 @@ from functools import partial
 import orjson
 from aiohttp import web
 
+from pushgate.hub.control import EmulationCommand
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.codecs import JSON, Codec
 from pushgate.protocol.centrifugo.commands import ProtocolError
@@ -77,16 +76,9 @@ class EmulationSessions:
             await connection.session.handle_frame(data)
         return True
 
-    def forwarded(self, message: dict) -> None:
-        """A command another node received for a session of ours."""
-        data = message.get("data")
-        if "data_b64" in message:
-            try:
-                data = base64.b64decode(message["data_b64"], validate=True)
-            except (binascii.Error, TypeError, ValueError):
-                log.warning("forwarded emulation command for %s is not base64", message["session"])
-                return
-        task = asyncio.ensure_future(self.run(message["session"], data))
+    def forwarded(self, command: EmulationCommand) -> None:
+        """Commands another node received for a session of ours."""
+        task = asyncio.ensure_future(self.run(command.session, command.data))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -214,12 +206,7 @@ async def emulation_handler(request: web.Request) -> web.Response:
         return web.Response(status=204)
     if hub.engine.multi_node and node:
         # held by another node of the cluster: forward it there
-        forward: dict = {"op": "emulation", "node": node, "session": session_id}
-        if isinstance(data, bytes):
-            forward["data_b64"] = base64.b64encode(data).decode()
-        else:
-            forward["data"] = data
-        await hub.control(forward)
+        await hub.forward_emulation(node, session_id, data)
         return web.Response(status=204)
     # a node we cannot reach (or restarted): the client reconnects
     return web.Response(status=404)

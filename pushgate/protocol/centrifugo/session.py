@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING
 
 from pushgate.engine.base import ClientInfo, Publication, StreamPosition
 from pushgate.hub import notifications, reserved, status
-from pushgate.hub.client import DisconnectError
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_INAPPROPRIATE_PROTOCOL,
     DISCONNECT_INVALID_TOKEN,
     DISCONNECT_SERVER_ERROR,
-    ERROR_INTERNAL,
-    ERROR_METHOD_NOT_FOUND,
-    ERROR_NOT_AVAILABLE,
     Disconnect,
+    DisconnectError,
+    ErrorInternal,
+    ErrorMethodNotFound,
+    ErrorNotAvailable,
     HubError,
 )
 from pushgate.metrics import COMMANDS
@@ -66,7 +66,7 @@ def _unsupported_type(method: str, value: int) -> HubError:
     subscriptions, map publishes, track/untrack): pushgate has only stream channels and
     says so rather than serving the request as something the client would misread."""
     name = SUBSCRIPTION_TYPES.get(value, "unknown")
-    return ERROR_NOT_AVAILABLE.with_message(
+    return ErrorNotAvailable(
         f"not available: {method} type {value} ({name}): {name} subscriptions are not "
         "supported, only streams"
     )
@@ -229,7 +229,7 @@ class CentrifugoSession:
             if command.method == "connect":
                 client.disconnect(DISCONNECT_SERVER_ERROR)
             else:
-                self._write(self.codec.error_reply(command.id, ERROR_INTERNAL))
+                self._write(self.codec.error_reply(command.id, ErrorInternal()))
 
     async def _dispatch(self, cmd: Command) -> None:
         client = self.client
@@ -317,7 +317,7 @@ class CentrifugoSession:
         elif method == "ping":
             self._write(codec.empty_reply(cmd.id, method))
         else:
-            raise ERROR_METHOD_NOT_FOUND
+            raise ErrorMethodNotFound
 
     def _write(self, payload: bytes) -> None:
         writer = self.writer

@@ -31,12 +31,13 @@ import orjson
 from pushgate.auth import looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.hub import status
-from pushgate.hub.client import DisconnectError, count_limit
+from pushgate.hub.client import count_limit
 from pushgate.hub.errors import (
     DISCONNECT_BAD_REQUEST,
     DISCONNECT_NO_PONG,
-    ERROR_LIMIT_EXCEEDED,
     Disconnect,
+    DisconnectError,
+    ErrorLimitExceeded,
     HubError,
 )
 from pushgate.protocol.stomp.codec import (
@@ -76,7 +77,6 @@ CONTENT_TYPE = "application/json"
 NORMAL_CLOSE = 1000
 
 _message_ids = itertools.count(1)
-_ID_KEY = (DIALECT, "message-id")
 
 
 class StompWriter(Protocol):
@@ -140,10 +140,10 @@ class _Sub:
 
 def message_tail(pub: Publication, *, ack: bool, escaped: bool = True) -> bytes:
     """The subscription-independent part of a MESSAGE frame for ``pub``."""
-    message_id = pub.cache.get(_ID_KEY)
-    if message_id is None:
+    message_id = pub.message_id
+    if not message_id:
         message_id = f"{pub.epoch}-{pub.offset}" if pub.offset else f"n{next(_message_ids)}"
-        pub.cache[_ID_KEY] = message_id  # type: ignore[assignment]
+        pub.message_id = message_id
     headers = [("message-id", message_id)]
     if ack:
         headers.append(("ack", message_id))
@@ -537,7 +537,7 @@ class StompSession:
         if limit and held >= limit:
             log.info("client=%s user=%s: %d STOMP subscriptions", client.id, client.user, held)
             count_limit("subscriptions")
-            raise ERROR_LIMIT_EXCEEDED.with_message("limit exceeded: too many subscriptions")
+            raise ErrorLimitExceeded("limit exceeded: too many subscriptions")
 
     def _unrecovered(self, sub: _Sub, result: SubscribeResult) -> None:
         """Tell a subscriber that asked to recover that it could not: a MESSAGE with no

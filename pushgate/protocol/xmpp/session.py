@@ -42,8 +42,7 @@ import orjson
 from pushgate.auth import TokenError, looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.engine.tracking import ACTIVE, HIDDEN, IDLE
-from pushgate.hub.client import DisconnectError
-from pushgate.hub.errors import Disconnect, HubError
+from pushgate.hub.errors import Disconnect, DisconnectError, HubError
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.chat import (
     ChatRate,
@@ -739,14 +738,9 @@ class XmppSession:
                 # no such resource online: a chat goes as if sent to the bare JID (RFC
                 # 6121 §8.5.3.2.1; a normal message was not deliverable)
                 resource = ""
-        order: dict = {
-            "op": "message",
-            "user": user,
-            "data": chat_payload(self.jid, self.client.user, mtype, body, msg_id, thread, resource),
-        }
-        if resource or not to_other_dialects:
-            order["dialects"] = [DIALECT]
-        await self.hub.control(order)
+        payload = chat_payload(self.jid, self.client.user, mtype, body, msg_id, thread, resource)
+        dialects = [DIALECT] if resource or not to_other_dialects else None
+        await self.hub.message_user(user, payload, dialects)
 
     def _deliverable(self, targets: list[str | None], mtype: str, resource: str) -> bool:
         """Whether a message reaches at least one of the recipient's ``targets``."""
