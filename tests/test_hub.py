@@ -772,11 +772,6 @@ async def test_closed_connections_leave_nothing_in_the_expiry_heap(hub, clock):
     """A token's expiry is scheduled for the token's lifetime (a day, often); connections
     that closed long before must not keep their entries until then (the soak's growth:
     ~240 bytes per churned connection). Live connections still expire on time."""
-    started = time.monotonic()
-
-    def at(seconds: float) -> float:  # the clock's offset for "started + seconds": the
-        return seconds - (time.monotonic() - started)  # churn below takes real seconds
-
     alice, alice_sink = await connect(hub, "alice", ttl=60)
     await subscribe(alice, "private:alice", token=sub_token("alice", "private:alice", ttl=60))
     refreshed, refreshed_sink = await connect(hub, "refreshed", ttl=600)
@@ -793,14 +788,14 @@ async def test_closed_connections_leave_nothing_in_the_expiry_heap(hub, clock):
     assert len(hub.timers.expiry) <= timers_module.EXPIRY_COMPACT_MIN, (
         f"{len(hub.timers.expiry)} expiry entries after {churned} connections closed"
     )
-    clock[0] = at(22)
+    clock[0] = 22
     hub.tick()
     assert refreshed_sink.closed_with == []
-    clock[0] = at(25)
+    clock[0] = 25
     hub.tick()
     assert [d.code for d in refreshed_sink.closed_with] == [3005]
     assert alice_sink.closed_with == []
-    clock[0] = at(61)
+    clock[0] = 61
     hub.tick()
     await settle()
     assert alice_sink.kinds("unsubscribe") == [
