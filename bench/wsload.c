@@ -770,6 +770,12 @@ static void conn_lost(Conn *c, int err) {
             conn_fail(c, "RuntimeError", "connection lost: None");
         return;
     }
+    /* it will get no more: what it still owed is not waited for (the close is reported
+       in closed_connections, which fails a run) */
+    if (expecting && per_connection >= 0 && c->count < (uint64_t)per_connection) {
+        uint64_t owed = (uint64_t)per_connection - c->count;
+        expected = expected > owed ? expected - owed : 0;
+    }
     conn_discard(c, CLOSED);
     if (++closed_after_ready <= 3)
         fprintf(stderr, "wsload-native: connection %ld closed after it was ready\n",
@@ -1082,6 +1088,13 @@ static long consume(Conn *c, const char *buf, size_t len) {
                           payload + 2);
                 return -1;
             }
+            if (closed_after_ready < 3) /* why the server closed a ready connection */
+                fprintf(stderr, "wsload-native: connection %ld closed by the server: %u %.*s\n",
+                        conn_index(c),
+                        length >= 2 ? (unsigned)((unsigned char)payload[0] << 8 |
+                                                 (unsigned char)payload[1])
+                                    : 0,
+                        (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0), payload + 2);
             scratch.len = 0;
             masked_frame(&scratch, 0x8, payload, length >= 2 ? 2 : 0);
             conn_write(c, scratch.p, scratch.len);
