@@ -38,6 +38,10 @@ HEADLINES = (
     "p99_ms",
     "publications_per_second",
     "server_cpu_per_1000_deliveries",
+    # c100k / c1m: what a connection costs
+    "worker_cpu_ms_per_connection",
+    "worker_cpu_us_per_connection_second",
+    "workers_rss",
 )
 
 
