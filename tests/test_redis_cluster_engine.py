@@ -531,5 +531,101 @@ async def test_registry_master_killed_others_keep_delivering_no_silent_gap(
     )
 
 
+class TimedRecording(Recording):
+    """A Recording that notes when each publication (by channel and data) arrived."""
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(node_id)
+        self.arrived: dict[tuple[str, bytes], float] = {}
+
+    def handle_publication(self, channel: str, pub, epoch: str) -> None:
+        self.arrived.setdefault((channel, bytes(pub.data)), time.monotonic())
+        super().handle_publication(channel, pub, epoch)
+
+
+async def test_master_hung_commands_fail_at_the_move_and_others_go_on(fresh_cluster):
+    """SIGSTOP a master (its connections stay open, unanswered: a host gone dark): its
+    commands in flight fail once the slot map names its successor, not after the 10 s
+    command timeout; the other masters' publications go on, each within 2 s; the
+    subscriber's node finds the move and gets the successor's publications."""
+    cluster = fresh_cluster
+    a = RedisEngine(EngineConfig(**_options(cluster)))
+    b = RedisEngine(EngineConfig(**{**_options(cluster), "redis_prefix": a.prefix}))
+    rec_b = TimedRecording("node-b")
+    await a.start(Recording("node-a"), "node-a")
+    await b.start(rec_b, "node-b")
+    tasks: list[asyncio.Task] = []
+    stop = asyncio.Event()
+    try:
+        assert a.router is not None
+        channels = channels_on_every_master(cluster)
+        registry = cluster.master_of(key_slot(bucket_tags(16)[0].encode()))
+        victim = next(ch for ch in channels if cluster.master_of(a.shard(ch).slot) != registry)
+        port = cluster.master_of(a.shard(victim).slot)
+        for channel in channels:
+            await b.subscribe(channel)
+        # per channel: (n, sent, done, epoch or None for an error)
+        done: dict[str, list[tuple[int, float, float, str | None]]] = {ch: [] for ch in channels}
+
+        async def publisher(channel: str) -> None:
+            n = 0
+            while not stop.is_set():
+                n += 1
+                sent = time.monotonic()
+                try:
+                    epoch: str | None = (await publish(a, channel, n)).epoch
+                except Exception:
+                    epoch = None
+                done[channel].append((n, sent, time.monotonic(), epoch))
+                await asyncio.sleep(0.02)  # the publishing rate, not a wait
+
+        tasks = [asyncio.create_task(publisher(ch)) for ch in channels]
+        await wait_until(lambda: _true(all(len(d) >= 10 for d in done.values())), 10, "publishing")
+        first_epoch = done[victim][-1][3]
+        cluster.stop(port)
+        stopped = time.monotonic()
+        moved_at: list[float] = []
+
+        async def moved() -> bool:
+            if a.router.owners[a.shard(victim).index][1] != port and not moved_at:
+                moved_at.append(time.monotonic())
+            return bool(moved_at)
+
+        await wait_until(moved, 20, "the hung master's buckets move", every=0.02)
+
+        async def resumed() -> bool:
+            return sum(e not in (None, first_epoch) for *_, e in done[victim]) >= 10
+
+        await wait_until(resumed, 10, "publishing to the hung master's channel resumes")
+        new_epoch = done[victim][-1][3]
+        # the subscriber's node finds the move too (its own slot map reads) and gets them
+        await rec_b.wait(lambda: any(e == new_epoch for _, _, e in rec_b.pubs), timeout=10)
+    finally:
+        stop.set()
+        if tasks:
+            await asyncio.wait(tasks, timeout=15)
+        await a.close()
+        await b.close()
+    # in flight on the hung master: an error at the move, not at the command timeout
+    for n, sent, ended, _epoch in done[victim]:
+        if sent < moved_at[0]:
+            assert ended < moved_at[0] + 1.0, (n, sent - stopped, ended - stopped)
+    for channel in channels:
+        if channel == victim:
+            continue
+        assert all(epoch is not None for *_, epoch in done[channel]), channel
+        slow = {
+            n: round(rec_b.arrived.get((channel, b"%d" % n), float("inf")) - sent, 2)
+            for n, sent, _, _ in done[channel]
+            if rec_b.arrived.get((channel, b"%d" % n), float("inf")) - sent > 2.0
+        }
+        assert not slow, (channel, slow)
+    errors = sum(epoch is None for *_, epoch in done[victim])
+    print(
+        f"hung master: its buckets moved {moved_at[0] - stopped:.1f} s after SIGSTOP; "
+        f"{errors} publications in flight failed then"
+    )
+
+
 async def _true(value: bool) -> bool:
     return value

@@ -52,6 +52,12 @@ class AutoPipeline:
         connection = self._connection
         return connection.stalled_for(now) if connection is not None else 0.0
 
+    def abort(self) -> None:
+        """Drop the connection now: commands in flight fail (the server stopped
+        answering)."""
+        if self._connection is not None:
+            self._connection.abort()
+
     def _flush(self) -> None:
         self._scheduled = False
         connection = self._connection

@@ -502,8 +502,11 @@ class ClusterRouter:
             if wanted:
                 moved.setdefault(owner, []).extend(wanted)
         in_use = set(self.owners)
+        now = time.monotonic()
         for node in [node for node in self.links if node not in in_use]:
             link = self.links.pop(node)
+            if link.batch.stalled_for(now) > STALLED:
+                link.batch.abort()  # failed over while hung: its commands fail now
             task = asyncio.ensure_future(link.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
