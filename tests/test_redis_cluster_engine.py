@@ -317,6 +317,11 @@ async def test_engine_spreads_channels_over_every_master_one_slot_each(redis_clu
         nodes = await a.nodes({"uid": "node-a", "name": "node-a"})
         assert [n["uid"] for n in nodes] == ["node-a", "node-b"]
         assert await a.kv_incr("k", 10) == 1 and await b.kv_incr("k", 10) == 2
+        assert await a.kv_set("s", b"v", 10, only_new=True) is True
+        assert await b.kv_set("s", b"w", 10, only_new=True) is False
+        assert await b.kv_get("s") == b"v"
+        await b.kv_delete("s")
+        assert await a.kv_get("s") is None
     finally:
         await a.close()
         await b.close()
@@ -611,8 +616,11 @@ async def test_master_hung_commands_fail_at_the_move_and_others_go_on(fresh_clus
         stop.set()
         if tasks:
             await asyncio.wait(tasks, timeout=15)
+        closing = time.monotonic()
         await a.close()
         await b.close()
+    # shutting down is not held up by the hung master either
+    assert time.monotonic() - closing < 5.0
     # in flight on the hung master: an error at the move, not at the command timeout
     for n, sent, ended, _epoch in done[victim]:
         if sent < moved_at[0]:

@@ -10,7 +10,9 @@ PUB/SUB channels are sharded channels of that slot (``SPUBLISH``/``SSUBSCRIBE``,
 evenly over the slot range, hence over the masters.
 
 Per master, a node keeps one command connection and one PUB/SUB connection (a
-redis_engine ``Shard`` with that master's address); a bucket's commands go to the
+redis_engine ``Shard`` with that master's address), and nothing else: what the engine
+asks of a shard's redis-py client goes through the bucket's commands too (BucketClient;
+only a survey's BLPOP uses redis-py's cluster client). A bucket's commands go to the
 master that owns its slot now; nothing is shared between masters, so a dead one holds
 up only its own buckets. The slot map (``CLUSTER SLOTS``, asked first of the node that
 answered last) is read at start, every REFRESH_EVERY seconds (every RETRY_DELAY while a
@@ -178,6 +180,85 @@ class SlotBatch:
                 outer.set_exception(exc)
 
 
+class BucketClient:
+    """The few redis-py client calls the engine makes off the hot path (the node
+    registry, shared values, presence and user expiries, surveys), on a bucket: sent
+    through its SlotBatch, so they follow the slot map and fail in time like the rest,
+    instead of through redis-py's cluster client and its own view of the cluster. Only
+    BLPOP (it would hold up the master's command connection) goes to redis-py."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    def _run(self, *commands: resp.Command) -> asyncio.Future:
+        return self.bucket.batch.run(*commands)
+
+    async def get(self, key: str) -> Any:
+        return await self._run(("GET", key))
+
+    async def set(self, key: str, value: Any, px: int | None = None, nx: bool = False) -> Any:
+        command: list[Any] = ["SET", key, value]
+        if px is not None:
+            command += ["PX", px]
+        if nx:
+            command.append("NX")
+        return await self._run(tuple(command))
+
+    async def delete(self, *keys: str) -> int:
+        return await self._run(("DEL", *keys))
+
+    async def hgetall(self, key: str) -> dict:
+        flat = await self._run(("HGETALL", key))
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def hdel(self, key: str, *fields: str) -> int:
+        return await self._run(("HDEL", key, *fields))
+
+    async def zadd(self, key: str, mapping: dict, xx: bool = False) -> int:
+        return await self._run(_zadd(key, mapping, xx))
+
+    async def xrange(self, key: str, count: int) -> list:
+        return await self._run(("XRANGE", key, "-", "+", "COUNT", count))
+
+    async def xrevrange(self, key: str, count: int) -> list:
+        return await self._run(("XREVRANGE", key, "+", "-", "COUNT", count))
+
+    async def blpop(self, keys: list[str], timeout: float) -> Any:
+        return await self.bucket.router.client.blpop(keys, timeout=timeout)
+
+    def pipeline(self, transaction: bool = False) -> BucketPipeline:
+        return BucketPipeline(self.bucket)
+
+
+def _zadd(key: str, mapping: dict, xx: bool) -> resp.Command:
+    pairs = [part for member, score in mapping.items() for part in (score, member)]
+    return ("ZADD", key, *(("XX",) if xx else ()), *pairs)
+
+
+class BucketPipeline:
+    """``pipeline(transaction=False)`` of BucketClient: commands of one bucket, sent
+    together."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self.commands: list[resp.Command] = []
+
+    def zadd(self, key: str, mapping: dict, xx: bool = False) -> None:
+        self.commands.append(_zadd(key, mapping, xx))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.commands.append(("EXPIRE", key, seconds))
+
+    def rpush(self, key: str, *values: Any) -> None:
+        self.commands.append(("RPUSH", key, *values))
+
+    async def execute(self) -> list:
+        if not self.commands:
+            return []
+        replies = await self.bucket.batch.run(*self.commands)
+        return [replies] if len(self.commands) == 1 else replies
+
+
 class Bucket:
     """What the engine calls a shard, on a cluster: one hash slot's keys and channels."""
 
@@ -189,7 +270,7 @@ class Bucket:
         self.slot = key_slot(tag.encode())
         self.prefix = f"{engine.prefix}:{{{tag}}}"
         self.name = f"bucket {index} (slot {self.slot})"
-        self.client = router.client
+        self.client = BucketClient(self)
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
         self.batch = SlotBatch(router, self)
         self.publish_sha = engine.shas["PUBLISH"]
@@ -254,7 +335,7 @@ class ClusterRouter:
             options = {"ssl": True, "ssl_ca_certs": first.tls_ca_file}
             if not first.tls_verify:
                 options["ssl_cert_reqs"] = "none"
-        #: redis-py's cluster client, for what is not on the hot path
+        #: redis-py's cluster client, for BLPOP (surveys)
         self.client = RedisCluster(
             startup_nodes=[ClusterNode(seed.host, seed.port) for seed in self.seeds],
             username=first.username,

@@ -494,12 +494,15 @@ class RedisEngine(RedisTracking, Engine):
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.reaper.close()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             first = self.shards[0]
-            await first.client.hdel(first.key("nodes"), self._node_id)
             # due at once: whatever Redis did not take of this node's goodbyes (an
-            # outage) is removed by the next node that looks (or by this one restarted)
-            await first.client.zadd(first.key("alive"), {self.incarnation: 0}, xx=True)
+            # outage, a master that hangs) is removed by the next node that looks (or
+            # by this one restarted)
+            await asyncio.wait_for(first.client.hdel(first.key("nodes"), self._node_id), 2.0)
+            await asyncio.wait_for(
+                first.client.zadd(first.key("alive"), {self.incarnation: 0}, xx=True), 2.0
+            )
         for shard in self.shards:
             await shard.close()
         if self.router is not None:
