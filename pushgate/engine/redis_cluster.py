@@ -313,6 +313,8 @@ class Bucket:
                     f"redis cluster: {self.name}'s master unreachable for {SUBSCRIBE_FOR:g} s"
                 )
             await router.link_or_move(self, link, min(left, SUBSCRIBE_FOR))
+            if router.link_of(self) is not link:
+                link.channels.discard(channel)  # (if refused there: not wanted there)
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
