@@ -47,6 +47,17 @@ class AutoPipeline:
             loop.call_soon(self._flush)
         return future
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds the connection's commands have waited for a reply (0: none waits)."""
+        connection = self._connection
+        return connection.stalled_for(now) if connection is not None else 0.0
+
+    def abort(self) -> None:
+        """Drop the connection now: commands in flight fail (the server stopped
+        answering)."""
+        if self._connection is not None:
+            self._connection.abort()
+
     def _flush(self) -> None:
         self._scheduled = False
         connection = self._connection

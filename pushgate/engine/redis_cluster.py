@@ -10,10 +10,16 @@ PUB/SUB channels are sharded channels of that slot (``SPUBLISH``/``SSUBSCRIBE``,
 evenly over the slot range, hence over the masters.
 
 Per master, a node keeps one command connection and one PUB/SUB connection (a
-redis_engine ``Shard`` with that master's address); a bucket's commands go to the
-master that owns its slot now. The slot map (``CLUSTER SLOTS``) is read at start, every
-REFRESH_EVERY seconds (every RETRY_DELAY while a master is unreachable), and at once
-when a command is redirected or a master's connection is lost. A command redirected
+redis_engine ``Shard`` with that master's address), and nothing else: what the engine
+asks of a shard's redis-py client goes through the bucket's commands too (BucketClient;
+only a survey's BLPOP uses redis-py's cluster client). A bucket's commands go to the
+master that owns its slot now; nothing is shared between masters, so a dead one holds
+up only its own buckets. The slot map (``CLUSTER SLOTS``, asked first of the node that
+answered last) is read at start, every REFRESH_EVERY seconds (every RETRY_DELAY while a
+master is unreachable: its PUB/SUB connection is down, or its commands have had no
+reply for STALLED seconds), and at once when a command is redirected or a master's
+connection is lost. A subscribe while its bucket's master is unreachable waits for it or
+for the slot map to name a successor (at most SUBSCRIBE_FOR). A command redirected
 (``MOVED``/``ASK``), refused (``TRYAGAIN``, ``CLUSTERDOWN``) or never written (no
 connection) is sent again until RETRY_FOR seconds have passed; one lost in flight is
 not (it may have run): its caller sees the error. When a bucket moves to another master
@@ -54,6 +60,12 @@ RETRY_DELAY = 0.25
 RETRY_FOR = 5.0
 #: answer timeout when asking a node for the slot map
 ASK_TIMEOUT = 1.0
+#: a master whose command connection has had no reply for this long counts as
+#: unreachable (the slot map is then read every RETRY_DELAY): a host that died without
+#: closing its connections, or a stopped process
+STALLED = 1.0
+#: a subscribe waits this long for its bucket's master (or its successor)
+SUBSCRIBE_FOR = 10.0
 
 Node = tuple[str, int]
 
@@ -168,6 +180,85 @@ class SlotBatch:
                 outer.set_exception(exc)
 
 
+class BucketClient:
+    """The few redis-py client calls the engine makes off the hot path (the node
+    registry, shared values, presence and user expiries, surveys), on a bucket: sent
+    through its SlotBatch, so they follow the slot map and fail in time like the rest,
+    instead of through redis-py's cluster client and its own view of the cluster. Only
+    BLPOP (it would hold up the master's command connection) goes to redis-py."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+
+    def _run(self, *commands: resp.Command) -> asyncio.Future:
+        return self.bucket.batch.run(*commands)
+
+    async def get(self, key: str) -> Any:
+        return await self._run(("GET", key))
+
+    async def set(self, key: str, value: Any, px: int | None = None, nx: bool = False) -> Any:
+        command: list[Any] = ["SET", key, value]
+        if px is not None:
+            command += ["PX", px]
+        if nx:
+            command.append("NX")
+        return await self._run(tuple(command))
+
+    async def delete(self, *keys: str) -> int:
+        return await self._run(("DEL", *keys))
+
+    async def hgetall(self, key: str) -> dict:
+        flat = await self._run(("HGETALL", key))
+        return dict(zip(flat[::2], flat[1::2], strict=True))
+
+    async def hdel(self, key: str, *fields: str) -> int:
+        return await self._run(("HDEL", key, *fields))
+
+    async def zadd(self, key: str, mapping: dict, xx: bool = False) -> int:
+        return await self._run(_zadd(key, mapping, xx))
+
+    async def xrange(self, key: str, count: int) -> list:
+        return await self._run(("XRANGE", key, "-", "+", "COUNT", count))
+
+    async def xrevrange(self, key: str, count: int) -> list:
+        return await self._run(("XREVRANGE", key, "+", "-", "COUNT", count))
+
+    async def blpop(self, keys: list[str], timeout: float) -> Any:
+        return await self.bucket.router.client.blpop(keys, timeout=timeout)
+
+    def pipeline(self, transaction: bool = False) -> BucketPipeline:
+        return BucketPipeline(self.bucket)
+
+
+def _zadd(key: str, mapping: dict, xx: bool) -> resp.Command:
+    pairs = [part for member, score in mapping.items() for part in (score, member)]
+    return ("ZADD", key, *(("XX",) if xx else ()), *pairs)
+
+
+class BucketPipeline:
+    """``pipeline(transaction=False)`` of BucketClient: commands of one bucket, sent
+    together."""
+
+    def __init__(self, bucket: Bucket) -> None:
+        self.bucket = bucket
+        self.commands: list[resp.Command] = []
+
+    def zadd(self, key: str, mapping: dict, xx: bool = False) -> None:
+        self.commands.append(_zadd(key, mapping, xx))
+
+    def expire(self, key: str, seconds: int) -> None:
+        self.commands.append(("EXPIRE", key, seconds))
+
+    def rpush(self, key: str, *values: Any) -> None:
+        self.commands.append(("RPUSH", key, *values))
+
+    async def execute(self) -> list:
+        if not self.commands:
+            return []
+        replies = await self.bucket.batch.run(*self.commands)
+        return [replies] if len(self.commands) == 1 else replies
+
+
 class Bucket:
     """What the engine calls a shard, on a cluster: one hash slot's keys and channels."""
 
@@ -179,7 +270,7 @@ class Bucket:
         self.slot = key_slot(tag.encode())
         self.prefix = f"{engine.prefix}:{{{tag}}}"
         self.name = f"bucket {index} (slot {self.slot})"
-        self.client = router.client
+        self.client = BucketClient(self)
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
         self.batch = SlotBatch(router, self)
         self.publish_sha = engine.shas["PUBLISH"]
@@ -198,8 +289,32 @@ class Bucket:
         """Nothing: the router closes the masters' connections."""
 
     async def subscribe(self, channel: str) -> None:
+        """Subscribed on the master that owns the slot: while that master is unreachable
+        (a failover), wait for it to be back or for the slot map to name its successor,
+        for at most SUBSCRIBE_FOR."""
         self.channels.add(channel)
-        await self.router.link_of(self).subscribe(channel)
+        router = self.router
+        deadline = time.monotonic() + SUBSCRIBE_FOR
+        error: BaseException | None = None
+        while True:
+            link = router.link_of(self)
+            if link.connected.is_set():
+                try:
+                    await link.subscribe(channel)
+                    return
+                except (RedisError, OSError, TimeoutError) as exc:
+                    error = exc  # lost meanwhile: the master may be failing
+            if channel not in self.channels:
+                return  # unsubscribed meanwhile
+            router.refresh_soon()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise error or TimeoutError(
+                    f"redis cluster: {self.name}'s master unreachable for {SUBSCRIBE_FOR:g} s"
+                )
+            await router.link_or_move(self, link, min(left, SUBSCRIBE_FOR))
+            if router.link_of(self) is not link:
+                link.channels.discard(channel)  # (if refused there: not wanted there)
 
     async def unsubscribe(self, channel: str) -> None:
         self.channels.discard(channel)
@@ -222,12 +337,15 @@ class ClusterRouter:
             options = {"ssl": True, "ssl_ca_certs": first.tls_ca_file}
             if not first.tls_verify:
                 options["ssl_cert_reqs"] = "none"
-        #: redis-py's cluster client, for what is not on the hot path
+        #: redis-py's cluster client, for BLPOP (surveys)
         self.client = RedisCluster(
             startup_nodes=[ClusterNode(seed.host, seed.port) for seed in self.seeds],
             username=first.username,
             password=first.password,
             socket_keepalive=True,
+            # a master that stopped answering (a dead host) fails its commands in time
+            socket_timeout=resp.COMMAND_TIMEOUT,
+            socket_connect_timeout=resp.CONNECT_TIMEOUT,
             **options,
         )
         self.sharded = True
@@ -241,8 +359,11 @@ class ClusterRouter:
         self._started = False
         self._refreshing: asyncio.Future | None = None
         self._wake = asyncio.Event()
+        #: set (and replaced) whenever a bucket changed masters
+        self._changed = asyncio.Event()
         self._task: asyncio.Task | None = None
-        self._closing: set[asyncio.Task] = set()
+        self._closing: set[asyncio.Future] = set()
+        self._moving: set[asyncio.Future] = set()
         #: commands waiting to be sent again
         self.pending: set[asyncio.Future] = set()
 
@@ -284,6 +405,8 @@ class ClusterRouter:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        for task in list(self._moving):
+            task.cancel()
         for link in self.links.values():
             await link.close()
         self.links.clear()
@@ -338,6 +461,24 @@ class ClusterRouter:
             self.refresh_soon()  # lost in flight: may have run, so not sent again
         return None
 
+    async def link_or_move(self, bucket: Bucket, link: Shard, timeout: float) -> None:
+        """Return when ``link`` (``bucket``'s master) is connected again, when ``bucket``
+        moved to another master, or after ``timeout``."""
+        if self.links.get(self.owners[bucket.index] or ("", 0)) is not link:
+            return
+        waits = [asyncio.ensure_future(self._changed.wait())]
+        if not link.connected.is_set():
+            waits.append(asyncio.ensure_future(link.connected.wait()))
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=timeout if len(waits) > 1 else RETRY_DELAY,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+
     async def ping(self) -> None:
         owners = {owner: bucket for bucket, owner in zip(self.buckets, self.owners, strict=True)}
         await asyncio.gather(*(bucket.batch.run(("PING",)) for bucket in owners.values()))
@@ -353,12 +494,27 @@ class ClusterRouter:
             self._refreshing = asyncio.ensure_future(self._refresh())
         await asyncio.shield(self._refreshing)
 
+    def _healthy(self, now: float) -> bool:
+        """Every master of ours has its PUB/SUB connection and answers commands."""
+        for owner in set(self.owners):
+            link = self.links.get(owner) if owner else None
+            if link is None or not link.connected.is_set():
+                return False
+            if link.batch.stalled_for(now) > STALLED:
+                return False
+        return True
+
     async def _forever(self) -> None:
+        last = time.monotonic()
         while True:
-            healthy = all(self.links[o].connected.is_set() for o in set(self.owners) if o)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), REFRESH_EVERY if healthy else RETRY_DELAY)
+                await asyncio.wait_for(self._wake.wait(), RETRY_DELAY)
+            now = time.monotonic()
+            every = REFRESH_EVERY if self._healthy(now) else RETRY_DELAY
+            if not self._wake.is_set() and now - last < every:
+                continue
             self._wake.clear()
+            last = now
             try:
                 await self.refresh_now()
             except asyncio.CancelledError:
@@ -371,12 +527,16 @@ class ClusterRouter:
     async def _ask(self, command: tuple) -> Any:
         """``command``'s answer from the first node that gives one."""
         error: Exception | None = None
-        for host, port in list(self.known):
-            address = dataclasses.replace(self.template, host=host, port=port)
+        for node in list(self.known):
+            address = dataclasses.replace(self.template, host=node[0], port=node[1])
             connection = None
             try:
                 connection = await resp.connect(address, connect_timeout=ASK_TIMEOUT)
-                return await asyncio.wait_for(connection.call(*command), ASK_TIMEOUT)
+                answer = await asyncio.wait_for(connection.call(*command), ASK_TIMEOUT)
+                if self.known[0] != node:  # asked first next time: a dead node is not
+                    self.known.remove(node)
+                    self.known.insert(0, node)
+                return answer
             except (RedisError, OSError, TimeoutError) as exc:
                 error = exc
             finally:
@@ -401,12 +561,14 @@ class ClusterRouter:
     async def _refresh(self) -> None:
         ranges = await self._slot_ranges()
         moved: dict[Node, list[str]] = {}
+        changed = False
         for bucket in self.buckets:
             owner = next((node for low, high, node in ranges if low <= bucket.slot <= high), None)
             old = self.owners[bucket.index]
             if owner is None or owner == old:
                 continue
             self.owners[bucket.index] = owner
+            changed = True
             link = self.link(owner)
             wanted = sorted(bucket.channels)
             if old is None:
@@ -423,16 +585,33 @@ class ClusterRouter:
             if wanted:
                 moved.setdefault(owner, []).extend(wanted)
         in_use = set(self.owners)
+        now = time.monotonic()
         for node in [node for node in self.links if node not in in_use]:
             link = self.links.pop(node)
+            if link.batch.stalled_for(now) > STALLED:
+                link.batch.abort()  # failed over while hung: its commands fail now
             task = asyncio.ensure_future(link.close())
             self._closing.add(task)
             task.add_done_callback(self._closing.discard)
+        if changed:  # subscribes waiting for an unreachable master go to the new one
+            self._changed.set()
+            self._changed = asyncio.Event()
+        if moved:
+            # not awaited: commands go to the new masters at once, whatever this takes
+            task = asyncio.ensure_future(self._subscribe_moved(moved))
+            self._moving.add(task)
+            task.add_done_callback(self._moving.discard)
+
+    async def _subscribe_moved(self, moved: dict[Node, list[str]]) -> None:
+        """The moved buckets' channels subscribed on their new masters, then the hub
+        told to check every channel's position."""
         for node, channels in moved.items():
+            link = self.links.get(node)
+            if link is None:
+                continue  # moved on again meanwhile
             try:
-                await self.link(node).subscribe_many(channels)
+                await link.subscribe_many(channels)
             except (RedisError, OSError, TimeoutError) as exc:
                 # its reader subscribes them (and resyncs) once it is connected
                 log.warning("redis cluster: subscribing on %s:%d failed: %s", *node, exc)
-        if moved:
-            self.engine.resynced()
+        self.engine.resynced()

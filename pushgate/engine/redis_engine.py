@@ -35,7 +35,7 @@ from redis.asyncio.sentinel import Sentinel
 from redis.backoff import ExponentialBackoff
 from redis.crc import key_slot
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from pushgate.config import EngineConfig
 from pushgate.engine import redis_scripts, redis_tracking_scripts, resp
@@ -301,6 +301,21 @@ class Shard:
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF, delay * 2)
 
+    def _refused(self, error: str) -> None:
+        """A cluster master refused an SSUBSCRIBE (``MOVED``/``ASK``: the slot is served
+        elsewhere now): the subscriptions of that slot waiting for their confirmation
+        fail at once (their callers go to the new master), and the slot map is read."""
+        kind, _, rest = error.partition(" ")
+        if not self.sharded or kind not in ("MOVED", "ASK"):
+            return
+        slot = int(rest.split(" ", 1)[0])
+        for channel in [c for c in self.confirmations if key_slot(c) == slot]:
+            for waiter in self.confirmations.pop(channel):
+                if not waiter.done():
+                    waiter.set_exception(ResponseError(error))
+        if self.on_lost is not None:
+            self.on_lost()
+
     async def _confirmed(self, connection: RespConnection, waiters: list) -> None:
         """Wait until Redis confirmed every subscription, or fail (connection lost, or
         no confirmation within SUBSCRIBE_TIMEOUT)."""
@@ -332,6 +347,7 @@ class Shard:
         if type(reply) is not list or len(reply) < 2:
             if isinstance(reply, hiredis.ReplyError):
                 log.warning("redis %s: PUB/SUB error: %s", self.name, reply)
+                self._refused(str(reply))
             return
         kind = reply[0]
         if kind == b"message" or kind == b"smessage":
@@ -495,12 +511,15 @@ class RedisEngine(RedisTracking, Engine):
         if self._heartbeat is not None:
             self._heartbeat.cancel()
         await self.reaper.close()
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
             first = self.shards[0]
-            await first.client.hdel(first.key("nodes"), self._node_id)
             # due at once: whatever Redis did not take of this node's goodbyes (an
-            # outage) is removed by the next node that looks (or by this one restarted)
-            await first.client.zadd(first.key("alive"), {self.incarnation: 0}, xx=True)
+            # outage, a master that hangs) is removed by the next node that looks (or
+            # by this one restarted)
+            await asyncio.wait_for(first.client.hdel(first.key("nodes"), self._node_id), 2.0)
+            await asyncio.wait_for(
+                first.client.zadd(first.key("alive"), {self.incarnation: 0}, xx=True), 2.0
+            )
         for shard in self.shards:
             await shard.close()
         if self.router is not None:

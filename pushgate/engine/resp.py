@@ -196,6 +196,10 @@ class RespConnection(asyncio.Protocol):
         if self._watchdog is None:
             self._arm_watchdog()
 
+    def stalled_for(self, now: float) -> float:
+        """Seconds commands have been waiting without any reply arriving (0: none waits)."""
+        return now - self._progress if self._waiting else 0.0
+
     def call(self, *command: Any) -> asyncio.Future:
         """Send one command now; the future gets its reply."""
         future = asyncio.get_running_loop().create_future()
