@@ -36,7 +36,7 @@ run: $(INSTALLED)
 # docs/img/*.png for the README: the demo in chromium, desktop and phone sizes.
 screenshots: $(INSTALLED) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m demo.screenshots docs/img
-	PUSHGATE_SCREENSHOTS=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest -q tests/test_browser_admin.py
+	PUSHGATE_SCREENSHOTS=1 PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest -q tests/in_browser/test_browser_admin.py
 
 test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
@@ -50,7 +50,7 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff format pushgate
 
 # pushgate/protocol/centrifugo/client_pb2.py from client.proto beside it, with the pinned
-# grpcio-tools of the test extras (tests/test_protobuf_codegen.py checks they agree)
+# grpcio-tools of the test extras (tests/unit/test_protobuf_codegen.py checks they agree)
 PROTO := pushgate/protocol/centrifugo/client.proto
 proto: $(INSTALLED)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. $(PROTO)
@@ -68,7 +68,7 @@ conformance: $(INSTALLED)
 	PUSHGATE_CONFORMANCE=full $(PY) -m pytest -q -rx tests/conformance
 
 # atheris over every parser (fuzz/targets.py), FUZZ_SECONDS per target; not in CI.
-# A crash leaves fuzz/crashes/<target>-crash-*: add it to CRASHES in tests/test_fuzz_parsers.py.
+# A crash leaves fuzz/crashes/<target>-crash-*: add it to CRASHES in tests/unit/test_fuzz_parsers.py.
 FUZZ_SECONDS ?= 60
 fuzz: $(INSTALLED)
 	$(PY) -m pip install --quiet atheris

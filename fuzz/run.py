@@ -3,7 +3,7 @@
     python -m fuzz.run [--seconds 60] [target ...]
 
 A crash stops the run and leaves ``crash-<hash>`` in fuzz/crashes/; turn it into a
-test (tests/test_fuzz_parsers.py has a ``CRASHES`` list) before fixing it.
+test (tests/unit/test_fuzz_parsers.py has a ``CRASHES`` list) before fixing it.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Each target feeds the bytes to one parser and accepts only its documented error value
 (ProtocolError, BadPoll, FrameError, XmlError, ConfigError, None); anything else
-escapes and is a bug. ``tests/test_fuzz_parsers.py`` drives them with hypothesis on
+escapes and is a bug. ``tests/unit/test_fuzz_parsers.py`` drives them with hypothesis on
 every test run; ``fuzz/run.py`` (``make fuzz``) drives them with atheris for minutes.
 """
 

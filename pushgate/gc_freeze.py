@@ -7,7 +7,7 @@ feels as latency. ``gc.freeze()`` moves every tracked object to a permanent gene
 that no collection walks (an O(1) list splice); frozen objects are still freed by
 reference counting when they are no longer used, so a closed connection's objects go
 away as before — pushgate's connections break their reference cycles when they close
-(tests/test_gc_cycles.py), so nothing of theirs needs the collector.
+(tests/hub/test_gc_cycles.py), so nothing of theirs needs the collector.
 
 The policy: every ``interval`` seconds, when connections opened since the last freeze
 reach 10% of the node's connections (at least ``min_growth``) — a ramp, or churn that

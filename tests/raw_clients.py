@@ -1,6 +1,6 @@
 """Clients on plain asyncio sockets, one per dialect and transport, for tests that need
 exact control of the bytes: a client that stops reading (slow readers), drops its socket
-without a word, or makes no garbage of its own (tests/test_gc_cycles.py).
+without a word, or makes no garbage of its own (tests/hub/test_gc_cycles.py).
 
 Each opener connects, authenticates with the token it is given, subscribes to the
 channels it is given and returns once the server has confirmed all of it.

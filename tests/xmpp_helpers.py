@@ -1,5 +1,5 @@
 """An XMPP client for tests, spoken over BOSH (XEP-0124/0206) with explicit rids and
-raw bodies: what tests/test_bosh.py and the XMPP chat-policy tests drive pushgate with."""
+raw bodies: what tests/e2e/test_bosh.py and the XMPP chat-policy tests drive pushgate with."""
 
 from __future__ import annotations
 
