@@ -55,6 +55,7 @@ from pushgate.engine.redis_cluster import ClusterRouter
 from pushgate.engine.redis_reaper import Reaper
 from pushgate.engine.redis_tracking import USER_KEEP, NodeLost, RedisTracking
 from pushgate.engine.resp import Address, RespConnection
+from pushgate.json_types import JsonObject
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -84,7 +85,7 @@ def _fixed(address: Address) -> Callable[[], Awaitable[Address]]:
     return where
 
 
-def _info_dict(info: ClientInfo) -> dict:
+def _info_dict(info: ClientInfo) -> JsonObject:
     out: dict[str, Any] = {"c": info.client, "u": info.user}
     if info.conn_info is not None:
         out["ci"] = orjson.Fragment(info.conn_info)
@@ -93,7 +94,7 @@ def _info_dict(info: ClientInfo) -> dict:
     return out
 
 
-def _info_from(obj: dict) -> ClientInfo:
+def _info_from(obj: JsonObject) -> ClientInfo:
     conn = obj.get("ci")
     chan = obj.get("chi")
     return ClientInfo(
@@ -600,7 +601,7 @@ class RedisEngine(RedisTracking, Engine):
     async def _publish_raw(self, channel: str, body: bytes) -> None:
         await self.shard(channel).batch.run((self._publish, self._pubsub_channel(channel), body))
 
-    async def publish_control(self, message: dict) -> None:
+    async def publish_control(self, message: JsonObject) -> None:
         if self.router is not None:
             await self.shards[0].batch.run((self._publish, self._control, orjson.dumps(message)))
             return
@@ -807,8 +808,8 @@ class RedisEngine(RedisTracking, Engine):
             await asyncio.wait_for(shard.client.ping(), 2.0)
 
     async def survey(
-        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
-    ) -> list[dict]:
+        self, ask: Callable[[str], JsonObject], local_answer: JsonObject, timeout: float = 2.0
+    ) -> list[JsonObject]:
         others = [
             n
             for n in await self.nodes({"uid": self._node_id, "name": ""})
@@ -834,13 +835,13 @@ class RedisEngine(RedisTracking, Engine):
             await client.delete(reply_to)
         return answers
 
-    async def answer_survey(self, reply_to: str, answer: dict) -> None:
+    async def answer_survey(self, reply_to: str, answer: JsonObject) -> None:
         pipe = self.shards[0].client.pipeline(transaction=False)
         pipe.rpush(reply_to, orjson.dumps(answer))
         pipe.expire(reply_to, 30)
         await pipe.execute()
 
-    async def nodes(self, this_node: dict) -> list[dict]:
+    async def nodes(self, this_node: JsonObject) -> list[JsonObject]:
         now = time.time()
         raw = await self.shards[0].client.hgetall(self.shards[0].key("nodes"))
         live, dead = [], []

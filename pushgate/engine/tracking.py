@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pushgate.json_types import JsonObject
+
 ACTIVE = "active"
 IDLE = "idle"
 HIDDEN = "hidden"
@@ -135,7 +137,7 @@ class ReadPosition:
     offset: int
     epoch: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonObject:
         return {"offset": self.offset, "epoch": self.epoch}
 
 

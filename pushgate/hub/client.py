@@ -57,6 +57,7 @@ from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.hub.sink import CLOSED_SINK, ClientSink
 from pushgate.hub.subscription import Subscription
 from pushgate.hub.tags_filter import compile_filter
+from pushgate.json_types import JsonObject
 from pushgate.proxy import (
     DISABLED,
     UNKNOWN,
@@ -314,7 +315,7 @@ class Client:
         token: str = "",
         name: str = "",
         version: str = "",
-        subs: dict[str, dict] | None = None,
+        subs: dict[str, JsonObject] | None = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
         attention: str = ACTIVE,
@@ -1014,7 +1015,7 @@ class Client:
 NO_OPTIONS = SubscribeOptions()
 
 
-def _recover_position(opts: dict) -> StreamPosition | None:
+def _recover_position(opts: JsonObject) -> StreamPosition | None:
     if not opts or not opts.get("recover"):
         return None
     try:

@@ -24,6 +24,7 @@ from pushgate.hub.errors import (
     DISCONNECT_SERVER_ERROR,
     UNSUBSCRIBE_INSUFFICIENT_STATE,
 )
+from pushgate.hub.sink import JoinCache
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client
@@ -249,7 +250,7 @@ class Delivery:
         subs = self.channels.get(channel)
         if not subs:
             return
-        cache: dict = {}
+        cache: JoinCache = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
                 try:
@@ -261,7 +262,7 @@ class Delivery:
         subs = self.channels.get(channel)
         if not subs:
             return
-        cache: dict = {}
+        cache: JoinCache = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
                 try:

@@ -58,6 +58,7 @@ from pushgate.hub.errors import (
 from pushgate.hub.recovery import has_history
 from pushgate.hub.registry import Registry
 from pushgate.hub.timers import Timers
+from pushgate.json_types import JsonObject
 from pushgate.proxy import Proxies
 
 if TYPE_CHECKING:
@@ -237,7 +238,7 @@ class Hub:
         presence: bool = True,
         users: bool = True,
         members: bool = False,
-    ) -> dict:
+    ) -> JsonObject:
         """What the engine's heartbeat needs of this node: its info; its users and
         present subscribers (``presence``, ``users``: only when asked, they can be
         many); with ``members``, every membership (channel, info, presence, joined) and
@@ -258,7 +259,7 @@ class Hub:
         return snapshot
 
     # --- control messages (control.py) -------------------------------------------
-    def handle_control(self, message: dict) -> None:
+    def handle_control(self, message: JsonObject) -> None:
         """A control message from any node (hub/control.py): decoded, then acted on
         by the ``on_*`` method of its kind."""
         control.dispatch(message, self)
@@ -474,7 +475,7 @@ class Hub:
         """Commands for an emulation session another node holds (its ``emulation``)."""
         await self.control(control.EmulationCommand(node, session, data))
 
-    def local_info(self) -> dict:
+    def local_info(self) -> JsonObject:
         return {
             "uid": self.node_id,
             "name": self.node_name,
@@ -486,12 +487,12 @@ class Hub:
             "uptime": int(time.time() - self.started_at),
         }
 
-    async def info(self) -> list[dict]:
+    async def info(self) -> list[JsonObject]:
         return await self.engine.nodes(self.local_info())
 
     async def _answer_survey(self, survey: control.Survey) -> None:
         if survey.question == "channels":
-            answer: dict = {"channels": self.channel_counts(survey.pattern)}
+            answer: JsonObject = {"channels": self.channel_counts(survey.pattern)}
         elif survey.question == "connections":
             answer = {"connections": self.user_connections(survey.user or "")}
         elif survey.question == "users":
@@ -500,21 +501,21 @@ class Hub:
             answer = {"error": f"unknown question {survey.question!r}"}
         await self.engine.answer_survey(survey.reply_to, answer)
 
-    async def _survey(self, question: control.Survey, local_answer: dict) -> list[dict]:
+    async def _survey(self, question: control.Survey, local_answer: JsonObject) -> list[JsonObject]:
         """Every node's answer to ``question``, this node's ``local_answer`` first."""
 
-        def ask(reply_to: str) -> dict:
+        def ask(reply_to: str) -> JsonObject:
             return control.Survey(
                 question.question, reply_to, self.node_id, question.pattern, question.user
             ).encode()
 
         return await self.engine.survey(ask, local_answer)
 
-    def user_connections(self, user: str) -> list[dict]:
+    def user_connections(self, user: str) -> list[JsonObject]:
         """This node's connections of ``user``: what the admin page lists."""
         return self.registry.user_connections(user, self.node_name)
 
-    async def cluster_user_connections(self, user: str) -> list[dict]:
+    async def cluster_user_connections(self, user: str) -> list[JsonObject]:
         answers = await self._survey(
             control.Survey("connections", user=user), {"connections": self.user_connections(user)}
         )

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from pushgate.hub.errors import ErrorBadRequest, ErrorLimitExceeded, HubError
+from pushgate.json_types import JsonObject
 
 Tags = Mapping[str, str]
 Predicate = Callable[[Tags], bool]
@@ -79,14 +80,14 @@ def _compile(node: object, budget: list[int]) -> Predicate:
     raise _bad(f"unknown op {op[:32]!r}")
 
 
-def _text(node: dict, key: str) -> str:
+def _text(node: JsonObject, key: str) -> str:
     value = node.get(key) or ""
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
     return value
 
 
-def _leaf(node: dict) -> Predicate:
+def _leaf(node: JsonObject) -> Predicate:
     key, cmp, val = _text(node, "key"), _text(node, "cmp"), _text(node, "val")
     vals = node.get("vals") or []
     if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):

@@ -28,6 +28,8 @@ from pushgate.hub.errors import (
     ErrorNotAvailable,
     HubError,
 )
+from pushgate.hub.sink import JoinCache
+from pushgate.json_types import JsonObject
 from pushgate.metrics import COMMANDS
 from pushgate.protocol.centrifugo import delta
 from pushgate.protocol.centrifugo.codecs import JSON, Codec, UnfitData
@@ -77,7 +79,7 @@ def position_event_id(channel: str, offset: int, epoch: str) -> str:
     return f"{offset}:{epoch}:{channel}"
 
 
-def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
+def parse_position_event_id(event_id: str) -> tuple[str, JsonObject] | None:
     """The channel and its recovery request from a Last-Event-ID, or None."""
     offset, _, rest = event_id.partition(":")
     epoch, _, channel = rest.partition(":")
@@ -400,14 +402,14 @@ class CentrifugoSession:
         else:
             self._unfit(UnfitData(f"publication {pub.offset} in {channel} is not JSON"))
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         data = cache.get(self._key)
         if data is None:
             payload = self.codec.join_push(channel, info, self.uni)
             data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         data = cache.get(self._key)
         if data is None:
             payload = self.codec.leave_push(channel, info, self.uni)

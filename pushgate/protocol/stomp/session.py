@@ -40,6 +40,7 @@ from pushgate.hub.errors import (
     ErrorLimitExceeded,
     HubError,
 )
+from pushgate.hub.sink import JoinCache
 from pushgate.protocol.stomp.codec import (
     Frame,
     FrameError,
@@ -655,10 +656,10 @@ class StompSession:
             self.standins[channel] = standin
         self._deliver(standin, pub)
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         """STOMP has no frame for presence changes."""
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         """STOMP has no frame for presence changes."""
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None:

@@ -43,6 +43,8 @@ from pushgate.auth import TokenError, looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.engine.tracking import ACTIVE, HIDDEN, IDLE
 from pushgate.hub.errors import Disconnect, DisconnectError, HubError
+from pushgate.hub.sink import JoinCache
+from pushgate.json_types import JsonObject
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.chat import (
     ChatRate,
@@ -337,7 +339,7 @@ class XmppSession:
             self._send(st.sasl_failure("malformed-request"))
             return
         client = self.client
-        recover: dict[str, dict] = {}
+        recover: dict[str, JsonObject] = {}
         token, data, user = password, None, ""
         if self.hub.proxies.connect is not None and not looks_like_jwt(password):
             # a password, not a token: the connect proxy checks it (the way ejabberd's
@@ -521,7 +523,7 @@ class XmppSession:
         for channel, info in await self._contact_infos():
             self._contact_joined(channel, info, None)
 
-    def _contact_joined(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+    def _contact_joined(self, channel: str, info: ClientInfo, cache: JoinCache | None) -> None:
         if info.client == self.client.id or not info.user:
             return
         parsed = cache.get(CONTACT_KEY) if cache is not None else None
@@ -547,7 +549,7 @@ class XmppSession:
             seen[1] = data
         self.writer.write(data)
 
-    def _contact_left(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+    def _contact_left(self, channel: str, info: ClientInfo, cache: JoinCache | None) -> None:
         seen = self._contacts.get(info.client)
         if seen is None:
             return
@@ -819,11 +821,11 @@ class XmppSession:
         item_id = str(pub.offset) if pub.offset else ""
         return st.headline(settings.domain, channel, item_id, pub.data.decode())
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         if self.available and self.settings.is_contacts_channel(channel):
             self._contact_joined(channel, info, cache)
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         if self.settings.is_contacts_channel(channel):
             self._contact_left(channel, info, cache)
 
