@@ -110,11 +110,11 @@ def _timed_publish(
             errors.inc()
             histogram.observe(time.perf_counter() - started)
             raise
-        if not isinstance(position, asyncio.Future):
+        if not isinstance(position, asyncio.Future[None]):
             histogram.observe(time.perf_counter() - started)
             return position
 
-        def done(future: asyncio.Future) -> None:
+        def done(future: asyncio.Future[None]) -> None:
             histogram.observe(time.perf_counter() - started)
             if not future.cancelled() and future.exception() is not None:
                 errors.inc()

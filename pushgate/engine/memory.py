@@ -63,7 +63,7 @@ class MemoryEngine(MemoryTracking, Engine):
 
     def __init__(self, history_meta_ttl: float = 86400.0) -> None:
         self._meta_ttl = history_meta_ttl
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._handler: EngineHandler | None = None
         self._node_id = ""
         self._streams: dict[str, _Stream] = {}

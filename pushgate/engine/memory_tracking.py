@@ -88,7 +88,7 @@ class MemoryTracking:
         self._timers: list[tuple[float, int, str, object]] = []
         self._timer_seq = itertools.count()
         self._timer_wake = asyncio.Event()
-        self._timer_task: asyncio.Task | None = None
+        self._timer_task: asyncio.Task[None] | None = None
         self._log: list[LoggedEvent] = []
         self._log_keys: list[tuple[int, int]] = []
         self._log_last = (0, 0)

@@ -97,14 +97,14 @@ class SlotBatch:
         self.router = router
         self.bucket = bucket
 
-    def run(self, *commands: resp.Command) -> asyncio.Future:
+    def run(self, *commands: resp.Command) -> asyncio.Future[resp.Reply]:
         outer = asyncio.get_running_loop().create_future()
         self._send(outer, commands, time.monotonic() + RETRY_FOR, None)
         return outer
 
     def _send(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         ask: Node | None,
@@ -120,11 +120,11 @@ class SlotBatch:
 
     def _done(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         asked: bool,
-        inner: asyncio.Future,
+        inner: asyncio.Future[resp.Reply],
     ) -> None:
         if outer.done():
             return
@@ -150,7 +150,7 @@ class SlotBatch:
 
     async def _again(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         delay: float,
@@ -188,7 +188,7 @@ class Bucket:
     def key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
 
-    def script(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+    def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[resp.Reply]:
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
     async def start(self) -> None:
@@ -239,12 +239,12 @@ class ClusterRouter:
         #: buckets moved to another master since start (failovers seen)
         self.moves = 0
         self._started = False
-        self._refreshing: asyncio.Future | None = None
+        self._refreshing: asyncio.Future[resp.Reply] | None = None
         self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._closing: set[asyncio.Task] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Task[Any]] = set()
         #: commands waiting to be sent again
-        self.pending: set[asyncio.Future] = set()
+        self.pending: set[asyncio.Future[resp.Reply]] = set()
 
     # --- start and stop -----------------------------------------------------------
     async def prepare(self) -> None:

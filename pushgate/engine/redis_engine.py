@@ -168,8 +168,8 @@ class Shard:
         self.pubsub: RespConnection | None = None
         #: set while ``pubsub`` is connected and subscribed to what was wanted
         self.connected = asyncio.Event()
-        self.confirmations: dict[bytes, list[asyncio.Future]] = {}
-        self.reader: asyncio.Task | None = None
+        self.confirmations: dict[bytes, list[asyncio.Future[resp.Reply]]] = {}
+        self.reader: asyncio.Task[None] | None = None
         self.publish_sha = engine.shas["PUBLISH"]
         self.history_sha = engine.shas["HISTORY"]
         self.scripts = engine.script_bodies
@@ -183,7 +183,7 @@ class Shard:
     async def _open_commands(self) -> RespConnection:
         return await resp.connect(await self.address(), scripts=self.scripts)
 
-    def script(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+    def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[resp.Reply]:
         """Run one of ``self.scripts`` with this tick's commands."""
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
@@ -249,7 +249,7 @@ class Shard:
             pubsub.write(*command)
         await self._confirmed(pubsub, waiters)
 
-    def _expect(self, channels: list[str]) -> list[asyncio.Future]:
+    def _expect(self, channels: list[str]) -> list[asyncio.Future[resp.Reply]]:
         loop = asyncio.get_running_loop()
         waiters = []
         for channel in channels:
@@ -368,9 +368,9 @@ class RedisEngine(RedisTracking, Engine):
         #: cluster found it dead and it started again (redis_reaper.py)
         self.incarnation = ""
         self._lives = itertools.count()
-        self._losing: asyncio.Task | None = None
+        self._losing: asyncio.Task[None] | None = None
         self.shards: list[Shard] = []
-        self._heartbeat: asyncio.Task | None = None
+        self._heartbeat: asyncio.Task[None] | None = None
         self.reaper = Reaper(self)
         self._next_user_refresh = 0.0
         self._next_presence_refresh = 0.0
@@ -574,7 +574,7 @@ class RedisEngine(RedisTracking, Engine):
         )
         position: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
 
-        def published(reply: asyncio.Future) -> None:
+        def published(reply: asyncio.Future[resp.Reply]) -> None:
             if position.done():
                 return
             if reply.cancelled():

@@ -46,7 +46,7 @@ TIMERS_CHUNK = 200
 class Reaper:
     def __init__(self, engine: RedisEngine) -> None:
         self.engine = engine
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         #: incarnations this node removed (for tests and the log)
         self.reaped: list[str] = []
 

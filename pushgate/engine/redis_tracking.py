@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from redis.exceptions import RedisError
 
+from pushgate.engine import resp
 from pushgate.engine.base import ClientInfo
 from pushgate.engine.tracking import (
     CODES,
@@ -95,7 +96,9 @@ class RedisTracking:
         #: set when a script of this node wrote an event (wakes a waiting events_read)
         self._events_added = asyncio.Event()
 
-    def _run(self, shard: Shard, name: str, keys: list[str], args: list) -> asyncio.Future:
+    def _run(
+        self, shard: Shard, name: str, keys: list[str], args: list[Any]
+    ) -> asyncio.Future[resp.Reply]:
         return shard.script(self.shas[name], keys, args)
 
     def _flags(self) -> str:

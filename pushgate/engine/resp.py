@@ -39,6 +39,9 @@ CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
 
 Command = tuple[Any, ...]
+#: a decoded RESP reply (hiredis): bytes, an int, None, a ResponseError, or a list of
+#: replies; each caller knows the shape its command gives back
+Reply = Any
 
 
 class NotSent(RedisConnectionError):
@@ -92,7 +95,7 @@ class _Group:
 
     __slots__ = ("error", "future", "left", "replies")
 
-    def __init__(self, future: asyncio.Future, count: int) -> None:
+    def __init__(self, future: asyncio.Future[Reply], count: int) -> None:
         self.future = future
         self.left = count
         self.replies: list[Any] = []
@@ -125,7 +128,7 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
         #: what each reply in flight belongs to: (future or group, command)
-        self._waiting: deque[tuple[asyncio.Future | _Group, Command]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[Reply] | _Group, Command]] = deque()
         self._on_push: Callable[[Any], None] | None = None
         self._scripts = scripts or {}
         self._command_timeout = command_timeout
@@ -133,7 +136,7 @@ class RespConnection(asyncio.Protocol):
         self.last_received = time.monotonic()
         #: when a reply last arrived, or the first command after a quiet spell was sent
         self._progress = self.last_received
-        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -167,7 +170,7 @@ class RespConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, commands: list[tuple[asyncio.Future, list[Command]]]) -> None:
+    def send(self, commands: list[tuple[asyncio.Future[Reply], list[Command]]]) -> None:
         """Write these commands in one write; each future gets its reply (one command)
         or the list of its replies (several; the first error reply fails it)."""
         transport = self.transport
@@ -196,7 +199,7 @@ class RespConnection(asyncio.Protocol):
         if self._watchdog is None:
             self._arm_watchdog()
 
-    def call(self, *command: Any) -> asyncio.Future:
+    def call(self, *command: Any) -> asyncio.Future[Reply]:
         """Send one command now; the future gets its reply."""
         future = asyncio.get_running_loop().create_future()
         self.send([(future, [command])])
@@ -242,7 +245,7 @@ class RespConnection(asyncio.Protocol):
             else:
                 sink.set_result(reply)
 
-    def _resend_as_eval(self, sink: asyncio.Future | _Group, command: Command) -> bool:
+    def _resend_as_eval(self, sink: asyncio.Future[Reply] | _Group, command: Command) -> bool:
         name = command[0]
         if not (isinstance(name, str) and name.upper() == "EVALSHA"):
             return False

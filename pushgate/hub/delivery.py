@@ -38,7 +38,7 @@ class Delivery:
         self,
         engine: Engine,
         presence_ttl: float,
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
     ) -> None:
         self.engine = engine
         self.presence_ttl = presence_ttl
@@ -46,7 +46,7 @@ class Delivery:
         self.channels: dict[str, dict[Client, Subscription]] = {}
         #: a channel's engine subscription while it is being made (its later
         #: subscribers wait for it)
-        self._engine_ready: dict[str, asyncio.Future] = {}
+        self._engine_ready: dict[str, asyncio.Future[None]] = {}
         #: the last (offset, epoch) delivered or told per channel: gap detection
         self.positions: dict[str, StreamPosition] = {}
         #: channels with delta subscribers → how many; and their last publication here,

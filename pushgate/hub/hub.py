@@ -101,7 +101,7 @@ class Hub:
         self.node_name = config.server.name or f"{socket.gethostname()}_{os.getpid()}"
         self.version = __version__
         self.started_at = time.time()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = registry = Registry()
         self.delivery = delivery = Delivery(engine, config.engine.presence_ttl, self.spawn)
         self.timers = timers = Timers(config.client, registry, self.proxies, self.spawn)
@@ -177,14 +177,14 @@ class Hub:
         await self.engine.close()
         await self.proxies.close()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine whose failure is logged, never lost."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
