@@ -49,11 +49,12 @@ format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix pushgate tests bench
 	$(VENV)/bin/ruff format pushgate
 
-# pushgate/protocol/centrifugo/client_pb2.py from client.proto beside it, with the pinned
+# pushgate/protocol/centrifugo/client_pb2.py (and its types, client_pb2.pyi) from client.proto
+# beside it, with the pinned
 # grpcio-tools of the test extras (tests/test_protobuf_codegen.py checks they agree)
 PROTO := pushgate/protocol/centrifugo/client.proto
 proto: $(INSTALLED)
-	$(PY) -m grpc_tools.protoc -I . --python_out=. $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(PROTO)
 
 # every scenario of bench/run.py (ARGS="fanout --sizes 10000" for a subset); needs .[bench]
 # and gcc for the native load client (bench/wsload.c → bench/.build/wsload-native)
