@@ -13,8 +13,8 @@ ignored, as protobuf's JSON mapping does, so newer clients keep working.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
 
@@ -367,7 +367,7 @@ def _subscribe(cid: int, p: JsonObject) -> SubscribeRequest:
     )
 
 
-def _channel_only(method: str):
+def _channel_only(method: str) -> Callable[[int, JsonObject], ChannelRequest]:
     def parse(cid: int, p: JsonObject) -> ChannelRequest:
         return ChannelRequest(cid, method, channel=_channel(p))
 
@@ -433,7 +433,7 @@ def _ping(cid: int, p: JsonObject) -> Command:
     return Command(cid, "ping")
 
 
-_PARSERS: dict[str, Any] = {
+_PARSERS: dict[str, Callable[[int, JsonObject], Command]] = {
     "connect": _connect,
     "subscribe": _subscribe,
     "unsubscribe": _channel_only("unsubscribe"),
