@@ -258,7 +258,7 @@ class CentrifugoSession:
             if client.read_positions:  # the user's read positions (hub/notifications.py)
                 self.push_message(notifications.read_message(client.read_positions))
         elif isinstance(cmd, SubscribeRequest):
-            sub, result = await client.subscribe(
+            sub, sub_result = await client.subscribe(
                 cmd.channel,
                 token=cmd.token,
                 recover=cmd.recover,
@@ -274,11 +274,11 @@ class CentrifugoSession:
                 delta=cmd.delta,
                 client_data=cmd.data,
             )
-            if result.delta:
-                self._start_delta(cmd.channel, result)
+            if sub_result.delta:
+                self._start_delta(cmd.channel, sub_result)
             # recovered publications this encoding cannot carry raise UnfitData here:
             # the client must not believe it recovered, and a retry would fail the same
-            self._write(codec.subscribe_reply(cmd.id, result))
+            self._write(codec.subscribe_reply(cmd.id, sub_result))
             client.activate(sub)
         elif isinstance(cmd, PublishRequest):
             await client.publish(cmd.channel, cmd.data)
@@ -386,6 +386,7 @@ class CentrifugoSession:
         self._delta[channel] = pub
         patch = delta.patch_of(pub) if last is not None and pub.prev is last else None
         json = not self.codec.binary
+        key: tuple[str, ...]
         if patch is not None:
             key = (*self._key, "delta")
         else:

@@ -132,12 +132,12 @@ class Destinations:
             exchange, _, key = destination[len("/exchange/") :].partition("/")
             if not exchange:
                 raise DestinationError("empty exchange destination")
-            channel = self.channel_for_routing_key(exchange, key)
-            if channel is None:
+            mapped = self.channel_for_routing_key(exchange, key)
+            if mapped is None:
                 raise DestinationError(
                     f"no channel is mapped to exchange {exchange!r} routing key {key!r}"
                 )
-            return channel
+            return mapped
         if destination.startswith("/user/"):
             namespace = destination[len("/user/") :]
             if not namespace or "/" in namespace:
