@@ -12,7 +12,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 from pushgate.json_types import JsonObject
 
@@ -122,6 +122,21 @@ class UnrecoverablePosition(Exception):
     """The requested position is not in the stream (wrong epoch or trimmed away)."""
 
 
+class NodeSnapshot(TypedDict):
+    """What the engine's heartbeat reads of its node (``EngineHandler.node_snapshot``)."""
+
+    #: the node's info (name, version, counts...) as the server API's ``info`` lists it
+    info: JsonObject
+    #: its connected users (empty unless asked)
+    users: list[str]
+    #: (channel, info) of its present subscribers (empty unless asked)
+    presence: list[tuple[str, ClientInfo]]
+    #: with ``members``: every membership (channel, info, presence, joined announced)
+    members: NotRequired[list[tuple[str, ClientInfo, bool, bool]]]
+    #: with ``members``: every tracked connection and its attention
+    connections: NotRequired[list[tuple[Connection, str]]]
+
+
 class EngineHandler(Protocol):
     """What an engine calls back into: the node's hub."""
 
@@ -146,7 +161,7 @@ class EngineHandler(Protocol):
 
     def node_snapshot(
         self, presence: bool = True, users: bool = True, members: bool = False
-    ) -> JsonObject:
+    ) -> NodeSnapshot:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
         of this node, for the engine's heartbeat (``presence`` and ``users`` empty
         unless asked: a node with many connections should not list them every beat);

@@ -223,7 +223,9 @@ class Shard:
         if self.pubsub is not None:
             self.pubsub.write(self._unsub, channel)
 
-    def subscribe_commands(self, channels: list[str], unsubscribe: bool = False) -> list[tuple]:
+    def subscribe_commands(
+        self, channels: list[str], unsubscribe: bool = False
+    ) -> list[resp.Command]:
         """(UN)SUBSCRIBE commands for ``channels``, in chunks; SSUBSCRIBE takes the
         channels of one slot at a time."""
         verb = self._unsub if unsubscribe else self._sub
@@ -302,7 +304,9 @@ class Shard:
             await asyncio.sleep(delay)
             delay = min(MAX_BACKOFF, delay * 2)
 
-    async def _confirmed(self, connection: RespConnection, waiters: list) -> None:
+    async def _confirmed(
+        self, connection: RespConnection, waiters: list[asyncio.Future[resp.Reply]]
+    ) -> None:
         """Wait until Redis confirmed every subscription, or fail (connection lost, or
         no confirmation within SUBSCRIBE_TIMEOUT)."""
         every = asyncio.gather(*waiters)
@@ -441,7 +445,7 @@ class RedisEngine(RedisTracking, Engine):
         """Per shard: a redis-py client, a name, and where its server is (asked again
         on each reconnect: with Sentinel the master may have moved)."""
         # a pooled connection Redis closed (restart, timeout) is retried on a new one
-        options = {
+        options: dict[str, Any] = {
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -777,7 +781,8 @@ class RedisEngine(RedisTracking, Engine):
         return self.shards[0].key("kv", key)
 
     async def kv_get(self, key: str) -> bytes | None:
-        return await self.shards[0].client.get(self._kv_key(key))
+        value: bytes | None = await self.shards[0].client.get(self._kv_key(key))
+        return value
 
     async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
         expiry = max(1, int(ttl * 1000)) if ttl > 0 else None

@@ -71,7 +71,7 @@ from pushgate.subscribe_options import SubscribeOptions
 from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
-    from pushgate.auth import TokenVerifier
+    from pushgate.auth import SubscriptionClaims, TokenVerifier
     from pushgate.config import ChannelOptions, Config
     from pushgate.engine.base import Engine, PublishResult
     from pushgate.hub.channels import ChannelRules
@@ -649,7 +649,7 @@ class Client:
             )
         return delta in options.allowed_delta_types
 
-    def _verify_subscription_token(self, token: str, channel: str):
+    def _verify_subscription_token(self, token: str, channel: str) -> SubscriptionClaims:
         with token_errors(f"subscribe to {channel}", self.id, ErrorPermissionDenied):
             claims = self.hub.tokens.verify_subscription(token, channel)
         if claims.user != self.user:

@@ -60,6 +60,7 @@ class Delivery:
     async def add_subscription(self, sub: Subscription) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)
+        ready: asyncio.Future[None] | None
         if subs is None:
             subs = self.channels[channel] = {}
             ready = self._engine_ready[channel] = asyncio.get_running_loop().create_future()

@@ -33,6 +33,7 @@ from pushgate import __version__, metrics
 from pushgate.engine.base import (
     ClientInfo,
     Engine,
+    NodeSnapshot,
     Publication,
     PublishOptions,
     PublishResult,
@@ -42,6 +43,7 @@ from pushgate.engine.tracking import UserStatus
 from pushgate.hub import control, status
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client
+from pushgate.hub.control import Survey
 from pushgate.hub.delivery import Delivery
 from pushgate.hub.errors import (
     DISCONNECT_EXPIRED,
@@ -65,31 +67,11 @@ if TYPE_CHECKING:
     from pushgate.auth import TokenVerifier
     from pushgate.config import Config
     from pushgate.hub.sink import ClientSink
-    from pushgate.hub.subscription import Subscription
 
 log = logging.getLogger("pushgate.hub")
 
 
 class Hub:
-    # Bound in __init__ straight to the part that does the work, so that a call from
-    # the engine or a Client costs no extra hop (handle_publication is the hot path).
-    handle_publication: Callable[[str, Publication, str], None]
-    handle_join: Callable[[str, ClientInfo], None]
-    handle_leave: Callable[[str, ClientInfo], None]
-    note_position: Callable[[str, StreamPosition], None]
-    add_subscription: Callable[[Subscription], Coroutine[Any, Any, None]]
-    remove_subscription: Callable[..., Coroutine[Any, Any, None]]
-    after_activate: Callable[[Subscription], None]
-    announce_presence: Callable[[Subscription, bool], Coroutine[Any, Any, None]]
-    refresh_presence: Callable[[Subscription], Coroutine[Any, Any, None]]
-    channel_counts: Callable[..., dict[str, int]]
-    forget_pending: Callable[[Client], None]
-    user_connection_count: Callable[[str], int]
-    product_users: Callable[[], list[str]]
-    schedule_expiry: Callable[[Client], None]
-    schedule_sub_expiry: Callable[[Subscription], None]
-    tick: Callable[[], None]
-
     def __init__(self, config: Config, engine: Engine, tokens: TokenVerifier) -> None:
         self.config = config
         self.engine = engine
@@ -109,6 +91,9 @@ class Hub:
         self.clients = registry.clients
         self.users = registry.users
         self.channels = delivery.channels
+        # bound straight to the part that does the work, so that a call from the engine or
+        # a Client costs no extra hop (handle_publication is the hot path); typed as the
+        # parts' methods are
         self.handle_publication = delivery.handle_publication
         self.handle_join = delivery.handle_join
         self.handle_leave = delivery.handle_leave
@@ -238,13 +223,13 @@ class Hub:
         presence: bool = True,
         users: bool = True,
         members: bool = False,
-    ) -> JsonObject:
+    ) -> NodeSnapshot:
         """What the engine's heartbeat needs of this node: its info; its users and
         present subscribers (``presence``, ``users``: only when asked, they can be
         many); with ``members``, every membership (channel, info, presence, joined) and
         tracked connection (Connection, attention) — to write them all again after
         Redis lost them."""
-        snapshot = {
+        snapshot: NodeSnapshot = {
             "info": self.local_info(),
             "users": list(self.users) if users else [],
             "presence": self.delivery.present() if presence else [],
@@ -295,7 +280,7 @@ class Hub:
         if self.emulation is not None:
             self.emulation(command)
 
-    def on_survey(self, survey: control.Survey) -> None:
+    def on_survey(self, survey: Survey) -> None:
         if survey.sender != self.node_id:
             self.spawn(self._answer_survey(survey))
 
@@ -490,7 +475,7 @@ class Hub:
     async def info(self) -> list[JsonObject]:
         return await self.engine.nodes(self.local_info())
 
-    async def _answer_survey(self, survey: control.Survey) -> None:
+    async def _answer_survey(self, survey: Survey) -> None:
         if survey.question == "channels":
             answer: JsonObject = {"channels": self.channel_counts(survey.pattern)}
         elif survey.question == "connections":
@@ -501,7 +486,7 @@ class Hub:
             answer = {"error": f"unknown question {survey.question!r}"}
         await self.engine.answer_survey(survey.reply_to, answer)
 
-    async def _survey(self, question: control.Survey, local_answer: JsonObject) -> list[JsonObject]:
+    async def _survey(self, question: Survey, local_answer: JsonObject) -> list[JsonObject]:
         """Every node's answer to ``question``, this node's ``local_answer`` first."""
 
         def ask(reply_to: str) -> JsonObject:

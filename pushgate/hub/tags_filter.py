@@ -25,6 +25,8 @@ from pushgate.json_types import JsonObject
 
 Tags = Mapping[str, str]
 Predicate = Callable[[Tags], bool]
+#: a compiled ``tf`` tree: a publication without tags has none to match
+TagsFilter = Callable[[Tags | None], bool]
 
 _VALUE_CMPS = frozenset({"eq", "neq", "sw", "ew", "ct", "gt", "gte", "lt", "lte"})
 _SET_CMPS = frozenset({"in", "nin"})
@@ -41,7 +43,7 @@ def _number(text: str) -> Decimal | None:
     return Decimal(text) if _NUMBER.fullmatch(text) else None
 
 
-def compile_filter(node: object, max_nodes: int) -> Predicate:
+def compile_filter(node: object, max_nodes: int) -> TagsFilter:
     """The predicate of a ``tf`` tree; HubError 107 for a malformed tree, 106 for one of
     more than ``max_nodes`` nodes."""
     budget = [max_nodes]
