@@ -41,9 +41,11 @@ screenshots: $(INSTALLED) $(CHROMIUM)
 test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
 
+# ruff, and mypy over pushgate/ ([tool.mypy] in pyproject.toml: strict on hub, protocol, engine)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check pushgate tests bench demo
 	$(VENV)/bin/ruff format --check pushgate
+	$(PY) -m mypy
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix pushgate tests bench
@@ -83,4 +85,4 @@ soak: $(INSTALLED)
 	$(PY) -m soak.run --seconds $(SOAK_SECONDS) $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache .mypy_cache

@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, final
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
@@ -68,6 +68,7 @@ class Address:
     def from_url(cls, url: str) -> Address:
         options = parse_url(url)
         kind = options.get("connection_class")
+        ca_file = options.get("ssl_ca_certs")
         return cls(
             host=options.get("host") or "127.0.0.1",
             port=int(options.get("port") or 6379),
@@ -77,7 +78,7 @@ class Address:
             password=options.get("password"),
             db=int(options.get("db") or 0),
             tls_verify=str(options.get("ssl_cert_reqs", "required")).lower() != "none",
-            tls_ca_file=options.get("ssl_ca_certs"),
+            tls_ca_file=ca_file if isinstance(ca_file, str) else None,
         )
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -90,6 +91,7 @@ class Address:
         return context
 
 
+@final  # `type(sink) is _Group` then tells the type checker what sink is otherwise
 class _Group:
     """Replies of several commands sent together, for one future."""
 

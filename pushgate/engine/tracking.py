@@ -172,7 +172,7 @@ class Handoff:
     ttl: float
     data: bytes
     published_ms: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     def event(self) -> bytes:
         return orjson.dumps(
