@@ -181,7 +181,7 @@ class Bucket:
         self.name = f"bucket {index} (slot {self.slot})"
         self.client = router.client
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
-        self.batch = SlotBatch(router, self)
+        self.batch: SlotBatch = SlotBatch(router, self)
         self.publish_sha = engine.shas["PUBLISH"]
         self.history_sha = engine.shas["HISTORY"]
 
@@ -368,7 +368,7 @@ class ClusterRouter:
             except Exception:
                 log.exception("redis cluster: reading the slot map failed")
 
-    async def _ask(self, command: tuple) -> Any:
+    async def _ask(self, command: resp.Command) -> Any:
         """``command``'s answer from the first node that gives one."""
         error: Exception | None = None
         for host, port in list(self.known):

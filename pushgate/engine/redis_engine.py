@@ -24,8 +24,8 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import hiredis
 import orjson
@@ -53,6 +53,7 @@ from pushgate.engine.base import (
 from pushgate.engine.redis_batch import AutoPipeline
 from pushgate.engine.redis_cluster import ClusterRouter
 from pushgate.engine.redis_reaper import Reaper
+from pushgate.engine.redis_shard import RedisShard
 from pushgate.engine.redis_tracking import USER_KEEP, NodeLost, RedisTracking
 from pushgate.engine.resp import Address, RespConnection
 from pushgate.json_types import JsonObject
@@ -174,7 +175,7 @@ class Shard:
         self.history_sha = engine.shas["HISTORY"]
         self.scripts = engine.script_bodies
         #: this tick's commands, written together on the command connection
-        self.batch = AutoPipeline(self._open_commands)
+        self.batch: AutoPipeline = AutoPipeline(self._open_commands)
 
     def key(self, kind: str, name: str = "") -> str:
         """``<prefix>:<kind>:<name>`` (``<prefix>:<kind>`` without a name)."""
@@ -373,7 +374,7 @@ class RedisEngine(RedisTracking, Engine):
         self.incarnation = ""
         self._lives = itertools.count()
         self._losing: asyncio.Task[None] | None = None
-        self.shards: list[Shard] = []
+        self.shards: Sequence[RedisShard] = []
         self._heartbeat: asyncio.Task[None] | None = None
         self.reaper = Reaper(self)
         self._next_user_refresh = 0.0
@@ -411,7 +412,7 @@ class RedisEngine(RedisTracking, Engine):
         return f"{self._epoch_seed}{next(self._epochs):x}"
 
     # --- keys ---------------------------------------------------------------------
-    def shard(self, name: str) -> Shard:
+    def shard(self, name: str) -> RedisShard:
         shards = self.shards
         if len(shards) == 1:
             return shards[0]
@@ -483,7 +484,7 @@ class RedisEngine(RedisTracking, Engine):
         if self.config.redis_cluster:
             self.router = ClusterRouter(self, self.config.redis_cluster, Shard)
             await self.router.prepare()
-            self.shards = self.router.buckets  # type: ignore[assignment]
+            self.shards = self.router.buckets
             self.shards[0].channels.add(self._control)
             await self.router.start()
         else:
@@ -767,7 +768,7 @@ class RedisEngine(RedisTracking, Engine):
 
     async def _keep_users(self, users: list[str]) -> None:
         """Users connected here keep their keys (which live a day after a connect)."""
-        by_shard: dict[Shard, list[str]] = {}
+        by_shard: dict[RedisShard, list[str]] = {}
         for user in users:
             by_shard.setdefault(self.shard(user), []).append(user)
         for shard, items in by_shard.items():
@@ -781,8 +782,8 @@ class RedisEngine(RedisTracking, Engine):
         return self.shards[0].key("kv", key)
 
     async def kv_get(self, key: str) -> bytes | None:
-        value: bytes | None = await self.shards[0].client.get(self._kv_key(key))
-        return value
+        # decode_responses is off: bytes
+        return cast(bytes | None, await self.shards[0].client.get(self._kv_key(key)))
 
     async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
         expiry = max(1, int(ttl * 1000)) if ttl > 0 else None
