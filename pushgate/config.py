@@ -1709,8 +1709,11 @@ def load_config(
     _apply_env(builder, env)
     if overrides:
         _apply_overrides(builder, overrides)
-    sections = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
-    entries = {attr: builder.entries[section] for section, (_, attr) in ENTRY_SECTIONS.items()}
+    # each section's dataclass and each entry list, by Config's field name
+    sections: dict[str, Any] = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
+    entries: dict[str, Any] = {
+        attr: builder.entries[section] for section, (_, attr) in ENTRY_SECTIONS.items()
+    }
     cfg = Config(**entries, **sections)
     _validate(cfg, builder)
     if builder.errors:

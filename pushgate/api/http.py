@@ -118,7 +118,7 @@ async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
             log.error("API publish failed inside a batch", exc_info=result)
             replies[index] = _error_reply(ErrorInternal())
         else:
-            replies[index] = {"publish": published(result)}  # type: ignore[arg-type]
+            replies[index] = {"publish": published(result)}
     return replies  # type: ignore[return-value]
 
 
@@ -132,7 +132,9 @@ async def api_handler(request: web.Request) -> web.Response:
     method = request.match_info["method"]
     known = method == "batch" or method in METHODS
     label = method if known else "unknown"
-    result = "ok" if response.status == 200 and b'"error"' not in response.body[:10] else "error"
+    body = response.body  # _api's responses are JSON bytes
+    ok = response.status == 200 and isinstance(body, bytes) and b'"error"' not in body[:10]
+    result = "ok" if ok else "error"
     metrics.API_REQUESTS.labels(label, result).inc()
     metrics.API_DURATION.labels(label).observe(time.perf_counter() - started)
     return response

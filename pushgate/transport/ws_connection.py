@@ -25,7 +25,12 @@ from collections.abc import Awaitable, Callable
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
-from pushgate.transport.ws_frames import build_binary_frame, build_frame, close_frame
+from pushgate.transport.ws_frames import (
+    build_binary_frame,
+    build_frame,
+    build_text_frame,
+    close_frame,
+)
 from pushgate.transport.ws_parser import (
     CLOSE_TOO_BIG,
     OP_CLOSE,
@@ -151,7 +156,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._schedule()
 
     # --- FrameWriter -----------------------------------------------------------------
-    frame = staticmethod(build_frame)
+    frame = staticmethod(build_text_frame)
 
     @property
     def closed(self) -> bool:
