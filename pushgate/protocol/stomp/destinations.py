@@ -17,6 +17,7 @@ matches wins. AMQP ingress uses the same mappings for (exchange, routing key).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 TOPIC_EXCHANGE = "amq.topic"
@@ -99,7 +100,7 @@ class Destinations:
 
     def __init__(
         self,
-        mappings: list[str] | list[ExchangeMapping] = (),  # type: ignore[assignment]
+        mappings: Iterable[str | ExchangeMapping] = (),
         *,
         namespace_boundary: str = ":",
         user_boundary: str = "#",
