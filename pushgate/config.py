@@ -1738,7 +1738,7 @@ def config_to_dict(cfg: Config, mask_secrets: bool = True) -> dict[str, Any]:
     return out
 
 
-def _section_dict(obj: DataclassInstance, mask: bool) -> dict[str, Any]:
+def _section_dict(obj: "DataclassInstance", mask: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for f in fields(obj):
         value = getattr(obj, f.name)
