@@ -41,19 +41,22 @@ screenshots: $(INSTALLED) $(CHROMIUM)
 test: $(INSTALLED) $(NODE_DEPS) $(CHROMIUM)
 	PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 $(PY) -m pytest
 
+# ruff, and mypy over pushgate/ ([tool.mypy] in pyproject.toml: strict on hub, protocol, engine)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check pushgate tests bench demo
 	$(VENV)/bin/ruff format --check pushgate
+	$(PY) -m mypy
 
 format: $(INSTALLED)
 	$(VENV)/bin/ruff check --fix pushgate tests bench
 	$(VENV)/bin/ruff format pushgate
 
-# pushgate/protocol/centrifugo/client_pb2.py from client.proto beside it, with the pinned
+# pushgate/protocol/centrifugo/client_pb2.py (and its types, client_pb2.pyi) from client.proto
+# beside it, with the pinned
 # grpcio-tools of the test extras (tests/unit/test_protobuf_codegen.py checks they agree)
 PROTO := pushgate/protocol/centrifugo/client.proto
 proto: $(INSTALLED)
-	$(PY) -m grpc_tools.protoc -I . --python_out=. $(PROTO)
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --pyi_out=. $(PROTO)
 
 # every scenario of bench/run.py (ARGS="fanout --sizes 10000" for a subset); needs .[bench]
 # and gcc for the native load client (bench/wsload.c → bench/.build/wsload-native)
@@ -82,4 +85,4 @@ soak: $(INSTALLED)
 	$(PY) -m soak.run --seconds $(SOAK_SECONDS) $(ARGS)
 
 clean:
-	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache
+	rm -rf $(VENV) tests/node_modules .pytest_cache .ruff_cache .mypy_cache

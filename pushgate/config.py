@@ -14,10 +14,13 @@ import re
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import MISSING, Field, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pushgate.durations import parse_duration
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 __all__ = [
     "ENTRY_SECTIONS",
@@ -1709,8 +1712,11 @@ def load_config(
     _apply_env(builder, env)
     if overrides:
         _apply_overrides(builder, overrides)
-    sections = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
-    entries = {attr: builder.entries[section] for section, (_, attr) in ENTRY_SECTIONS.items()}
+    # each section's dataclass and each entry list, by Config's field name
+    sections: dict[str, Any] = {name: cls(**builder.values[name]) for name, cls in SECTIONS.items()}
+    entries: dict[str, Any] = {
+        attr: builder.entries[section] for section, (_, attr) in ENTRY_SECTIONS.items()
+    }
     cfg = Config(**entries, **sections)
     _validate(cfg, builder)
     if builder.errors:
@@ -1732,9 +1738,9 @@ def config_to_dict(cfg: Config, mask_secrets: bool = True) -> dict[str, Any]:
     return out
 
 
-def _section_dict(obj: object, mask: bool) -> dict[str, Any]:
+def _section_dict(obj: "DataclassInstance", mask: bool) -> dict[str, Any]:
     result: dict[str, Any] = {}
-    for f in fields(obj):  # type: ignore[arg-type]  # always a config dataclass
+    for f in fields(obj):
         value = getattr(obj, f.name)
         if isinstance(value, list):
             value = list(value)

@@ -129,7 +129,8 @@ async def internal_only_middleware(request: web.Request, handler) -> web.StreamR
 
 
 def create_app(config: Config, engine: Engine | None = None) -> web.Application:
-    hub = Hub(config, MeasuredEngine(engine or make_engine(config)), TokenVerifier(config.token))
+    measured = MeasuredEngine(engine or make_engine(config))  # type: ignore[abstract]  # operations set per instance
+    hub = Hub(config, measured, TokenVerifier(config.token))
     app = web.Application(
         client_max_size=max(config.client.max_frame_bytes, 4 * 1024 * 1024),
         # no internal listener, no middleware: nothing more per request than before

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
 
@@ -27,7 +27,11 @@ OVERRIDABLE = (
     "force_positioning",
 )
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+#: a channel options dataclass
+T = TypeVar("T", bound="DataclassInstance")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,4 +78,4 @@ def apply(options: T, override: dict[str, bool]) -> T:
     when there is nothing to change."""
     if not override:
         return options
-    return dataclasses.replace(options, **override)  # type: ignore[type-var]
+    return dataclasses.replace(options, **override)

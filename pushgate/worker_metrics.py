@@ -28,6 +28,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -86,7 +87,7 @@ def merge(expositions: dict[str, str]) -> bytes:
                 for s in family.samples
             )
             merged.samples = samples
-    return generate_latest(_Merged(list(by_name.values())))  # type: ignore[arg-type]
+    return generate_latest(_Merged(list(by_name.values())))
 
 
 class WorkerMetrics:
@@ -98,7 +99,7 @@ class WorkerMetrics:
         self.path = self.directory / f"worker-{index}.sock"
         self._runner: web.AppRunner | None = None
 
-    async def start(self, own: web.Handler) -> None:
+    async def start(self, own: Handler) -> None:
         """Serve ``own`` (this worker's exposition alone) on this worker's socket."""
         app = web.Application()
         app.router.add_get("/metrics", own)

@@ -62,7 +62,7 @@ async def call(hub: Hub, method: str, params: dict) -> dict:
 
 async def _reply(hub: Hub, method: str, params: object) -> dict:
     try:
-        return {method: await call(hub, method, params)}  # type: ignore[arg-type]
+        return {method: await call(hub, method, params)}  # type: ignore[arg-type]  # call() and batch() check params
     except HubError as error:
         return {"error": {"code": error.code, "message": error.message}}
     except Exception:
@@ -84,7 +84,7 @@ async def batch(hub: Hub, params: dict) -> dict:
     return {"replies": [await _reply(hub, m, p) for m, p in calls]}
 
 
-async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
+async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict | None]:
     """Every command started at once. A publish is started right here and its reply
     taken from the position the engine returns, or awaited as the engine's future (no
     task or coroutine per publication: a batch of thousands is the publisher's hot
@@ -109,7 +109,7 @@ async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
     results = await asyncio.gather(*(a for _, _, a in started), return_exceptions=True)
     for (index, is_publish, _), result in zip(started, results, strict=True):
         if not is_publish:
-            replies[index] = result  # type: ignore[assignment]
+            replies[index] = result  # type: ignore[assignment]  # _reply answers every Exception
         elif isinstance(result, HubError):
             replies[index] = _error_reply(result)
         elif isinstance(result, BaseException):
@@ -118,8 +118,8 @@ async def _parallel(hub: Hub, calls: list[tuple[str, object]]) -> list[dict]:
             log.error("API publish failed inside a batch", exc_info=result)
             replies[index] = _error_reply(ErrorInternal())
         else:
-            replies[index] = {"publish": published(result)}  # type: ignore[arg-type]
-    return replies  # type: ignore[return-value]
+            replies[index] = {"publish": published(result)}
+    return replies  # every index answered above
 
 
 def _error_reply(error: HubError) -> dict:
@@ -132,7 +132,9 @@ async def api_handler(request: web.Request) -> web.Response:
     method = request.match_info["method"]
     known = method == "batch" or method in METHODS
     label = method if known else "unknown"
-    result = "ok" if response.status == 200 and b'"error"' not in response.body[:10] else "error"
+    body = response.body  # _api's responses are JSON bytes
+    ok = response.status == 200 and isinstance(body, bytes) and b'"error"' not in body[:10]
+    result = "ok" if ok else "error"
     metrics.API_REQUESTS.labels(label, result).inc()
     metrics.API_DURATION.labels(label).observe(time.perf_counter() - started)
     return response

@@ -12,7 +12,9 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
+
+from pushgate.json_types import JsonObject
 
 if TYPE_CHECKING:
     from pushgate.engine.tracking import (
@@ -120,6 +122,21 @@ class UnrecoverablePosition(Exception):
     """The requested position is not in the stream (wrong epoch or trimmed away)."""
 
 
+class NodeSnapshot(TypedDict):
+    """What the engine's heartbeat reads of its node (``EngineHandler.node_snapshot``)."""
+
+    #: the node's info (name, version, counts...) as the server API's ``info`` lists it
+    info: JsonObject
+    #: its connected users (empty unless asked)
+    users: list[str]
+    #: (channel, info) of its present subscribers (empty unless asked)
+    presence: list[tuple[str, ClientInfo]]
+    #: with ``members``: every membership (channel, info, presence, joined announced)
+    members: NotRequired[list[tuple[str, ClientInfo, bool, bool]]]
+    #: with ``members``: every tracked connection and its attention
+    connections: NotRequired[list[tuple[Connection, str]]]
+
+
 class EngineHandler(Protocol):
     """What an engine calls back into: the node's hub."""
 
@@ -129,7 +146,7 @@ class EngineHandler(Protocol):
 
     def handle_leave(self, channel: str, info: ClientInfo) -> None: ...
 
-    def handle_control(self, message: dict) -> None: ...
+    def handle_control(self, message: JsonObject) -> None: ...
 
     def handle_resync(self) -> None:
         """The engine's feed was interrupted: publications may have been missed."""
@@ -144,7 +161,7 @@ class EngineHandler(Protocol):
 
     def node_snapshot(
         self, presence: bool = True, users: bool = True, members: bool = False
-    ) -> dict:
+    ) -> NodeSnapshot:
         """``{"info": node info, "users": [...], "presence": [(channel, ClientInfo)]}``
         of this node, for the engine's heartbeat (``presence`` and ``users`` empty
         unless asked: a node with many connections should not list them every beat);
@@ -186,7 +203,7 @@ class Engine(ABC):
     async def publish_leave(self, channel: str, info: ClientInfo) -> None: ...
 
     @abstractmethod
-    async def publish_control(self, message: dict) -> None:
+    async def publish_control(self, message: JsonObject) -> None:
         """Send a node-to-node message to every node (this one included)."""
 
     @abstractmethod
@@ -367,17 +384,17 @@ class Engine(ABC):
         """Raise if the engine's backing service cannot be reached."""
 
     async def survey(
-        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
-    ) -> list[dict]:
+        self, ask: Callable[[str], JsonObject], local_answer: JsonObject, timeout: float = 2.0
+    ) -> list[JsonObject]:
         """Ask every other live node a question and gather their answers, this node's
         ``local_answer`` first. ``ask(reply_to)`` is the control message to send (the
         hub's, hub/control.py), naming where the answers go. An engine of one node has
         nothing to ask."""
         return [local_answer]
 
-    async def answer_survey(self, reply_to: str, answer: dict) -> None:  # noqa: B027
+    async def answer_survey(self, reply_to: str, answer: JsonObject) -> None:  # noqa: B027
         """Send this node's answer to a survey another node asked (none on one node)."""
 
     @abstractmethod
-    async def nodes(self, this_node: dict) -> list[dict]:
+    async def nodes(self, this_node: JsonObject) -> list[JsonObject]:
         """Info of every live node; ``this_node`` is this process's own entry."""

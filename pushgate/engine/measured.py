@@ -9,7 +9,13 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from pushgate.engine.base import Engine, Publication, PublishOptions, PublishResult
+from pushgate.engine.base import (
+    Engine,
+    Publication,
+    PublishOptions,
+    PublishResult,
+    StreamPosition,
+)
 from pushgate.metrics import ENGINE_DURATION, ENGINE_ERRORS
 
 MEASURED = {
@@ -114,7 +120,7 @@ def _timed_publish(
             histogram.observe(time.perf_counter() - started)
             return position
 
-        def done(future: asyncio.Future) -> None:
+        def done(future: asyncio.Future[StreamPosition]) -> None:
             histogram.observe(time.perf_counter() - started)
             if not future.cancelled() and future.exception() is not None:
                 errors.inc()

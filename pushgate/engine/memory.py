@@ -26,6 +26,7 @@ from pushgate.engine.base import (
     UnrecoverablePosition,
 )
 from pushgate.engine.memory_tracking import MemoryTracking
+from pushgate.json_types import JsonObject
 
 IDEMPOTENCY_WINDOW = 300.0
 SWEEP_EVERY = 60.0
@@ -62,7 +63,7 @@ class MemoryEngine(MemoryTracking, Engine):
 
     def __init__(self, history_meta_ttl: float = 86400.0) -> None:
         self._meta_ttl = history_meta_ttl
-        self._sweeper: asyncio.Task | None = None
+        self._sweeper: asyncio.Task[None] | None = None
         self._handler: EngineHandler | None = None
         self._node_id = ""
         self._streams: dict[str, _Stream] = {}
@@ -151,7 +152,7 @@ class MemoryEngine(MemoryTracking, Engine):
         if self._handler is not None:
             self._handler.handle_leave(channel, info)
 
-    async def publish_control(self, message: dict) -> None:
+    async def publish_control(self, message: JsonObject) -> None:
         if self._handler is not None:
             self._handler.handle_control(message)
 
@@ -244,5 +245,5 @@ class MemoryEngine(MemoryTracking, Engine):
         return count
 
     # --- cluster ------------------------------------------------------------------
-    async def nodes(self, this_node: dict) -> list[dict]:
+    async def nodes(self, this_node: JsonObject) -> list[JsonObject]:
         return [this_node]

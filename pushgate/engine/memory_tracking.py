@@ -51,6 +51,9 @@ log = logging.getLogger("pushgate.engine.memory")
 #: acknowledged or handed-off notifications are remembered this long (a late hand-off
 #: registration, e.g. a retried publish, must not hand off what was already settled)
 SETTLED_KEEP = 86400.0
+#: what a timer fires for: a user's name ("o": gone offline), a handoff's (channel,
+#: offset) ("h": not acked in time)
+TimerKey = str | tuple[str, int]
 
 
 @dataclass(slots=True)
@@ -85,10 +88,10 @@ class MemoryTracking:
         self._handoffs: dict[tuple[str, int], Handoff] = {}
         self._settled: dict[tuple[str, int], float] = {}
         self._reads: dict[str, dict[str, ReadPosition]] = {}
-        self._timers: list[tuple[float, int, str, object]] = []
+        self._timers: list[tuple[float, int, str, TimerKey]] = []
         self._timer_seq = itertools.count()
         self._timer_wake = asyncio.Event()
-        self._timer_task: asyncio.Task | None = None
+        self._timer_task: asyncio.Task[None] | None = None
         self._log: list[LoggedEvent] = []
         self._log_keys: list[tuple[int, int]] = []
         self._log_last = (0, 0)
@@ -348,7 +351,7 @@ class MemoryTracking:
         return dict(self._reads.get(user, {}))
 
     # --- timers -----------------------------------------------------------------------
-    def _timer(self, delay: float, kind: str, key: object) -> None:
+    def _timer(self, delay: float, kind: str, key: TimerKey) -> None:
         heapq.heappush(self._timers, (time.monotonic() + delay, next(self._timer_seq), kind, key))
         self._timer_wake.set()
 
@@ -366,16 +369,16 @@ class MemoryTracking:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._timer_wake.wait(), max(0.0, left))
 
-    def _fire(self, kind: str, key: object) -> None:
+    def _fire(self, kind: str, key: TimerKey) -> None:
         if kind == "o":
             name = str(key)
             user = self._users.get(name)
             if user is not None and user.now == "o" and user.told != "o":
                 self._announce(name, user, "o")
-        elif kind == "h":
-            handoff = self._handoffs.pop(key, None)  # type: ignore[arg-type]
+        elif kind == "h" and isinstance(key, tuple):
+            handoff = self._handoffs.pop(key, None)
             if handoff is not None:
-                self._settled[key] = time.monotonic() + SETTLED_KEEP  # type: ignore[index]
+                self._settled[key] = time.monotonic() + SETTLED_KEEP
                 self._event(NOTIFICATION_HANDOFF, handoff.event())
 
 

@@ -21,6 +21,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
+from pushgate.engine import resp
 from pushgate.engine.resp import Command, NotSent, RespConnection
 
 log = logging.getLogger("pushgate.engine.redis")
@@ -33,12 +34,12 @@ class AutoPipeline:
     def __init__(self, connect: Callable[[], Awaitable[RespConnection]]) -> None:
         self._connect = connect
         self._connection: RespConnection | None = None
-        self._connecting: asyncio.Task | None = None
-        self._waiting: list[tuple[asyncio.Future, list[Command]]] = []
+        self._connecting: asyncio.Task[None] | None = None
+        self._waiting: list[tuple[asyncio.Future[resp.Reply], list[Command]]] = []
         self._scheduled = False
         self._closed = False
 
-    def run(self, *commands: Command) -> asyncio.Future:
+    def run(self, *commands: Command) -> asyncio.Future[resp.Reply]:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._waiting.append((future, list(commands)))

@@ -109,14 +109,14 @@ class SlotBatch:
         self.router = router
         self.bucket = bucket
 
-    def run(self, *commands: resp.Command) -> asyncio.Future:
+    def run(self, *commands: resp.Command) -> asyncio.Future[resp.Reply]:
         outer = asyncio.get_running_loop().create_future()
         self._send(outer, commands, time.monotonic() + RETRY_FOR, None)
         return outer
 
     def _send(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         ask: Node | None,
@@ -132,11 +132,11 @@ class SlotBatch:
 
     def _done(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         asked: bool,
-        inner: asyncio.Future,
+        inner: asyncio.Future[resp.Reply],
     ) -> None:
         if outer.done():
             return
@@ -162,7 +162,7 @@ class SlotBatch:
 
     async def _again(
         self,
-        outer: asyncio.Future,
+        outer: asyncio.Future[resp.Reply],
         commands: tuple[resp.Command, ...],
         deadline: float,
         delay: float,
@@ -190,7 +190,7 @@ class BucketClient:
     def __init__(self, bucket: Bucket) -> None:
         self.bucket = bucket
 
-    def _run(self, *commands: resp.Command) -> asyncio.Future:
+    def _run(self, *commands: resp.Command) -> asyncio.Future[Any]:
         return self.bucket.batch.run(*commands)
 
     async def get(self, key: str) -> Any:
@@ -205,23 +205,23 @@ class BucketClient:
         return await self._run(tuple(command))
 
     async def delete(self, *keys: str) -> int:
-        return await self._run(("DEL", *keys))
+        return int(await self._run(("DEL", *keys)))
 
-    async def hgetall(self, key: str) -> dict:
+    async def hgetall(self, key: str) -> dict[bytes, bytes]:
         flat = await self._run(("HGETALL", key))
         return dict(zip(flat[::2], flat[1::2], strict=True))
 
     async def hdel(self, key: str, *fields: str) -> int:
-        return await self._run(("HDEL", key, *fields))
+        return int(await self._run(("HDEL", key, *fields)))
 
-    async def zadd(self, key: str, mapping: dict, xx: bool = False) -> int:
-        return await self._run(_zadd(key, mapping, xx))
+    async def zadd(self, key: str, mapping: dict[str, float], xx: bool = False) -> int:
+        return int(await self._run(_zadd(key, mapping, xx)))
 
-    async def xrange(self, key: str, count: int) -> list:
-        return await self._run(("XRANGE", key, "-", "+", "COUNT", count))
+    async def xrange(self, key: str, count: int) -> list[Any]:
+        return list(await self._run(("XRANGE", key, "-", "+", "COUNT", count)))
 
-    async def xrevrange(self, key: str, count: int) -> list:
-        return await self._run(("XREVRANGE", key, "+", "-", "COUNT", count))
+    async def xrevrange(self, key: str, count: int) -> list[Any]:
+        return list(await self._run(("XREVRANGE", key, "+", "-", "COUNT", count)))
 
     async def blpop(self, keys: list[str], timeout: float) -> Any:
         return await self.bucket.router.client.blpop(keys, timeout=timeout)
@@ -230,7 +230,7 @@ class BucketClient:
         return BucketPipeline(self.bucket)
 
 
-def _zadd(key: str, mapping: dict, xx: bool) -> resp.Command:
+def _zadd(key: str, mapping: dict[str, float], xx: bool) -> resp.Command:
     pairs = [part for member, score in mapping.items() for part in (score, member)]
     return ("ZADD", key, *(("XX",) if xx else ()), *pairs)
 
@@ -243,7 +243,7 @@ class BucketPipeline:
         self.bucket = bucket
         self.commands: list[resp.Command] = []
 
-    def zadd(self, key: str, mapping: dict, xx: bool = False) -> None:
+    def zadd(self, key: str, mapping: dict[str, float], xx: bool = False) -> None:
         self.commands.append(_zadd(key, mapping, xx))
 
     def expire(self, key: str, seconds: int) -> None:
@@ -252,7 +252,7 @@ class BucketPipeline:
     def rpush(self, key: str, *values: Any) -> None:
         self.commands.append(("RPUSH", key, *values))
 
-    async def execute(self) -> list:
+    async def execute(self) -> list[Any]:
         if not self.commands:
             return []
         replies = await self.bucket.batch.run(*self.commands)
@@ -264,7 +264,7 @@ class Bucket:
 
     def __init__(self, router: ClusterRouter, index: int, tag: str) -> None:
         engine = router.engine
-        self.router = router
+        self.router: ClusterRouter = router
         self.index = index
         self.tag = tag
         self.slot = key_slot(tag.encode())
@@ -272,14 +272,14 @@ class Bucket:
         self.name = f"bucket {index} (slot {self.slot})"
         self.client = BucketClient(self)
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
-        self.batch = SlotBatch(router, self)
+        self.batch: SlotBatch = SlotBatch(router, self)
         self.publish_sha = engine.shas["PUBLISH"]
         self.history_sha = engine.shas["HISTORY"]
 
     def key(self, kind: str, name: str = "") -> str:
         return f"{self.prefix}:{kind}:{name}" if name else f"{self.prefix}:{kind}"
 
-    def script(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+    def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[resp.Reply]:
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
     async def start(self) -> None:
@@ -357,15 +357,15 @@ class ClusterRouter:
         #: buckets moved to another master since start (failovers seen)
         self.moves = 0
         self._started = False
-        self._refreshing: asyncio.Future | None = None
+        self._refreshing: asyncio.Future[resp.Reply] | None = None
         self._wake = asyncio.Event()
         #: set (and replaced) whenever a bucket changed masters
         self._changed = asyncio.Event()
-        self._task: asyncio.Task | None = None
-        self._closing: set[asyncio.Future] = set()
-        self._moving: set[asyncio.Future] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._closing: set[asyncio.Future[Any]] = set()
+        self._moving: set[asyncio.Future[Any]] = set()
         #: commands waiting to be sent again
-        self.pending: set[asyncio.Future] = set()
+        self.pending: set[asyncio.Future[resp.Reply]] = set()
 
     # --- start and stop -----------------------------------------------------------
     async def prepare(self) -> None:
@@ -524,7 +524,7 @@ class ClusterRouter:
             except Exception:
                 log.exception("redis cluster: reading the slot map failed")
 
-    async def _ask(self, command: tuple) -> Any:
+    async def _ask(self, command: resp.Command) -> Any:
         """``command``'s answer from the first node that gives one."""
         error: Exception | None = None
         for node in list(self.known):

@@ -24,8 +24,8 @@ import logging
 import secrets
 import time
 import zlib
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, cast
 
 import hiredis
 import orjson
@@ -53,8 +53,10 @@ from pushgate.engine.base import (
 from pushgate.engine.redis_batch import AutoPipeline
 from pushgate.engine.redis_cluster import ClusterRouter
 from pushgate.engine.redis_reaper import Reaper
+from pushgate.engine.redis_shard import RedisShard
 from pushgate.engine.redis_tracking import USER_KEEP, NodeLost, RedisTracking
 from pushgate.engine.resp import Address, RespConnection
+from pushgate.json_types import JsonObject
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -84,7 +86,7 @@ def _fixed(address: Address) -> Callable[[], Awaitable[Address]]:
     return where
 
 
-def _info_dict(info: ClientInfo) -> dict:
+def _info_dict(info: ClientInfo) -> JsonObject:
     out: dict[str, Any] = {"c": info.client, "u": info.user}
     if info.conn_info is not None:
         out["ci"] = orjson.Fragment(info.conn_info)
@@ -93,7 +95,7 @@ def _info_dict(info: ClientInfo) -> dict:
     return out
 
 
-def _info_from(obj: dict) -> ClientInfo:
+def _info_from(obj: JsonObject) -> ClientInfo:
     conn = obj.get("ci")
     chan = obj.get("chi")
     return ClientInfo(
@@ -167,13 +169,13 @@ class Shard:
         self.pubsub: RespConnection | None = None
         #: set while ``pubsub`` is connected and subscribed to what was wanted
         self.connected = asyncio.Event()
-        self.confirmations: dict[bytes, list[asyncio.Future]] = {}
-        self.reader: asyncio.Task | None = None
+        self.confirmations: dict[bytes, list[asyncio.Future[resp.Reply]]] = {}
+        self.reader: asyncio.Task[None] | None = None
         self.publish_sha = engine.shas["PUBLISH"]
         self.history_sha = engine.shas["HISTORY"]
         self.scripts = engine.script_bodies
         #: this tick's commands, written together on the command connection
-        self.batch = AutoPipeline(self._open_commands)
+        self.batch: AutoPipeline = AutoPipeline(self._open_commands)
 
     def key(self, kind: str, name: str = "") -> str:
         """``<prefix>:<kind>:<name>`` (``<prefix>:<kind>`` without a name)."""
@@ -182,7 +184,7 @@ class Shard:
     async def _open_commands(self) -> RespConnection:
         return await resp.connect(await self.address(), scripts=self.scripts)
 
-    def script(self, sha: str, keys: list[str], args: list) -> asyncio.Future:
+    def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[resp.Reply]:
         """Run one of ``self.scripts`` with this tick's commands."""
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
@@ -222,7 +224,9 @@ class Shard:
         if self.pubsub is not None:
             self.pubsub.write(self._unsub, channel)
 
-    def subscribe_commands(self, channels: list[str], unsubscribe: bool = False) -> list[tuple]:
+    def subscribe_commands(
+        self, channels: list[str], unsubscribe: bool = False
+    ) -> list[resp.Command]:
         """(UN)SUBSCRIBE commands for ``channels``, in chunks; SSUBSCRIBE takes the
         channels of one slot at a time."""
         verb = self._unsub if unsubscribe else self._sub
@@ -248,7 +252,7 @@ class Shard:
             pubsub.write(*command)
         await self._confirmed(pubsub, waiters)
 
-    def _expect(self, channels: list[str]) -> list[asyncio.Future]:
+    def _expect(self, channels: list[str]) -> list[asyncio.Future[resp.Reply]]:
         loop = asyncio.get_running_loop()
         waiters = []
         for channel in channels:
@@ -316,7 +320,9 @@ class Shard:
         if self.on_lost is not None:
             self.on_lost()
 
-    async def _confirmed(self, connection: RespConnection, waiters: list) -> None:
+    async def _confirmed(
+        self, connection: RespConnection, waiters: list[asyncio.Future[resp.Reply]]
+    ) -> None:
         """Wait until Redis confirmed every subscription, or fail (connection lost, or
         no confirmation within SUBSCRIBE_TIMEOUT)."""
         every = asyncio.gather(*waiters)
@@ -383,9 +389,9 @@ class RedisEngine(RedisTracking, Engine):
         #: cluster found it dead and it started again (redis_reaper.py)
         self.incarnation = ""
         self._lives = itertools.count()
-        self._losing: asyncio.Task | None = None
-        self.shards: list[Shard] = []
-        self._heartbeat: asyncio.Task | None = None
+        self._losing: asyncio.Task[None] | None = None
+        self.shards: Sequence[RedisShard] = []
+        self._heartbeat: asyncio.Task[None] | None = None
         self.reaper = Reaper(self)
         self._next_user_refresh = 0.0
         self._next_presence_refresh = 0.0
@@ -422,7 +428,7 @@ class RedisEngine(RedisTracking, Engine):
         return f"{self._epoch_seed}{next(self._epochs):x}"
 
     # --- keys ---------------------------------------------------------------------
-    def shard(self, name: str) -> Shard:
+    def shard(self, name: str) -> RedisShard:
         shards = self.shards
         if len(shards) == 1:
             return shards[0]
@@ -456,7 +462,7 @@ class RedisEngine(RedisTracking, Engine):
         """Per shard: a redis-py client, a name, and where its server is (asked again
         on each reconnect: with Sentinel the master may have moved)."""
         # a pooled connection Redis closed (restart, timeout) is retried on a new one
-        options = {
+        options: dict[str, Any] = {
             "health_check_interval": 10,
             "socket_keepalive": True,
             "retry": Retry(ExponentialBackoff(cap=0.5, base=0.05), 2),
@@ -494,7 +500,7 @@ class RedisEngine(RedisTracking, Engine):
         if self.config.redis_cluster:
             self.router = ClusterRouter(self, self.config.redis_cluster, Shard)
             await self.router.prepare()
-            self.shards = self.router.buckets  # type: ignore[assignment]
+            self.shards = self.router.buckets
             self.shards[0].channels.add(self._control)
             await self.router.start()
         else:
@@ -592,7 +598,7 @@ class RedisEngine(RedisTracking, Engine):
         )
         position: asyncio.Future[StreamPosition] = asyncio.get_running_loop().create_future()
 
-        def published(reply: asyncio.Future) -> None:
+        def published(reply: asyncio.Future[resp.Reply]) -> None:
             if position.done():
                 return
             if reply.cancelled():
@@ -619,7 +625,7 @@ class RedisEngine(RedisTracking, Engine):
     async def _publish_raw(self, channel: str, body: bytes) -> None:
         await self.shard(channel).batch.run((self._publish, self._pubsub_channel(channel), body))
 
-    async def publish_control(self, message: dict) -> None:
+    async def publish_control(self, message: JsonObject) -> None:
         if self.router is not None:
             await self.shards[0].batch.run((self._publish, self._control, orjson.dumps(message)))
             return
@@ -781,7 +787,7 @@ class RedisEngine(RedisTracking, Engine):
 
     async def _keep_users(self, users: list[str]) -> None:
         """Users connected here keep their keys (which live a day after a connect)."""
-        by_shard: dict[Shard, list[str]] = {}
+        by_shard: dict[RedisShard, list[str]] = {}
         for user in users:
             by_shard.setdefault(self.shard(user), []).append(user)
         for shard, items in by_shard.items():
@@ -795,7 +801,8 @@ class RedisEngine(RedisTracking, Engine):
         return self.shards[0].key("kv", key)
 
     async def kv_get(self, key: str) -> bytes | None:
-        return await self.shards[0].client.get(self._kv_key(key))
+        # decode_responses is off: bytes
+        return cast(bytes | None, await self.shards[0].client.get(self._kv_key(key)))
 
     async def kv_set(self, key: str, value: bytes, ttl: float, *, only_new: bool = False) -> bool:
         expiry = max(1, int(ttl * 1000)) if ttl > 0 else None
@@ -826,8 +833,8 @@ class RedisEngine(RedisTracking, Engine):
             await asyncio.wait_for(shard.client.ping(), 2.0)
 
     async def survey(
-        self, ask: Callable[[str], dict], local_answer: dict, timeout: float = 2.0
-    ) -> list[dict]:
+        self, ask: Callable[[str], JsonObject], local_answer: JsonObject, timeout: float = 2.0
+    ) -> list[JsonObject]:
         others = [
             n
             for n in await self.nodes({"uid": self._node_id, "name": ""})
@@ -853,13 +860,13 @@ class RedisEngine(RedisTracking, Engine):
             await client.delete(reply_to)
         return answers
 
-    async def answer_survey(self, reply_to: str, answer: dict) -> None:
+    async def answer_survey(self, reply_to: str, answer: JsonObject) -> None:
         pipe = self.shards[0].client.pipeline(transaction=False)
         pipe.rpush(reply_to, orjson.dumps(answer))
         pipe.expire(reply_to, 30)
         await pipe.execute()
 
-    async def nodes(self, this_node: dict) -> list[dict]:
+    async def nodes(self, this_node: JsonObject) -> list[JsonObject]:
         now = time.time()
         raw = await self.shards[0].client.hgetall(self.shards[0].key("nodes"))
         live, dead = [], []

@@ -27,7 +27,8 @@ from redis.exceptions import RedisError
 from pushgate.engine.tracking import OFFLINE, UserStatus
 
 if TYPE_CHECKING:
-    from pushgate.engine.redis_engine import RedisEngine, Shard
+    from pushgate.engine.redis_engine import RedisEngine
+    from pushgate.engine.redis_shard import RedisShard
 
 log = logging.getLogger("pushgate.engine.redis")
 
@@ -46,7 +47,7 @@ TIMERS_CHUNK = 200
 class Reaper:
     def __init__(self, engine: RedisEngine) -> None:
         self.engine = engine
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         #: incarnations this node removed (for tests and the log)
         self.reaped: list[str] = []
 
@@ -110,7 +111,7 @@ class Reaper:
             time.monotonic() - started,
         )
 
-    async def _members(self, shard: Shard, inc: str) -> int:
+    async def _members(self, shard: RedisShard, inc: str) -> int:
         engine = self.engine
         fields = await _scan(shard, shard.key("members", inc))
         removed = 0
@@ -123,7 +124,7 @@ class Reaper:
             removed += sum(await asyncio.gather(*jobs))
         return removed
 
-    async def _connections(self, shard: Shard, inc: str, last_beat: float | None) -> int:
+    async def _connections(self, shard: RedisShard, inc: str, last_beat: float | None) -> int:
         engine = self.engine
         entries = await _scan(shard, shard.key("conns", inc))
         closed = 0
@@ -136,7 +137,7 @@ class Reaper:
             closed += sum(await asyncio.gather(*jobs))
         return closed
 
-    async def _timers(self, shard: Shard) -> None:
+    async def _timers(self, shard: RedisShard) -> None:
         engine = self.engine
         offline, added, _ = await engine._run(
             shard,
@@ -159,7 +160,7 @@ class Reaper:
                 handler.handle_status(user, UserStatus(OFFLINE, seen, None))
 
 
-async def _scan(shard: Shard, key: str) -> list[tuple[bytes, bytes]]:
+async def _scan(shard: RedisShard, key: str) -> list[tuple[bytes, bytes]]:
     """Every field and value of a hash, by HSCAN on the shard's command connection."""
     out: list[tuple[bytes, bytes]] = []
     cursor: bytes | int = 0

@@ -14,12 +14,13 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
 from redis.exceptions import RedisError
 
+from pushgate.engine import resp
 from pushgate.engine.base import ClientInfo
 from pushgate.engine.tracking import (
     CODES,
@@ -38,9 +39,11 @@ from pushgate.engine.tracking import (
 from pushgate.metrics import EVENTS_PRODUCED
 
 if TYPE_CHECKING:
-    from pushgate.engine.redis_engine import Shard
+    from pushgate.engine.redis_shard import RedisShard
 
 log = logging.getLogger("pushgate.engine.redis")
+
+_T = TypeVar("_T")
 
 #: a user's key lives this long after their last connection opened (refreshed hourly
 #: for users still connected: redis_engine._beat)
@@ -77,9 +80,10 @@ class RedisTracking:
     tracking: Tracking
     incarnation: str
     shas: dict[str, str]
+    shards: Sequence[RedisShard]
     _handler: Any
 
-    def shard(self, name: str) -> Shard:
+    def shard(self, name: str) -> RedisShard:
         raise NotImplementedError
 
     def _pubsub_channel(self, channel: str) -> str:
@@ -91,11 +95,13 @@ class RedisTracking:
     def _init_tracking(self) -> None:
         self.tracking = Tracking()
         #: removals Redis did not take yet: key → the call that makes it
-        self._unsaid: dict[tuple, Callable[[], Awaitable[Any]]] = {}
+        self._unsaid: dict[tuple[str, ...], Callable[[], Awaitable[Any]]] = {}
         #: set when a script of this node wrote an event (wakes a waiting events_read)
         self._events_added = asyncio.Event()
 
-    def _run(self, shard: Shard, name: str, keys: list[str], args: list) -> asyncio.Future:
+    def _run(
+        self, shard: RedisShard, name: str, keys: list[str], args: list[Any]
+    ) -> asyncio.Future[resp.Reply]:
         return shard.script(self.shas[name], keys, args)
 
     def _flags(self) -> str:
@@ -126,7 +132,7 @@ class RedisTracking:
                 return  # still unreachable: the next beat tries again
             self._unsaid.pop(key, None)
 
-    async def _say(self, key: tuple, call: Callable[[], Awaitable[Any]]) -> Any:
+    async def _say(self, key: tuple[str, ...], call: Callable[[], Awaitable[_T]]) -> _T:
         try:
             return await call()
         except (RedisError, OSError):
@@ -227,7 +233,7 @@ class RedisTracking:
         by_channel: dict[str, list[str]] = {}
         for channel, info in entries:
             by_channel.setdefault(channel, []).append(info.client)
-        by_shard: dict[Shard, list[str]] = {}
+        by_shard: dict[RedisShard, list[str]] = {}
         for channel in by_channel:
             by_shard.setdefault(self.shard(channel), []).append(channel)
         for shard, channels in by_shard.items():
@@ -377,7 +383,7 @@ class RedisTracking:
             self._handoff_keys(channel),
             [f"{channel}\n{offset}", offset, SETTLED_KEEP, epoch],
         )
-        return cancelled == 1
+        return bool(cancelled == 1)
 
     async def read_mark(self, user: str, channel: str, position: ReadPosition, limit: int) -> bool:
         stored = await self._run(
@@ -397,10 +403,10 @@ class RedisTracking:
     # --- the event log ---------------------------------------------------------------
     @property
     def event_shards(self) -> int:
-        return len(self.shards)  # type: ignore[attr-defined]
+        return len(self.shards)
 
-    def _log_shard(self, shard: int) -> Shard:
-        return self.shards[shard]  # type: ignore[attr-defined]
+    def _log_shard(self, shard: int) -> RedisShard:
+        return self.shards[shard]
 
     async def events_read(
         self, shard: int, after: str, count: int, wait: float = 0.0
@@ -424,8 +430,9 @@ class RedisTracking:
     async def events_bounds(self, shard: int) -> tuple[str | None, str | None]:
         client = self._log_shard(shard).client
         key = self._log_shard(shard).key("events", "log")
-        first = await client.xrange(key, count=1)
-        last = await client.xrevrange(key, count=1)
+        # decode_responses is off: entry ids are bytes
+        first = cast(list[tuple[bytes, Any]], await client.xrange(key, count=1))
+        last = cast(list[tuple[bytes, Any]], await client.xrevrange(key, count=1))
         return (
             _text(first[0][0]) if first else None,
             _text(last[0][0]) if last else None,
@@ -466,14 +473,14 @@ class RedisTracking:
         await log_shard.batch.run(("SET", log_shard.key("events:cursor", sink), cursor))
 
 
-def _field(fields: list | dict) -> bytes:
+def _field(fields: list[bytes] | dict[bytes, bytes]) -> bytes:
     """The ``e`` field of a stream entry (RESP2: a flat list; a dict otherwise)."""
     if isinstance(fields, dict):
         return fields[b"e"]
     return fields[fields.index(b"e") + 1]
 
 
-def _positions(flat: list) -> dict[str, ReadPosition]:
+def _positions(flat: list[bytes]) -> dict[str, ReadPosition]:
     out = {}
     for i in range(0, len(flat), 2):
         offset, _, epoch = _text(flat[i + 1]).partition(":")

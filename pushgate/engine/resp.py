@@ -27,7 +27,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast, final
 
 import hiredis
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection, parse_url
@@ -39,6 +39,9 @@ CONNECT_TIMEOUT = 5.0
 COMMAND_TIMEOUT = 10.0
 
 Command = tuple[Any, ...]
+#: a decoded RESP reply (hiredis): bytes, an int, None, a ResponseError, or a list of
+#: replies; each caller knows the shape its command gives back
+Reply = Any
 
 
 class NotSent(RedisConnectionError):
@@ -65,6 +68,7 @@ class Address:
     def from_url(cls, url: str) -> Address:
         options = parse_url(url)
         kind = options.get("connection_class")
+        ca_file = options.get("ssl_ca_certs")
         return cls(
             host=options.get("host") or "127.0.0.1",
             port=int(options.get("port") or 6379),
@@ -74,7 +78,7 @@ class Address:
             password=options.get("password"),
             db=int(options.get("db") or 0),
             tls_verify=str(options.get("ssl_cert_reqs", "required")).lower() != "none",
-            tls_ca_file=options.get("ssl_ca_certs"),
+            tls_ca_file=ca_file if isinstance(ca_file, str) else None,
         )
 
     def tls_context(self) -> ssl.SSLContext | None:
@@ -87,12 +91,13 @@ class Address:
         return context
 
 
+@final  # `type(sink) is _Group` then tells the type checker what sink is otherwise
 class _Group:
     """Replies of several commands sent together, for one future."""
 
     __slots__ = ("error", "future", "left", "replies")
 
-    def __init__(self, future: asyncio.Future, count: int) -> None:
+    def __init__(self, future: asyncio.Future[Reply], count: int) -> None:
         self.future = future
         self.left = count
         self.replies: list[Any] = []
@@ -125,7 +130,7 @@ class RespConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self._reader = hiredis.Reader()
         #: what each reply in flight belongs to: (future or group, command)
-        self._waiting: deque[tuple[asyncio.Future | _Group, Command]] = deque()
+        self._waiting: deque[tuple[asyncio.Future[Reply] | _Group, Command]] = deque()
         self._on_push: Callable[[Any], None] | None = None
         self._scripts = scripts or {}
         self._command_timeout = command_timeout
@@ -133,11 +138,11 @@ class RespConnection(asyncio.Protocol):
         self.last_received = time.monotonic()
         #: when a reply last arrived, or the first command after a quiet spell was sent
         self._progress = self.last_received
-        self.closed: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.closed: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a TCP or Unix socket stream
 
     def data_received(self, data: bytes) -> None:
         self.last_received = self._progress = time.monotonic()
@@ -167,7 +172,7 @@ class RespConnection(asyncio.Protocol):
     def is_open(self) -> bool:
         return self.transport is not None and not self.transport.is_closing()
 
-    def send(self, commands: list[tuple[asyncio.Future, list[Command]]]) -> None:
+    def send(self, commands: list[tuple[asyncio.Future[Reply], list[Command]]]) -> None:
         """Write these commands in one write; each future gets its reply (one command)
         or the list of its replies (several; the first error reply fails it)."""
         transport = self.transport
@@ -200,7 +205,7 @@ class RespConnection(asyncio.Protocol):
         """Seconds commands have been waiting without any reply arriving (0: none waits)."""
         return now - self._progress if self._waiting else 0.0
 
-    def call(self, *command: Any) -> asyncio.Future:
+    def call(self, *command: Any) -> asyncio.Future[Reply]:
         """Send one command now; the future gets its reply."""
         future = asyncio.get_running_loop().create_future()
         self.send([(future, [command])])
@@ -246,7 +251,7 @@ class RespConnection(asyncio.Protocol):
             else:
                 sink.set_result(reply)
 
-    def _resend_as_eval(self, sink: asyncio.Future | _Group, command: Command) -> bool:
+    def _resend_as_eval(self, sink: asyncio.Future[Reply] | _Group, command: Command) -> bool:
         name = command[0]
         if not (isinstance(name, str) and name.upper() == "EVALSHA"):
             return False

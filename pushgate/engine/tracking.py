@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from pushgate.json_types import JsonObject
+
 ACTIVE = "active"
 IDLE = "idle"
 HIDDEN = "hidden"
@@ -135,7 +137,7 @@ class ReadPosition:
     offset: int
     epoch: str = ""
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> JsonObject:
         return {"offset": self.offset, "epoch": self.epoch}
 
 
@@ -170,7 +172,7 @@ class Handoff:
     ttl: float
     data: bytes
     published_ms: int = 0
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, object] = field(default_factory=dict)
 
     def event(self) -> bytes:
         return orjson.dumps(

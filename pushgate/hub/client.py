@@ -57,6 +57,7 @@ from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
 from pushgate.hub.sink import CLOSED_SINK, ClientSink
 from pushgate.hub.subscription import Subscription
 from pushgate.hub.tags_filter import compile_filter
+from pushgate.json_types import JsonObject
 from pushgate.proxy import (
     DISABLED,
     UNKNOWN,
@@ -70,7 +71,7 @@ from pushgate.subscribe_options import SubscribeOptions
 from pushgate.subscribe_options import apply as apply_override
 
 if TYPE_CHECKING:
-    from pushgate.auth import TokenVerifier
+    from pushgate.auth import SubscriptionClaims, TokenVerifier
     from pushgate.config import ChannelOptions, Config
     from pushgate.engine.base import Engine, PublishResult
     from pushgate.hub.channels import ChannelRules
@@ -99,7 +100,7 @@ class ClientHub(Protocol):
     @property
     def ping_seconds(self) -> int: ...
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task: ...
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
     # the connection (registry.py, timers.py)
     async def register(self, client: Client) -> None: ...
@@ -314,7 +315,7 @@ class Client:
         token: str = "",
         name: str = "",
         version: str = "",
-        subs: dict[str, dict] | None = None,
+        subs: dict[str, JsonObject] | None = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
         attention: str = ACTIVE,
@@ -648,7 +649,7 @@ class Client:
             )
         return delta in options.allowed_delta_types
 
-    def _verify_subscription_token(self, token: str, channel: str):
+    def _verify_subscription_token(self, token: str, channel: str) -> SubscriptionClaims:
         with token_errors(f"subscribe to {channel}", self.id, ErrorPermissionDenied):
             claims = self.hub.tokens.verify_subscription(token, channel)
         if claims.user != self.user:
@@ -1014,7 +1015,7 @@ class Client:
 NO_OPTIONS = SubscribeOptions()
 
 
-def _recover_position(opts: dict) -> StreamPosition | None:
+def _recover_position(opts: JsonObject) -> StreamPosition | None:
     if not opts or not opts.get("recover"):
         return None
     try:

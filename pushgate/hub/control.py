@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
 from pushgate.engine.base import StreamPosition
+from pushgate.json_types import JsonObject
 
 log = logging.getLogger("pushgate.hub")
 
@@ -62,7 +63,7 @@ class DisconnectUser:
     #: connections spared
     whitelist: list[str] | None = None
 
-    def encode(self) -> dict:
+    def encode(self) -> JsonObject:
         return {
             "op": self.op,
             "user": self.user,
@@ -74,7 +75,7 @@ class DisconnectUser:
         }
 
     @classmethod
-    def decode(cls, m: dict) -> DisconnectUser:
+    def decode(cls, m: JsonObject) -> DisconnectUser:
         return cls(
             m.get("user", ""),
             int(m["code"]),
@@ -105,7 +106,7 @@ class SubscribeUser:
     expire_at: int | None = None
     override: dict[str, bool] | None = None
 
-    def encode(self) -> dict:
+    def encode(self) -> JsonObject:
         since = self.recover_since
         return {
             "op": self.op,
@@ -121,7 +122,7 @@ class SubscribeUser:
         }
 
     @classmethod
-    def decode(cls, m: dict) -> SubscribeUser:
+    def decode(cls, m: JsonObject) -> SubscribeUser:
         since = m.get("recover_since")
         return cls(
             m.get("user", ""),
@@ -147,7 +148,7 @@ class UnsubscribeUser:
     client: str | None = None
     session: str | None = None
 
-    def encode(self) -> dict:
+    def encode(self) -> JsonObject:
         return {
             "op": self.op,
             "user": self.user,
@@ -157,7 +158,7 @@ class UnsubscribeUser:
         }
 
     @classmethod
-    def decode(cls, m: dict) -> UnsubscribeUser:
+    def decode(cls, m: JsonObject) -> UnsubscribeUser:
         return cls(m.get("user", ""), m["channel"], m.get("client"), m.get("session"))
 
     def deliver(self, to: ControlHandler) -> None:
@@ -177,7 +178,7 @@ class RefreshUser:
     #: new connection info, as JSON text
     info: str | None = None
 
-    def encode(self) -> dict:
+    def encode(self) -> JsonObject:
         return {
             "op": self.op,
             "user": self.user,
@@ -189,7 +190,7 @@ class RefreshUser:
         }
 
     @classmethod
-    def decode(cls, m: dict) -> RefreshUser:
+    def decode(cls, m: JsonObject) -> RefreshUser:
         return cls(
             m.get("user", ""),
             m.get("client"),
@@ -213,14 +214,14 @@ class MessageUser:
     data: str
     dialects: list[str] | None = None
 
-    def encode(self) -> dict:
-        message: dict = {"op": self.op, "user": self.user, "data": self.data}
+    def encode(self) -> JsonObject:
+        message: JsonObject = {"op": self.op, "user": self.user, "data": self.data}
         if self.dialects is not None:
             message["dialects"] = self.dialects
         return message
 
     @classmethod
-    def decode(cls, m: dict) -> MessageUser:
+    def decode(cls, m: JsonObject) -> MessageUser:
         return cls(m.get("user", ""), m["data"], m.get("dialects"))
 
     def deliver(self, to: ControlHandler) -> None:
@@ -241,8 +242,8 @@ class EmulationCommand:
     session: str
     data: str | bytes
 
-    def encode(self) -> dict:
-        message: dict = {"op": self.op, "node": self.node, "session": self.session}
+    def encode(self) -> JsonObject:
+        message: JsonObject = {"op": self.op, "node": self.node, "session": self.session}
         if isinstance(self.data, bytes):
             message["data_b64"] = base64.b64encode(self.data).decode()
         else:
@@ -250,7 +251,7 @@ class EmulationCommand:
         return message
 
     @classmethod
-    def decode(cls, m: dict) -> EmulationCommand:
+    def decode(cls, m: JsonObject) -> EmulationCommand:
         session = m["session"]
         if "data_b64" not in m:
             return cls(m["node"], session, m.get("data") or "")
@@ -277,8 +278,8 @@ class Survey:
     pattern: str | None = None
     user: str | None = None
 
-    def encode(self) -> dict:
-        message: dict = {"question": self.question}
+    def encode(self) -> JsonObject:
+        message: JsonObject = {"question": self.question}
         if self.question == "channels":
             message["pattern"] = self.pattern
         elif self.question == "connections":
@@ -289,7 +290,7 @@ class Survey:
         return message
 
     @classmethod
-    def decode(cls, m: dict) -> Survey:
+    def decode(cls, m: JsonObject) -> Survey:
         return cls(
             str(m.get("question")),
             m["reply_to"],
@@ -314,7 +315,7 @@ ControlMessage = (
 UserOrder = DisconnectUser | SubscribeUser | UnsubscribeUser | RefreshUser | MessageUser
 
 #: op → its message's decoder: the dispatch table
-DECODERS: dict[str, Callable[[dict], ControlMessage]] = {
+DECODERS: dict[str, Callable[[JsonObject], ControlMessage]] = {
     kind.op: kind.decode
     for kind in (
         DisconnectUser,

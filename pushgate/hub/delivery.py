@@ -24,6 +24,7 @@ from pushgate.hub.errors import (
     DISCONNECT_SERVER_ERROR,
     UNSUBSCRIBE_INSUFFICIENT_STATE,
 )
+from pushgate.hub.sink import JoinCache
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client
@@ -37,7 +38,7 @@ class Delivery:
         self,
         engine: Engine,
         presence_ttl: float,
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
     ) -> None:
         self.engine = engine
         self.presence_ttl = presence_ttl
@@ -45,7 +46,7 @@ class Delivery:
         self.channels: dict[str, dict[Client, Subscription]] = {}
         #: a channel's engine subscription while it is being made (its later
         #: subscribers wait for it)
-        self._engine_ready: dict[str, asyncio.Future] = {}
+        self._engine_ready: dict[str, asyncio.Future[None]] = {}
         #: the last (offset, epoch) delivered or told per channel: gap detection
         self.positions: dict[str, StreamPosition] = {}
         #: channels with delta subscribers → how many; and their last publication here,
@@ -59,6 +60,7 @@ class Delivery:
     async def add_subscription(self, sub: Subscription) -> None:
         channel = sub.channel
         subs = self.channels.get(channel)
+        ready: asyncio.Future[None] | None
         if subs is None:
             subs = self.channels[channel] = {}
             ready = self._engine_ready[channel] = asyncio.get_running_loop().create_future()
@@ -249,7 +251,7 @@ class Delivery:
         subs = self.channels.get(channel)
         if not subs:
             return
-        cache: dict = {}
+        cache: JoinCache = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
                 try:
@@ -261,7 +263,7 @@ class Delivery:
         subs = self.channels.get(channel)
         if not subs:
             return
-        cache: dict = {}
+        cache: JoinCache = {}
         for sub in subs.values():
             if sub.active and sub.join_leave:
                 try:

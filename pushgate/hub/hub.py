@@ -33,6 +33,7 @@ from pushgate import __version__, metrics
 from pushgate.engine.base import (
     ClientInfo,
     Engine,
+    NodeSnapshot,
     Publication,
     PublishOptions,
     PublishResult,
@@ -42,6 +43,7 @@ from pushgate.engine.tracking import UserStatus
 from pushgate.hub import control, status
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client
+from pushgate.hub.control import Survey
 from pushgate.hub.delivery import Delivery
 from pushgate.hub.errors import (
     DISCONNECT_EXPIRED,
@@ -58,37 +60,18 @@ from pushgate.hub.errors import (
 from pushgate.hub.recovery import has_history
 from pushgate.hub.registry import Registry
 from pushgate.hub.timers import Timers
+from pushgate.json_types import JsonObject
 from pushgate.proxy import Proxies
 
 if TYPE_CHECKING:
     from pushgate.auth import TokenVerifier
     from pushgate.config import Config
     from pushgate.hub.sink import ClientSink
-    from pushgate.hub.subscription import Subscription
 
 log = logging.getLogger("pushgate.hub")
 
 
 class Hub:
-    # Bound in __init__ straight to the part that does the work, so that a call from
-    # the engine or a Client costs no extra hop (handle_publication is the hot path).
-    handle_publication: Callable[[str, Publication, str], None]
-    handle_join: Callable[[str, ClientInfo], None]
-    handle_leave: Callable[[str, ClientInfo], None]
-    note_position: Callable[[str, StreamPosition], None]
-    add_subscription: Callable[[Subscription], Coroutine[Any, Any, None]]
-    remove_subscription: Callable[..., Coroutine[Any, Any, None]]
-    after_activate: Callable[[Subscription], None]
-    announce_presence: Callable[[Subscription, bool], Coroutine[Any, Any, None]]
-    refresh_presence: Callable[[Subscription], Coroutine[Any, Any, None]]
-    channel_counts: Callable[..., dict[str, int]]
-    forget_pending: Callable[[Client], None]
-    user_connection_count: Callable[[str], int]
-    product_users: Callable[[], list[str]]
-    schedule_expiry: Callable[[Client], None]
-    schedule_sub_expiry: Callable[[Subscription], None]
-    tick: Callable[[], None]
-
     def __init__(self, config: Config, engine: Engine, tokens: TokenVerifier) -> None:
         self.config = config
         self.engine = engine
@@ -100,7 +83,7 @@ class Hub:
         self.node_name = config.server.name or f"{socket.gethostname()}_{os.getpid()}"
         self.version = __version__
         self.started_at = time.time()
-        self._tasks: set[asyncio.Task] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = registry = Registry()
         self.delivery = delivery = Delivery(engine, config.engine.presence_ttl, self.spawn)
         self.timers = timers = Timers(config.client, registry, self.proxies, self.spawn)
@@ -108,6 +91,9 @@ class Hub:
         self.clients = registry.clients
         self.users = registry.users
         self.channels = delivery.channels
+        # bound straight to the part that does the work, so that a call from the engine or
+        # a Client costs no extra hop (handle_publication is the hot path); typed as the
+        # parts' methods are
         self.handle_publication = delivery.handle_publication
         self.handle_join = delivery.handle_join
         self.handle_leave = delivery.handle_leave
@@ -176,14 +162,14 @@ class Hub:
         await self.engine.close()
         await self.proxies.close()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task:
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run a background coroutine whose failure is logged, never lost."""
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task
 
-    def _task_done(self, task: asyncio.Task) -> None:
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("background task failed", exc_info=task.exception())
@@ -237,13 +223,13 @@ class Hub:
         presence: bool = True,
         users: bool = True,
         members: bool = False,
-    ) -> dict:
+    ) -> NodeSnapshot:
         """What the engine's heartbeat needs of this node: its info; its users and
         present subscribers (``presence``, ``users``: only when asked, they can be
         many); with ``members``, every membership (channel, info, presence, joined) and
         tracked connection (Connection, attention) — to write them all again after
         Redis lost them."""
-        snapshot = {
+        snapshot: NodeSnapshot = {
             "info": self.local_info(),
             "users": list(self.users) if users else [],
             "presence": self.delivery.present() if presence else [],
@@ -258,7 +244,7 @@ class Hub:
         return snapshot
 
     # --- control messages (control.py) -------------------------------------------
-    def handle_control(self, message: dict) -> None:
+    def handle_control(self, message: JsonObject) -> None:
         """A control message from any node (hub/control.py): decoded, then acted on
         by the ``on_*`` method of its kind."""
         control.dispatch(message, self)
@@ -294,7 +280,7 @@ class Hub:
         if self.emulation is not None:
             self.emulation(command)
 
-    def on_survey(self, survey: control.Survey) -> None:
+    def on_survey(self, survey: Survey) -> None:
         if survey.sender != self.node_id:
             self.spawn(self._answer_survey(survey))
 
@@ -474,7 +460,7 @@ class Hub:
         """Commands for an emulation session another node holds (its ``emulation``)."""
         await self.control(control.EmulationCommand(node, session, data))
 
-    def local_info(self) -> dict:
+    def local_info(self) -> JsonObject:
         return {
             "uid": self.node_id,
             "name": self.node_name,
@@ -486,12 +472,12 @@ class Hub:
             "uptime": int(time.time() - self.started_at),
         }
 
-    async def info(self) -> list[dict]:
+    async def info(self) -> list[JsonObject]:
         return await self.engine.nodes(self.local_info())
 
-    async def _answer_survey(self, survey: control.Survey) -> None:
+    async def _answer_survey(self, survey: Survey) -> None:
         if survey.question == "channels":
-            answer: dict = {"channels": self.channel_counts(survey.pattern)}
+            answer: JsonObject = {"channels": self.channel_counts(survey.pattern)}
         elif survey.question == "connections":
             answer = {"connections": self.user_connections(survey.user or "")}
         elif survey.question == "users":
@@ -500,21 +486,21 @@ class Hub:
             answer = {"error": f"unknown question {survey.question!r}"}
         await self.engine.answer_survey(survey.reply_to, answer)
 
-    async def _survey(self, question: control.Survey, local_answer: dict) -> list[dict]:
+    async def _survey(self, question: Survey, local_answer: JsonObject) -> list[JsonObject]:
         """Every node's answer to ``question``, this node's ``local_answer`` first."""
 
-        def ask(reply_to: str) -> dict:
+        def ask(reply_to: str) -> JsonObject:
             return control.Survey(
                 question.question, reply_to, self.node_id, question.pattern, question.user
             ).encode()
 
         return await self.engine.survey(ask, local_answer)
 
-    def user_connections(self, user: str) -> list[dict]:
+    def user_connections(self, user: str) -> list[JsonObject]:
         """This node's connections of ``user``: what the admin page lists."""
         return self.registry.user_connections(user, self.node_name)
 
-    async def cluster_user_connections(self, user: str) -> list[dict]:
+    async def cluster_user_connections(self, user: str) -> list[JsonObject]:
         answers = await self._survey(
             control.Survey("connections", user=user), {"connections": self.user_connections(user)}
         )

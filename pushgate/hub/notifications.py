@@ -37,6 +37,7 @@ from pushgate.hub.errors import (
     ErrorPermissionDenied,
 )
 from pushgate.hub.recovery import has_history
+from pushgate.json_types import JsonObject
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client, ClientHub
@@ -111,7 +112,7 @@ def _offset(value: object) -> int:
     return value
 
 
-async def ack(client: Client, params: dict) -> None:
+async def ack(client: Client, params: JsonObject) -> None:
     """``pushgate.ack {channel, offset, epoch?}``: the publication was shown to the user."""
     channel = params.get("channel")
     epoch = params.get("epoch", "")
@@ -123,7 +124,7 @@ async def ack(client: Client, params: dict) -> None:
         log.debug("client=%s acknowledged %s/%d: no hand-off", client.id, channel, offset)
 
 
-async def mark_read(client: Client, params: dict) -> None:
+async def mark_read(client: Client, params: JsonObject) -> None:
     """``pushgate.mark_read {channel, offset, epoch}`` from one of the user's connections."""
     channel = params.get("channel")
     epoch = params.get("epoch", "")

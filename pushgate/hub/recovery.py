@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from pushgate.engine.base import StreamPosition, UnrecoverablePosition
+from pushgate.engine.base import Publication, StreamPosition, UnrecoverablePosition
 from pushgate.hub.errors import ErrorUnrecoverablePosition
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from pushgate.hub.client import ClientHub
     from pushgate.hub.results import SubscribeResult
     from pushgate.hub.subscription import Subscription
+    from pushgate.hub.tags_filter import TagsFilter
 
 #: SubscribeRequest.flag bits (client.proto): numeric channel ids (not used by pushgate)
 #: and "answer 112 rather than recovered: false"
@@ -116,7 +117,7 @@ async def _latest(
         # holds the top of this very stream is up to date
         result.recovered = up_to_date
         return position
-    chosen = pubs[0] if accepts is None else next((p for p in pubs if accepts(p.tags)), None)
+    chosen = pubs[0] if accepts is None else _first_accepted(pubs, accepts)
     if chosen is None and len(pubs) >= window:
         # the filter accepts none of the window read: an older one may be the latest
         return position
@@ -124,3 +125,7 @@ async def _latest(
     if chosen is not None and not up_to_date:
         result.publications = [chosen]
     return position
+
+
+def _first_accepted(pubs: list[Publication], accepts: TagsFilter) -> Publication | None:
+    return next((p for p in pubs if accepts(p.tags)), None)

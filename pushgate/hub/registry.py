@@ -12,6 +12,7 @@ import time
 from typing import TYPE_CHECKING
 
 from pushgate.hub.user_session import UserSession
+from pushgate.json_types import JsonObject
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client
@@ -80,7 +81,7 @@ class Registry:
             return []
         return user_session.select(client, session, whitelist)
 
-    def user_connections(self, user: str, node: str) -> list[dict]:
+    def user_connections(self, user: str, node: str) -> list[JsonObject]:
         """This node's connections of ``user``: what the admin page lists."""
         session = self.users.get(user)
         if session is None:

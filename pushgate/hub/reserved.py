@@ -20,6 +20,7 @@ import orjson
 from pushgate.engine.tracking import ACTIVE
 from pushgate.hub import notifications, status
 from pushgate.hub.errors import ErrorBadRequest, ErrorMethodNotFound
+from pushgate.json_types import JsonObject
 
 if TYPE_CHECKING:
     from pushgate.hub.client import Client
@@ -34,18 +35,18 @@ def owns(method: str) -> bool:
     return method.startswith(PREFIX) or method == CENTRIFUGO_USER_STATUS
 
 
-async def _presence(client: Client, params: dict) -> None:
+async def _presence(client: Client, params: JsonObject) -> None:
     state = status.parse_attention(params.get("state"))
     if state is None:
         raise ErrorBadRequest("bad request: state must be one of active, idle, hidden")
     await client.set_attention(state)
 
 
-async def _active(client: Client, params: dict) -> None:
+async def _active(client: Client, params: JsonObject) -> None:
     await client.set_attention(ACTIVE)
 
 
-METHODS: dict[str, Callable[[Client, dict], Awaitable[None]]] = {
+METHODS: dict[str, Callable[[Client, JsonObject], Awaitable[None]]] = {
     "pushgate.presence": _presence,
     "pushgate.ack": notifications.ack,
     "pushgate.mark_read": notifications.mark_read,

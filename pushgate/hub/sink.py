@@ -7,12 +7,17 @@ are shared by every recipient of one event, so each dialect encodes it once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 if TYPE_CHECKING:
     from pushgate.engine.base import ClientInfo, Publication
     from pushgate.hub.errors import Disconnect
     from pushgate.hub.results import SubscribeResult
+
+
+#: what a dialect builds once for all the subscribers told of one join or leave (its
+#: frames, and what it parsed from the ClientInfo); each dialect keys its own entries
+JoinCache: TypeAlias = dict[object, Any]
 
 
 class ClientSink(Protocol):
@@ -24,9 +29,9 @@ class ClientSink(Protocol):
 
     def push_publication(self, channel: str, pub: Publication) -> None: ...
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None: ...
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None: ...
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None: ...
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None: ...
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None: ...
 
@@ -60,10 +65,10 @@ class ClosedSink:
     def push_publication(self, channel: str, pub: Publication) -> None:
         pass
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         pass
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         pass
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None:

@@ -21,7 +21,7 @@ from pushgate.engine.tracking import ACTIVE, ATTENTION, Connection, Tracking, Us
 
 if TYPE_CHECKING:
     from pushgate.config import Config
-    from pushgate.hub.client import Client
+    from pushgate.hub.client import Client, ClientHub
     from pushgate.hub.hub import Hub
 
 log = logging.getLogger("pushgate.status")
@@ -75,7 +75,7 @@ def status_channel(hub: Hub, user: str) -> str:
     return f"{namespace}{hub.config.channel.namespace_boundary}{user}"
 
 
-def user_of(hub: Hub, channel: str) -> str | None:
+def user_of(hub: ClientHub, channel: str) -> str | None:
     """The user whose status channel ``channel`` is, or None."""
     namespace = hub.config.presence.status_namespace
     if not namespace:
@@ -86,7 +86,7 @@ def user_of(hub: Hub, channel: str) -> str | None:
     return channel[len(head) :]
 
 
-async def subscribe_data(hub: Hub, channel: str) -> bytes | None:
+async def subscribe_data(hub: ClientHub, channel: str) -> bytes | None:
     """A status channel's subscribe reply carries the user's current status."""
     user = user_of(hub, channel)
     if user is None:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     from pushgate.config import ChannelOptions
     from pushgate.engine.base import Publication
     from pushgate.hub.client import Client
-    from pushgate.hub.tags_filter import Predicate
+    from pushgate.hub.tags_filter import TagsFilter
 
 
 class Subscription:
@@ -51,7 +51,7 @@ class Subscription:
         expires_at: float = 0.0,
         recoverable: bool = False,
         positioned: bool = False,
-        tags_filter: Predicate | None = None,
+        tags_filter: TagsFilter | None = None,
         allow: frozenset[str] = frozenset(),
         source: str = "",
         delta: bool = False,

@@ -21,9 +21,12 @@ from collections.abc import Callable, Mapping
 from decimal import Decimal
 
 from pushgate.hub.errors import ErrorBadRequest, ErrorLimitExceeded, HubError
+from pushgate.json_types import JsonObject
 
 Tags = Mapping[str, str]
 Predicate = Callable[[Tags], bool]
+#: a compiled ``tf`` tree: a publication without tags has none to match
+TagsFilter = Callable[[Tags | None], bool]
 
 _VALUE_CMPS = frozenset({"eq", "neq", "sw", "ew", "ct", "gt", "gte", "lt", "lte"})
 _SET_CMPS = frozenset({"in", "nin"})
@@ -40,7 +43,7 @@ def _number(text: str) -> Decimal | None:
     return Decimal(text) if _NUMBER.fullmatch(text) else None
 
 
-def compile_filter(node: object, max_nodes: int) -> Predicate:
+def compile_filter(node: object, max_nodes: int) -> TagsFilter:
     """The predicate of a ``tf`` tree; HubError 107 for a malformed tree, 106 for one of
     more than ``max_nodes`` nodes."""
     budget = [max_nodes]
@@ -79,14 +82,14 @@ def _compile(node: object, budget: list[int]) -> Predicate:
     raise _bad(f"unknown op {op[:32]!r}")
 
 
-def _text(node: dict, key: str) -> str:
+def _text(node: JsonObject, key: str) -> str:
     value = node.get(key) or ""
     if not isinstance(value, str):
         raise _bad(f"{key} must be a string")
     return value
 
 
-def _leaf(node: dict) -> Predicate:
+def _leaf(node: JsonObject) -> Predicate:
     key, cmp, val = _text(node, "key"), _text(node, "cmp"), _text(node, "val")
     vals = node.get("vals") or []
     if not isinstance(vals, list) or not all(isinstance(v, str) for v in vals):

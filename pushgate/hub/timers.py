@@ -52,7 +52,7 @@ class Timers:
         config: ClientConfig,
         registry: Registry,
         proxies: Proxies,
-        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task],
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
     ) -> None:
         self.config = config
         self.registry = registry
@@ -64,7 +64,7 @@ class Timers:
         self.expiry: list[tuple[float, int, str, str]] = []
         self._expiry_compact_at = EXPIRY_COMPACT_MIN
         self._seq = itertools.count()
-        self._ticker: asyncio.Task | None = None
+        self._ticker: asyncio.Task[None] | None = None
 
     @property
     def wheel_size(self) -> int:

@@ -184,7 +184,7 @@ class BoshWriter:
 class BoshConnection:
     __slots__ = ("busy", "endpoint", "finished", "lock", "session", "state", "waiters", "writer")
 
-    def __init__(self, endpoint: XmppEndpoint, state: BoshState) -> None:
+    def __init__(self, endpoint: XmppEndpoint, state: BoshState[Element]) -> None:
         self.endpoint = endpoint
         self.state = state
         hub = endpoint.hub
@@ -256,7 +256,7 @@ class BoshConnection:
                 self.busy = True
                 try:
                     for ready_rid, payload in state.ready():
-                        await self._process(ready_rid, payload)  # type: ignore[arg-type]
+                        await self._process(ready_rid, payload)
                 finally:
                     self.busy = False
                 self.deliver(state.flush())
@@ -395,7 +395,7 @@ async def _create(endpoint: XmppEndpoint, body: Element, rid: int, request: web.
     ver = min(client_ver, bosh.BOSH_VERSION)
     ack = body.get("ack") == "1"
     sid = secrets.token_hex(20)
-    state = BoshState(
+    state: BoshState[Element] = BoshState(
         sid,
         rid,
         wait=wait,

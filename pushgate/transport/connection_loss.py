@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import cast
 
 from aiohttp import web
 
@@ -27,7 +28,7 @@ class _LossWatch(asyncio.Protocol):
 
     __slots__ = ("_inner", "_on_lost")
 
-    def __init__(self, inner: asyncio.BaseProtocol, on_lost: Callable[[], None]) -> None:
+    def __init__(self, inner: asyncio.Protocol, on_lost: Callable[[], None]) -> None:
         self._inner = inner
         self._on_lost: Callable[[], None] | None = on_lost
 
@@ -35,10 +36,10 @@ class _LossWatch(asyncio.Protocol):
         self._inner.connection_made(transport)
 
     def data_received(self, data: bytes) -> None:
-        self._inner.data_received(data)  # type: ignore[attr-defined]
+        self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
-        return self._inner.eof_received()  # type: ignore[attr-defined]
+        return self._inner.eof_received()
 
     def pause_writing(self) -> None:
         self._inner.pause_writing()
@@ -60,7 +61,8 @@ def watch_loss(request: web.Request, on_lost: Callable[[], None]) -> Callable[[]
     if transport is None or transport.is_closing():
         on_lost()
         return _nothing
-    inner = transport.get_protocol()
+    # aiohttp's RequestHandler: a streaming asyncio.Protocol (typed BaseProtocol here)
+    inner = cast(asyncio.Protocol, transport.get_protocol())
     watch = _LossWatch(inner, on_lost)
     transport.set_protocol(watch)
 
@@ -76,7 +78,12 @@ async def held_until(request: web.Request, waiter: asyncio.Future, timeout: floa
     """Wait for ``waiter`` up to ``timeout`` while watching ``request``'s connection;
     True when the client went away meanwhile (``waiter`` is left as it is)."""
     gone = asyncio.get_running_loop().create_future()
-    unwatch = watch_loss(request, lambda: gone.done() or gone.set_result(None))
+
+    def lost() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    unwatch = watch_loss(request, lost)
     try:
         # asyncio.wait cancels neither future: ``waiter`` stays the caller's
         await asyncio.wait((waiter, gone), timeout=timeout, return_when=asyncio.FIRST_COMPLETED)

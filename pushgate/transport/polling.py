@@ -230,6 +230,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
         log.info("bad polling request: %s", exc)
         return web.json_response({"error": str(exc)}, status=400)
     frame = b"\n".join(orjson.dumps(c) for c in commands)
+    session: PollingSession | None
     if not session_id:
         if not commands or "connect" not in commands[0]:
             return web.json_response({"error": "a new session starts with connect"}, status=400)

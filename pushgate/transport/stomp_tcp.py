@@ -97,7 +97,7 @@ class StompTcpListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
         config = self.endpoint.hub.config
-        out = StompTcpWriter(transport, config.client.queue_max_bytes)  # type: ignore[arg-type]
+        out = StompTcpWriter(transport, config.client.queue_max_bytes)  # type: ignore[arg-type]  # a TCP stream: an asyncio.Transport
         session = self.endpoint.session(out, "stomp_tcp")
         out.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
         try:

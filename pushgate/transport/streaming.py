@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -37,7 +38,11 @@ def line(payload: bytes) -> bytes:
 
 #: framings of a streamed response: Server-Sent Events, newline-delimited JSON, and
 #: binary messages that delimit themselves (length-prefixed Protobuf), one chunk each
-FRAMES = {"sse": sse_event, "stream": line, "stream-binary": chunk}
+FRAMES: dict[str, Callable[[bytes], bytes]] = {
+    "sse": sse_event,
+    "stream": line,
+    "stream-binary": chunk,
+}
 
 
 class StreamWriter:

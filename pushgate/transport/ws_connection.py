@@ -22,10 +22,16 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import cast
 
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
-from pushgate.transport.ws_frames import build_binary_frame, build_frame, close_frame
+from pushgate.transport.ws_frames import (
+    build_binary_frame,
+    build_frame,
+    build_text_frame,
+    close_frame,
+)
 from pushgate.transport.ws_parser import (
     CLOSE_TOO_BIG,
     OP_CLOSE,
@@ -151,7 +157,7 @@ class WebSocketConnection(asyncio.Protocol):
             self._schedule()
 
     # --- FrameWriter -----------------------------------------------------------------
-    frame = staticmethod(build_frame)
+    frame = staticmethod(build_text_frame)
 
     @property
     def closed(self) -> bool:
@@ -205,7 +211,7 @@ class WebSocketConnection(asyncio.Protocol):
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = transport  # type: ignore[assignment]
+        self._transport = cast(asyncio.Transport, transport)  # a TCP socket stream
         self._open.opened()
 
     def data_received(self, data: bytes) -> None:
@@ -229,7 +235,7 @@ class WebSocketConnection(asyncio.Protocol):
             if opcode == OP_PING:
                 pings += 1
                 if pings <= PONGS_PER_READ:
-                    self._transport.write(build_frame(payload, OP_PONG))  # type: ignore[union-attr]
+                    self._transport.write(build_frame(payload, OP_PONG))  # type: ignore[union-attr]  # reading: connected
                 else:
                     latest = payload
             elif opcode == OP_CLOSE:
@@ -243,7 +249,7 @@ class WebSocketConnection(asyncio.Protocol):
         if latest is not None and not self._closed:
             # past a few, one pong answers the latest of the pings read at once (RFC 6455
             # 5.5.3 allows it): a ping flood costs its parsing, not a write each
-            self._transport.write(build_frame(latest, OP_PONG))  # type: ignore[union-attr]
+            self._transport.write(build_frame(latest, OP_PONG))  # type: ignore[union-attr]  # reading: connected
 
     def eof_received(self) -> bool:
         return False  # the transport closes; connection_lost follows
@@ -295,7 +301,7 @@ class WebSocketConnection(asyncio.Protocol):
                     if self._transport is not None:
                         self._transport.resume_reading()
                 try:
-                    await self._on_message(payload)  # type: ignore[misc]
+                    await self._on_message(payload)  # type: ignore[misc]  # set by start(), before any read
                 except Exception:
                     log.exception("websocket message handler failed")
                     self.close(CLOSE_INTERNAL_ERROR, "internal error")

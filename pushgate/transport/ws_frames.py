@@ -22,6 +22,11 @@ def build_frame(payload: bytes, opcode: int = OP_TEXT) -> bytes:
     return struct.pack("!BBQ", first, 127, length) + payload
 
 
+def build_text_frame(payload: bytes) -> bytes:
+    """A text message (JSON, STOMP, XMPP): what ``WebSocketConnection.frame`` builds."""
+    return build_frame(payload, OP_TEXT)
+
+
 def build_binary_frame(payload: bytes) -> bytes:
     """A binary message (the Centrifugo protocol's Protobuf encoding)."""
     return build_frame(payload, OP_BINARY)

@@ -105,7 +105,7 @@ class Detached(web.StreamResponse):
     def __init__(self) -> None:
         super().__init__(status=101)
 
-    async def prepare(self, request):  # type: ignore[override]
+    async def prepare(self, request):
         return None
 
     async def write_eof(self, data: bytes = b"") -> None:

@@ -13,10 +13,12 @@ ignored, as protobuf's JSON mapping does, so newer clients keep working.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import orjson
+
+from pushgate.json_types import JsonObject
 
 
 class ProtocolError(Exception):
@@ -64,7 +66,7 @@ class ConnectRequest(Command):
     token: str = ""
     data: bytes | None = None
     #: server-side subscriptions to recover: channel → {"recover", "offset", "epoch"}
-    subs: dict[str, dict] = field(default_factory=dict)
+    subs: dict[str, JsonObject] = field(default_factory=dict)
     name: str = ""
     version: str = ""
     headers: dict[str, str] = field(default_factory=dict)
@@ -205,7 +207,7 @@ def decode_command(raw: bytes) -> Command:
         raise ProtocolError(f"{method}: {exc}") from None
 
 
-def _str(params: dict, key: str) -> str:
+def _str(params: JsonObject, key: str) -> str:
     value = params.get(key, "")
     if value is None:
         return ""
@@ -214,7 +216,7 @@ def _str(params: dict, key: str) -> str:
     return value
 
 
-def _bool(params: dict, key: str) -> bool:
+def _bool(params: JsonObject, key: str) -> bool:
     value = params.get(key, False)
     if value is None:
         return False
@@ -223,7 +225,7 @@ def _bool(params: dict, key: str) -> bool:
     return value
 
 
-def _int(params: dict, key: str) -> int:
+def _int(params: JsonObject, key: str) -> int:
     value = params.get(key, 0)
     if value is None:
         return 0
@@ -236,13 +238,13 @@ def _int(params: dict, key: str) -> int:
     return value
 
 
-def _raw(params: dict, key: str) -> bytes | None:
+def _raw(params: JsonObject, key: str) -> bytes | None:
     if key not in params:
         return None
     return orjson.dumps(params[key])
 
 
-def _str_map(params: dict, key: str) -> dict[str, str]:
+def _str_map(params: JsonObject, key: str) -> dict[str, str]:
     value = params.get(key)
     if value is None:
         return {}
@@ -251,7 +253,7 @@ def _str_map(params: dict, key: str) -> dict[str, str]:
     return value
 
 
-def _str_list(params: dict, key: str) -> list[str]:
+def _str_list(params: JsonObject, key: str) -> list[str]:
     value = params.get(key)
     if value is None:
         return []
@@ -260,7 +262,7 @@ def _str_list(params: dict, key: str) -> list[str]:
     return value
 
 
-def _objects(params: dict, key: str) -> list[dict]:
+def _objects(params: JsonObject, key: str) -> list[JsonObject]:
     value = params.get(key)
     if value is None:
         return []
@@ -273,7 +275,7 @@ def _objects(params: dict, key: str) -> list[dict]:
 MAX_FILTER_DEPTH = 32
 
 
-def _filter(params: dict, key: str) -> FilterNode | None:
+def _filter(params: JsonObject, key: str) -> FilterNode | None:
     value = params.get(key)
     if value is None:
         return None
@@ -282,7 +284,7 @@ def _filter(params: dict, key: str) -> FilterNode | None:
     return _filter_node(value, 0)
 
 
-def _filter_node(node: dict, depth: int) -> FilterNode:
+def _filter_node(node: JsonObject, depth: int) -> FilterNode:
     if depth >= MAX_FILTER_DEPTH:
         raise ValueError(f"tf nests deeper than {MAX_FILTER_DEPTH} levels")
     return FilterNode(
@@ -295,7 +297,7 @@ def _filter_node(node: dict, depth: int) -> FilterNode:
     )
 
 
-def _track(params: dict) -> list[TrackBatch]:
+def _track(params: JsonObject) -> list[TrackBatch]:
     return [
         TrackBatch(
             signature=_str(batch, "signature"),
@@ -308,14 +310,14 @@ def _track(params: dict) -> list[TrackBatch]:
     ]
 
 
-def _channel(params: dict) -> str:
+def _channel(params: JsonObject) -> str:
     channel = _str(params, "channel")
     if not channel:
         raise ValueError("channel required")
     return channel
 
 
-def _connect(cid: int, p: dict) -> ConnectRequest:
+def _connect(cid: int, p: JsonObject) -> ConnectRequest:
     subs = p.get("subs") or {}
     if not isinstance(subs, dict) or not all(isinstance(v, dict) for v in subs.values()):
         raise TypeError("subs must be an object of objects")
@@ -341,7 +343,7 @@ def _connect(cid: int, p: dict) -> ConnectRequest:
     )
 
 
-def _subscribe(cid: int, p: dict) -> SubscribeRequest:
+def _subscribe(cid: int, p: JsonObject) -> SubscribeRequest:
     return SubscribeRequest(
         cid,
         "subscribe",
@@ -365,14 +367,14 @@ def _subscribe(cid: int, p: dict) -> SubscribeRequest:
     )
 
 
-def _channel_only(method: str):
-    def parse(cid: int, p: dict) -> ChannelRequest:
+def _channel_only(method: str) -> Callable[[int, JsonObject], ChannelRequest]:
+    def parse(cid: int, p: JsonObject) -> ChannelRequest:
         return ChannelRequest(cid, method, channel=_channel(p))
 
     return parse
 
 
-def _publish(cid: int, p: dict) -> PublishRequest:
+def _publish(cid: int, p: JsonObject) -> PublishRequest:
     if "data" not in p:
         raise ValueError("data required")
     return PublishRequest(
@@ -386,7 +388,7 @@ def _publish(cid: int, p: dict) -> PublishRequest:
     )
 
 
-def _history(cid: int, p: dict) -> HistoryRequest:
+def _history(cid: int, p: JsonObject) -> HistoryRequest:
     since = p.get("since")
     position = None
     if since is not None:
@@ -403,11 +405,11 @@ def _history(cid: int, p: dict) -> HistoryRequest:
     )
 
 
-def _refresh(cid: int, p: dict) -> RefreshRequest:
+def _refresh(cid: int, p: JsonObject) -> RefreshRequest:
     return RefreshRequest(cid, "refresh", token=_str(p, "token"))
 
 
-def _sub_refresh(cid: int, p: dict) -> SubRefreshRequest:
+def _sub_refresh(cid: int, p: JsonObject) -> SubRefreshRequest:
     return SubRefreshRequest(
         cid,
         "sub_refresh",
@@ -419,19 +421,19 @@ def _sub_refresh(cid: int, p: dict) -> SubRefreshRequest:
     )
 
 
-def _send(cid: int, p: dict) -> DataRequest:
+def _send(cid: int, p: JsonObject) -> DataRequest:
     return DataRequest(cid, "send", data=_raw(p, "data"))
 
 
-def _rpc(cid: int, p: dict) -> DataRequest:
+def _rpc(cid: int, p: JsonObject) -> DataRequest:
     return DataRequest(cid, "rpc", data=_raw(p, "data"), rpc_method=_str(p, "method"))
 
 
-def _ping(cid: int, p: dict) -> Command:
+def _ping(cid: int, p: JsonObject) -> Command:
     return Command(cid, "ping")
 
 
-_PARSERS: dict[str, Any] = {
+_PARSERS: dict[str, Callable[[int, JsonObject], Command]] = {
     "connect": _connect,
     "subscribe": _subscribe,
     "unsubscribe": _channel_only("unsubscribe"),

@@ -13,8 +13,11 @@ subscribe data) go as they are.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
 import orjson
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from pushgate.engine.base import BinaryData, ClientInfo, Publication
 from pushgate.hub.errors import Disconnect, HubError
@@ -106,7 +109,17 @@ def decode_commands(frame: bytes | str) -> list[Command]:
     return commands
 
 
-def _parse(message_type, raw: bytes, what: str):
+_M = TypeVar("_M", bound=Message)
+
+
+class _ChannelRequest(Protocol):
+    """A request message with a ``channel`` field (unsubscribe, presence, ...)."""
+
+    @property
+    def channel(self) -> str: ...
+
+
+def _parse(message_type: type[_M], raw: bytes, what: str) -> _M:
     try:
         return message_type.FromString(raw)
     except DecodeError as exc:
@@ -148,7 +161,7 @@ def decode_emulation_request(raw: bytes) -> tuple[str, str, bytes]:
     return request.session, request.node, request.data
 
 
-def _channel(method: str, request) -> str:
+def _channel(method: str, request: _ChannelRequest) -> str:
     channel = request.channel
     if not channel:
         raise ProtocolError(f"{method}: channel required")
@@ -216,8 +229,8 @@ def _subscribe(cid: int, r: pb.SubscribeRequest) -> SubscribeRequest:
     )
 
 
-def _channel_only(method: str):
-    def decode(cid: int, r) -> ChannelRequest:
+def _channel_only(method: str) -> Callable[[int, _ChannelRequest], ChannelRequest]:
+    def decode(cid: int, r: _ChannelRequest) -> ChannelRequest:
         return ChannelRequest(cid, method, channel=_channel(method, r))
 
     return decode
@@ -291,7 +304,8 @@ def _sub_refresh(cid: int, r: pb.SubRefreshRequest) -> SubRefreshRequest:
     )
 
 
-_DECODERS = {
+# each takes its method's request message (as Command.ListFields gives it, untyped)
+_DECODERS: dict[str, Callable[[int, Any], Command]] = {
     "connect": _connect,
     "subscribe": _subscribe,
     "unsubscribe": _channel_only("unsubscribe"),

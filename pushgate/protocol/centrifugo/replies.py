@@ -12,12 +12,13 @@ from orjson import Fragment, dumps
 from pushgate.engine.base import ClientInfo, Publication
 from pushgate.hub.errors import Disconnect, HubError
 from pushgate.hub.results import ConnectResult, RefreshResult, SubscribeResult
+from pushgate.json_types import JsonObject
 
 PING = b"{}"
 
 
-def _info(info: ClientInfo) -> dict:
-    out: dict = {"client": info.client, "user": info.user}
+def _info(info: ClientInfo) -> JsonObject:
+    out: JsonObject = {"client": info.client, "user": info.user}
     if info.conn_info is not None:
         out["conn_info"] = Fragment(info.conn_info)
     if info.chan_info is not None:
@@ -25,8 +26,8 @@ def _info(info: ClientInfo) -> dict:
     return out
 
 
-def publication(pub: Publication) -> dict:
-    out: dict = {"data": Fragment(pub.data)}
+def publication(pub: Publication) -> JsonObject:
+    out: JsonObject = {"data": Fragment(pub.data)}
     if pub.offset:
         out["offset"] = pub.offset
     if pub.info is not None:
@@ -38,19 +39,19 @@ def publication(pub: Publication) -> dict:
     return out
 
 
-def reply(command_id: int, method: str, result: dict) -> bytes:
+def reply(command_id: int, method: str, result: JsonObject) -> bytes:
     return dumps({"id": command_id, method: result})
 
 
 def error_reply(command_id: int, error: HubError) -> bytes:
-    err: dict = {"code": error.code, "message": error.message}
+    err: JsonObject = {"code": error.code, "message": error.message}
     if error.temporary:
         err["temporary"] = True
     return dumps({"id": command_id, "error": err})
 
 
-def subscribe_result(result: SubscribeResult) -> dict:
-    out: dict = {}
+def subscribe_result(result: SubscribeResult) -> JsonObject:
+    out: JsonObject = {}
     if result.expires:
         out["expires"] = True
         out["ttl"] = result.ttl
@@ -75,8 +76,8 @@ def subscribe_result(result: SubscribeResult) -> dict:
     return out
 
 
-def connect_result(result: ConnectResult) -> dict:
-    out: dict = {"client": result.client, "version": result.version}
+def connect_result(result: ConnectResult) -> JsonObject:
+    out: JsonObject = {"client": result.client, "version": result.version}
     if result.expires:
         out["expires"] = True
         out["ttl"] = result.ttl
@@ -95,24 +96,24 @@ def connect_result(result: ConnectResult) -> dict:
     return out
 
 
-def rpc_result(data: bytes | None) -> dict:
+def rpc_result(data: bytes | None) -> JsonObject:
     return {} if data is None else {"data": Fragment(data)}
 
 
-def refresh_result(result: RefreshResult) -> dict:
-    out: dict = {"client": result.client, "version": result.version}
+def refresh_result(result: RefreshResult) -> JsonObject:
+    out: JsonObject = {"client": result.client, "version": result.version}
     if result.expires:
         out["expires"] = True
         out["ttl"] = result.ttl
     return out
 
 
-def presence_result(clients: dict[str, ClientInfo]) -> dict:
+def presence_result(clients: dict[str, ClientInfo]) -> JsonObject:
     return {"presence": {cid: _info(info) for cid, info in clients.items()}}
 
 
-def history_result(publications: list[Publication], offset: int, epoch: str) -> dict:
-    out: dict = {"publications": [publication(p) for p in publications], "epoch": epoch}
+def history_result(publications: list[Publication], offset: int, epoch: str) -> JsonObject:
+    out: JsonObject = {"publications": [publication(p) for p in publications], "epoch": epoch}
     if offset:
         out["offset"] = offset
     return out
@@ -123,7 +124,7 @@ def history_result(publications: list[Publication], offset: int, epoch: str) -> 
 # an id); unidirectional ones get the push object itself, as Centrifugo sends them.
 
 
-def _push(channel: str, kind: str, body: dict, uni: bool = False) -> bytes:
+def _push(channel: str, kind: str, body: JsonObject, uni: bool = False) -> bytes:
     push = {"channel": channel, kind: body} if channel else {kind: body}
     return dumps(push if uni else {"push": push})
 
@@ -155,7 +156,7 @@ def message_push(data: bytes, uni: bool = False) -> bytes:
 
 
 def refresh_push(expires: bool, ttl: int, uni: bool = False) -> bytes:
-    body: dict = {}
+    body: JsonObject = {}
     if expires:
         body = {"expires": True, "ttl": ttl}
     return _push("", "refresh", body, uni)

@@ -28,6 +28,8 @@ from pushgate.hub.errors import (
     ErrorNotAvailable,
     HubError,
 )
+from pushgate.hub.sink import JoinCache
+from pushgate.json_types import JsonObject
 from pushgate.metrics import COMMANDS
 from pushgate.protocol.centrifugo import delta
 from pushgate.protocol.centrifugo.codecs import JSON, Codec, UnfitData
@@ -77,7 +79,7 @@ def position_event_id(channel: str, offset: int, epoch: str) -> str:
     return f"{offset}:{epoch}:{channel}"
 
 
-def parse_position_event_id(event_id: str) -> tuple[str, dict] | None:
+def parse_position_event_id(event_id: str) -> tuple[str, JsonObject] | None:
     """The channel and its recovery request from a Last-Event-ID, or None."""
     offset, _, rest = event_id.partition(":")
     epoch, _, channel = rest.partition(":")
@@ -256,7 +258,7 @@ class CentrifugoSession:
             if client.read_positions:  # the user's read positions (hub/notifications.py)
                 self.push_message(notifications.read_message(client.read_positions))
         elif isinstance(cmd, SubscribeRequest):
-            sub, result = await client.subscribe(
+            sub, sub_result = await client.subscribe(
                 cmd.channel,
                 token=cmd.token,
                 recover=cmd.recover,
@@ -272,11 +274,11 @@ class CentrifugoSession:
                 delta=cmd.delta,
                 client_data=cmd.data,
             )
-            if result.delta:
-                self._start_delta(cmd.channel, result)
+            if sub_result.delta:
+                self._start_delta(cmd.channel, sub_result)
             # recovered publications this encoding cannot carry raise UnfitData here:
             # the client must not believe it recovered, and a retry would fail the same
-            self._write(codec.subscribe_reply(cmd.id, result))
+            self._write(codec.subscribe_reply(cmd.id, sub_result))
             client.activate(sub)
         elif isinstance(cmd, PublishRequest):
             await client.publish(cmd.channel, cmd.data)
@@ -384,6 +386,7 @@ class CentrifugoSession:
         self._delta[channel] = pub
         patch = delta.patch_of(pub) if last is not None and pub.prev is last else None
         json = not self.codec.binary
+        key: tuple[str, ...]
         if patch is not None:
             key = (*self._key, "delta")
         else:
@@ -400,14 +403,14 @@ class CentrifugoSession:
         else:
             self._unfit(UnfitData(f"publication {pub.offset} in {channel} is not JSON"))
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         data = cache.get(self._key)
         if data is None:
             payload = self.codec.join_push(channel, info, self.uni)
             data = cache[self._key] = self.writer.frame(payload)
         self.writer.write(data)
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         data = cache.get(self._key)
         if data is None:
             payload = self.codec.leave_push(channel, info, self.uni)

@@ -17,6 +17,7 @@ matches wins. AMQP ingress uses the same mappings for (exchange, routing key).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 TOPIC_EXCHANGE = "amq.topic"
@@ -99,7 +100,7 @@ class Destinations:
 
     def __init__(
         self,
-        mappings: list[str] | list[ExchangeMapping] = (),  # type: ignore[assignment]
+        mappings: Iterable[str | ExchangeMapping] = (),
         *,
         namespace_boundary: str = ":",
         user_boundary: str = "#",
@@ -132,12 +133,12 @@ class Destinations:
             exchange, _, key = destination[len("/exchange/") :].partition("/")
             if not exchange:
                 raise DestinationError("empty exchange destination")
-            channel = self.channel_for_routing_key(exchange, key)
-            if channel is None:
+            mapped = self.channel_for_routing_key(exchange, key)
+            if mapped is None:
                 raise DestinationError(
                     f"no channel is mapped to exchange {exchange!r} routing key {key!r}"
                 )
-            return channel
+            return mapped
         if destination.startswith("/user/"):
             namespace = destination[len("/user/") :]
             if not namespace or "/" in namespace:

@@ -40,6 +40,7 @@ from pushgate.hub.errors import (
     ErrorLimitExceeded,
     HubError,
 )
+from pushgate.hub.sink import JoinCache
 from pushgate.protocol.stomp.codec import (
     Frame,
     FrameError,
@@ -118,7 +119,9 @@ PRESENCE_DESTINATION = "/pushgate/presence"
 class StompFailure(Exception):
     """Answer the frame with ERROR and close."""
 
-    def __init__(self, message: str, detail: str = "", headers: dict | None = None) -> None:
+    def __init__(
+        self, message: str, detail: str = "", headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.detail = detail
@@ -514,7 +517,7 @@ class StompSession:
         self.subs[sub_id] = sub
         self.routes[channel] = {sub_id: sub}
         self.standins.pop(channel, None)
-        extra = {}
+        extra: dict[str, str] = {}
         if since:
             extra["x-pushgate-recovered"] = "true" if result.recovered else "false"
         if result.epoch:
@@ -575,14 +578,18 @@ class StompSession:
             if sub_id not in self.subs:
                 raise StompFailure("no such subscription", sub_id)
 
-    def _receipt(self, frame: Frame, extra: dict | None = None) -> None:
+    def _receipt(self, frame: Frame, extra: dict[str, str] | None = None) -> None:
         receipt = frame.get("receipt")
         if receipt:
             headers = {"receipt-id": receipt, **(extra or {})}
             self.writer.send(encode_frame("RECEIPT", headers, version=self.version))
 
     def _fail(
-        self, message: str, detail: str = "", receipt: str = "", headers: dict | None = None
+        self,
+        message: str,
+        detail: str = "",
+        receipt: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         """ERROR, then close."""
         if self._closing:
@@ -592,7 +599,11 @@ class StompSession:
         self.client.disconnect(Disconnect(DISCONNECT_BAD_REQUEST.code, message[:100]))
 
     def _write_error(
-        self, message: str, detail: str = "", receipt: str = "", headers: dict | None = None
+        self,
+        message: str,
+        detail: str = "",
+        receipt: str = "",
+        headers: dict[str, str] | None = None,
     ) -> None:
         error_headers = {"message": message, **(headers or {})}
         if receipt:
@@ -655,10 +666,10 @@ class StompSession:
             self.standins[channel] = standin
         self._deliver(standin, pub)
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         """STOMP has no frame for presence changes."""
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         """STOMP has no frame for presence changes."""
 
     def push_subscribe(self, channel: str, result: SubscribeResult) -> None:

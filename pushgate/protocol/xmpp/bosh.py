@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from pushgate.protocol.xmpp.stanzas import NS_STREAM
 from pushgate.protocol.xmpp.xml import escape_attr
+
+#: what a request carries, to be processed in rid order (the transport's parsed body)
+P = TypeVar("P")
 
 NS_HTTPBIND = "http://jabber.org/protocol/httpbind"
 NS_XBOSH = "urn:xmpp:xbosh"
@@ -94,7 +98,7 @@ def terminate_body(condition: str | None = None, stanzas: list[bytes] | None = N
     return body_bytes(stanzas or [], type="terminate", condition=condition)
 
 
-class BoshState:
+class BoshState(Generic[P]):
     __slots__ = (
         "ack",
         "early",
@@ -138,7 +142,7 @@ class BoshState:
         self.ack = ack
         self.responses: OrderedDict[int, bytes] = OrderedDict()
         self.parked: deque[int] = deque()
-        self.early: dict[int, object] = {}
+        self.early: dict[int, P] = {}
         self.pending: list[bytes] = []
         #: the condition the session ended with ("" = ended by the client), or None
         self.terminated: str | None = None
@@ -154,7 +158,7 @@ class BoshState:
             responses.popitem(last=False)
 
     def receive(
-        self, rid: int, payload: object, now: float, *, ack: int | None = None, empty: bool = False
+        self, rid: int, payload: P, now: float, *, ack: int | None = None, empty: bool = False
     ) -> Replay | Duplicate | Queued:
         """Classify a request; raises BoshError(item-not-found) outside the rid window."""
         cached = self.responses.get(rid)
@@ -188,9 +192,9 @@ class BoshState:
         self.in_flight += 1
         return Queued(rid)
 
-    def ready(self) -> list[tuple[int, object]]:
+    def ready(self) -> list[tuple[int, P]]:
         """Queued payloads whose turn has come, in rid order; each is parked."""
-        out = []
+        out: list[tuple[int, P]] = []
         while self.last_rid + 1 in self.early:
             self.last_rid += 1
             out.append((self.last_rid, self.early.pop(self.last_rid)))

@@ -63,9 +63,8 @@ def xmpp_resource(info: ClientInfo) -> str | None:
         extra = orjson.loads(info.chan_info)
     except orjson.JSONDecodeError:
         return None
-    if isinstance(extra, dict) and isinstance(extra.get("xmpp"), str):
-        return extra["xmpp"]
-    return None
+    xmpp = extra.get("xmpp") if isinstance(extra, dict) else None
+    return xmpp if isinstance(xmpp, str) else None
 
 
 async def present_contact(hub: Hub, channels: list[str], user: str) -> list[ClientInfo]:

@@ -43,6 +43,8 @@ from pushgate.auth import TokenError, looks_like_jwt
 from pushgate.engine.base import BinaryData
 from pushgate.engine.tracking import ACTIVE, HIDDEN, IDLE
 from pushgate.hub.errors import Disconnect, DisconnectError, HubError
+from pushgate.hub.sink import JoinCache
+from pushgate.json_types import JsonObject
 from pushgate.protocol.xmpp import stanzas as st
 from pushgate.protocol.xmpp.chat import (
     ChatRate,
@@ -197,6 +199,20 @@ def disconnect_condition(disconnect: Disconnect) -> str:
     return "conflict" if code == 3503 else "undefined-condition"
 
 
+@dataclass(slots=True)
+class _Contact:
+    """A contact's connection seen available (from another connection's join)."""
+
+    #: the contacts channels it was seen in
+    channels: set[str]
+    #: the last presence stanza sent for it
+    presence: bytes
+    jid: str
+    user: str
+    #: its XMPP resource (None: a connection of another protocol)
+    resource: str | None
+
+
 class XmppSession:
     dialect = DIALECT
 
@@ -244,8 +260,8 @@ class XmppSession:
         self.available = False
         self.show = ""
         self.status = ""
-        #: contacts' connections seen available: client id → [channels, last presence]
-        self._contacts: dict[str, list] = {}
+        #: contacts' connections seen available, by client id
+        self._contacts: dict[str, _Contact] = {}
         #: joined rooms: channel → nick
         self.rooms: dict[str, str] = {}
         self._recovered: list[tuple[str, list[Publication]]] = []
@@ -337,7 +353,7 @@ class XmppSession:
             self._send(st.sasl_failure("malformed-request"))
             return
         client = self.client
-        recover: dict[str, dict] = {}
+        recover: dict[str, JsonObject] = {}
         token, data, user = password, None, ""
         if self.hub.proxies.connect is not None and not looks_like_jwt(password):
             # a password, not a token: the connect proxy checks it (the way ejabberd's
@@ -500,7 +516,7 @@ class XmppSession:
                 log.warning("cannot announce %s presence in %s: %s", self.jid, channel, exc)
 
     async def _contact_infos(self) -> list[tuple[str, ClientInfo]]:
-        out = []
+        out: list[tuple[str, ClientInfo]] = []
         for channel in list(self.client.subs):
             if not self.settings.is_contacts_channel(channel):
                 continue
@@ -521,7 +537,7 @@ class XmppSession:
         for channel, info in await self._contact_infos():
             self._contact_joined(channel, info, None)
 
-    def _contact_joined(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+    def _contact_joined(self, channel: str, info: ClientInfo, cache: JoinCache | None) -> None:
         if info.client == self.client.id or not info.user:
             return
         parsed = cache.get(CONTACT_KEY) if cache is not None else None
@@ -538,27 +554,26 @@ class XmppSession:
                 cache[key] = data
         seen = self._contacts.get(info.client)
         if seen is None:
-            # channels, presence bytes, JID, user, XMPP resource (None: another protocol)
-            self._contacts[info.client] = [{channel}, data, jid, info.user, resource]
+            self._contacts[info.client] = _Contact({channel}, data, jid, info.user, resource)
         else:
-            seen[0].add(channel)
-            if seen[1] == data:
+            seen.channels.add(channel)
+            if seen.presence == data:
                 return
-            seen[1] = data
+            seen.presence = data
         self.writer.write(data)
 
-    def _contact_left(self, channel: str, info: ClientInfo, cache: dict | None) -> None:
+    def _contact_left(self, channel: str, info: ClientInfo, cache: JoinCache | None) -> None:
         seen = self._contacts.get(info.client)
         if seen is None:
             return
-        seen[0].discard(channel)
-        if seen[0]:
+        seen.channels.discard(channel)
+        if seen.channels:
             return
         del self._contacts[info.client]
         key = (*self._key, "unavailable")
         data = cache.get(key) if cache is not None else None
         if data is None:
-            data = self.writer.frame(st.presence(seen[2], type_="unavailable"))
+            data = self.writer.frame(st.presence(seen.jid, type_="unavailable"))
             if cache is not None:
                 cache[key] = data
         self.writer.write(data)
@@ -566,7 +581,8 @@ class XmppSession:
     def _contact_presence(self, info: ClientInfo) -> tuple[str, str, str, str | None]:
         """A contact's JID, show and status, and its XMPP resource (None for a
         connection of another protocol, whose JID's resource is its client id)."""
-        xmpp, show, status = None, "", ""
+        xmpp: str | None = None
+        show = status = ""
         if info.chan_info:
             try:
                 extra = orjson.loads(info.chan_info)
@@ -574,8 +590,9 @@ class XmppSession:
                 extra = None
             if isinstance(extra, dict) and isinstance(extra.get("xmpp"), str):
                 xmpp = extra["xmpp"]
-                show = extra.get("show") if extra.get("show") in st.SHOW_VALUES else ""
-                status = extra.get("status") if isinstance(extra.get("status"), str) else ""
+                given_show, given_status = extra.get("show"), extra.get("status")
+                show = given_show if given_show in st.SHOW_VALUES else ""
+                status = given_status if isinstance(given_status, str) else ""
         jid = f"{info.user}@{self.settings.domain}/{xmpp or info.client}"
         return jid, show or "", status or "", xmpp
 
@@ -758,7 +775,7 @@ class XmppSession:
         for channel in self.settings.contacts_channels(subs):
             if not subs[channel].join_leave:
                 return []
-        return [seen[4] for seen in self._contacts.values() if seen[3] == user]
+        return [seen.resource for seen in self._contacts.values() if seen.user == user]
 
     async def _present_contact(self, user: str) -> list[str | None]:
         """``user``'s connections present in the session's contacts channels, read from
@@ -819,11 +836,11 @@ class XmppSession:
         item_id = str(pub.offset) if pub.offset else ""
         return st.headline(settings.domain, channel, item_id, pub.data.decode())
 
-    def push_join(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_join(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         if self.available and self.settings.is_contacts_channel(channel):
             self._contact_joined(channel, info, cache)
 
-    def push_leave(self, channel: str, info: ClientInfo, cache: dict) -> None:
+    def push_leave(self, channel: str, info: ClientInfo, cache: JoinCache) -> None:
         if self.settings.is_contacts_channel(channel):
             self._contact_left(channel, info, cache)
 
@@ -833,11 +850,11 @@ class XmppSession:
     def push_unsubscribe(self, channel: str, code: int, reason: str) -> None:
         if self.settings.is_contacts_channel(channel):
             # no more joins and leaves from there: contacts seen only there are gone
-            for client_id, (channels, _, jid, _, _) in list(self._contacts.items()):
-                channels.discard(channel)
-                if not channels:
+            for client_id, seen in list(self._contacts.items()):
+                seen.channels.discard(channel)
+                if not seen.channels:
                     del self._contacts[client_id]
-                    self._send(st.presence(jid, type_="unavailable"))
+                    self._send(st.presence(seen.jid, type_="unavailable"))
 
     def push_message(self, data: bytes) -> None:
         if self.phase != Phase.BOUND:

@@ -11,6 +11,8 @@ names; ``escape_text``/``escape_attr`` and ``Element.to_bytes`` write XML back.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NoReturn
 from xml.parsers import expat
 
 XML_NS = "http://www.w3.org/XML/1998/namespace"
@@ -120,8 +122,8 @@ def escape_attr(text: str) -> str:
     return text.translate(_ATTR)
 
 
-def _refuse(what: str):
-    def handler(*args: object) -> None:
+def _refuse(what: str) -> Callable[..., NoReturn]:
+    def handler(*args: object) -> NoReturn:
         raise XmlError(f"{what} are not allowed in XMPP", "restricted-xml")
 
     return handler
