@@ -1343,6 +1343,10 @@ static void start_expect(const char *line) {
     v = json_value(line, "timeout");
     double timeout = (v && *v != 'n') ? strtod(v, NULL) : 120.0;
     expected = pubs + expect_count;
+    if (per_connection > 0) /* connections closed before this expect get nothing more */
+        for (long i = 0; i < opt_connections; i++)
+            if (conns[i].state == CLOSED && expected >= (uint64_t)per_connection)
+                expected -= (uint64_t)per_connection;
     last_arrival = 0;
     nlat = 0;
     ntl = 0;
