@@ -428,10 +428,14 @@ async def sample_load(pids: list[int], redis: Redis, out: list[dict]) -> None:
         last = now
 
 
-async def sample_loop_lag(supervisor_pid: int, worst: dict[str, float]) -> None:
+async def sample_loop_lag(
+    supervisor_pid: int, worst: dict[str, dict[str, list[float]]], phase: list[str]
+) -> None:
     """Every 5 s: each worker's longest event-loop block since the last look
     (``pushgate_event_loop_lag_max_seconds``, read from the worker's own metrics socket,
-    so no worker merges the others' for us); the largest per worker is kept."""
+    so no worker merges the others' for us) and how much of it the loop's thread ran
+    (``..._max_cpu_seconds``; the rest it waited for a core). The largest per worker is
+    kept per phase of the run (``phase[0]``: ramp, idle, publish) as [lag, cpu]."""
     from prometheus_client.parser import text_string_to_metric_families
 
     from pushgate.worker_metrics import socket_dir
@@ -448,11 +452,17 @@ async def sample_loop_lag(supervisor_pid: int, worst: dict[str, float]) -> None:
                     session.get("http://worker/metrics") as response,
                 ):
                     text = await response.text()
-                for family in text_string_to_metric_families(text):
-                    if family.name == "pushgate_event_loop_lag_max_seconds":
-                        worker = path.stem.removeprefix("worker-")
-                        value = family.samples[0].value
-                        worst[worker] = max(worst.get(worker, 0.0), value)
+                values = {
+                    family.name: family.samples[0].value
+                    for family in text_string_to_metric_families(text)
+                    if family.name.startswith("pushgate_event_loop_lag_max")
+                }
+                lag = values.get("pushgate_event_loop_lag_max_seconds", 0.0)
+                cpu = values.get("pushgate_event_loop_lag_max_cpu_seconds", 0.0)
+                worker = path.stem.removeprefix("worker-")
+                seen = worst.setdefault(phase[0], {})
+                if lag > seen.get(worker, [0.0, 0.0])[0]:
+                    seen[worker] = [lag, cpu]
 
 
 def kernel_memory_kib() -> dict[str, int]:
@@ -641,9 +651,12 @@ async def scenario(args, progress: Progress) -> dict:
                 rss_before = {pid: rss_kib(pid) for pid in worker_pids}
                 kernel_before = kernel_memory_kib()
                 redis_before = redis.client.info("memory")["used_memory"]
-                lag_worst: dict[str, float] = {}
+                lag_worst: dict[str, dict[str, list[float]]] = {}
+                phase = ["ramp"]
                 if workers > 1:
-                    watcher = asyncio.create_task(sample_loop_lag(cluster.process.pid, lag_worst))
+                    watcher = asyncio.create_task(
+                        sample_loop_lag(cluster.process.pid, lag_worst, phase)
+                    )
                 progress.step(f"{workers} workers up; minting {connections:,} tokens")
                 for load in loads:
                     await load.start(cluster.port, workdir)
@@ -708,6 +721,7 @@ async def scenario(args, progress: Progress) -> dict:
                     # connected and quiet: what pings and timers cost per connection-second
                     idle0 = sum(proc_cpu(pid) for pid in worker_pids)
                     redis_idle0 = redis.cpu()
+                    phase[0] = "idle"
                     progress.show(f"idle for {args.c100k_idle_seconds:g}s (pings only)")
                     await asyncio.sleep(args.c100k_idle_seconds)
                     idle = sum(proc_cpu(pid) for pid in worker_pids) - idle0
@@ -741,6 +755,7 @@ async def scenario(args, progress: Progress) -> dict:
                 samples: list[dict] = []
                 cpu0 = {pid: proc_cpu(pid) for pid in worker_pids}
                 redis0, self0 = redis.cpu(), self_cpu()
+                phase[0] = "publish"
                 start_wall = time.time() + 0.2
                 start = time.monotonic() + 0.2
                 monitor = asyncio.create_task(sample_load(worker_pids, redis, samples))
@@ -814,9 +829,17 @@ async def scenario(args, progress: Progress) -> dict:
                 result["per_worker"] = per_worker
                 if workers > 1:
                     watcher.cancel()
+                    # per phase and worker: [longest block, of which the loop's thread ran]
                     result["event_loop_lag_max_seconds"] = {
-                        "per_worker": lag_worst,
-                        "max": max(lag_worst.values(), default=None),
+                        "per_phase": lag_worst,
+                        "max": {
+                            name: max((lag for lag, _ in seen.values()), default=None)
+                            for name, seen in lag_worst.items()
+                        },
+                        "max_running": {
+                            name: max((cpu for _, cpu in seen.values()), default=None)
+                            for name, seen in lag_worst.items()
+                        },
                         "target": 0.1,
                     }
                 result["rss_per_connection_kib_end"] = (

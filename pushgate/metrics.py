@@ -4,8 +4,8 @@ Counters and histograms are module-level (one process, one set). What describes 
 node's current state — connections by transport and dialect, subscriptions, channels,
 users online, queued bytes — and the per-publication counts (publications, deliveries)
 are read from the hub when Prometheus scrapes: hub/metrics_collector.py, registered
-beside these by ``registry_for``. This module imports nothing of pushgate's, so every
-layer may count here.
+beside these by ``registry_for``. This module imports nothing of pushgate's but
+process_metrics.py (the ``process_*`` figures), so every layer may count here.
 """
 
 from __future__ import annotations
@@ -25,6 +25,11 @@ from prometheus_client import (
 from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import REGISTRY, Collector
 from prometheus_client.utils import floatToGoString
+
+from pushgate import process_metrics
+
+# process_open_fds without listing every open file at each scrape (process_metrics.py)
+process_metrics.install()
 
 COMMANDS = Counter(
     "pushgate_commands_total",

@@ -44,6 +44,9 @@ class Delivery:
         self.presence_ttl = presence_ttl
         self.spawn = spawn
         self.channels: dict[str, dict[Client, Subscription]] = {}
+        #: how many entries ``channels`` holds in all (kept as they change: a scrape or
+        #: heartbeat reads it without walking every channel)
+        self.subscription_count = 0
         #: a channel's engine subscription while it is being made (its later
         #: subscribers wait for it)
         self._engine_ready: dict[str, asyncio.Future[None]] = {}
@@ -65,6 +68,7 @@ class Delivery:
             subs = self.channels[channel] = {}
             ready = self._engine_ready[channel] = asyncio.get_running_loop().create_future()
             subs[sub.client] = sub
+            self.subscription_count += 1
             try:
                 await self.engine.subscribe(channel)
             except BaseException as exc:
@@ -74,6 +78,8 @@ class Delivery:
                 raise
             ready.set_result(None)
         else:
+            if sub.client not in subs:
+                self.subscription_count += 1
             subs[sub.client] = sub
             ready = self._engine_ready.get(channel)
             if ready is not None and not ready.done():
@@ -124,6 +130,7 @@ class Delivery:
         subs = self.channels.get(channel)
         if subs is not None and subs.get(sub.client) is sub:
             del subs[sub.client]
+            self.subscription_count -= 1
             if sub.delta:
                 self._delta_subscribers[channel] -= 1
                 if self._delta_subscribers[channel] <= 0:

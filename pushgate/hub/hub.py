@@ -41,6 +41,7 @@ from pushgate.engine.base import (
 )
 from pushgate.engine.tracking import UserStatus
 from pushgate.hub import control, status
+from pushgate.hub.backlog import Backlog
 from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client
 from pushgate.hub.control import Survey
@@ -85,6 +86,8 @@ class Hub:
         self.started_at = time.time()
         self._tasks: set[asyncio.Task[Any]] = set()
         self.registry = registry = Registry()
+        #: writers with bytes waiting to go out (the write-queue gauge)
+        self.backlog = Backlog()
         self.delivery = delivery = Delivery(engine, config.engine.presence_ttl, self.spawn)
         self.timers = timers = Timers(config.client, registry, self.proxies, self.spawn)
         #: the parts' state, for the API, the admin page and the engine's heartbeat
@@ -468,7 +471,7 @@ class Hub:
             "num_clients": len(self.clients),
             "num_users": len(self.users),
             "num_channels": len(self.channels),
-            "num_subs": sum(len(s) for s in self.channels.values()),
+            "num_subs": self.delivery.subscription_count,
             "uptime": int(time.time() - self.started_at),
         }
 

@@ -9,6 +9,7 @@ addressed to a user reach each of that user's connections here.
 from __future__ import annotations
 
 import time
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from pushgate.hub.user_session import UserSession
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 
 
 class Registry:
-    __slots__ = ("clients", "pending", "registered", "users")
+    __slots__ = ("clients", "kinds", "pending", "registered", "users")
 
     def __init__(self) -> None:
         #: registered connections by id
@@ -30,6 +31,9 @@ class Registry:
         self.pending: dict[Client, float] = {}
         #: connections registered since the node started (gc_freeze.py)
         self.registered = 0
+        #: registered connections by (transport, dialect), kept as they come and go: the
+        #: ``pushgate_connections`` gauge without walking every connection at a scrape
+        self.kinds: Counter[tuple[str, str]] = Counter()
 
     def open(self, client: Client) -> None:
         self.pending[client] = time.monotonic()
@@ -40,6 +44,11 @@ class Registry:
     def add(self, client: Client) -> None:
         """``client`` connected: registered, and under its user's session."""
         self.pending.pop(client, None)
+        previous = self.clients.get(client.id)
+        if previous is not client:
+            if previous is not None:
+                self._uncount(previous)
+            self.kinds[(client.transport, client.sink.dialect)] += 1
         self.clients[client.id] = client
         self.registered += 1
         if not client.user:
@@ -51,7 +60,9 @@ class Registry:
 
     def remove(self, client: Client) -> bool:
         """``client`` is gone; whether it was one of a user's connections."""
-        self.clients.pop(client.id, None)
+        if self.clients.get(client.id) is client:
+            del self.clients[client.id]
+            self._uncount(client)
         session = self.users.get(client.user)
         if session is None:
             return False
@@ -59,6 +70,12 @@ class Registry:
         if not session:
             del self.users[client.user]
         return True
+
+    def _uncount(self, client: Client) -> None:
+        kind = (client.transport, client.sink.dialect)
+        self.kinds[kind] -= 1
+        if not self.kinds[kind]:
+            del self.kinds[kind]
 
     def everyone(self) -> list[Client]:
         """Every connection, registered or still pending."""

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
+from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.xmpp import bosh
 from pushgate.protocol.xmpp.bosh import (
@@ -113,12 +114,13 @@ XMPP = web.AppKey("xmpp", XmppEndpoint)
 class BoshWriter:
     """StanzaWriter of a BOSH session: stanzas wait in the state machine's outbox."""
 
-    __slots__ = ("_conn", "_flush_soon", "_size", "marks", "max_bytes", "positions")
+    __slots__ = ("_backlog", "_conn", "_flush_soon", "_size", "marks", "max_bytes", "positions")
 
     framing = "bosh"
 
-    def __init__(self, conn: BoshConnection, max_bytes: int) -> None:
+    def __init__(self, conn: BoshConnection, max_bytes: int, backlog: Backlog) -> None:
         self._conn = conn
+        self._backlog = backlog
         self.max_bytes = max_bytes
         self.positions: dict[str, tuple[int, str]] = {}
         #: positions of queued publications, handed over with the next answer
@@ -144,6 +146,7 @@ class BoshWriter:
             return
         conn.state.queue(data)
         self._size += len(data)
+        self._backlog.add(self)
         if mark is not None:
             self.marks.append(mark)
         if self._size > self.max_bytes:
@@ -188,7 +191,7 @@ class BoshConnection:
         self.endpoint = endpoint
         self.state = state
         hub = endpoint.hub
-        self.writer = BoshWriter(self, hub.config.client.queue_max_bytes)
+        self.writer = BoshWriter(self, hub.config.client.queue_max_bytes, hub.backlog)
         self.session = XmppSession(hub, self.writer, "bosh", endpoint.settings, endpoint.resume)
         self.lock = asyncio.Lock()
         self.waiters: dict[int, asyncio.Future] = {}

@@ -97,7 +97,13 @@ async def _stream(
     transport = request.transport
     if transport is None:
         return web.Response(status=499)
-    writer = StreamWriter(transport, framing, hub.config.client.queue_max_bytes, bidirectional=True)
+    writer = StreamWriter(
+        transport,
+        framing,
+        hub.config.client.queue_max_bytes,
+        bidirectional=True,
+        backlog=hub.backlog,
+    )
     name = "sse" if framing == "sse" else "http_stream"
     session = CentrifugoSession(hub, writer, name, codec=codec)
     session.client.headers = hub.proxies.pick_headers(request.headers.items())

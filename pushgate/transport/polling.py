@@ -22,6 +22,7 @@ from functools import partial
 import orjson
 from aiohttp import web
 
+from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.centrifugo.session import CentrifugoSession
 from pushgate.transport.app_keys import HUB
@@ -36,6 +37,7 @@ class Outbox:
     """FrameWriter of a polling session: numbered messages waiting to be acknowledged."""
 
     __slots__ = (
+        "_backlog",
         "_on_slow",
         "_size",
         "_waiter",
@@ -52,7 +54,8 @@ class Outbox:
     pings = False  # the requests themselves show the client is there
     event_ids = False
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, backlog: Backlog) -> None:
+        self._backlog = backlog
         self.messages: deque[tuple[int, bytes]] = deque()
         self.seq = 0
         self.max_bytes = max_bytes
@@ -79,6 +82,7 @@ class Outbox:
         self.seq += 1
         self.messages.append((self.seq, data))
         self._size += len(data)
+        self._backlog.add(self)
         self.wake()
         if self._size > self.max_bytes and self._on_slow is not None:
             # reported once: closing writes the disconnect push through here again
@@ -234,7 +238,7 @@ async def _poll(request: web.Request, hold: bool) -> web.Response:
     if not session_id:
         if not commands or "connect" not in commands[0]:
             return web.json_response({"error": "a new session starts with connect"}, status=400)
-        outbox = Outbox(hub.config.client.queue_max_bytes)
+        outbox = Outbox(hub.config.client.queue_max_bytes, hub.backlog)
         transport = "longpoll" if hold else "poll"
         centrifugo = CentrifugoSession(hub, outbox, transport)
         centrifugo.client.headers = hub.proxies.pick_headers(request.headers.items())

@@ -11,6 +11,7 @@ import asyncio
 import logging
 from functools import partial
 
+from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.codec import HEARTBEAT
 from pushgate.transport.stomp_ws import StompEndpoint
@@ -23,10 +24,11 @@ BACKLOG = 1024
 
 
 class StompTcpWriter:
-    __slots__ = ("_closed", "_max_queue", "_on_slow", "_transport")
+    __slots__ = ("_backlog", "_closed", "_max_queue", "_on_slow", "_transport")
 
-    def __init__(self, transport: asyncio.Transport, max_queue: int) -> None:
+    def __init__(self, transport: asyncio.Transport, max_queue: int, backlog: Backlog) -> None:
         self._transport = transport
+        self._backlog = backlog
         self._max_queue = max_queue
         self._closed = False
         self._on_slow = None
@@ -55,7 +57,10 @@ class StompTcpWriter:
         self.send(HEARTBEAT)
 
     def _check_queue(self) -> None:
-        if self._transport.get_write_buffer_size() > self._max_queue:
+        queued = self._transport.get_write_buffer_size()
+        if queued:
+            self._backlog.add(self)
+        if queued > self._max_queue:
             log.warning("slow STOMP client: write queue over %d bytes", self._max_queue)
             on_slow, self._on_slow = self._on_slow, None  # reported once
             if on_slow is not None:
@@ -97,7 +102,8 @@ class StompTcpListener:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
         config = self.endpoint.hub.config
-        out = StompTcpWriter(transport, config.client.queue_max_bytes)  # type: ignore[arg-type]  # a TCP stream: an asyncio.Transport
+        hub = self.endpoint.hub
+        out = StompTcpWriter(transport, config.client.queue_max_bytes, hub.backlog)  # type: ignore[arg-type]  # a TCP stream: an asyncio.Transport
         session = self.endpoint.session(out, "stomp_tcp")
         out.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
         try:

@@ -14,6 +14,8 @@ from collections.abc import Callable
 
 from aiohttp import web
 
+from pushgate.hub.backlog import Backlog
+
 log = logging.getLogger("pushgate.streaming")
 
 ABORT_AFTER = 5.0
@@ -49,6 +51,7 @@ class StreamWriter:
     """FrameWriter over a prepared chunked response (``framing`` one of ``FRAMES``)."""
 
     __slots__ = (
+        "_backlog",
         "_done",
         "_held",
         "_max_queue",
@@ -70,8 +73,10 @@ class StreamWriter:
         max_queue: int,
         *,
         bidirectional: bool,
+        backlog: Backlog,
     ) -> None:
         self._transport = transport
+        self._backlog = backlog
         self.framing = framing
         self.frame = FRAMES[framing]
         self.bidirectional = bidirectional
@@ -119,7 +124,10 @@ class StreamWriter:
             self._done.set_result(None)
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._max_queue and self._on_slow is not None:
+        queued = transport.get_write_buffer_size()
+        if queued:
+            self._backlog.add(self)
+        if queued > self._max_queue and self._on_slow is not None:
             # reported once: the callback closes the stream, and its last message
             # (the disconnect push) comes back through this very write
             on_slow, self._on_slow = self._on_slow, None

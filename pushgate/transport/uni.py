@@ -95,7 +95,11 @@ async def _uni_stream(request: web.Request, framing: str, transport_name: str, c
     if transport is None:
         return web.Response(status=499)
     writer = StreamWriter(
-        transport, framing, hub.config.client.queue_max_bytes, bidirectional=False
+        transport,
+        framing,
+        hub.config.client.queue_max_bytes,
+        bidirectional=False,
+        backlog=hub.backlog,
     )
     session = CentrifugoSession(hub, writer, transport_name, uni=True, codec=codec)
     session.client.headers = hub.proxies.pick_headers(request.headers.items())

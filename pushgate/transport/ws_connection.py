@@ -24,6 +24,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import cast
 
+from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
 from pushgate.transport.ws_frames import (
@@ -55,9 +56,11 @@ CLOSE_INTERNAL_ERROR = 1011
 
 
 class OpenSockets:
-    """How many lean WebSocket sockets are open, so shutdown can wait for them to flush."""
+    """How many lean WebSocket sockets are open, so shutdown can wait for them to flush;
+    and the node's backlog (hub/backlog.py), where a socket with bytes queued lists itself."""
 
-    def __init__(self) -> None:
+    def __init__(self, backlog: Backlog | None = None) -> None:
+        self.backlog = backlog if backlog is not None else Backlog()
         self.count = 0
         self._none_left: asyncio.Event | None = None
 
@@ -176,8 +179,12 @@ class WebSocketConnection(asyncio.Protocol):
         if self._closed or transport is None or transport.is_closing():
             return
         transport.write(data)
-        if transport.get_write_buffer_size() > self._max_queue:
-            self._slow()
+        queued = transport.get_write_buffer_size()
+        if queued:
+            if queued > self._max_queue:
+                self._slow()
+            else:
+                self._open.backlog.add(self)
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
         """One frame given in parts (header, per-recipient head, shared tail)."""
@@ -185,8 +192,12 @@ class WebSocketConnection(asyncio.Protocol):
         if self._closed or transport is None or transport.is_closing():
             return
         transport.writelines(parts)
-        if transport.get_write_buffer_size() > self._max_queue:
-            self._slow()
+        queued = transport.get_write_buffer_size()
+        if queued:
+            if queued > self._max_queue:
+                self._slow()
+            else:
+                self._open.backlog.add(self)
 
     def _slow(self) -> None:
         log.warning("slow client: write queue over %d bytes", self._max_queue)

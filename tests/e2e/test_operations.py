@@ -64,7 +64,17 @@ async def test_metrics_follow_connections_commands_and_deliveries(server):
     ]
     assert grew == [1, 3, 3, 3, 1, 3]
     assert value(after, "process_resident_memory_bytes") > 0
+    assert value(after, "process_open_fds") > 0
     await ws.close()
+    # the gauges are kept as connections go, not counted at the scrape: they come back
+    async with asyncio.timeout(5):
+        while True:
+            gone = await scrape(server)
+            if not value(gone, "pushgate_users_online"):
+                break
+            await asyncio.sleep(0.02)
+    assert value(gone, "pushgate_connections", transport="websocket", dialect="centrifugo") == 0
+    assert value(gone, "pushgate_subscriptions") == 0
 
 
 async def test_disconnects_are_counted_by_code(server):
@@ -226,3 +236,23 @@ async def test_a_blocked_event_loop_is_measured_and_logged(server, caplog):
     assert value(samples, "pushgate_event_loop_lag_seconds_bucket", le="0.1") < value(
         samples, "pushgate_event_loop_lag_seconds_bucket", le="+Inf"
     )
+    # the loop's thread slept: the block is not the node's own work
+    assert value(samples, "pushgate_event_loop_lag_max_cpu_seconds") < 0.1
+
+
+async def test_a_busy_loop_is_told_from_a_waiting_one(server, caplog):
+    """A block the loop's own thread spent computing is reported as running, so an
+    operator can tell the node's code from an oversubscribed machine."""
+    await scrape(server)
+    with caplog.at_level(logging.WARNING, logger="pushgate.loop"):
+        end = time.thread_time() + 0.3
+        while time.thread_time() < end:  # the test keeps the server's own loop computing
+            pass
+        async with asyncio.timeout(5):
+            while not any("event loop blocked" in r.getMessage() for r in caplog.records):
+                await asyncio.sleep(0.01)
+    samples = await scrape(server)
+    assert value(samples, "pushgate_event_loop_lag_max_seconds") >= 0.25
+    assert value(samples, "pushgate_event_loop_lag_max_cpu_seconds") >= 0.2
+    line = next(r.getMessage() for r in caplog.records if "blocked" in r.getMessage())
+    assert "of it running" in line

@@ -35,6 +35,8 @@ allow_presence_for_subscriber = true
 class Sink:
     """A ClientSink that records every call in order."""
 
+    dialect = "test"
+
     def __init__(self, wants_pong: bool = True) -> None:
         self.wants_pong = wants_pong
         self.events: list[tuple] = []
