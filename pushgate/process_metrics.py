@@ -86,9 +86,7 @@ class LeanProcessCollector(Collector):
             limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         except OSError:
             return
-        yield GaugeMetricFamily(
-            "process_open_fds", "Number of open file descriptors.", value=count
-        )
+        yield GaugeMetricFamily("process_open_fds", "Number of open file descriptors.", value=count)
         yield GaugeMetricFamily(
             "process_max_fds", "Maximum number of open file descriptors.", value=float(limit)
         )

@@ -171,9 +171,7 @@ def test_grafana_dashboard_only_uses_metrics_that_exist():
     from pushgate import metrics
     from pushgate.hub import metrics_collector
 
-    dashboard = json.loads(
-        (Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text()
-    )
+    dashboard = json.loads((Path(__file__).parents[2] / "docs/grafana-dashboard.json").read_text())
     used = {
         name
         for panel in dashboard["panels"]
