@@ -282,6 +282,11 @@ class Bucket:
     def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[resp.Reply]:
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
+    #: on a cluster the beat goes with the slot's other commands (its master's command
+    #: connection); the node registry's slot holds no per-client keys, so a mass
+    #: disconnect's commands mostly travel to other slots' masters
+    heartbeat_script = script
+
     async def start(self) -> None:
         """Nothing: the router connects to the masters."""
 

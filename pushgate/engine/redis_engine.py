@@ -176,6 +176,11 @@ class Shard:
         self.scripts = engine.script_bodies
         #: this tick's commands, written together on the command connection
         self.batch: AutoPipeline = AutoPipeline(self._open_commands)
+        #: the heartbeat's own connection: a node's proof of life must not queue behind
+        #: its bulk commands (when every client of a node leaves at once, tens of
+        #: thousands of them wait on ``batch``; a beat behind them came later than
+        #: ``node_ttl`` and the other nodes declared this one dead)
+        self.beats: AutoPipeline = AutoPipeline(self._open_commands)
 
     def key(self, kind: str, name: str = "") -> str:
         """``<prefix>:<kind>:<name>`` (``<prefix>:<kind>`` without a name)."""
@@ -188,6 +193,12 @@ class Shard:
         """Run one of ``self.scripts`` with this tick's commands."""
         return self.batch.run(("EVALSHA", sha, len(keys), *keys, *args))
 
+    def heartbeat_script(
+        self, sha: str, keys: list[str], args: list[Any]
+    ) -> asyncio.Future[resp.Reply]:
+        """Run one of ``self.scripts`` on the heartbeat's own connection (``beats``)."""
+        return self.beats.run(("EVALSHA", sha, len(keys), *keys, *args))
+
     async def start(self) -> None:
         self.reader = asyncio.create_task(self._read_forever(), name=f"redis-pubsub-{self.name}")
 
@@ -199,6 +210,7 @@ class Shard:
         if self.pubsub is not None:
             self.pubsub.close()
         await self.batch.close()
+        await self.beats.close()
         if self.client is not None:
             await self.client.aclose()
 
@@ -743,9 +755,8 @@ class RedisEngine(RedisTracking, Engine):
         info = dict(handler.node_snapshot(presence=False, users=False)["info"])
         info["expires"] = now + self.config.node_ttl
         first = self.shards[0]
-        added = await self._run(
-            first,
-            "BEAT",
+        added = await first.heartbeat_script(
+            self.shas["BEAT"],
             [first.key("nodes"), first.key("alive"), first.key("tomb", self.incarnation)],
             [self._node_id, orjson.dumps(info), self.incarnation, self.config.node_ttl],
         )

@@ -52,6 +52,9 @@ class RedisShard(Protocol):
 
     def script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Reply]: ...
 
+    def heartbeat_script(self, sha: str, keys: list[str], args: list[Any]) -> asyncio.Future[Reply]:
+        """``script``, for the node's heartbeat: not queued behind the bulk commands."""
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...

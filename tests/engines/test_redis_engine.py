@@ -650,3 +650,18 @@ async def test_a_dead_node_is_reaped_once_on_every_shard_and_cannot_come_back(
     await asyncio.sleep(0.3)
     assert len(handler_a.leaves) == 6
     assert await engine_a.presence(channels[0]) == {}
+
+
+async def test_a_heartbeat_does_not_wait_behind_a_flood_of_commands(engines):
+    """Every client of a node leaving at once queues tens of thousands of commands on
+    the node's command connection; its heartbeat travels on its own, so it still comes
+    in time (a beat behind them came after node_ttl, and the other nodes declared the
+    node dead: seen with 250,000 clients leaving c1m's 15 workers)."""
+    engine, _handler = await engines(node_heartbeat=60.0, node_ttl=120.0)
+    shard = engine.shards[0]
+    flood = [shard.batch.run(("PING",)) for _ in range(100_000)]
+    await asyncio.sleep(0)  # the flood is written
+    await asyncio.wait_for(engine._beat(), 10)
+    assert not flood[-1].done(), "the beat waited for the whole flood"
+    replies = await asyncio.wait_for(asyncio.gather(*flood), 60)
+    assert set(replies) == {b"PONG"}
