@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import statistics
 import subprocess
 import tempfile
@@ -144,11 +145,22 @@ class Cluster:
         problems: dict[str, int] = {}
         for line in lines:
             if " WARNING " in line or " ERROR " in line:
-                kind = line.split(" ", 3)[-1][:100]
+                kind = kind_of(line.split(" ", 3)[-1])
                 problems[kind] = problems.get(kind, 0) + 1
             elif line.startswith(("redis.exceptions.", "RuntimeError", "ConnectionError")):
                 problems[line[:100]] = problems.get(line[:100], 0) + 1
         return problems
+
+
+def kind_of(message: str) -> str:
+    """A log message with its ids and figures left out, so that lines of one kind are
+    counted together (``cannot tell the engine <id> closed``, ``blocked for <n> s``)."""
+    message = ID.sub("<id>", message)
+    return NUMBER.sub("<n>", message)[:120]
+
+
+ID = re.compile(r"\b[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(\.\d+)?\b")
+NUMBER = re.compile(r"\b\d+(\.\d+)?\b")
 
 
 def report_problems(name: str, problems: dict[str, int]) -> None:
