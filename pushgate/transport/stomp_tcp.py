@@ -101,9 +101,8 @@ class StompTcpListener:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         transport = writer.transport
-        config = self.endpoint.hub.config
         hub = self.endpoint.hub
-        out = StompTcpWriter(transport, config.client.queue_max_bytes, hub.backlog)  # type: ignore[arg-type]  # a TCP stream: an asyncio.Transport
+        out = StompTcpWriter(transport, hub.config.client.queue_max_bytes, hub.backlog)  # type: ignore[arg-type]  # a TCP stream: an asyncio.Transport
         session = self.endpoint.session(out, "stomp_tcp")
         out.on_slow(partial(session.client.disconnect, DISCONNECT_SLOW))
         try:

@@ -59,8 +59,8 @@ class OpenSockets:
     """How many lean WebSocket sockets are open, so shutdown can wait for them to flush;
     and the node's backlog (hub/backlog.py), where a socket with bytes queued lists itself."""
 
-    def __init__(self, backlog: Backlog | None = None) -> None:
-        self.backlog = backlog if backlog is not None else Backlog()
+    def __init__(self, backlog: Backlog) -> None:
+        self.backlog = backlog
         self.count = 0
         self._none_left: asyncio.Event | None = None
 
@@ -181,10 +181,7 @@ class WebSocketConnection(asyncio.Protocol):
         transport.write(data)
         queued = transport.get_write_buffer_size()
         if queued:
-            if queued > self._max_queue:
-                self._slow()
-            else:
-                self._open.backlog.add(self)
+            self._behind(queued)
 
     def writelines(self, parts: tuple[bytes, ...]) -> None:
         """One frame given in parts (header, per-recipient head, shared tail)."""
@@ -194,10 +191,14 @@ class WebSocketConnection(asyncio.Protocol):
         transport.writelines(parts)
         queued = transport.get_write_buffer_size()
         if queued:
-            if queued > self._max_queue:
-                self._slow()
-            else:
-                self._open.backlog.add(self)
+            self._behind(queued)
+
+    def _behind(self, queued: int) -> None:
+        """A write left bytes queued: listed for the write-queue gauge, or closed as slow."""
+        if queued > self._max_queue:
+            self._slow()
+        else:
+            self._open.backlog.add(self)
 
     def _slow(self) -> None:
         log.warning("slow client: write queue over %d bytes", self._max_queue)
