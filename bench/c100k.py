@@ -34,8 +34,10 @@ connection, deliveries/s (over the run and per second), latency p50/p99/p99.9/ma
 against the 200 ms p99 target, the CPU seconds of the workers, Redis, the load
 processes and the publishing bench process, the cores used per second and Redis's
 largest PUB/SUB output buffer, the API requests' own latency, and how long the nodes
-take to count 0 clients after the load leaves. bench/results/c100k.json, c100k.png
-(latency percentiles) and c100k-timeline.png (deliveries/s and p99 per second).
+take to count 0 clients after the load leaves (with the CPU that took, the longest loop
+block meanwhile and how many nodes the others declared dead in the run).
+bench/results/c100k.json, c100k.png (latency percentiles) and c100k-timeline.png
+(deliveries/s and p99 per second).
 
 Nothing is pinned: W workers, Redis, P load processes and the publisher share the
 machine's cores, so on a small machine this measures what the whole box sustains.
@@ -435,34 +437,39 @@ async def sample_loop_lag(
     (``pushgate_event_loop_lag_max_seconds``, read from the worker's own metrics socket,
     so no worker merges the others' for us) and how much of it the loop's thread ran
     (``..._max_cpu_seconds``; the rest it waited for a core). The largest per worker is
-    kept per phase of the run (``phase[0]``: ramp, idle, publish) as [lag, cpu]."""
+    kept per phase of the run (``phase[0]``: ramp, idle, publish, leave) as [lag, cpu]."""
+    while True:
+        await asyncio.sleep(5.0)
+        await sample_loop_lag_once(supervisor_pid, worst, phase[0])
+
+
+async def sample_loop_lag_once(
+    supervisor_pid: int, worst: dict[str, dict[str, list[float]]], phase: str
+) -> None:
     from prometheus_client.parser import text_string_to_metric_families
 
     from pushgate.worker_metrics import socket_dir
 
-    directory = socket_dir(supervisor_pid)
-    while True:
-        await asyncio.sleep(5.0)
-        for path in directory.glob("worker-*.sock"):
-            with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
-                connector = aiohttp.UnixConnector(path=str(path))
-                timeout = aiohttp.ClientTimeout(total=5)
-                async with (
-                    aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
-                    session.get("http://worker/metrics") as response,
-                ):
-                    text = await response.text()
-                values = {
-                    family.name: family.samples[0].value
-                    for family in text_string_to_metric_families(text)
-                    if family.name.startswith("pushgate_event_loop_lag_max")
-                }
-                lag = values.get("pushgate_event_loop_lag_max_seconds", 0.0)
-                cpu = values.get("pushgate_event_loop_lag_max_cpu_seconds", 0.0)
-                worker = path.stem.removeprefix("worker-")
-                seen = worst.setdefault(phase[0], {})
-                if lag > seen.get(worker, [0.0, 0.0])[0]:
-                    seen[worker] = [lag, cpu]
+    for path in socket_dir(supervisor_pid).glob("worker-*.sock"):
+        with contextlib.suppress(aiohttp.ClientError, OSError, TimeoutError):
+            connector = aiohttp.UnixConnector(path=str(path))
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (
+                aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+                session.get("http://worker/metrics") as response,
+            ):
+                text = await response.text()
+            values = {
+                family.name: family.samples[0].value
+                for family in text_string_to_metric_families(text)
+                if family.name.startswith("pushgate_event_loop_lag_max")
+            }
+            lag = values.get("pushgate_event_loop_lag_max_seconds", 0.0)
+            cpu = values.get("pushgate_event_loop_lag_max_cpu_seconds", 0.0)
+            worker = path.stem.removeprefix("worker-")
+            seen = worst.setdefault(phase, {})
+            if lag > seen.get(worker, [0.0, 0.0])[0]:
+                seen[worker] = [lag, cpu]
 
 
 def kernel_memory_kib() -> dict[str, int]:
@@ -827,8 +834,29 @@ async def scenario(args, progress: Progress) -> dict:
                     "timeline": series,
                 }
                 result["per_worker"] = per_worker
+                result["rss_per_connection_kib_end"] = (
+                    sum(rss_end.values()) - sum(rss_before.values())
+                ) / max(1, connected)
+                progress.step(
+                    f"p99 {result['publish']['latency_p99_ms']:.0f} ms, "
+                    f"{result['publish']['deliveries_per_second']:,.0f} deliveries/s"
+                )
+                # the load leaves (every connection closed within a second or so); the
+                # nodes unregister every client before they stop
+                phase[0] = "leave"
+                redis_cpu0, workers_cpu0 = redis.cpu(), cluster.cpu()
+                await asyncio.gather(*(load.stop() for load in loads))
+                left_at = time.monotonic()
+                nodes = await wait_counted(cluster, session, 0, 120)
+                result["disconnect"] = {
+                    "clients_left": sum(n["num_clients"] for n in nodes),
+                    "seconds_until_counted_zero": time.monotonic() - left_at,
+                    "redis_cpu_seconds": redis.cpu() - redis_cpu0,
+                    "workers_cpu_seconds": cluster.cpu() - workers_cpu0,
+                }
                 if workers > 1:
                     watcher.cancel()
+                    await sample_loop_lag_once(cluster.process.pid, lag_worst, "leave")
                     # per phase and worker: [longest block, of which the loop's thread ran]
                     result["event_loop_lag_max_seconds"] = {
                         "per_phase": lag_worst,
@@ -842,21 +870,6 @@ async def scenario(args, progress: Progress) -> dict:
                         },
                         "target": 0.1,
                     }
-                result["rss_per_connection_kib_end"] = (
-                    sum(rss_end.values()) - sum(rss_before.values())
-                ) / max(1, connected)
-                progress.step(
-                    f"p99 {result['publish']['latency_p99_ms']:.0f} ms, "
-                    f"{result['publish']['deliveries_per_second']:,.0f} deliveries/s"
-                )
-                # the load leaves; the nodes unregister every client before they stop
-                await asyncio.gather(*(load.stop() for load in loads))
-                left_at = time.monotonic()
-                nodes = await wait_counted(cluster, session, 0, 120)
-                result["disconnect"] = {
-                    "clients_left": sum(n["num_clients"] for n in nodes),
-                    "seconds_until_counted_zero": time.monotonic() - left_at,
-                }
         finally:
             await asyncio.gather(*(load.stop() for load in loads), return_exceptions=True)
             problems = await asyncio.to_thread(cluster.stop)
@@ -867,6 +880,11 @@ async def scenario(args, progress: Progress) -> dict:
                 await asyncio.to_thread(redis.drop, prefix)
             report_problems(SHAPE.name, problems)
     result["server_log_problems"] = problems
+    if "disconnect" in result:
+        # in the whole run, not only when the load left
+        result["disconnect"]["nodes_declared_dead"] = sum(
+            count for kind, count in problems.items() if "was declared dead" in kind
+        )
     return result
 
 
@@ -931,3 +949,13 @@ def run(args, shape: Shape | None = None) -> None:
         f"load processes {cores['load_processes']:.2f} ({result['load_client']} client), "
         f"publisher {cores['publisher']:.2f}"
     )
+    leave = result.get("disconnect")
+    if leave:
+        blocked = result.get("event_loop_lag_max_seconds", {}).get("max", {}).get("leave")
+        print(
+            f"{SHAPE.name}: the load left: counted zero after "
+            f"{leave['seconds_until_counted_zero']:.1f}s, workers "
+            f"{leave['workers_cpu_seconds']:.1f} CPU-s, redis {leave['redis_cpu_seconds']:.1f} "
+            f"CPU-s, longest loop block {blocked if blocked is not None else float('nan'):.2f}s; "
+            f"nodes declared dead in the run: {leave.get('nodes_declared_dead', 0)}"
+        )

@@ -140,7 +140,7 @@ def create_app(config: Config, engine: Engine | None = None) -> web.Application:
         ],
     )
     app[HUB] = hub
-    app[OPEN_SOCKETS] = OpenSockets(hub.backlog)
+    app[OPEN_SOCKETS] = OpenSockets(hub.backlog, hub.departures)
     app.on_response_prepare.append(add_cors_headers)
     routes = app.router
     dialects = [dialect(app, hub) for dialect in DIALECTS if dialect.enabled(config)]

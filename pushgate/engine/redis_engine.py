@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import itertools
 import logging
@@ -404,6 +405,10 @@ class RedisEngine(RedisTracking, Engine):
         self._losing: asyncio.Task[None] | None = None
         self.shards: Sequence[RedisShard] = []
         self._heartbeat: asyncio.Task[None] | None = None
+        #: the beat's slower chores (_keep_up), one run at a time, never awaited by a beat
+        self._upkeep: asyncio.Task[None] | None = None
+        #: Redis lost this incarnation's entry: everything is to be written again
+        self._rewrite_due = False
         self.reaper = Reaper(self)
         self._next_user_refresh = 0.0
         self._next_presence_refresh = 0.0
@@ -526,8 +531,9 @@ class RedisEngine(RedisTracking, Engine):
         self.reaper.start()
 
     async def close(self) -> None:
-        if self._heartbeat is not None:
-            self._heartbeat.cancel()
+        for task in (self._heartbeat, self._upkeep):
+            if task is not None:
+                task.cancel()
         await self.reaper.close()
         with contextlib.suppress(RedisError, OSError, TimeoutError):
             first = self.shards[0]
@@ -742,10 +748,10 @@ class RedisEngine(RedisTracking, Engine):
                 log.exception("heartbeat failed")
 
     async def _beat(self, losing: bool | None = None) -> None:
-        """Announce this node. Presence expiries are pushed forward every third of
-        ``presence_ttl`` and users' keys hourly; when this incarnation's registry entry
-        was missing (first beat, or Redis lost its data), everything this node holds is
-        written again; when the cluster found it dead, it starts again (_node_lost)."""
+        """Announce this node: one script on the heartbeat's own connection, whatever
+        else is going on. The slower chores a beat finds due run beside it (_keep_up),
+        so a beat is never late behind them: tens of thousands of removals said again
+        after an outage took longer than ``node_ttl``, and the node was declared dead."""
         handler = self._handler
         if losing is None:
             losing = self._losing is not None and not self._losing.done()
@@ -763,22 +769,49 @@ class RedisEngine(RedisTracking, Engine):
         if added == -1:
             self._node_lost_soon()
             return
-        if self._unsaid:
-            await self._said_again()
         if added:
-            await self._write_all(handler)
-        presence_due = now >= self._next_presence_refresh
-        users_due = now >= self._next_user_refresh
-        if not (presence_due or users_due):
-            return  # the usual beat: one script, nothing listed
-        snapshot = handler.node_snapshot(presence=presence_due, users=users_due)
-        if users_due and snapshot["users"]:
-            await self._keep_users(snapshot["users"])
-            self._next_user_refresh = now + USER_REFRESH_SECONDS
-        if presence_due:
-            if snapshot["presence"]:
-                await self.refresh_presence(snapshot["presence"], self.config.presence_ttl)
-            self._next_presence_refresh = now + self.config.presence_ttl / 3
+            self._rewrite_due = True
+        due = (
+            self._rewrite_due
+            or self._unsaid
+            or now >= self._next_presence_refresh
+            or now >= self._next_user_refresh
+        )
+        if due and (self._upkeep is None or self._upkeep.done()):
+            self._upkeep = asyncio.create_task(self._keep_up(handler), name="pushgate-upkeep")
+
+    async def _keep_up(self, handler: EngineHandler) -> None:
+        """A beat's chores: removals Redis did not take said again; when this
+        incarnation's registry entry was missing (first beat, or Redis lost its data),
+        everything this node holds written again; presence expiries pushed forward every
+        third of ``presence_ttl`` and users' keys hourly."""
+        try:
+            if self._unsaid:
+                await self._said_again()
+            if self._rewrite_due:
+                self._rewrite_due = False
+                try:
+                    await self._write_all(handler)
+                except BaseException:
+                    self._rewrite_due = True  # the next beat tries again
+                    raise
+            now = time.time()
+            presence_due = now >= self._next_presence_refresh
+            users_due = now >= self._next_user_refresh
+            if not (presence_due or users_due):
+                return
+            snapshot = handler.node_snapshot(presence=presence_due, users=users_due)
+            if users_due and snapshot["users"]:
+                await self._keep_users(snapshot["users"])
+                self._next_user_refresh = now + USER_REFRESH_SECONDS
+            if presence_due:
+                if snapshot["presence"]:
+                    await self.refresh_presence(snapshot["presence"], self.config.presence_ttl)
+                self._next_presence_refresh = now + self.config.presence_ttl / 3
+        except (RedisError, OSError) as exc:
+            log.warning("heartbeat upkeep failed (tried again at the next beat): %s", exc)
+        except Exception:
+            log.exception("heartbeat upkeep failed")
 
     async def _write_all(self, handler: EngineHandler) -> None:
         """Every membership and connection of this node, written again (the first beat
@@ -786,12 +819,22 @@ class RedisEngine(RedisTracking, Engine):
         snapshot = handler.node_snapshot(presence=False, users=False, members=True)
         ttl = self.config.presence_ttl
         try:
-            for channel, info, presence, joined in snapshot.get("members", []):
-                await self.member_add(
-                    channel, info, presence=presence, ttl=ttl, joined=joined, quiet=True
+            await self._in_chunks(
+                functools.partial(
+                    self.member_add,
+                    channel,
+                    info,
+                    presence=presence,
+                    ttl=ttl,
+                    joined=joined,
+                    quiet=True,
                 )
-            for conn, state in snapshot.get("connections", []):
-                await self.connection_opened(conn, state, quiet=True)
+                for channel, info, presence, joined in snapshot.get("members", [])
+            )
+            await self._in_chunks(
+                functools.partial(self.connection_opened, conn, state, quiet=True)
+                for conn, state in snapshot.get("connections", [])
+            )
         except NodeLost:
             return
         self._next_user_refresh = self._next_presence_refresh = 0.0

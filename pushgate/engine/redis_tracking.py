@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import orjson
@@ -54,10 +54,20 @@ READ_KEEP = 30 * 86400
 SETTLED_KEEP = 86400
 #: how often a waiting read of the event log looks again (events of other nodes)
 POLL = 0.2
+#: calls made together when many are said at once (after an outage, a rewrite)
+CHUNK = 1000
 
 
 class NodeLost(Exception):
     """This node's incarnation was found dead by the cluster: it must start again."""
+
+
+async def _all(calls: list[Awaitable[Any]]) -> None:
+    """Await every one (none left running), then raise the first error if any."""
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
 
 
 def _info_json(info: ClientInfo) -> bytes:
@@ -124,13 +134,36 @@ class RedisTracking:
         self._handler.handle_status(user, status)
 
     async def _said_again(self) -> None:
-        """Retry the removals Redis could not take (at each heartbeat)."""
-        for key, call in list(self._unsaid.items()):
-            try:
-                await call()
-            except (RedisError, OSError):
+        """Retry the removals Redis could not take (at each heartbeat), a chunk at a
+        time in one round trip each (not one round trip per removal: a node that lost
+        Redis while its clients left has tens of thousands)."""
+        unsaid = list(self._unsaid.items())
+        for at in range(0, len(unsaid), CHUNK):
+            chunk = unsaid[at : at + CHUNK]
+            results = await asyncio.gather(*(call() for _, call in chunk), return_exceptions=True)
+            unreachable = False
+            for (key, call), result in zip(chunk, results, strict=True):
+                if isinstance(result, (RedisError, OSError)):
+                    unreachable = True
+                    continue
+                if isinstance(result, BaseException):
+                    log.error("cannot say %s again", key, exc_info=result)
+                if self._unsaid.get(key) is call:
+                    del self._unsaid[key]
+            if unreachable:
                 return  # still unreachable: the next beat tries again
-            self._unsaid.pop(key, None)
+
+    async def _in_chunks(self, calls: Iterable[Callable[[], Awaitable[Any]]]) -> None:
+        """Make every call, CHUNK at a time together (their commands share round
+        trips); the first error stops it."""
+        chunk: list[Awaitable[Any]] = []
+        for call in calls:
+            chunk.append(call())
+            if len(chunk) == CHUNK:
+                await _all(chunk)
+                chunk = []
+        if chunk:
+            await _all(chunk)
 
     async def _say(self, key: tuple[str, ...], call: Callable[[], Awaitable[_T]]) -> _T:
         try:

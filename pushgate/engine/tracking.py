@@ -73,11 +73,12 @@ class Tracking:
     retention: int = 100_000
     #: name of this node, carried in connect/disconnect events
     node_name: str = ""
+    #: the event types as the letters the redis scripts test (sent with every
+    #: connection's open and close: worked out once)
+    flags: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def flags(self) -> str:
-        """The event types as the letters the redis scripts test."""
-        return "".join(sorted({EVENT_FLAGS[t] for t in self.events}))
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "flags", "".join(sorted({EVENT_FLAGS[t] for t in self.events})))
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events

@@ -46,6 +46,7 @@ from pushgate.hub.channels import ChannelRules
 from pushgate.hub.client import Client
 from pushgate.hub.control import Survey
 from pushgate.hub.delivery import Delivery
+from pushgate.hub.departures import Departures
 from pushgate.hub.errors import (
     DISCONNECT_EXPIRED,
     DISCONNECT_FORCE_NO_RECONNECT,
@@ -88,6 +89,8 @@ class Hub:
         self.registry = registry = Registry()
         #: writers with bytes waiting to go out (the write-queue gauge)
         self.backlog = Backlog()
+        #: closed connections' goodbyes, started a few per loop iteration
+        self.departures = Departures()
         self.delivery = delivery = Delivery(engine, config.engine.presence_ttl, self.spawn)
         self.timers = timers = Timers(config.client, registry, self.proxies, self.spawn)
         #: the parts' state, for the API, the admin page and the engine's heartbeat

@@ -4,7 +4,9 @@ There is no task, timer or future per connection. A ticker runs ``tick`` every T
 it advances the ping wheel by one slot (pinging that slot's connections and dropping
 those whose pong did not come), pops the expiry heap up to now, and closes
 connections that never sent connect. The cost of a tick is one slot of the wheel,
-not every connection.
+not every connection. Ticks keep to the clock: after the loop was held up, the wheel
+goes on from where it was rather than running the missed ticks in a burst (which would
+check pong deadlines moments after their pings and close clients that answered in time).
 """
 
 from __future__ import annotations
@@ -142,6 +144,14 @@ class Timers:
         next_at = loop.time() + TICK
         while True:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
+            now = loop.time()
+            if now - next_at > TICK:
+                # the loop was held up (a stall: a burst of work, a machine short of
+                # cores). No burst of ticks to catch up: it would check pong deadlines
+                # moments after its own pings; and this tick waits one more, so the
+                # pongs that came meanwhile are read before any deadline is checked
+                next_at = now + TICK
+                continue
             next_at += TICK
             try:
                 self.tick()

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import cast
 
 from pushgate.hub.backlog import Backlog
+from pushgate.hub.departures import Departures
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
 from pushgate.transport.ws_frames import (
@@ -57,10 +58,12 @@ CLOSE_INTERNAL_ERROR = 1011
 
 class OpenSockets:
     """How many lean WebSocket sockets are open, so shutdown can wait for them to flush;
-    and the node's backlog (hub/backlog.py), where a socket with bytes queued lists itself."""
+    the node's backlog (hub/backlog.py), where a socket with bytes queued lists itself;
+    and its departures (hub/departures.py), where a closed socket's goodbye waits its turn."""
 
-    def __init__(self, backlog: Backlog) -> None:
+    def __init__(self, backlog: Backlog, departures: Departures) -> None:
         self.backlog = backlog
+        self.departures = departures
         self.count = 0
         self._none_left: asyncio.Event | None = None
 
@@ -273,8 +276,10 @@ class WebSocketConnection(asyncio.Protocol):
         # the transport let go of this protocol; letting go of it in turn leaves no
         # cycle for the GC (writes after this are dropped: ``closed`` is true)
         self._transport = None
-        if self._on_closed is not None:
-            self._schedule()
+        if self._on_closed is not None and self._task is None:
+            # the session's goodbye in turn (a task still handling messages says it when
+            # done): a node whose clients all leave at once keeps running its timers
+            self._open.departures.add(self._schedule)
 
     # --- inside ----------------------------------------------------------------------
     def _peer_closed(self, payload: bytes) -> None:

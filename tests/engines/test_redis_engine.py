@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from pushgate.config import EngineConfig
 from pushgate.engine.base import (
@@ -442,6 +443,8 @@ def crash(engine: RedisEngine) -> None:
     """Stop an engine as SIGKILL would: no heartbeat, no PUB/SUB, no goodbye to Redis."""
     assert engine._heartbeat is not None
     engine._heartbeat.cancel()
+    if engine._upkeep is not None:
+        engine._upkeep.cancel()
     for shard in engine.shards:
         if shard.reader is not None:
             shard.reader.cancel()
@@ -665,3 +668,55 @@ async def test_a_heartbeat_does_not_wait_behind_a_flood_of_commands(engines):
     assert not flood[-1].done(), "the beat waited for the whole flood"
     replies = await asyncio.wait_for(asyncio.gather(*flood), 60)
     assert set(replies) == {b"PONG"}
+
+
+async def idle_upkeep(engine: RedisEngine) -> None:
+    """Until the upkeep of the engine's first beat (at start) is done."""
+    if engine._upkeep is not None:
+        await asyncio.wait_for(engine._upkeep, 5)
+
+
+async def test_a_slow_upkeep_does_not_hold_back_the_heartbeat(engines):
+    """What a beat finds to do besides announcing the node (removals Redis did not take,
+    presence to refresh) runs beside it, one run at a time: tens of thousands of
+    removals said again took longer than node_ttl, and the node was declared dead."""
+    engine, _handler = await engines(node_heartbeat=60.0, node_ttl=120.0)
+    await idle_upkeep(engine)
+    release = asyncio.Event()
+    said: list[str] = []
+
+    async def slow_removal() -> None:
+        await release.wait()
+        said.append("c1")
+
+    engine._unsaid[("conn", "c1")] = slow_removal
+    await asyncio.wait_for(engine._beat(), 5)
+    await asyncio.wait_for(engine._beat(), 5)  # the first upkeep still runs: not a second
+    assert said == [] and ("conn", "c1") in engine._unsaid
+    release.set()
+    assert engine._upkeep is not None
+    await asyncio.wait_for(engine._upkeep, 5)
+    assert said == ["c1"] and not engine._unsaid
+
+
+async def test_removals_said_again_together_keep_only_those_redis_refused(engines):
+    engine, _handler = await engines(node_heartbeat=60.0, node_ttl=120.0)
+    await idle_upkeep(engine)
+    said: list[int] = []
+
+    def removal(n: int):
+        async def say() -> None:
+            if n % 3 == 0:
+                raise RedisConnectionError("still out of reach")
+            said.append(n)
+
+        return say
+
+    for n in range(2500):
+        engine._unsaid[("conn", f"c{n}")] = removal(n)
+    await engine._said_again()
+    # said together, a thousand at a time; refusals stay for the next beat, which
+    # also tries the rest (Redis out of reach: no point in going on now)
+    assert sorted(said) == [n for n in range(1000) if n % 3]
+    left = sorted(int(client[1:]) for _, client in engine._unsaid)
+    assert left == [n for n in range(1000) if n % 3 == 0] + list(range(1000, 2500))

@@ -698,6 +698,52 @@ async def test_a_pong_in_time_keeps_the_connection(hub):
     assert len(sink.kinds("ping")) == 3
 
 
+class AnsweringSink(Sink):
+    """A client that answers each ping ``after`` seconds later (a client on a busy
+    machine, within the pong timeout)."""
+
+    def __init__(self, after: float) -> None:
+        super().__init__()
+        self.after = after
+        self.client: Client | None = None
+        self.answered = asyncio.Queue[None]()
+
+    def send_ping(self) -> None:
+        super().send_ping()
+        asyncio.get_running_loop().call_later(self.after, self._answer)
+
+    def _answer(self) -> None:
+        if self.client is not None and not self.client.closed:
+            self.client.pong()
+            self.answered.put_nowait(None)
+
+    def close(self, disconnect: Disconnect) -> None:
+        super().close(disconnect)
+        self.answered.put_nowait(None)  # no more answers: the test looks why
+
+
+async def test_a_stalled_loop_does_not_blame_clients_that_answer_in_time(make_hub):
+    """The node's loop held up longer than the pong timeout (a burst of work, a machine
+    short of cores): the ticker goes on from there rather than running the missed ticks
+    in a burst, which pinged and then checked the deadline moments later, closing with
+    3012 clients that answer within the pong timeout."""
+    hub = await make_hub(client__ping_interval="1s", client__pong_timeout="0.5s")
+    sink = AnsweringSink(after=0.2)
+    client = hub.new_client(sink, "test")
+    sink.client = client
+    await client.connect(token=token("alice"))
+    client.activate_all()
+    hub.timers.start()
+    await asyncio.wait_for(sink.answered.get(), 5)
+    time.sleep(2.5)  # the stall under test: the event loop blocked for 2.5 s
+    for _ in range(3):
+        await asyncio.wait_for(sink.answered.get(), 5)
+        if sink.closed_with:
+            break
+    assert sink.closed_with == []
+    assert not client.closed
+
+
 async def test_no_pong_expected_from_a_one_way_transport(hub):
     _, sink = await connect(hub, wants_pong=False)
     advance(hub, 60)
