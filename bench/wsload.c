@@ -250,6 +250,9 @@ static double now_mono(void) {
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
 
+/* when main began (now_mono), for the times in the messages to stderr */
+static double process_started;
+
 static double cpu_seconds(void) {
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
@@ -1089,12 +1092,15 @@ static long consume(Conn *c, const char *buf, size_t len) {
                 return -1;
             }
             if (closed_after_ready < 3) /* why the server closed a ready connection */
-                fprintf(stderr, "wsload-native: connection %ld closed by the server: %u %.*s\n",
+                fprintf(stderr,
+                        "wsload-native: connection %ld closed by the server: %u %.*s "
+                        "(%.1f s after this process started; its pid %d)\n",
                         conn_index(c),
                         length >= 2 ? (unsigned)((unsigned char)payload[0] << 8 |
                                                  (unsigned char)payload[1])
                                     : 0,
-                        (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0), payload + 2);
+                        (int)(length > 2 ? (length > 200 ? 198 : length - 2) : 0), payload + 2,
+                        now_mono() - process_started, (int)getpid());
             scratch.len = 0;
             masked_frame(&scratch, 0x8, payload, length >= 2 ? 2 : 0);
             conn_write(c, scratch.p, scratch.len);
@@ -1584,6 +1590,7 @@ static void read_tokens(void) {
 }
 
 int main(int argc, char **argv) {
+    process_started = now_mono();
     static const struct option options[] = {
         {"port", required_argument, NULL, 'p'},
         {"connections", required_argument, NULL, 'c'},
