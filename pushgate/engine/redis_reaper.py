@@ -1,13 +1,19 @@
 """No ghosts: every node watches for dead ones and removes what they held, once.
 
 A node's incarnation stays alive in ``P:alive`` (Redis' clock) while it beats; one that
-has not beaten for ``engine.node_ttl`` is dead. Every node checks twice a second; the
-first to claim a dead incarnation (``SET NX`` with a lease) writes its tombstone on every
-shard — from then on no script adds anything for it, so a node that comes back (a paused
-process, a network partition) cannot resurrect its old connections — and removes its
-memberships and connections with the scripts the living use: each leave, vacated,
-disconnect and offline is announced exactly once however many nodes try, and a claimer
-that dies mid-way leaves the rest to the next one after its lease.
+has not beaten for ``engine.node_ttl`` is dead — unless most of the cluster went silent
+at once, which is a stall rather than deaths (Redis stood still through a failover or a
+slow command, and then every last beat is old; every node of a machine short of cores
+for a while): then a node is dead after ``STALL_GRACE_TTLS`` times ``node_ttl`` more.
+Declaring them dead would close every client of the cluster at once.
+
+Every node checks twice a second; the first to claim a dead incarnation (``SET NX`` with
+a lease) writes its tombstone on every shard — from then on no script adds anything for
+it, so a node that comes back (a paused process, a network partition) cannot resurrect
+its old connections — and removes its memberships and connections with the scripts the
+living use: each leave, vacated, disconnect and offline is announced exactly once
+however many nodes try, and a claimer that dies mid-way leaves the rest to the next one
+after its lease.
 
 The same loop claims due timers on every shard: users to announce offline after
 ``presence.offline_delay`` and notifications to hand off, each claimed and turned into
@@ -42,6 +48,9 @@ TOMB_KEEP = 7 * 86400
 REAP_CHUNK = 500
 #: timers claimed per script run
 TIMERS_CHUNK = 200
+#: when most of the cluster's nodes are silent at once, a node is declared dead only
+#: after this many node_ttl more (see the module docstring)
+STALL_GRACE_TTLS = 2
 
 
 class Reaper:
@@ -50,6 +59,8 @@ class Reaper:
         self._task: asyncio.Task[None] | None = None
         #: incarnations this node removed (for tests and the log)
         self.reaped: list[str] = []
+        #: checks completed
+        self.checks = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._forever(), name="pushgate-redis-reaper")
@@ -80,7 +91,13 @@ class Reaper:
             first,
             "REAP_CLAIM",
             [first.key("alive")],
-            [first.prefix, engine.incarnation, int(REAP_LEASE * 1000), 16],
+            [
+                first.prefix,
+                engine.incarnation,
+                int(REAP_LEASE * 1000),
+                16,
+                STALL_GRACE_TTLS * engine.config.node_ttl,
+            ],
         )
         for i in range(0, len(claimed), 2):
             inc = claimed[i].decode() if isinstance(claimed[i], bytes) else claimed[i]
@@ -88,6 +105,7 @@ class Reaper:
             await self.reap(inc, float(claimed[i + 1]) - engine.config.node_ttl)
         for shard in engine.shards:
             await self._timers(shard)
+        self.checks += 1
 
     async def reap(self, inc: str, last_beat: float | None = None) -> None:
         """Remove a dead incarnation's memberships and connections, announcing them."""

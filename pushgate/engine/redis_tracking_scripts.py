@@ -252,12 +252,18 @@ return added
 """
 )
 
-# KEYS: alive (first shard); ARGV: prefix, claimer, lease (ms), most
-# → {incarnation, its expiry, …} claimed
+# KEYS: alive (first shard); ARGV: prefix, claimer, lease (ms), most, stall grace (s)
+# → {incarnation, its expiry, …} claimed. Most of the cluster silent at once is a stall
+# (Redis stood still, a machine short of cores, a partition on the checker's side)
+# rather than most of it dead: then only those silent for the grace longer are claimed.
 REAP_CLAIM = (
     _CLOCK
     + """
-local dead = redis.call("zrangebyscore", KEYS[1], "-inf", clock(), "WITHSCORES", "LIMIT", 0,
+local due = clock()
+if redis.call("zcount", KEYS[1], "-inf", due) * 2 > redis.call("zcard", KEYS[1]) then
+  due = due - tonumber(ARGV[5])
+end
+local dead = redis.call("zrangebyscore", KEYS[1], "-inf", due, "WITHSCORES", "LIMIT", 0,
   ARGV[4])
 local claimed = {}
 for i = 1, #dead, 2 do

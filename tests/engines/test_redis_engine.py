@@ -720,3 +720,92 @@ async def test_removals_said_again_together_keep_only_those_redis_refused(engine
     assert sorted(said) == [n for n in range(1000) if n % 3]
     left = sorted(int(client[1:]) for _, client in engine._unsaid)
     assert left == [n for n in range(1000) if n % 3 == 0] + list(range(1000, 2500))
+
+
+async def test_a_redis_stall_longer_than_node_ttl_does_not_make_nodes_reap_each_other(
+    engines, redis_prefix
+):
+    """Redis stood still longer than node_ttl (a failover, a slow command, a machine
+    short of cores): when it answers again, every node's last beat is older than
+    node_ttl. Most of the cluster silent at once is a stall, not most of it dead: no
+    node declares the others dead (which would close every client of the cluster), and
+    each beats again."""
+    started = [await engines(f"node-{n}") for n in "abc"]
+    control = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        before = [engine.reaper.checks for engine, _ in started]
+        # the stall under test: Redis takes no command for 2.5 s (node_ttl is 1 s), then
+        # every command queued meanwhile, beats and dead-node checks alike
+        await control.execute_command("CLIENT", "PAUSE", 2500, "ALL")
+
+        async def checked_since() -> bool:
+            pairs = zip(started, before, strict=True)
+            return all(engine.reaper.checks >= n + 3 for (engine, _), n in pairs)
+
+        await wait_until(checked_since, 10, "three checks for dead nodes by each node after it")
+    finally:
+        await control.aclose()
+    assert [engine.reaper.reaped for engine, _ in started] == [[], [], []]
+    assert [handler.lost for _, handler in started] == [0, 0, 0]
+
+
+async def alive_scores(engine: RedisEngine) -> dict[str, float]:
+    first = engine.shards[0]
+    pairs = await first.client.zrange(first.key("alive"), 0, -1, withscores=True)
+    return {name.decode(): score for name, score in pairs}
+
+
+async def redis_clock(engine: RedisEngine) -> float:
+    seconds, micros = await engine.shards[0].client.time()
+    return seconds + micros / 1e6
+
+
+async def test_every_node_silent_at_once_is_a_stall_not_deaths(engines):
+    """Every node's beats late at once (the machine short of cores while all clients
+    leave, as at the end of c1m's 500k run): nobody is declared dead within the grace,
+    and once the beats come again the cluster is whole."""
+    started = [await engines(f"node-{n}") for n in "abc"]
+    engine_a = started[0][0]
+    for engine, _ in started:
+        assert engine._heartbeat is not None
+        engine._heartbeat.cancel()  # the stall under test: no beat from any node
+
+    async def all_silent() -> bool:
+        now = await redis_clock(engine_a)
+        return all(score < now for score in (await alive_scores(engine_a)).values())
+
+    await wait_until(all_silent, 5, "every node's last beat older than node_ttl")
+    before = [engine.reaper.checks for engine, _ in started]
+
+    async def checked_twice() -> bool:
+        pairs = zip(started, before, strict=True)
+        return all(engine.reaper.checks >= n + 2 for (engine, _), n in pairs)
+
+    await wait_until(checked_twice, 5, "two checks for dead nodes by each node")
+    assert [engine.reaper.reaped for engine, _ in started] == [[], [], []]
+    for engine, _ in started:
+        engine._heartbeat = asyncio.create_task(engine._heartbeat_forever())
+
+    async def all_beating() -> bool:
+        now = await redis_clock(engine_a)
+        scores = await alive_scores(engine_a)
+        return len(scores) == 3 and all(score > now for score in scores.values())
+
+    await wait_until(all_beating, 5, "every node beating again")
+    assert [engine.reaper.reaped for engine, _ in started] == [[], [], []]
+    assert [handler.lost for _, handler in started] == [0, 0, 0]
+
+
+async def test_a_majority_really_dead_is_still_found_dead_after_the_grace(engines):
+    started = [await engines(f"node-{n}") for n in "abc"]
+    engine_c, _ = started[2]
+    crash(started[0][0])
+    crash(started[1][0])
+    dead = {started[0][0].incarnation, started[1][0].incarnation}
+    # node_ttl (1 s) and the grace for a silent majority (twice node_ttl) after the last beat
+
+    async def both_reaped() -> bool:
+        return set(engine_c.reaper.reaped) == dead
+
+    took = await wait_until(both_reaped, 10, "the two dead nodes found dead")
+    assert took >= 2.0, "found dead within the grace: a stall would have been taken for deaths"
