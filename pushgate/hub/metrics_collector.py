@@ -70,6 +70,12 @@ class HubCollector(Collector):
             value=hub.backlog.queued_bytes(),
         )
         yield GaugeMetricFamily(
+            "pushgate_goodbyes_waiting",
+            "Closed connections whose goodbye (leave channels, tell the engine) waits its "
+            "turn: a burst of clients leaving at once, started a pass at a time.",
+            value=len(hub.departures),
+        )
+        yield GaugeMetricFamily(
             "pushgate_gc_frozen_objects",
             "Objects frozen out of garbage collections (server.gc_freeze).",
             value=gc.get_freeze_count(),

@@ -1,11 +1,19 @@
-"""Closed connections' goodbyes start a pass at a time, the loop running between."""
+"""Closed connections' goodbyes start a pass at a time, the loop running between; the
+gauge of those waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 
+from prometheus_client.core import Metric
+
+from pushgate.auth import TokenVerifier
+from pushgate.engine.memory import MemoryEngine
 from pushgate.hub.departures import Departures
+from pushgate.hub.hub import Hub
+from pushgate.hub.metrics_collector import HubCollector
+from tests.conftest import make_config
 
 
 async def test_goodbyes_start_in_order_a_pass_per_loop_iteration():
@@ -48,3 +56,23 @@ async def test_a_failing_goodbye_is_logged_and_the_others_still_start(caplog):
         await asyncio.sleep(0)
     assert started == [1, 3]
     assert "goodbye failed" in caplog.text
+
+
+async def test_goodbyes_waiting_is_a_gauge(tmp_path):
+    config = make_config(tmp_path)
+    hub = Hub(config, MemoryEngine(), TokenVerifier(config.token))
+    hub.departures.per_pass = 2
+
+    def waiting() -> float:
+        metrics: list[Metric] = list(HubCollector(hub).collect())
+        (gauge,) = [m for m in metrics if m.name == "pushgate_goodbyes_waiting"]
+        return gauge.samples[0].value
+
+    for _ in range(5):
+        hub.departures.add(lambda: None)
+    assert waiting() == 5
+    await asyncio.sleep(0)
+    assert waiting() == 3
+    for _ in range(2):
+        await asyncio.sleep(0)
+    assert waiting() == 0
