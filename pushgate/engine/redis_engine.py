@@ -167,6 +167,8 @@ class Shard:
             ("SSUBSCRIBE", "SUNSUBSCRIBE") if sharded else ("SUBSCRIBE", "UNSUBSCRIBE")
         )
         self.channels: set[str] = set()  # PUB/SUB channel names wanted
+        #: PUB/SUB channels left in this tick, unsubscribed from together at its end
+        self.leaving: set[str] = set()
         self.pubsub: RespConnection | None = None
         #: set while ``pubsub`` is connected and subscribed to what was wanted
         self.connected = asyncio.Event()
@@ -217,6 +219,7 @@ class Shard:
 
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
+        self.leaving.discard(channel)  # wanted again before its unsubscribe was written
         if self.pubsub is None:
             # (re)connecting: the reader may already have taken its list of channels, so
             # wait for it and subscribe here; a subscription is only done once confirmed
@@ -233,9 +236,22 @@ class Shard:
         await asyncio.wait_for(confirmed, SUBSCRIBE_TIMEOUT)
 
     async def unsubscribe(self, channel: str) -> None:
+        """Unsubscribed with the others of this tick, in one write at its end: when
+        every client of a node leaves at once, thousands of personal channels are left,
+        and a write each was a sixth of the node's CPU for the goodbyes."""
         self.channels.discard(channel)
-        if self.pubsub is not None:
-            self.pubsub.write(self._unsub, channel)
+        if self.pubsub is None:
+            return
+        if not self.leaving:
+            asyncio.get_running_loop().call_soon(self._leave)
+        self.leaving.add(channel)
+
+    def _leave(self) -> None:
+        leaving = [channel for channel in self.leaving if channel not in self.channels]
+        self.leaving = set()
+        pubsub = self.pubsub
+        if leaving and pubsub is not None and pubsub.is_open:
+            pubsub.write_many(self.subscribe_commands(leaving, unsubscribe=True))
 
     def subscribe_commands(
         self, channels: list[str], unsubscribe: bool = False

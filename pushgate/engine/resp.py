@@ -221,6 +221,12 @@ class RespConnection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(hiredis.pack_command(command))
 
+    def write_many(self, commands: list[Command]) -> None:
+        """Send commands whose replies go to the ``listen`` callback, in one write."""
+        if self.transport is not None and not self.transport.is_closing():
+            pack = hiredis.pack_command
+            self.transport.write(b"".join(pack(command) for command in commands))
+
     def close(self) -> None:
         if self.transport is not None:
             self.transport.close()

@@ -809,3 +809,37 @@ async def test_a_majority_really_dead_is_still_found_dead_after_the_grace(engine
 
     took = await wait_until(both_reaped, 10, "the two dead nodes found dead")
     assert took >= 2.0, "found dead within the grace: a stall would have been taken for deaths"
+
+
+async def unsubscribe_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_unsubscribe", {}).get("calls", 0))
+
+
+async def test_channels_left_in_one_tick_are_unsubscribed_with_one_command(engines):
+    """Every client of a node leaving at once leaves thousands of channels: one
+    UNSUBSCRIBE for the tick's channels, not a command (and a socket write) each."""
+    engine, _handler = await engines()
+    channels = [f"left-{n}" for n in range(50)]
+    for channel in channels:
+        await engine.subscribe(channel)
+    client = engine.shards[0].client
+    before = await unsubscribe_calls(client)
+    await asyncio.gather(*(engine.unsubscribe(channel) for channel in channels))
+    names = [engine._pubsub_channel(channel) for channel in channels]
+
+    async def all_left() -> bool:
+        counts = await client.pubsub_numsub(*names)
+        return all(count == 0 for _, count in counts)
+
+    await wait_until(all_left, 5, "Redis to drop the 50 subscriptions")
+    assert await unsubscribe_calls(client) - before == 1
+
+
+async def test_a_channel_left_and_wanted_again_in_one_tick_stays_subscribed(engines):
+    engine, handler = await engines()
+    await engine.subscribe("again")
+    await engine.unsubscribe("again")
+    await engine.subscribe("again")  # before the tick's unsubscribes were written
+    await engine.publish("again", Publication(data=b'"still here"'), PublishOptions())
+    await handler.wait(lambda: len(handler.of("again")) == 1)
