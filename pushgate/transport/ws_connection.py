@@ -267,7 +267,21 @@ class WebSocketConnection(asyncio.Protocol):
             self._transport.write(build_frame(latest, OP_PONG))  # type: ignore[union-attr]  # reading: connected
 
     def eof_received(self) -> bool:
-        return False  # the transport closes; connection_lost follows
+        """The peer sends nothing more. Over plain TCP the socket is closed in turn
+        (hub/departures.py): closing sockets, and the connection_lost callbacks that
+        follow in one pass, were most of what kept a node's loop from its timers when
+        thousands of clients left at once. A TLS transport closes itself whatever this
+        says (connection_lost follows)."""
+        transport = self._transport
+        if transport is None or transport.get_extra_info("sslcontext") is not None:
+            return False
+        self._open.departures.add(self._close_after_eof)
+        return True
+
+    def _close_after_eof(self) -> None:
+        transport = self._transport
+        if transport is not None and not transport.is_closing():
+            transport.close()  # what is queued goes first; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
