@@ -630,6 +630,11 @@ async def test_a_dead_node_is_reaped_once_on_every_shard_and_cannot_come_back(
         assert await engine_a.presence(channel) == {}
     statuses = await engine_b.user_statuses(users)
     assert all(s.status == "offline" for s in statuses.values()), statuses
+
+    async def reaping_done() -> bool:  # the reaper lists C once it removed everything
+        return bool(engine_a.reaper.reaped + engine_b.reaper.reaped)
+
+    await wait_until(reaping_done, 5, "a node to finish removing what C held")
     reaped = engine_a.reaper.reaped + engine_b.reaper.reaped
     assert reaped == [engine_c.incarnation]  # one node did it
     announced = [u for u, s in handler_a.statuses + handler_b.statuses if s.status == "offline"]
