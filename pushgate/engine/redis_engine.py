@@ -219,7 +219,6 @@ class Shard:
 
     async def subscribe(self, channel: str) -> None:
         self.channels.add(channel)
-        self.leaving.discard(channel)  # wanted again before its unsubscribe was written
         if self.pubsub is None:
             # (re)connecting: the reader may already have taken its list of channels, so
             # wait for it and subscribe here; a subscription is only done once confirmed
@@ -247,6 +246,7 @@ class Shard:
         self.leaving.add(channel)
 
     def _leave(self) -> None:
+        # a channel wanted again since it was left stays subscribed
         leaving = [channel for channel in self.leaving if channel not in self.channels]
         self.leaving = set()
         pubsub = self.pubsub

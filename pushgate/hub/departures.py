@@ -32,14 +32,12 @@ PER_PASS = 128
 class Departures:
     """A queue of goodbyes started ``per_pass`` per loop iteration."""
 
-    __slots__ = ("_draining", "_waiting", "per_pass", "started")
+    __slots__ = ("_draining", "_waiting", "per_pass")
 
     def __init__(self, per_pass: int = PER_PASS) -> None:
         self.per_pass = per_pass
         self._waiting: deque[Callable[[], object]] = deque()
         self._draining = False
-        #: goodbyes started so far
-        self.started = 0
 
     def __len__(self) -> int:
         """Goodbyes waiting for their turn."""
@@ -56,7 +54,6 @@ class Departures:
         waiting = self._waiting
         for _ in range(min(self.per_pass, len(waiting))):
             goodbye = waiting.popleft()
-            self.started += 1
             try:
                 goodbye()
             except Exception:
