@@ -280,8 +280,12 @@ class WebSocketConnection(asyncio.Protocol):
 
     def _close_after_eof(self) -> None:
         transport = self._transport
-        if transport is not None and not transport.is_closing():
-            transport.close()  # what is queued goes first; connection_lost follows
+        if transport is None or transport.is_closing():
+            return
+        transport.close()  # what is queued goes first; connection_lost follows
+        if transport.get_write_buffer_size():
+            # a peer that half-closed and never reads would hold the socket open
+            asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
