@@ -14,11 +14,11 @@ from functools import partial
 from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.codec import HEARTBEAT
+from pushgate.transport.cut_off import cut_off_later
 from pushgate.transport.stomp_ws import StompEndpoint
 
 log = logging.getLogger("pushgate.stomp")
 
-ABORT_AFTER = 5.0
 READ_SIZE = 65536
 BACKLOG = 1024
 
@@ -76,7 +76,7 @@ class StompTcpWriter:
         if transport.is_closing():
             return
         transport.close()  # after what is buffered is written
-        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
+        cut_off_later(transport)
 
 
 class StompTcpListener:
@@ -116,4 +116,7 @@ class StompTcpListener:
         finally:
             await session.closed()
             if not transport.is_closing():
-                transport.close()
+                transport.close()  # what is queued goes first
+                if transport.get_write_buffer_size():
+                    # a peer that half-closed and never reads would hold the socket open
+                    cut_off_later(transport)

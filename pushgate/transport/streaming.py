@@ -15,10 +15,10 @@ from collections.abc import Callable
 from aiohttp import web
 
 from pushgate.hub.backlog import Backlog
+from pushgate.transport.cut_off import cut_off_later
 
 log = logging.getLogger("pushgate.streaming")
 
-ABORT_AFTER = 5.0
 SSE_RETRY_MS = 1000
 
 
@@ -144,7 +144,7 @@ class StreamWriter:
         if not self._done.done():
             self._done.set_result(None)
             # a peer that never reads would hold the response open for ever
-            asyncio.get_running_loop().call_later(ABORT_AFTER, self._transport.abort)
+            cut_off_later(self._transport)
 
     def lost(self) -> None:
         """The peer went away (connection_loss.watch_loss): the handler may end now."""

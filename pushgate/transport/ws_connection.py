@@ -28,6 +28,7 @@ from pushgate.hub.backlog import Backlog
 from pushgate.hub.departures import Departures
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
+from pushgate.transport.cut_off import cut_off_later
 from pushgate.transport.ws_frames import (
     build_binary_frame,
     build_frame,
@@ -46,8 +47,6 @@ from pushgate.transport.ws_parser import (
 
 log = logging.getLogger("pushgate.websocket")
 
-#: a peer that does not read our close frame is cut after this many seconds
-ABORT_AFTER = 5.0
 #: messages waiting for the session before reading from the socket pauses
 MAX_WAITING = 16
 #: pings answered one by one per read from the socket; more get one pong for the latest
@@ -222,7 +221,7 @@ class WebSocketConnection(asyncio.Protocol):
         # reads would hold the socket open, so it is aborted after a grace period.
         transport.write(close_frame(code, reason))
         transport.close()
-        asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
+        cut_off_later(transport)
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -285,7 +284,7 @@ class WebSocketConnection(asyncio.Protocol):
         transport.close()  # what is queued goes first; connection_lost follows
         if transport.get_write_buffer_size():
             # a peer that half-closed and never reads would hold the socket open
-            asyncio.get_running_loop().call_later(ABORT_AFTER, transport.abort)
+            cut_off_later(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

@@ -10,6 +10,7 @@ the same channel (centrifuge-python) must get every publication, in order.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 
 import orjson
@@ -168,3 +169,47 @@ async def test_a_slow_reader_is_dropped_once_and_others_miss_nothing(
         del stalled
     finally:
         await healthy.disconnect()
+
+
+def tcp_address(host: str, port: int) -> str:
+    """An IPv4 address as /proc/net/tcp writes it (the address in host byte order)."""
+    return f"{socket.inet_aton(host)[::-1].hex().upper()}:{port:04X}"
+
+
+def server_end_open(client: str, server: str) -> bool:
+    """Whether the server still holds its end of a client's TCP connection (the kernel's
+    socket, not only the process's file descriptor)."""
+    with open("/proc/net/tcp") as table:
+        return any(line.split()[1:3] == [server, client] for line in table.readlines()[1:])
+
+
+HALF_CLOSERS = ["websocket", "uni_websocket", "stomp_websocket", "stomp_tcp", "xmpp_websocket"]
+
+
+@pytest.mark.parametrize("transport", HALF_CLOSERS)
+async def test_a_peer_that_half_closes_and_never_reads_is_cut_off(
+    make_server, server_config, monkeypatch, transport
+):
+    """EOF (TCP FIN) with bytes still queued for the peer, under the slow-client limit:
+    the socket closes once they are read, and a peer that never reads them is reset
+    after a grace period. Before, the socket and the session stayed for as long as the
+    peer kept its receive window shut (a FIN-then-silence client held them forever),
+    and an abort left the kernel's socket probing the shut window with megabytes queued."""
+    monkeypatch.setattr("pushgate.transport.cut_off.ABORT_AFTER", 0.5)
+    config = server_config(
+        EXTRA, client__queue_max_bytes=64 * 1024 * 1024, stomp__tcp_port=free_port()
+    )
+    server = await make_server(config)
+    hub = server.hub
+    stalled = await STALLS[transport](server)
+    assert "slow" in hub.users
+    for n in range(COUNT):  # 7 MB: more than both kernels' buffers, under the limit
+        await server.publish(CHANNEL, {"n": n, "pad": PAYLOAD})
+    sock = stalled.writer.get_extra_info("socket")
+    ends = tcp_address(*sock.getsockname()), tcp_address(*sock.getpeername())
+    stalled.writer.write_eof()  # sends nothing more, and still reads nothing
+    assert server_end_open(*ends)  # megabytes queued that nobody reads
+    await wait_until(lambda: "slow" not in hub.users, "the half-closed client is forgotten")
+    await wait_until(lambda: not server_end_open(*ends), "the server's socket is reset")
+    assert hub.disconnects[DISCONNECT_SLOW.code] == 0, hub.disconnects
+    stalled.abort()

@@ -1,0 +1,36 @@
+"""Cutting off a peer that does not read what was queued for it.
+
+A transport closed with bytes still queued waits for the peer to read them; a peer that
+never does gets ``ABORT_AFTER`` seconds, then an RST. A bare ``abort()`` would let go of
+the file descriptor but leave the kernel's socket, and the megabytes in its send queue,
+probing a shut window for minutes (LAST-ACK or FIN-WAIT); a zero-timeout ``SO_LINGER``
+before it makes the close a reset, which frees both at once (nginx's
+``reset_timedout_connection`` does the same).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+
+#: seconds a closed connection's peer has to read what is still queued for it
+ABORT_AFTER = 5.0
+
+_RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # struct linger: on, 0 seconds
+
+
+def cut_off(transport: asyncio.BaseTransport) -> None:
+    """Reset the connection now, whatever is still queued."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+        except OSError:  # already closed: nothing left to reset
+            return
+    transport.abort()  # type: ignore[attr-defined]  # stream transports have it
+
+
+def cut_off_later(transport: asyncio.BaseTransport) -> None:
+    """Give the peer ``ABORT_AFTER`` seconds to read what is queued, then cut it off."""
+    asyncio.get_running_loop().call_later(ABORT_AFTER, cut_off, transport)
