@@ -24,9 +24,11 @@ def cut_off(transport: asyncio.BaseTransport) -> None:
     """Reset the connection now, whatever is still queued."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
+        if sock.fileno() < 0:
+            return  # closed in the meantime, as most are: nothing left to reset
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-        except OSError:  # already closed: nothing left to reset
+        except OSError:  # gone between the two calls
             return
     transport.abort()  # type: ignore[attr-defined]  # stream transports have it
 
