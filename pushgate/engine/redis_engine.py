@@ -754,14 +754,29 @@ class RedisEngine(RedisTracking, Engine):
 
     # --- cluster ------------------------------------------------------------------
     async def _heartbeat_forever(self) -> None:
+        acked = time.monotonic()  # when Redis last took this node's beat
         while True:
             await asyncio.sleep(self.config.node_heartbeat)
+            sent = time.monotonic()
             try:
                 await self._beat()
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
+                continue
             except Exception:
                 log.exception("heartbeat failed")
+                continue
+            now = time.monotonic()
+            if now - acked > self.config.node_ttl / 2:
+                # on its way to being declared dead by the others (node_ttl)
+                log.warning(
+                    "heartbeat late: %.1f s since the last one Redis took (node_ttl %g s); "
+                    "this one's round trip %.1f s",
+                    now - acked,
+                    self.config.node_ttl,
+                    now - sent,
+                )
+            acked = now
 
     async def _beat(self, losing: bool | None = None) -> None:
         """Announce this node: one script on the heartbeat's own connection, whatever

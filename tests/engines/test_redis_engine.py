@@ -754,6 +754,26 @@ async def test_a_redis_stall_longer_than_node_ttl_does_not_make_nodes_reap_each_
     assert [handler.lost for _, handler in started] == [0, 0, 0]
 
 
+async def test_a_late_heartbeat_is_logged_before_the_node_is_declared_dead(engines, caplog):
+    """An operator sees a node drifting toward node_ttl: a beat that Redis took more
+    than half of node_ttl after the one before says so, with its round trip."""
+    await engines("node-a", node_heartbeat=0.1, node_ttl=2.0)
+    control = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await control.execute_command("CLIENT", "PAUSE", 1500, "ALL")
+
+        async def warned() -> bool:
+            return any("heartbeat late" in r.getMessage() for r in caplog.records)
+
+        await wait_until(warned, 10, "a warning about the late heartbeat")
+    finally:
+        await control.aclose()
+    message = next(r.getMessage() for r in caplog.records if "heartbeat late" in r.getMessage())
+    since = float(message.split("heartbeat late: ")[1].split(" s")[0])
+    assert 1.0 < since < 5.0, message  # the pause and a beat interval, give or take
+    assert "node_ttl 2 s" in message
+
+
 async def alive_scores(engine: RedisEngine) -> dict[str, float]:
     first = engine.shards[0]
     pairs = await first.client.zrange(first.key("alive"), 0, -1, withscores=True)
