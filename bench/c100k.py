@@ -709,6 +709,9 @@ async def scenario(args, progress: Progress) -> dict:
                     "connections_per_worker": counts,
                     "kib_per_connection": rss_growth / max(1, connected),
                     "worker_cpu_ms_per_connection": 1000 * ramp_cpu / max(1, connected),
+                    # each load process's answers to the server's pings (the native
+                    # client: arrival → pong, late = over 4 s; the server closes at 8 s)
+                    "pings_per_load_process": [load.ready.get("pings") for load in loads],
                 }
                 kernel_after = kernel_memory_kib()
                 result["memory_per_connection_kib"] = {
@@ -827,6 +830,8 @@ async def scenario(args, progress: Progress) -> dict:
                         "publisher": (self1 - self0) / elapsed,
                     },
                     "load_process_cpu_seconds": [r["client_cpu"] for r in reports],
+                    # since each load process started (ramp included)
+                    "pings_per_load_process": [r.get("pings") for r in reports],
                     "per_second_load": samples,
                     "redis_pubsub_output_buffer_max_bytes": max(
                         (x["pubsub_omem_max"] for x in samples), default=0

@@ -252,6 +252,11 @@ static double now_mono(void) {
 
 /* when main began (now_mono), for the times in the messages to stderr */
 static double process_started;
+/* the server's pings: kernel arrival of the read that held one → its pong written */
+static double read_arrival = 0; /* of the read being consumed (0: not known) */
+static double ping_answer_max = 0, ping_answer_max_at = 0; /* s; s after the start */
+static long pings_answered = 0, pings_answered_late = 0; /* late: over PING_LATE s */
+#define PING_LATE 4.0 /* half the server's default pong timeout */
 
 static double cpu_seconds(void) {
     struct rusage ru;
@@ -907,6 +912,34 @@ static void on_publication(Conn *c, const char *p, size_t n, const char *quote) 
 
 static void finish_expect(void);
 
+/* A ping is being answered: how long after the kernel took it in (SO_TIMESTAMPNS). A
+   load process starved of the CPU answers late, and the server closes for no pong. */
+static void ping_answered(void) {
+    pings_answered++;
+    if (read_arrival <= 0) return;
+    double delay = now_real() - read_arrival;
+    if (delay > PING_LATE && ++pings_answered_late == 1)
+        fprintf(stderr,
+                "wsload-native: a ping answered %.1f s after it arrived (%.1f s after this "
+                "process started; its pid %d)\n",
+                delay, now_mono() - process_started, (int)getpid());
+    if (delay > ping_answer_max) {
+        ping_answer_max = delay;
+        ping_answer_max_at = now_mono() - process_started;
+    }
+}
+
+/* The pings so far, as report fields: answered, answered over PING_LATE s after they
+   arrived, and the longest wait (when, in s after the start). */
+static void ping_report(Str *s) {
+    str_printf(s, ",\"pings\":{\"answered\":%ld,\"late\":%ld,\"max_s\":", pings_answered,
+               pings_answered_late);
+    str_double(s, ping_answer_max);
+    str_cat(s, ",\"max_at_s\":");
+    str_double(s, ping_answer_max_at);
+    str_cat(s, "}");
+}
+
 /* One text message from the server. */
 static void on_message(Conn *c, const char *p, size_t n) {
     if (n >= PUSH_LEN && memcmp(p, PUSH, PUSH_LEN) == 0) {
@@ -917,6 +950,7 @@ static void on_message(Conn *c, const char *p, size_t n) {
     } else if (n == 2 && p[0] == '{' && p[1] == '}') {
         static const char pong[] = {(char)0x81, (char)0x82, 0, 0, 0, 0, '{', '}'};
         conn_write(c, pong, sizeof pong);
+        ping_answered();
     } else if (c->state == SUBSCRIBING) {
         char ready_id[32];
         int k = snprintf(ready_id, sizeof ready_id, "{\"id\":%d,", 1 + opt_nchannels);
@@ -981,6 +1015,7 @@ static void on_pb_message(Conn *c, const char *p, size_t n) {
     if (n == 1 && p[0] == 0) {
         static const char pong[] = {(char)0x82, (char)0x81, 0, 0, 0, 0, 0};
         conn_write(c, pong, sizeof pong);
+        ping_answered();
         return;
     }
     const char *end = p + n;
@@ -1161,16 +1196,18 @@ static void on_readable(Conn *c) {
                             "reading every connection at once from now on\n", n);
         }
         uint64_t pubs_before = pubs;
+        double arrival = 0; /* when the kernel took in the last of what this read */
+        struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
+        if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
+            struct timespec ts;
+            memcpy(&ts, CMSG_DATA(cm), sizeof ts);
+            arrival = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+        }
+        read_arrival = arrival;
         long used = consume(c, buf, len);
+        read_arrival = 0;
         if (pubs != pubs_before) { /* when the last one it read arrived */
-            double arrival = 0;
-            struct cmsghdr *cm = CMSG_FIRSTHDR(&msg);
-            if (cm && cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_TIMESTAMPNS) {
-                struct timespec ts;
-                memcpy(&ts, CMSG_DATA(cm), sizeof ts);
-                arrival = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-                if (expecting && arrival > last_arrival) last_arrival = arrival;
-            }
+            if (expecting && arrival > last_arrival) last_arrival = arrival;
             if (opt_timeline) timeline_add(arrival > 0 ? arrival : now_real(), pubs - pubs_before);
         }
         if (used < 0) return;
@@ -1325,6 +1362,7 @@ static void finish_expect(void) {
     else
         str_cat(&s, "\"short_connections\":null");
     str_printf(&s, ",\"closed_connections\":%ld", closed_after_ready);
+    ping_report(&s);
     if (opt_timeline) {
         str_cat(&s, ",\"timeline\":{");
         for (size_t k = 0; k < ntl; k++)
@@ -1714,6 +1752,7 @@ int main(int argc, char **argv) {
         }
         str_cat(&s, "}");
     }
+    ping_report(&s);
     str_cat(&s, "}");
     emit(&s);
     free(s.p);

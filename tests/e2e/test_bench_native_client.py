@@ -126,6 +126,12 @@ async def test_native_client_counts_every_publication_in_order(
         # when the last publication arrived: after the first publish, before the report
         assert started < report["at"] <= time.time()
         assert report["at"] - published < 2
+        # the server's pings: answered, each timed from its arrival in the kernel
+        pings = report["pings"]
+        assert pings["late"] == 0, pings
+        if busy:  # every connection pinged at least twice, each read within half a second
+            assert pings["answered"] >= 2 * CONNECTIONS, pings
+            assert 0 < pings["max_s"] < 1.0, pings
         process.stdin.write(b'{"cmd": "quit"}\n')
         await process.stdin.drain()
         assert await asyncio.wait_for(process.wait(), 10) == 0
@@ -259,7 +265,8 @@ def ready_line(
     assert result.returncode == 0, result.stderr.decode()
     ready = json.loads(result.stdout.splitlines()[0])
     assert ready.pop("seconds") < 10
-    return ready
+    assert ready.pop("pings", None) in (None, {"answered": 0, "late": 0, "max_s": 0, "max_at_s": 0})
+    return ready  # wsload.py's fields: the ping report is the native client's own
 
 
 @pytest.mark.parametrize("failure", ["refused", "timeout"])
