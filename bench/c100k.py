@@ -95,6 +95,9 @@ class Shape:
     target_p99_ms: float = 200.0
     #: the load processes speak the Centrifugo Protobuf protocol
     protobuf: bool = False
+    #: the load processes' niceness (negative: a larger share of the cores than the
+    #: server's workers, as clients on machines of their own would have; needs root)
+    load_nice: int = 0
 
     def per_connection(self, duration: float) -> int:
         """Deliveries one connection gets in ``duration`` seconds of publishing."""
@@ -243,6 +246,8 @@ class LoadProcess:
             stdout=asyncio.subprocess.PIPE,
             limit=1 << 28,  # the report is one JSON line with every latency sample
         )
+        if SHAPE.load_nice:
+            os.setpriority(os.PRIO_PROCESS, self.process.pid, SHAPE.load_nice)
 
     async def read(self, timeout: float) -> dict:
         try:
@@ -633,6 +638,7 @@ async def scenario(args, progress: Progress) -> dict:
         "group_cycle_seconds": SHAPE.group_cycle,
         "group_size": SHAPE.group_size,
         "protocol": "protobuf" if SHAPE.protobuf else "json",
+        "load_nice": SHAPE.load_nice,
         "batch_every_seconds": TICK,
         "api_connections": args.c100k_api_connections,
         "namespace": {

@@ -48,6 +48,7 @@ def run_c1m(args: argparse.Namespace) -> None:
         group_cycle=args.c1m_team_cycle,
         target_p99_ms=1000.0,
         protobuf=args.c1m_protobuf,
+        load_nice=args.c1m_load_nice,
     )
     run(shaped, shape)
 
@@ -64,3 +65,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--c1m-ramp-rate", type=float, default=2500.0, help="connections/s")
     group.add_argument("--c1m-idle-seconds", type=float, default=60.0)
     group.add_argument("--c1m-protobuf", action="store_true")
+    group.add_argument(
+        "--c1m-load-nice",
+        type=int,
+        default=0,
+        help="niceness of the load processes (-5: they get more of the cores than the "
+        "workers, as clients with machines of their own; needs root)",
+    )
