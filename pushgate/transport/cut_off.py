@@ -21,15 +21,18 @@ _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # struct linger: on, 0 seconds
 
 
 def cut_off(transport: asyncio.BaseTransport) -> None:
-    """Reset the connection now, whatever is still queued."""
+    """End the connection now, whatever is still queued: with a reset if it was being
+    closed (what keeps it is unread bytes), else (an HTTP connection kept alive after
+    its stream ended) with a plain abort."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
         if sock.fileno() < 0:
-            return  # closed in the meantime, as most are: nothing left to reset
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
-        except OSError:  # gone between the two calls
-            return
+            return  # closed in the meantime, as most are: nothing left to end
+        if transport.is_closing():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
+            except OSError:  # gone between the two calls
+                return
     transport.abort()  # type: ignore[attr-defined]  # stream transports have it
 
 

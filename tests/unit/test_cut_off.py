@@ -87,3 +87,19 @@ def test_a_connection_already_closed_is_left_alone(loop: str) -> None:
         client.close()
 
     assert run(LOOPS[loop], main) == []
+
+
+@pytest.mark.parametrize("loop", list(LOOPS))
+def test_a_connection_not_being_closed_is_aborted_without_a_reset(loop: str) -> None:
+    """An HTTP connection kept alive after its stream ended: ended as before (a FIN the
+    client reads as the end), not reset."""
+
+    async def main() -> None:
+        transport, peer, client = await accepted()
+        cut_off(transport)
+        await asyncio.wait_for(peer.lost.wait(), 5)
+        async with asyncio.timeout(5):
+            assert await asyncio.get_running_loop().sock_recv(client, 1024) == b""
+        client.close()
+
+    assert run(LOOPS[loop], main) == []
