@@ -247,7 +247,14 @@ class LoadProcess:
             limit=1 << 28,  # the report is one JSON line with every latency sample
         )
         if SHAPE.load_nice:
-            os.setpriority(os.PRIO_PROCESS, self.process.pid, SHAPE.load_nice)
+            try:
+                os.setpriority(os.PRIO_PROCESS, self.process.pid, SHAPE.load_nice)
+            except PermissionError:
+                self.process.kill()
+                raise RuntimeError(
+                    f"niceness {SHAPE.load_nice} for the load processes needs root "
+                    "(or CAP_SYS_NICE); run without --c1m-load-nice"
+                ) from None
 
     async def read(self, timeout: float) -> dict:
         try:

@@ -68,6 +68,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--c1m-load-nice",
         type=int,
+        choices=range(-20, 20),
+        metavar="N",
         default=0,
         help="niceness of the load processes (-5: they get more of the cores than the "
         "workers, as clients with machines of their own; needs root)",

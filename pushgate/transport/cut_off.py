@@ -20,7 +20,7 @@ ABORT_AFTER = 5.0
 _RESET_ON_CLOSE = struct.pack("ii", 1, 0)  # struct linger: on, 0 seconds
 
 
-def cut_off(transport: asyncio.BaseTransport) -> None:
+def cut_off(transport: asyncio.WriteTransport) -> None:
     """End the connection now, whatever is still queued: with a reset if it was being
     closed (what keeps it is unread bytes), else (an HTTP connection kept alive after
     its stream ended) with a plain abort."""
@@ -33,9 +33,17 @@ def cut_off(transport: asyncio.BaseTransport) -> None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET_ON_CLOSE)
             except OSError:  # gone between the two calls
                 return
-    transport.abort()  # type: ignore[attr-defined]  # stream transports have it
+    transport.abort()
 
 
-def cut_off_later(transport: asyncio.BaseTransport) -> None:
+def close_or_cut_off(transport: asyncio.WriteTransport) -> None:
+    """Close after what is queued is written; if some is still waiting for the peer,
+    the peer has ``ABORT_AFTER`` seconds to read it before it is cut off."""
+    transport.close()
+    if transport.get_write_buffer_size():
+        cut_off_later(transport)
+
+
+def cut_off_later(transport: asyncio.WriteTransport) -> None:
     """Give the peer ``ABORT_AFTER`` seconds to read what is queued, then cut it off."""
     asyncio.get_running_loop().call_later(ABORT_AFTER, cut_off, transport)

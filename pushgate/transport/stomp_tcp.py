@@ -14,7 +14,7 @@ from functools import partial
 from pushgate.hub.backlog import Backlog
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.protocol.stomp.codec import HEARTBEAT
-from pushgate.transport.cut_off import cut_off_later
+from pushgate.transport.cut_off import close_or_cut_off
 from pushgate.transport.stomp_ws import StompEndpoint
 
 log = logging.getLogger("pushgate.stomp")
@@ -75,8 +75,7 @@ class StompTcpWriter:
         transport = self._transport
         if transport.is_closing():
             return
-        transport.close()  # after what is buffered is written
-        cut_off_later(transport)
+        close_or_cut_off(transport)
 
 
 class StompTcpListener:
@@ -116,7 +115,5 @@ class StompTcpListener:
         finally:
             await session.closed()
             if not transport.is_closing():
-                transport.close()  # what is queued goes first
-                if transport.get_write_buffer_size():
-                    # a peer that half-closed and never reads would hold the socket open
-                    cut_off_later(transport)
+                # a peer that half-closed and never reads what is queued is cut off
+                close_or_cut_off(transport)

@@ -28,7 +28,7 @@ from pushgate.hub.backlog import Backlog
 from pushgate.hub.departures import Departures
 from pushgate.hub.errors import DISCONNECT_SLOW
 from pushgate.metrics import LIMIT_HITS
-from pushgate.transport.cut_off import cut_off_later
+from pushgate.transport.cut_off import close_or_cut_off
 from pushgate.transport.ws_frames import (
     build_binary_frame,
     build_frame,
@@ -220,8 +220,7 @@ class WebSocketConnection(asyncio.Protocol):
         # The close frame queues behind what is already buffered; a peer that never
         # reads would hold the socket open, so it is aborted after a grace period.
         transport.write(close_frame(code, reason))
-        transport.close()
-        cut_off_later(transport)
+        close_or_cut_off(transport)
 
     # --- asyncio.Protocol ------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -281,10 +280,9 @@ class WebSocketConnection(asyncio.Protocol):
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        transport.close()  # what is queued goes first; connection_lost follows
-        if transport.get_write_buffer_size():
-            # a peer that half-closed and never reads would hold the socket open
-            cut_off_later(transport)
+        # what is queued goes first (a peer that half-closed and never reads it is cut
+        # off); connection_lost follows
+        close_or_cut_off(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True

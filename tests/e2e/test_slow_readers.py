@@ -191,10 +191,10 @@ async def test_a_peer_that_half_closes_and_never_reads_is_cut_off(
     make_server, server_config, monkeypatch, transport
 ):
     """EOF (TCP FIN) with bytes still queued for the peer, under the slow-client limit:
-    the socket closes once they are read, and a peer that never reads them is reset
-    after a grace period. Before, the socket and the session stayed for as long as the
-    peer kept its receive window shut (a FIN-then-silence client held them forever),
-    and an abort left the kernel's socket probing the shut window with megabytes queued."""
+    a peer that never reads them is reset after a grace period. Before, the socket and
+    the session stayed for as long as the peer kept its receive window shut (a
+    FIN-then-silence client held them forever), and an abort left the kernel's socket
+    probing the shut window with megabytes queued."""
     monkeypatch.setattr("pushgate.transport.cut_off.ABORT_AFTER", 0.5)
     config = server_config(
         EXTRA, client__queue_max_bytes=64 * 1024 * 1024, stomp__tcp_port=free_port()
